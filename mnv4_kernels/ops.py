@@ -1,0 +1,72 @@
+"""Typed Python wrappers and fake (meta) kernels for the mnv4 ops.
+
+The schemas live in csrc/ops.cpp; the kernels in csrc/cpu, csrc/cuda and mnv4_kernels/triton. The fake
+kernels here give torch.compile / torch.export the output's shape *and strides* without running anything:
+the output layout follows the input (see `_output_memory_format`, mirrored in csrc/params.h).
+"""
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+__all__ = ["uib", "mqa", "output_memory_format"]
+
+
+def output_memory_format(x: Tensor) -> torch.memory_format:
+    """channels_last when x is channels_last-contiguous and not also NCHW-contiguous, else contiguous."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _conv_out(size, stride):
+    return (size - 1) // stride + 1
+
+
+def uib(x: Tensor, start_dw_w: Optional[Tensor], start_dw_b: Optional[Tensor], expand_w: Tensor,
+        expand_b: Tensor, mid_dw_w: Optional[Tensor], mid_dw_b: Optional[Tensor], proj_w: Tensor,
+        proj_b: Tensor, stride: int = 1, residual: bool = False, activation: str = "relu") -> Tensor:
+    """Fused Universal Inverted Bottleneck (BatchNorm folded into each conv's weight and bias).
+
+    start dw k x k (no act) -> expand 1x1 + act -> mid dw k x k + act -> proj 1x1 -> (+ x if residual).
+    Shapes: x [N,Cin,H,W]; start_dw_w [Cin,1,k,k]; expand_w [mid,Cin,1,1]; mid_dw_w [mid,1,k,k];
+    proj_w [Cout,mid,1,1]; biases [C]. Omit a dw weight (and its bias) to get the IB, ConvNext or FFN form.
+    The stride sits on the mid dw when present, else on the start dw. activation: relu | gelu | none.
+    """
+    return torch.ops.mnv4.uib(x, start_dw_w, start_dw_b, expand_w, expand_b, mid_dw_w, mid_dw_b,
+                              proj_w, proj_b, stride, residual, activation)
+
+
+def mqa(x: Tensor, norm_scale: Tensor, norm_shift: Tensor, q_w: Tensor, k_dw_w: Optional[Tensor],
+        k_dw_b: Optional[Tensor], k_w: Tensor, v_dw_w: Optional[Tensor], v_dw_b: Optional[Tensor],
+        v_w: Tensor, o_w: Tensor, num_heads: int, kv_stride: int = 1, residual: bool = True) -> Tensor:
+    """Fused Mobile MQA: per-channel affine pre-norm, one shared K/V head, optional strided dw on K and V.
+
+    out = o_w @ concat_h(softmax(q_h k^T / sqrt(dk)) v) (+ x), q = q_w xn, k = k_w dw_k(xn), v = v_w dw_v(xn).
+    Shapes: x [N,C,H,W]; norm_* [C]; q_w [h*dk,C,1,1]; k_dw_w/v_dw_w [C,1,3,3]; k_w [dk,C,1,1];
+    v_w [dv,C,1,1]; o_w [Cout,h*dv,1,1] (layer scale folded in).
+    """
+    return torch.ops.mnv4.mqa(x, norm_scale, norm_shift, q_w, k_dw_w, k_dw_b, k_w, v_dw_w, v_dw_b,
+                              v_w, o_w, num_heads, kv_stride, residual)
+
+
+def _uib_fake(x, start_dw_w, start_dw_b, expand_w, expand_b, mid_dw_w, mid_dw_b, proj_w, proj_b,
+              stride=1, residual=False, activation="relu"):
+    torch._check(x.dim() == 4, lambda: f"mnv4::uib: x must be 4-D [N, C, H, W]; got ndim {x.dim()}")
+    n, _, h, w = x.shape
+    shape = (n, proj_w.shape[0], _conv_out(h, stride), _conv_out(w, stride))
+    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=output_memory_format(x))
+
+
+def _mqa_fake(x, norm_scale, norm_shift, q_w, k_dw_w, k_dw_b, k_w, v_dw_w, v_dw_b, v_w, o_w,
+              num_heads, kv_stride=1, residual=True):
+    torch._check(x.dim() == 4, lambda: f"mnv4::mqa: x must be 4-D [N, C, H, W]; got ndim {x.dim()}")
+    n, _, h, w = x.shape
+    shape = (n, o_w.shape[0], h, w)
+    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=output_memory_format(x))
+
+
+def register_fakes():
+    torch.library.register_fake("mnv4::uib")(_uib_fake)
+    torch.library.register_fake("mnv4::mqa")(_mqa_fake)
