@@ -1,0 +1,81 @@
+// NEON (fp32) microkernels: f32_gemm_6x16__neon (6 rows x 4 q-registers = 24 accumulators of the 32),
+// f32_dwconv__neon (4 output columns per q-register), x32_transpose__neon (4x4 register transposes).
+// The code is the shared template in ../common/simd_impl.h with V = Neon. Compiled only for aarch64.
+#if defined(__aarch64__)
+
+#include <arm_neon.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "../interface/ukernels.h"
+
+namespace mnv4 {
+namespace cpu {
+namespace neon {
+
+struct V {
+  using T = float32x4_t;
+  static constexpr int W = 4;
+  static inline T zero() { return vdupq_n_f32(0.f); }
+  static inline T set1(float f) { return vdupq_n_f32(f); }
+  static inline T loadu(const float* p) { return vld1q_f32(p); }
+  static inline void storeu(float* p, T v) { vst1q_f32(p, v); }
+  static inline T loadn(const float* p, int n) {
+    if (n >= W) return vld1q_f32(p);
+    float t[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int i = 0; i < n; ++i) t[i] = p[i];
+    return vld1q_f32(t);
+  }
+  static inline void storen(float* p, T v, int n) {
+    if (n >= W) return vst1q_f32(p, v);
+    float t[4];
+    vst1q_f32(t, v);
+    for (int i = 0; i < n; ++i) p[i] = t[i];
+  }
+  static inline T fma(T a, T b, T c) { return vfmaq_f32(c, a, b); }
+  static inline T add(T a, T b) { return vaddq_f32(a, b); }
+  static inline T max(T a, T b) { return vmaxq_f32(a, b); }
+};
+
+#include "../common/simd_impl.h"
+
+}  // namespace neon
+
+void f32_gemm_6x16__neon(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
+                         float* C, int64_t ldc, const float* bias, Act act, const float* R, int64_t ldr) {
+  neon::gemm_dispatch<6, 4>(M, N, K, A, lda, B, ldb, C, ldc, bias, act, R, ldr);
+}
+
+void f32_dwconv__neon(int64_t channels, int k, int s, const float* in, int64_t in_cs, int64_t in_rs, int64_t in_r0,
+                      int64_t in_h, int64_t in_w, const float* w, const float* bias, Act act, float* out,
+                      int64_t out_cs, int64_t out_rs, int64_t oy0, int64_t oy1, float* scratch) {
+  neon::dwconv_dispatch(channels, k, s, in, in_cs, in_rs, in_r0, in_h, in_w, w, bias, act, out, out_cs, out_rs, oy0,
+                        oy1, scratch);
+}
+
+void x32_transpose__neon(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, int64_t ldd) {
+  int64_t r0 = 0;
+  for (; r0 + 4 <= rows; r0 += 4) {
+    int64_t c0 = 0;
+    for (; c0 + 4 <= cols; c0 += 4) {
+      const float* s = src + r0 * lds + c0;
+      float32x4x2_t a = vtrnq_f32(vld1q_f32(s), vld1q_f32(s + lds));
+      float32x4x2_t b = vtrnq_f32(vld1q_f32(s + 2 * lds), vld1q_f32(s + 3 * lds));
+      float* d = dst + c0 * ldd + r0;
+      vst1q_f32(d, vcombine_f32(vget_low_f32(a.val[0]), vget_low_f32(b.val[0])));
+      vst1q_f32(d + ldd, vcombine_f32(vget_low_f32(a.val[1]), vget_low_f32(b.val[1])));
+      vst1q_f32(d + 2 * ldd, vcombine_f32(vget_high_f32(a.val[0]), vget_high_f32(b.val[0])));
+      vst1q_f32(d + 3 * ldd, vcombine_f32(vget_high_f32(a.val[1]), vget_high_f32(b.val[1])));
+    }
+    for (; c0 < cols; ++c0)
+      for (int64_t r = r0; r < r0 + 4; ++r) dst[c0 * ldd + r] = src[r * lds + c0];
+  }
+  for (; r0 < rows; ++r0)
+    for (int64_t c = 0; c < cols; ++c) dst[c * ldd + r0] = src[r0 * lds + c];
+}
+
+}  // namespace cpu
+}  // namespace mnv4
+
+#endif  // __aarch64__

@@ -1,0 +1,223 @@
+// The SIMD microkernels, written once over a small vector-traits type V and instantiated per ISA
+// (x86/avx2_fma.cpp with V = Avx2, aarch64/neon.cpp with V = Neon). Include this only from an ISA file, after
+// every standard header and inside that file's target region and its own namespace, so nothing here is
+// shared (COMDAT-merged) between ISAs.
+//
+// V provides: T (register), W (lanes), zero(), set1(f), loadu(p), storeu(p, v), loadn(p, n) (first n lanes,
+// rest 0; n may be <= 0 or >= W), storen(p, v, n) (first n lanes only), fma(a, b, c) = a*b + c, add(a, b),
+// max(a, b).
+//
+// GEMM (see f32_gemm_fn): register tile MR rows x NV vectors; the k loop broadcasts A[r][k] for r < MR and
+// loads NV vectors of B's row k, MR*NV FMAs per k. Loop order: row blocks of A outer (the MR x K panel of
+// the weights stays in L1 while the activation tile B streams through from L2), column tiles inner.
+// Variants (rows in the last block 1..MR, activation, residual, partial last column tile) are template
+// switches.
+//
+// Depthwise (see f32_dwconv_fn): per channel, the needed input rows are copied into zero-padded scratch
+// rows, split into stride phases for s = 2 (phase j holds padded columns j, j+s, ...), so the inner loop is
+// branch-free: out[oy][ox..ox+W) = sum_{i,j} w[i][j] * phase[j % s][row oy*s+i][ox + j/s ...]. Kernel sizes 3
+// and 5 and strides 1, 2 are compile-time; other odd sizes take the runtime-k instantiation.
+
+template <Act A>
+inline typename V::T act_vec(typename V::T v) {
+  if (A == Act::Relu) return V::max(v, V::zero());
+  return v;  // None; Gelu is applied in scalar form by the callers
+}
+
+template <int MR, int NV, Act A, bool RES, bool TAIL>
+inline void gemm_tile(int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+                      const float* bias, const float* r, int64_t ldr, int nrem) {
+  constexpr int W = V::W;
+  typename V::T acc[MR][NV];
+  for (int i = 0; i < MR; ++i) {
+    typename V::T b0 = bias ? V::set1(bias[i]) : V::zero();
+    for (int v = 0; v < NV; ++v) acc[i][v] = b0;
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    typename V::T bv[NV];
+    const float* bk = b + k * ldb;
+    for (int v = 0; v < NV; ++v) bv[v] = TAIL ? V::loadn(bk + v * W, nrem - v * W) : V::loadu(bk + v * W);
+    for (int i = 0; i < MR; ++i) {
+      typename V::T av = V::set1(a[i * lda + k]);
+      for (int v = 0; v < NV; ++v) acc[i][v] = V::fma(av, bv[v], acc[i][v]);
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    float* ci = c + i * ldc;
+    const float* ri = RES ? r + i * ldr : nullptr;
+    for (int v = 0; v < NV; ++v) {
+      const int n = TAIL ? nrem - v * W : W;
+      if (TAIL && n <= 0) break;
+      if (A == Act::Gelu) {
+        alignas(64) float t[W];
+        V::storeu(t, acc[i][v]);
+        const int m = n < W ? n : W;
+        for (int l = 0; l < m; ++l) {
+          float y = gelu_exact(t[l]);
+          if (RES) y += ri[v * W + l];
+          ci[v * W + l] = y;
+        }
+        continue;
+      }
+      typename V::T y = act_vec<A>(acc[i][v]);
+      if (RES) y = V::add(y, TAIL ? V::loadn(ri + v * W, n) : V::loadu(ri + v * W));
+      if (TAIL && n < W)
+        V::storen(ci + v * W, y, n);
+      else
+        V::storeu(ci + v * W, y);
+    }
+  }
+}
+
+template <int MR, int NV, Act A, bool RES>
+inline void gemm_rows(int64_t N, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+                      int64_t ldc, const float* bias, const float* r, int64_t ldr) {
+  constexpr int NR = NV * V::W;
+  int64_t j = 0;
+  for (; j + NR <= N; j += NR)
+    gemm_tile<MR, NV, A, RES, false>(K, a, lda, b + j, ldb, c + j, ldc, bias, RES ? r + j : nullptr, ldr, NR);
+  if (j < N)
+    gemm_tile<MR, NV, A, RES, true>(K, a, lda, b + j, ldb, c + j, ldc, bias, RES ? r + j : nullptr, ldr,
+                                    static_cast<int>(N - j));
+}
+
+template <int MR, int NV, Act A, bool RES>
+void gemm_impl(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+               int64_t ldc, const float* bias, const float* r, int64_t ldr) {
+  if (M <= 0 || N <= 0) return;
+  int64_t i = 0;
+  for (; i + MR <= M; i += MR)
+    gemm_rows<MR, NV, A, RES>(N, K, a + i * lda, lda, b, ldb, c + i * ldc, ldc, bias ? bias + i : nullptr,
+                              RES ? r + i * ldr : nullptr, ldr);
+  const int rem = static_cast<int>(M - i);
+  if (rem == 0) return;
+  a += i * lda;
+  c += i * ldc;
+  if (bias) bias += i;
+  if (RES) r += i * ldr;
+  // The last rows: one instantiation per count (MR <= 8).
+  switch (rem) {
+#define MNV4_ROWS(R) \
+  case R: if (R < MR) gemm_rows<(R < MR ? R : 1), NV, A, RES>(N, K, a, lda, b, ldb, c, ldc, bias, r, ldr); break;
+    MNV4_ROWS(1) MNV4_ROWS(2) MNV4_ROWS(3) MNV4_ROWS(4) MNV4_ROWS(5) MNV4_ROWS(6) MNV4_ROWS(7)
+#undef MNV4_ROWS
+    default: break;
+  }
+}
+
+template <int MR, int NV>
+void gemm_dispatch(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb,
+                   float* c, int64_t ldc, const float* bias, Act act, const float* r, int64_t ldr) {
+  const bool res = r != nullptr;
+  switch (act) {
+    case Act::None:
+      return res ? gemm_impl<MR, NV, Act::None, true>(M, N, K, a, lda, b, ldb, c, ldc, bias, r, ldr)
+                 : gemm_impl<MR, NV, Act::None, false>(M, N, K, a, lda, b, ldb, c, ldc, bias, r, ldr);
+    case Act::Relu:
+      return res ? gemm_impl<MR, NV, Act::Relu, true>(M, N, K, a, lda, b, ldb, c, ldc, bias, r, ldr)
+                 : gemm_impl<MR, NV, Act::Relu, false>(M, N, K, a, lda, b, ldb, c, ldc, bias, r, ldr);
+    case Act::Gelu:
+      return res ? gemm_impl<MR, NV, Act::Gelu, true>(M, N, K, a, lda, b, ldb, c, ldc, bias, r, ldr)
+                 : gemm_impl<MR, NV, Act::Gelu, false>(M, N, K, a, lda, b, ldb, c, ldc, bias, r, ldr);
+  }
+}
+
+// ---- depthwise ----
+
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// Row length (floats) of one padded scratch row, all phases together. Matches f32_dwconv_scratch_floats.
+inline int64_t dw_phase_len(int k, int64_t out_w) { return round_up(out_w, 16) + k; }
+
+template <int KC, int SC, Act A>
+void dwconv_impl(int64_t channels, int k_rt, int s_rt, const float* in, int64_t in_cs, int64_t in_rs, int64_t in_r0,
+                 int64_t in_h, int64_t in_w, const float* w, const float* bias, float* out, int64_t out_cs,
+                 int64_t out_rs, int64_t oy0, int64_t oy1, float* scratch) {
+  constexpr int W = V::W;
+  const int k = KC ? KC : k_rt;
+  const int s = SC ? SC : s_rt;
+  const int p = k / 2;
+  const int64_t out_w = (in_w - 1) / s + 1;
+  const int64_t plen = dw_phase_len(k, out_w);  // one phase
+  const int64_t rlen = plen * s;                // one scratch row (s phases)
+  const int64_t ry0 = oy0 * s - p;              // first logical input row needed
+  const int64_t nrows = (oy1 - oy0 - 1) * s + k;
+  if (oy1 <= oy0 || channels <= 0) return;
+  for (int64_t c = 0; c < channels; ++c) {
+    const float* ic = in + c * in_cs;
+    const float* wc = w + c * k * k;
+    const float bc = bias ? bias[c] : 0.f;
+    // 1. zero-padded, phase-split copies of the needed rows
+    for (int64_t rr = 0; rr < nrows; ++rr) {
+      float* row = scratch + rr * rlen;
+      const int64_t y = ry0 + rr;
+      for (int64_t t = 0; t < rlen; ++t) row[t] = 0.f;
+      if (y < 0 || y >= in_h) continue;
+      const float* src = ic + (y - in_r0) * in_rs;
+      if (s == 1) {
+        for (int64_t x = 0; x < in_w; ++x) row[x + p] = src[x];
+      } else {
+        for (int64_t x = 0; x < in_w; ++x) {
+          const int64_t q = x + p;
+          row[(q % s) * plen + q / s] = src[x];
+        }
+      }
+    }
+    // 2. vectors along the output width
+    for (int64_t oy = oy0; oy < oy1; ++oy) {
+      float* orow = out + c * out_cs + (oy - oy0) * out_rs;
+      const float* srow = scratch + (oy - oy0) * s * rlen;
+      for (int64_t ox = 0; ox < out_w; ox += W) {
+        typename V::T acc = V::set1(bc);
+        for (int i = 0; i < k; ++i) {
+          const float* r = srow + i * rlen;
+          for (int j = 0; j < k; ++j)
+            acc = V::fma(V::set1(wc[i * k + j]), V::loadu(r + (j % s) * plen + j / s + ox), acc);
+        }
+        const int64_t n = out_w - ox;
+        if (A == Act::Gelu) {
+          alignas(64) float t[W];
+          V::storeu(t, acc);
+          for (int l = 0; l < W && l < n; ++l) orow[ox + l] = gelu_exact(t[l]);
+          continue;
+        }
+        acc = act_vec<A>(acc);
+        if (n >= W)
+          V::storeu(orow + ox, acc);
+        else
+          V::storen(orow + ox, acc, static_cast<int>(n));
+      }
+    }
+  }
+}
+
+template <Act A>
+void dwconv_k(int64_t channels, int k, int s, const float* in, int64_t in_cs, int64_t in_rs, int64_t in_r0,
+              int64_t in_h, int64_t in_w, const float* w, const float* bias, float* out, int64_t out_cs,
+              int64_t out_rs, int64_t oy0, int64_t oy1, float* scratch) {
+#define MNV4_DW(KC, SC) \
+  dwconv_impl<KC, SC, A>(channels, k, s, in, in_cs, in_rs, in_r0, in_h, in_w, w, bias, out, out_cs, out_rs, oy0, oy1, scratch)
+  if (k == 3 && s == 1) return MNV4_DW(3, 1);
+  if (k == 3 && s == 2) return MNV4_DW(3, 2);
+  if (k == 5 && s == 1) return MNV4_DW(5, 1);
+  if (k == 5 && s == 2) return MNV4_DW(5, 2);
+  if (s == 1) return MNV4_DW(0, 1);
+  return MNV4_DW(0, 2);
+#undef MNV4_DW
+}
+
+inline void dwconv_dispatch(int64_t channels, int k, int s, const float* in, int64_t in_cs, int64_t in_rs,
+                            int64_t in_r0, int64_t in_h, int64_t in_w, const float* w, const float* bias, Act act,
+                            float* out, int64_t out_cs, int64_t out_rs, int64_t oy0, int64_t oy1, float* scratch) {
+  switch (act) {
+    case Act::None:
+      return dwconv_k<Act::None>(channels, k, s, in, in_cs, in_rs, in_r0, in_h, in_w, w, bias, out, out_cs, out_rs,
+                                 oy0, oy1, scratch);
+    case Act::Relu:
+      return dwconv_k<Act::Relu>(channels, k, s, in, in_cs, in_rs, in_r0, in_h, in_w, w, bias, out, out_cs, out_rs,
+                                 oy0, oy1, scratch);
+    case Act::Gelu:
+      return dwconv_k<Act::Gelu>(channels, k, s, in, in_cs, in_rs, in_r0, in_h, in_w, w, bias, out, out_cs, out_rs,
+                                 oy0, oy1, scratch);
+  }
+}

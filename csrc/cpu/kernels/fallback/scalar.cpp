@@ -1,0 +1,72 @@
+// Scalar reference microkernels: the oracle every SIMD kernel is tested against (csrc/cpu/kernels/tests/),
+// and the kernels used on CPUs without AVX2/NEON or with MNV4_CPU_ISA=scalar. Written for obviousness:
+// direct loops with explicit bounds checks, no scratch, no tiling. Contracts: interface/ukernels.h.
+#include <cmath>
+
+#include "../interface/ukernels.h"
+
+namespace mnv4 {
+namespace cpu {
+
+float gelu_exact(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752440f)); }
+
+static inline float apply_act(float v, Act act) {
+  if (act == Act::Relu) return v > 0.f ? v : 0.f;
+  if (act == Act::Gelu) return gelu_exact(v);
+  return v;
+}
+
+int64_t f32_dwconv_scratch_floats(int k, int s, int64_t in_w, int64_t out_rows) {
+  if (out_rows <= 0) return 0;
+  const int64_t out_w = (in_w - 1) / s + 1;
+  const int64_t plen = (out_w + 15) / 16 * 16 + k;
+  return ((out_rows - 1) * s + k) * plen * s;
+}
+
+void f32_gemm__scalar(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
+                      float* C, int64_t ldc, const float* bias, Act act, const float* R, int64_t ldr) {
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t n = 0; n < N; ++n) {
+      float acc = bias ? bias[m] : 0.f;
+      for (int64_t k = 0; k < K; ++k) acc += A[m * lda + k] * B[k * ldb + n];
+      float y = apply_act(acc, act);
+      if (R) y += R[m * ldr + n];
+      C[m * ldc + n] = y;
+    }
+  }
+}
+
+void f32_dwconv__scalar(int64_t channels, int k, int s, const float* in, int64_t in_cs, int64_t in_rs, int64_t in_r0,
+                        int64_t in_h, int64_t in_w, const float* w, const float* bias, Act act, float* out,
+                        int64_t out_cs, int64_t out_rs, int64_t oy0, int64_t oy1, float* /*scratch*/) {
+  const int p = k / 2;
+  const int64_t out_w = (in_w - 1) / s + 1;
+  for (int64_t c = 0; c < channels; ++c) {
+    for (int64_t oy = oy0; oy < oy1; ++oy) {
+      for (int64_t ox = 0; ox < out_w; ++ox) {
+        float acc = bias ? bias[c] : 0.f;
+        for (int i = 0; i < k; ++i) {
+          const int64_t y = oy * s + i - p;
+          if (y < 0 || y >= in_h) continue;
+          for (int j = 0; j < k; ++j) {
+            const int64_t x = ox * s + j - p;
+            if (x < 0 || x >= in_w) continue;
+            acc += w[(c * k + i) * k + j] * in[c * in_cs + (y - in_r0) * in_rs + x];
+          }
+        }
+        out[c * out_cs + (oy - oy0) * out_rs + ox] = apply_act(acc, act);
+      }
+    }
+  }
+}
+
+void x32_transpose__scalar(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, int64_t ldd) {
+  constexpr int64_t B = 32;  // cache blocking only
+  for (int64_t r0 = 0; r0 < rows; r0 += B)
+    for (int64_t c0 = 0; c0 < cols; c0 += B)
+      for (int64_t c = c0; c < cols && c < c0 + B; ++c)
+        for (int64_t r = r0; r < rows && r < r0 + B; ++r) dst[c * ldd + r] = src[r * lds + c];
+}
+
+}  // namespace cpu
+}  // namespace mnv4

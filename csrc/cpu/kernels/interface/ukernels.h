@@ -1,0 +1,96 @@
+// Torch-free fp32 microkernels for the fused MobileNetV4 blocks (raw pointers, no torch headers).
+//
+// Layout convention ("weights as the A matrix"): activations are channel-major tiles, [C][pixels] with the
+// pixels of a channel contiguous (an NCHW plane, or a band of rows of it). A 1x1 convolution is then a plain
+// row-major GEMM with the torch weight [Cout, Cin] as A (no packing, no per-call repacking):
+//     C[m][n] = act(sum_k A[m][k] * B[k][n] + bias[m]) + R[m][n]
+// and a depthwise convolution runs plane by plane, vectorised along the width.
+//
+// Every kernel exists as a scalar fallback (fallback/, the oracle), AVX2+FMA (x86/, run-time detected) and
+// NEON (aarch64/, only on aarch64 builds). `ukernels()` returns the table for the running CPU;
+// `ukernels_for(isa)` a specific one (nullptr when it is not compiled in or the CPU lacks it).
+// The environment variable MNV4_CPU_ISA=scalar|avx2|neon (read once) forces a table; unset/auto = best.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace mnv4 {
+namespace cpu {
+
+enum class Act : int { None = 0, Relu = 1, Gelu = 2 };  // Gelu is the exact (erf) form
+
+enum class Isa : int { Scalar = 0, Avx2Fma = 1, Neon = 2 };
+
+// GEMM: C[m*ldc + n] = act(sum_k A[m*lda + k] * B[k*ldb + n] + bias[m]) + R[m*ldr + n]
+//   for m < M, n < N. A row-major (lda >= K), B row-major (ldb >= N), C row-major (ldc >= N); unit stride
+//   along n in B, C and R. bias: M floats (one per output row) or nullptr (= 0). R: nullptr (no residual)
+//   or an M x N matrix with leading dimension ldr, added AFTER the activation (the block's skip add).
+//   C must not alias A, B or bias; C == R (in place residual add) is allowed when ldr == ldc.
+//   M, N, K >= 0; K == 0 gives act(bias) + R. Writes every C[m][n] for m < M, n < N and nothing else.
+using f32_gemm_fn = void (*)(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+                             int64_t ldb, float* C, int64_t ldc, const float* bias, Act act, const float* R,
+                             int64_t ldr);
+
+// Depthwise k x k convolution (k odd), stride s (1 or 2), zero padding k/2, for `channels` planes.
+// Input plane c is a logical in_h x in_w image of which rows [in_r0, in_r0 + stored rows) are in memory:
+//   logical pixel (y, x) is in[c*in_cs + (y - in_r0)*in_rs + x].
+// The kernel computes output rows [oy0, oy1) (out_w = (in_w - 1)/s + 1 columns):
+//   out[c*out_cs + (oy - oy0)*out_rs + ox] = act(bias[c] + sum_{i,j} w[c*k*k + i*k + j] * in(oy*s+i-k/2, ox*s+j-k/2))
+// with in(y, x) = 0 outside [0, in_h) x [0, in_w). The caller must store every input row of
+// [oy0*s - k/2, (oy1-1)*s + k/2] that lies inside [0, in_h). bias may be nullptr (= 0).
+// scratch: at least f32_dwconv_scratch_floats(k, s, in_w, oy1 - oy0) floats (the kernels build zero-padded,
+// stride-phase-split copies of the input rows there); the scalar fallback ignores it.
+using f32_dwconv_fn = void (*)(int64_t channels, int k, int s, const float* in, int64_t in_cs, int64_t in_rs,
+                               int64_t in_r0, int64_t in_h, int64_t in_w, const float* w, const float* bias,
+                               Act act, float* out, int64_t out_cs, int64_t out_rs, int64_t oy0, int64_t oy1,
+                               float* scratch);
+
+// Transpose: dst[c*ldd + r] = src[r*lds + c] for r < rows, c < cols (e.g. NHWC pixels <-> channel-major tile).
+using x32_transpose_fn = void (*)(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst,
+                                  int64_t ldd);
+
+int64_t f32_dwconv_scratch_floats(int k, int s, int64_t in_w, int64_t out_rows);
+
+struct UKernels {
+  Isa isa;
+  const char* name;          // "scalar", "avx2_fma", "neon"
+  int gemm_mr, gemm_nr;      // register tile of the GEMM microkernel (rows of A x columns of B)
+  f32_gemm_fn gemm;
+  f32_dwconv_fn dwconv;
+  x32_transpose_fn transpose;
+};
+
+// The table for the running CPU (honours MNV4_CPU_ISA; an unavailable request falls back to the best one).
+const UKernels& ukernels();
+// A specific table, or nullptr if not compiled in / not supported by this CPU.
+const UKernels* ukernels_for(Isa isa);
+// Forces the table that ukernels() returns from now on (tests). Returns false if unavailable.
+bool set_ukernels(Isa isa);
+// Scalar gelu (exact): x * 0.5 * (1 + erf(x / sqrt(2))). The same function in every ISA's epilogue, so the
+// SIMD kernels agree with the fallback exactly on the activation.
+float gelu_exact(float x);
+
+// Per-ISA entry points (XNNPACK-style names state the contract; see the typedefs above).
+void f32_gemm__scalar(int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t, float*, int64_t,
+                      const float*, Act, const float*, int64_t);
+void f32_dwconv__scalar(int64_t, int, int, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
+                        const float*, const float*, Act, float*, int64_t, int64_t, int64_t, int64_t, float*);
+void x32_transpose__scalar(int64_t, int64_t, const float*, int64_t, float*, int64_t);
+#if defined(__x86_64__) || defined(_M_X64)
+void f32_gemm_6x16__avx2_fma(int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t, float*,
+                             int64_t, const float*, Act, const float*, int64_t);
+void f32_dwconv__avx2_fma(int64_t, int, int, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
+                          const float*, const float*, Act, float*, int64_t, int64_t, int64_t, int64_t, float*);
+void x32_transpose__avx2(int64_t, int64_t, const float*, int64_t, float*, int64_t);
+#endif
+#if defined(__aarch64__)
+void f32_gemm_6x16__neon(int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t, float*,
+                         int64_t, const float*, Act, const float*, int64_t);
+void f32_dwconv__neon(int64_t, int, int, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
+                      const float*, const float*, Act, float*, int64_t, int64_t, int64_t, int64_t, float*);
+void x32_transpose__neon(int64_t, int64_t, const float*, int64_t, float*, int64_t);
+#endif
+
+}  // namespace cpu
+}  // namespace mnv4

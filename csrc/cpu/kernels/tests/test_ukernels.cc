@@ -1,0 +1,206 @@
+// Self-checking tests of every SIMD microkernel table compiled in and supported here (AVX2+FMA natively on
+// x86-64, NEON on aarch64 / under qemu-aarch64) against the scalar fallback, over the edge-case battery.
+// Usage: test_ukernels {gemm|dwconv|transpose|all}. Exit status 0 = all passed; failures are printed.
+// (.cc, not .cpp: setup.py globs csrc/cpu/kernels/**/*.cpp into the torch extension; this has a main.)
+//
+// Every output buffer is poisoned with NaN (and has a poisoned margin past each row and after the end):
+// elements the kernel must write are compared with the oracle, every other element must still be NaN.
+// Inputs live in exactly-sized heap buffers, so the sanitizer build catches any read out of bounds.
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <algorithm>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../interface/ukernels.h"
+
+using namespace mnv4::cpu;
+
+static std::mt19937 rng(12345);
+static int failures = 0, checks = 0;
+static const float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+static std::vector<float> rand_vec(size_t n) {
+  std::uniform_real_distribution<float> d(-1.f, 1.f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+static std::vector<float> abs_vec(const std::vector<float>& v) {
+  std::vector<float> a(v.size());
+  for (size_t i = 0; i < v.size(); ++i) a[i] = std::fabs(v[i]);
+  return a;
+}
+static const char* act_name(Act a) { return a == Act::Relu ? "relu" : a == Act::Gelu ? "gelu" : "none"; }
+
+// got vs want where `inside(i)`; NaN elsewhere. tol_i = rel * mag[i] + 1e-7 (mag: the sum of |terms|).
+template <class Inside>
+static bool compare(const std::vector<float>& got, const std::vector<float>& want, const std::vector<float>& mag,
+                    float rel, Inside inside, const std::string& what) {
+  ++checks;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (inside(i)) {
+      const float tol = rel * mag[i] + 1e-7f;
+      if (!(std::fabs(got[i] - want[i]) <= tol)) {
+        std::printf("FAIL %s: element %zu = %g, want %g (tol %g)\n", what.c_str(), i, got[i], want[i], tol);
+        ++failures;
+        return false;
+      }
+    } else if (!std::isnan(got[i])) {
+      std::printf("FAIL %s: element %zu outside the output was written (%g)\n", what.c_str(), i, got[i]);
+      ++failures;
+      return false;
+    }
+  }
+  return true;
+}
+
+static void test_gemm(const UKernels& uk) {
+  const int64_t Ms[] = {1, 2, 5, 6, 7, 11, 12, 13};
+  const int64_t Ns[] = {1, 3, 7, 8, 9, 15, 16, 17, 31, 33};
+  const int64_t Ks[] = {0, 1, 3, 16, 37};
+  int cases = 0;
+  for (int64_t M : Ms)
+    for (int64_t N : Ns)
+      for (int64_t K : Ks)
+        for (int variant = 0; variant < 6; ++variant) {
+          const Act act = static_cast<Act>(variant % 3);
+          const bool res = variant >= 3, has_bias = (M + N + variant) % 4 != 0;
+          const int64_t lda = K + (variant & 1), ldb = N + (variant % 3), ldc = N + 1 + (variant & 1),
+                        ldr = N + (variant % 2) * 3;
+          auto A = rand_vec(M * lda + 1), B = rand_vec(std::max<int64_t>(K, 1) * ldb), bias = rand_vec(M),
+               R = rand_vec(M * ldr);
+          std::vector<float> want(M * ldc + 5, kNaN), got(M * ldc + 5, kNaN), mag(M * ldc + 5, kNaN);
+          const float* rp = res ? R.data() : nullptr;
+          const float* bp = has_bias ? bias.data() : nullptr;
+          f32_gemm__scalar(M, N, K, A.data(), lda, B.data(), ldb, want.data(), ldc, bp, act, rp, ldr);
+          auto aA = abs_vec(A), aB = abs_vec(B), ab = abs_vec(bias), aR = abs_vec(R);
+          f32_gemm__scalar(M, N, K, aA.data(), lda, aB.data(), ldb, mag.data(), ldc, has_bias ? ab.data() : nullptr,
+                           Act::None, res ? aR.data() : nullptr, ldr);
+          uk.gemm(M, N, K, A.data(), lda, B.data(), ldb, got.data(), ldc, bp, act, rp, ldr);
+          char what[200];
+          std::snprintf(what, sizeof what, "%s gemm M=%lld N=%lld K=%lld act=%s res=%d bias=%d", uk.name,
+                        (long long)M, (long long)N, (long long)K, act_name(act), res, has_bias);
+          compare(got, want, mag, 2.5e-7f * (K + 3), [&](size_t i) {
+            return i < size_t(M * ldc) && int64_t(i % ldc) < N; }, what);
+          ++cases;
+        }
+  // in-place residual (C == R) and one larger product
+  for (int64_t M : {6, 64}) {
+    const int64_t N = 200, K = 256;
+    auto A = rand_vec(M * K), B = rand_vec(K * N), bias = rand_vec(M), R = rand_vec(M * N);
+    std::vector<float> want(M * N), got = R, mag(M * N);
+    f32_gemm__scalar(M, N, K, A.data(), K, B.data(), N, want.data(), N, bias.data(), Act::Relu, R.data(), N);
+    auto aA = abs_vec(A), aB = abs_vec(B), ab = abs_vec(bias), aR = abs_vec(R);
+    f32_gemm__scalar(M, N, K, aA.data(), K, aB.data(), N, mag.data(), N, ab.data(), Act::None, aR.data(), N);
+    uk.gemm(M, N, K, A.data(), K, B.data(), N, got.data(), N, bias.data(), Act::Relu, got.data(), N);
+    compare(got, want, mag, 2.5e-7f * (K + 3), [](size_t) { return true; },
+            std::string(uk.name) + " gemm in-place residual M=" + std::to_string(M));
+    ++cases;
+  }
+  std::printf("%s gemm: %d cases\n", uk.name, cases);
+}
+
+static void test_dwconv(const UKernels& uk) {
+  int cases = 0;
+  for (int64_t C : {1, 3, 8, 9})
+    for (int k : {1, 3, 5, 7})
+      for (int s : {1, 2})
+        for (int64_t H : {1, 2, 5, 8})
+          for (int64_t Wd : {1, 2, 7, 8, 9, 16, 17, 33})
+            for (int band = 0; band < 2; ++band) {
+              const Act act = static_cast<Act>((C + k + H + Wd + band) % 3);
+              const bool has_bias = (Wd + band) % 3 != 0;
+              const int p = k / 2;
+              const int64_t Ho = (H - 1) / s + 1, Wo = (Wd - 1) / s + 1;
+              // band 0: every output row; band 1: rows [Ho/3, Ho/3 + (Ho+1)/2) from only the rows they need
+              const int64_t oy0 = band ? Ho / 3 : 0, oy1 = band ? std::min(Ho, oy0 + (Ho + 1) / 2) : Ho;
+              const int64_t r0 = std::max<int64_t>(0, oy0 * s - p), r1 = std::min<int64_t>(H, (oy1 - 1) * s + p + 1);
+              const int64_t in_rs = Wd + (band ? 3 : 0), in_cs = (r1 - r0) * in_rs + (band ? 1 : 0);
+              auto full = rand_vec(C * H * Wd);
+              std::vector<float> in(C * in_cs - (band ? 1 : 0)), ain(in.size());
+              for (int64_t c = 0; c < C; ++c)
+                for (int64_t y = r0; y < r1; ++y)
+                  for (int64_t x = 0; x < Wd; ++x) {
+                    in[c * in_cs + (y - r0) * in_rs + x] = full[(c * H + y) * Wd + x];
+                    ain[c * in_cs + (y - r0) * in_rs + x] = std::fabs(full[(c * H + y) * Wd + x]);
+                  }
+              auto w = rand_vec(C * k * k), bias = rand_vec(C);
+              auto aw = abs_vec(w), ab = abs_vec(bias);
+              const int64_t out_rs = Wo + (band ? 2 : 0), out_cs = (oy1 - oy0) * out_rs + 1;
+              const size_t on = C * out_cs + 3;
+              std::vector<float> want(on, kNaN), got(on, kNaN), mag(on, kNaN);
+              std::vector<float> scratch(f32_dwconv_scratch_floats(k, s, Wd, oy1 - oy0));
+              const float* bp = has_bias ? bias.data() : nullptr;
+              f32_dwconv__scalar(C, k, s, in.data(), in_cs, in_rs, r0, H, Wd, w.data(), bp, act, want.data(), out_cs,
+                                 out_rs, oy0, oy1, nullptr);
+              f32_dwconv__scalar(C, k, s, ain.data(), in_cs, in_rs, r0, H, Wd, aw.data(), has_bias ? ab.data() : nullptr,
+                                 Act::None, mag.data(), out_cs, out_rs, oy0, oy1, nullptr);
+              uk.dwconv(C, k, s, in.data(), in_cs, in_rs, r0, H, Wd, w.data(), bp, act, got.data(), out_cs, out_rs,
+                        oy0, oy1, scratch.data());
+              char what[200];
+              std::snprintf(what, sizeof what, "%s dwconv C=%lld k=%d s=%d H=%lld W=%lld rows=[%lld,%lld) act=%s",
+                            uk.name, (long long)C, k, s, (long long)H, (long long)Wd, (long long)oy0, (long long)oy1,
+                            act_name(act));
+              compare(got, want, mag, 2.5e-7f * (k * k + 3), [&](size_t i) {
+                if (i >= size_t(C * out_cs)) return false;
+                const int64_t j = i % out_cs;
+                return j < (oy1 - oy0) * out_rs && j % out_rs < Wo; }, what);
+              ++cases;
+            }
+  std::printf("%s dwconv: %d cases\n", uk.name, cases);
+}
+
+static void test_transpose(const UKernels& uk) {
+  int cases = 0;
+  for (int64_t rows : {1, 3, 4, 7, 8, 9, 16, 17, 33})
+    for (int64_t cols : {1, 2, 5, 8, 9, 15, 16, 24, 25})
+      for (int pad = 0; pad < 2; ++pad) {
+        const int64_t lds = cols + pad * 3, ldd = rows + pad;
+        auto src = rand_vec(rows * lds);
+        std::vector<float> want(cols * ldd + 2, kNaN), got(cols * ldd + 2, kNaN), mag(cols * ldd + 2, 0.f);
+        x32_transpose__scalar(rows, cols, src.data(), lds, want.data(), ldd);
+        uk.transpose(rows, cols, src.data(), lds, got.data(), ldd);
+        compare(got, want, mag, 0.f, [&](size_t i) { return i < size_t(cols * ldd) && int64_t(i % ldd) < rows; },
+                std::string(uk.name) + " transpose " + std::to_string(rows) + "x" + std::to_string(cols));
+        ++cases;
+      }
+  std::printf("%s transpose: %d cases\n", uk.name, cases);
+}
+
+int main(int argc, char** argv) {
+  const std::string group = argc > 1 ? argv[1] : "all";
+  // The scalar oracle itself against direct formulas on one small case of each kernel.
+  {
+    const float A[6] = {1, 2, 3, 4, 5, 6}, B[6] = {1, -1, 2, 0.5f, -2, 1}, bias[2] = {0.5f, -100.f};
+    float C[4];
+    f32_gemm__scalar(2, 2, 3, A, 3, B, 2, C, 2, bias, Act::Relu, nullptr, 0);
+    const float want[4] = {0.f, -1 + 1 + 3 + 0.5f, 0.f, 0.f};  // 1+4-6+0.5 < 0: relu
+    for (int i = 0; i < 4; ++i)
+      if (std::fabs(C[i] - want[i]) > 1e-6f) { std::printf("FAIL scalar gemm oracle %d\n", i); ++failures; }
+    const float img[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9}, w[9] = {0, 0, 0, 0, 1, 1, 0, 1, 0};
+    float o[4];
+    f32_dwconv__scalar(1, 3, 2, img, 9, 3, 0, 3, 3, w, nullptr, Act::None, o, 4, 2, 0, 2, nullptr);
+    const float wo[4] = {1 + 2 + 4, 3 + 6, 7 + 8, 9};  // centre + right + below, zero padded, stride 2
+    for (int i = 0; i < 4; ++i)
+      if (std::fabs(o[i] - wo[i]) > 1e-6f) { std::printf("FAIL scalar dwconv oracle %d\n", i); ++failures; }
+  }
+  int tables = 0;
+  for (Isa isa : {Isa::Avx2Fma, Isa::Neon}) {
+    const UKernels* uk = ukernels_for(isa);
+    if (!uk) continue;
+    ++tables;
+    if (group == "gemm" || group == "all") test_gemm(*uk);
+    if (group == "dwconv" || group == "all") test_dwconv(*uk);
+    if (group == "transpose" || group == "all") test_transpose(*uk);
+  }
+  if (tables == 0) {
+    std::printf("FAIL: no SIMD kernel table is available on this CPU/build (nothing was tested)\n");
+    return 1;
+  }
+  std::printf("%d checks, %d failures (%s)\n", checks, failures, ukernels().name);
+  return failures ? 1 : 0;
+}

@@ -1,0 +1,62 @@
+"""The torch-free CPU microkernels (csrc/cpu/kernels) against their scalar fallback, from C++.
+
+Drives CMakeLists.txt: configure + build + ctest in build-native/ (AVX2+FMA on this x86-64 CPU),
+build-aarch64/ (NEON, cross-compiled with aarch64-linux-gnu-g++ and run under qemu-aarch64; marker `neon`)
+and build-asan/ (ASan + UBSan). The C++ test (csrc/cpu/kernels/tests/test_ukernels.cc) poisons every
+output buffer and checks every SIMD kernel over the edge-case battery; it fails if no SIMD table exists.
+"""
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _need(tool):
+    if shutil.which(tool) is None:
+        pytest.fail(f"{tool} is not installed (.ci/run installs it; see README)")
+
+
+def _cmake_ctest(build_dir, *configure_args):
+    _need("cmake")
+    build = os.path.join(ROOT, build_dir)
+    run = lambda *cmd: subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)  # noqa: E731
+    r = run("cmake", "-S", ".", "-B", build, *configure_args)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = run("cmake", "--build", build, "-j", "2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = run("ctest", "--test-dir", build, "--output-on-failure")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "100% tests passed" in r.stdout, r.stdout
+    return r.stdout
+
+
+def _run_all(build_dir, emulator=()):
+    exe = os.path.join(ROOT, build_dir, "test_ukernels")
+    r = subprocess.run([*emulator, exe, "all"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def test_native_simd_vs_scalar():
+    _cmake_ctest("build-native")
+    out = _run_all("build-native")
+    import platform
+    if platform.machine() in ("x86_64", "AMD64"):
+        assert "avx2_fma gemm" in out, out  # this CPU has AVX2+FMA: the AVX2 kernels were the ones tested
+
+
+@pytest.mark.neon
+def test_aarch64_neon_under_qemu():
+    _need("aarch64-linux-gnu-g++")
+    _need("qemu-aarch64")
+    _cmake_ctest("build-aarch64", "-DCMAKE_TOOLCHAIN_FILE=cmake/aarch64.cmake")
+    out = _run_all("build-aarch64", ("qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"))
+    assert "neon gemm" in out and "neon dwconv" in out and "0 failures" in out, out
+
+
+def test_sanitizers():
+    _cmake_ctest("build-asan", "-DMNV4_SANITIZE=ON", "-DCMAKE_BUILD_TYPE=RelWithDebInfo")
