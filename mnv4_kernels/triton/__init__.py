@@ -1,1 +1,12 @@
-"""Triton kernels for the mnv4 ops (one file per op), registered with torch.library.triton_op."""
+"""Triton kernels for the mnv4 ops (one file per op), registered with torch.library.triton_op.
+
+Importing this package registers `torch.ops.mnv4.uib_triton` and `torch.ops.mnv4.mqa_triton` (same schemas
+as `mnv4::uib` / `mnv4::mqa`, whose library mnv4_kernels._C declares). Python runs a module once per process,
+so registration is idempotent. Under TRITON_INTERPRET=1 (set before triton is imported) the kernels run on
+CPU tensors, for tests; otherwise they need CUDA tensors.
+"""
+
+from .mqa import mqa_triton, validate_mqa
+from .uib import uib_triton, validate_uib
+
+__all__ = ["uib_triton", "mqa_triton", "validate_uib", "validate_mqa"]
