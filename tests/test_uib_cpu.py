@@ -1,0 +1,248 @@
+"""torch.ops.mnv4.uib on the CPU (csrc/cpu/uib.cpp) against the composite mnv4_reference.functional.uib.
+
+Correctness over the edge-case battery (NCHW, channels_last, non-contiguous; fp32, fp16, bf16), output
+layout vs the fake kernel, opcheck, torch.compile / torch.export, zero batch, rejected input (in a
+subprocess that must exit normally), and the scalar microkernels end to end (MNV4_CPU_ISA=scalar).
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import mnv4_kernels
+from mnv4_kernels import ops as mops
+from mnv4_reference import functional as F
+from mnv4_reference.testing import random_uib_args, rel_err, uib_battery
+
+BATTERY = uib_battery()
+FP32_TOL = 1e-5
+# The op computes in fp32 from the low-precision inputs and rounds once at the end, so against the fp32
+# composite on the same (upcast) inputs the only error is that rounding: |fl(y) - y| <= u |y| element-wise,
+# hence rel_err <= u (fp16: u = 2^-11, bf16: u = 2^-8) plus the fp32 compute error (<= FP32_TOL).
+UNIT_ROUNDOFF = {torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8}
+
+
+def _ids(cases):
+    return [f"{i}-cin{c['cin']}-mid{c['mid']}-hw{c['h']}x{c['w']}-ks{c['k_start']}-km{c['k_mid']}-s{c['stride']}"
+            for i, c in enumerate(cases)]
+
+
+def _upcast(args):
+    return tuple(a.float() if isinstance(a, torch.Tensor) else a for a in args)
+
+
+def _expected_strides(args):
+    return mops._uib_fake(*args).stride()
+
+
+def test_cpu_kernel_registered():
+    assert mnv4_kernels.backends()["cpu"].available
+    assert "uib" in mnv4_kernels.backends()["cpu"].ops
+    assert torch.ops.mnv4_cpu.isa() in ("avx2_fma", "neon", "scalar")
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("case", BATTERY, ids=_ids(BATTERY))
+def test_battery_fp32(case, layout):
+    args = random_uib_args(**case, channels_last=layout == "channels_last")
+    out = torch.ops.mnv4.uib(*args)
+    ref = F.uib(*args)
+    assert out.dtype == torch.float32
+    assert out.stride() == _expected_strides(args)
+    assert rel_err(out, ref) <= FP32_TOL
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("case", BATTERY[::3], ids=_ids(BATTERY[::3]))
+def test_battery_low_precision(case, dtype):
+    for cl in (False, True):
+        args = random_uib_args(**case, dtype=dtype, channels_last=cl)
+        out = torch.ops.mnv4.uib(*args)
+        assert out.dtype == dtype and out.stride() == _expected_strides(args)
+        ref = F.uib(*_upcast(args))
+        assert rel_err(out, ref) <= UNIT_ROUNDOFF[dtype] + FP32_TOL
+
+
+def _non_contiguous(x, kind):
+    if kind == "sliced":  # every other column of a wider tensor
+        wide = torch.randn(x.shape[0], x.shape[1], x.shape[2], 2 * x.shape[3])
+        wide[..., ::2] = x
+        return wide[..., ::2]
+    if kind == "transposed_hw":  # a W x H tensor's transpose
+        return x.transpose(2, 3).contiguous().transpose(2, 3)
+    if kind == "nhcw":  # channels in the middle of the strides
+        return x.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)
+    raise ValueError(kind)
+
+
+NONCONTIG_CASES = [c for c in BATTERY if c["h"] > 1 and c["w"] > 1][::4]
+
+
+@pytest.mark.parametrize("kind", ["sliced", "transposed_hw", "nhcw"])
+@pytest.mark.parametrize("case", NONCONTIG_CASES, ids=_ids(NONCONTIG_CASES))
+def test_non_contiguous(case, kind):
+    args = list(random_uib_args(**case))
+    args[0] = _non_contiguous(args[0], kind)
+    assert not args[0].is_contiguous()
+    out = torch.ops.mnv4.uib(*args)
+    assert out.stride() == _expected_strides(args)
+    assert rel_err(out, F.uib(*args)) <= FP32_TOL
+
+
+def test_ambiguous_layouts_follow_the_fake_kernel():
+    # C == 1 or H == W == 1: NCHW- and channels_last-contiguous at once -> NCHW output, as the fake says.
+    for case in (dict(n=2, cin=1, h=5, w=4, mid=8, cout=3), dict(n=2, cin=6, h=1, w=1, mid=8, cout=3)):
+        args = random_uib_args(**case, channels_last=True)
+        out = torch.ops.mnv4.uib(*args)
+        assert out.stride() == _expected_strides(args)
+        assert rel_err(out, F.uib(*args)) <= FP32_TOL
+
+
+def test_batch_8_larger_block():
+    # A real MobileNetV4-Conv-M layer shape (3.1) at batch 8: many bands and tasks in flight.
+    args = random_uib_args(8, 256, 7, 7, 1024, 256, k_start=5, k_mid=5, channels_last=True, seed=7)
+    assert rel_err(torch.ops.mnv4.uib(*args), F.uib(*args)) <= FP32_TOL
+    args = random_uib_args(1, 80, 28, 28, 160, 80, k_start=3, k_mid=3, seed=8)
+    assert rel_err(torch.ops.mnv4.uib(*args), F.uib(*args)) <= FP32_TOL
+
+
+def test_threads_do_not_change_the_result():
+    args = random_uib_args(1, 24, 13, 11, 72, 24, k_start=3, k_mid=5, seed=3)
+    old = torch.get_num_threads()
+    try:
+        outs = []
+        for t in (1, 2, 3):
+            torch.set_num_threads(t)
+            outs.append(torch.ops.mnv4.uib(*args))
+    finally:
+        torch.set_num_threads(old)
+    ref = F.uib(*args)
+    for o in outs:
+        assert rel_err(o, ref) <= FP32_TOL
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_zero_batch(layout):
+    args = random_uib_args(1, 8, 6, 5, 16, 12, stride=2, channels_last=layout == "channels_last")
+    x = args[0][:0]
+    out = torch.ops.mnv4.uib(x, *args[1:])
+    assert out.shape == (0, 12, 3, 3)
+    assert out.stride() == _expected_strides((x,) + args[1:])
+
+
+OPCHECK_CASES = {
+    "contiguous": dict(n=2, cin=5, h=6, w=7, mid=12, cout=5, k_start=3, k_mid=5),
+    "channels_last": dict(n=1, cin=8, h=5, w=5, mid=16, cout=6, k_start=5, k_mid=3, stride=2, channels_last=True),
+    "non_contiguous": dict(n=2, cin=4, h=6, w=6, mid=8, cout=4, k_start=3, k_mid=0, activation="gelu"),
+}
+
+
+@pytest.mark.parametrize("name", list(OPCHECK_CASES))
+def test_opcheck(name):
+    args = list(random_uib_args(**OPCHECK_CASES[name]))
+    if name == "non_contiguous":
+        args[0] = _non_contiguous(args[0], "sliced")
+    torch.library.opcheck(torch.ops.mnv4.uib.default, tuple(args))
+
+
+class _Block(torch.nn.Module):
+    def __init__(self, args):
+        super().__init__()
+        self.ts = torch.nn.ParameterList([torch.nn.Parameter(a, requires_grad=False) for a in args[1:9]
+                                          if a is not None])
+        self.has = [a is not None for a in args[1:9]]
+        self.flags = args[9:]
+
+    def forward(self, x):
+        it = iter(self.ts)
+        w = [next(it) if h else None for h in self.has]
+        return torch.relu(mnv4_kernels.uib(x, *w, *self.flags)) + 1.0
+
+
+def test_compile_and_export():
+    args = random_uib_args(2, 16, 9, 9, 48, 16, k_start=3, k_mid=5, channels_last=True, seed=11)
+    m = _Block(args).eval()
+    x = args[0]
+    want = torch.relu(F.uib(*args)) + 1.0
+    compiled = torch.compile(m, fullgraph=True, backend="inductor")
+    assert rel_err(compiled(x), want) <= FP32_TOL
+    ep = torch.export.export(m, (x,))
+    assert any("mnv4.uib" in str(n.target) for n in ep.graph.nodes)
+    assert rel_err(ep.module()(x), want) <= FP32_TOL
+
+
+BAD_INPUT_SCRIPT = textwrap.dedent(r"""
+    import torch, mnv4_kernels
+    from mnv4_reference.testing import random_uib_args
+    uib = torch.ops.mnv4.uib
+    x, sw, sb, ew, eb, mw, mb, pw, pb, stride, res, act = random_uib_args(2, 8, 6, 6, 16, 8, k_start=3, k_mid=3)
+    good = [x, sw, sb, ew, eb, mw, mb, pw, pb, 1, True, "relu"]
+    def call(**kw):
+        a = list(good)
+        names = ["x", "sw", "sb", "ew", "eb", "mw", "mb", "pw", "pb", "stride", "res", "act"]
+        for k, v in kw.items():
+            a[names.index(k)] = v
+        return uib(*a)
+    cases = {
+        "x must be 4-D": dict(x=x[0]),
+        "expand_w must have 8 input channels": dict(ew=torch.randn(16, 7, 1, 1)),
+        "start_dw_w must have 8 channels": dict(sw=torch.randn(7, 1, 3, 3)),
+        "mid_dw_w must have 16 channels": dict(mw=torch.randn(15, 1, 3, 3)),
+        "proj_w must have 16 input channels": dict(pw=torch.randn(8, 15, 1, 1)),
+        "expand_b must have shape [16]": dict(eb=torch.randn(15)),
+        "proj_b must have shape [8]": dict(pb=torch.randn(9)),
+        "start_dw_b must have shape [8]": dict(sb=torch.randn(3)),
+        "mid_dw_w must have an odd kernel size": dict(mw=torch.randn(16, 1, 4, 4)),
+        "start_dw_w must be square": dict(sw=torch.randn(8, 1, 3, 5)),
+        "stride must be 1 or 2": dict(stride=3, res=False),
+        "residual=True needs stride=1": dict(stride=2),
+        "residual=True needs Cin == Cout": dict(pw=torch.randn(6, 16, 1, 1), pb=torch.randn(6)),
+        "expand_w has dtype": dict(ew=ew.double()),
+        "x must be float32, float16 or bfloat16": dict(x=x.double()),
+        "activation must be one of": dict(act="swish"),
+        "mid_dw_w and mid_dw_b must be given together": dict(mb=None),
+        "start_dw_w and start_dw_b must be given together": dict(sb=None),
+        "stride=2 needs a depthwise conv": dict(sw=None, sb=None, mw=None, mb=None, stride=2, res=False),
+    }
+    failed = 0
+    for want, kw in cases.items():
+        try:
+            call(**kw)
+            print("NOT REJECTED:", want); failed += 1
+        except RuntimeError as e:
+            if want not in str(e):
+                print("WRONG MESSAGE:", want, "|", str(e).splitlines()[0]); failed += 1
+    call()  # the good call still works afterwards
+    print("checked", len(cases))
+    raise SystemExit(1 if failed else 0)
+""")
+
+
+def test_bad_input_raises_in_subprocess():
+    r = subprocess.run([sys.executable, "-c", BAD_INPUT_SCRIPT], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"rc={r.returncode} (negative = killed by a signal)\n{r.stdout}\n{r.stderr}"
+    assert "checked 19" in r.stdout
+
+
+SCALAR_SCRIPT = textwrap.dedent(r"""
+    import torch, mnv4_kernels
+    from mnv4_reference import functional as F
+    from mnv4_reference.testing import random_uib_args, rel_err, uib_battery
+    assert torch.ops.mnv4_cpu.isa() == "scalar", torch.ops.mnv4_cpu.isa()
+    worst = 0.0
+    for i, c in enumerate(uib_battery()[::2]):
+        args = random_uib_args(**c, channels_last=bool(i % 2))
+        worst = max(worst, rel_err(torch.ops.mnv4.uib(*args), F.uib(*args)))
+    print("worst", worst)
+    raise SystemExit(0 if worst <= 1e-5 else 1)
+""")
+
+
+def test_scalar_microkernels_end_to_end():
+    env = dict(os.environ, MNV4_CPU_ISA="scalar")
+    r = subprocess.run([sys.executable, "-c", SCALAR_SCRIPT], capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
