@@ -1,0 +1,258 @@
+"""Command line: `python -m mnv4_kernels [run|infer|bench] ...` (run is the default).
+
+run    build the fused model on the best backend here, check it against the reference on a fresh input,
+       then time fused / reference eager / torch.compile / onnxruntime side by side; JSON + PNG to --out.
+infer  classify image files or folders with a timm checkpoint (top-5, ImageNet names for 1000 classes).
+bench  per-layer and end-to-end microbenchmarks over the real MobileNetV4 layer table (see bench.py).
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+DEFAULT_MODEL = "mobilenetv4_conv_small"
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def _log(msg=""):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _dtype(name):
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"--dtype must be one of {sorted(DTYPES)}; got {name!r}")
+
+
+def _common(p, batch_default=1):
+    from mnv4_reference import MODEL_NAMES
+
+    p.add_argument("--model", default=DEFAULT_MODEL, choices=MODEL_NAMES, metavar="NAME",
+                   help=f"timm model name (default {DEFAULT_MODEL}; one of: {', '.join(MODEL_NAMES)})")
+    p.add_argument("--checkpoint", help="a timm checkpoint file (.safetensors, .pth, .bin)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--dtype", type=_dtype, default=torch.float32, help="float32 | float16 | bfloat16")
+    p.add_argument("--backend", default="auto", help="auto | cpu | cuda | triton | reference")
+    p.add_argument("--batch", type=int, default=batch_default)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's default)")
+
+
+def _reference(args, seed=0):
+    """The reference model: from --checkpoint, else random weights with BatchNorm statistics and layer
+    scales randomised so that every block matters (the weights timm initialises are ~identity blocks)."""
+    from mnv4_reference import create_model, load_checkpoint
+    from mnv4_reference.randomize import randomize_
+
+    if args.checkpoint:
+        _log(f"loading {args.checkpoint}")
+        return load_checkpoint(args.model, args.checkpoint).eval(), "checkpoint"
+    model = create_model(args.model)
+    randomize_(model, seed=seed)
+    return model.eval(), "random (BatchNorm statistics and layer scales randomised)"
+
+
+# ----------------------------------------------------------------------------------------------- run
+def cmd_run(args):
+    import mnv4_kernels
+    from mnv4_reference import pretrained_cfg
+    from mnv4_reference.testing import rel_err
+
+    from . import baselines, report
+    from .timing import interleaved
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    res = args.res or pretrained_cfg(args.model)["input_size"][-1]
+    _log(f"mnv4_kernels run: {args.model} @{res}, batch {args.batch}, {str(args.dtype).replace('torch.', '')}, "
+         f"{device}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    for b in mnv4_kernels.backends().values():
+        _log(f"  backend {b}")
+
+    ref, weights = _reference(args)
+    fused = mnv4_kernels.fuse(ref, backend=args.backend, dtype=args.dtype).to(device)
+    ref = ref.to(device)
+    blocks = [(k, b) for _, k, b in fused.block_backends if k in ("uib", "mqa")]
+    per = sorted({f"{k} on {b}" for k, b in blocks})
+    _log(f"  fused model: {len(blocks)} UIB/MQA blocks ({', '.join(per)}); weights: {weights}")
+
+    # 1. correctness on a fresh input
+    gen = torch.Generator().manual_seed(int(time.time()))
+    x = torch.randn(args.batch, 3, res, res, generator=gen).to(device)
+    with torch.inference_mode():
+        want = ref(x)
+        got = fused(x.to(args.dtype)).float()
+        err = rel_err(got, want)
+        check = {"rel_err_vs_reference_fp32": err}
+        if args.dtype == torch.float32:
+            check["bound"] = 1e-5
+        else:  # the bound is 2x the reference's own error in that dtype
+            ref_lp = ref.to(args.dtype)(x.to(args.dtype)).float()
+            ref.float()
+            check["reference_own_error"] = rel_err(ref_lp, want)
+            check["bound"] = 2 * check["reference_own_error"]
+        check["ok"] = err <= check["bound"]
+    print(f"correctness: fused vs reference relative error {err:.2e} (bound {check['bound']:.1e}) "
+          f"-> {'OK' if check['ok'] else 'FAIL'}")
+
+    # 2. side-by-side timing
+    cands, skipped = {}, {}
+    xin = x.to(args.dtype)
+    cands["fused (ours)"] = lambda: fused(xin)
+    ref_lp = ref.to(args.dtype)
+    eager_run = baselines.eager(ref_lp)
+    cands["reference eager (channels_last)"] = lambda: eager_run(xin)
+    if not args.no_compile:
+        _log("  compiling the reference with torch.compile (can take a minute) ...")
+        try:
+            comp = baselines.compiled(ref_lp, xin)
+            cands["reference torch.compile"] = lambda: comp(xin)
+        except baselines.BaselineUnavailable as e:
+            skipped["reference torch.compile"] = str(e)
+    if not args.no_onnx:
+        try:
+            _log("  exporting the reference to ONNX for onnxruntime ...")
+            ort_run = baselines.onnxruntime_cpu(ref.float().cpu(), x.float().cpu())
+            xc = x.float().cpu()
+            cands["onnxruntime (CPU)"] = lambda: ort_run(xc)
+        except baselines.BaselineUnavailable as e:
+            skipped["onnxruntime (CPU)"] = str(e)
+    with torch.inference_mode():
+        times = interleaved(cands, warmup=3, repeats=args.repeats, device=device, max_seconds=args.max_seconds,
+                            progress="timing")
+    base = times["reference eager (channels_last)"].median_ms
+    rows = []
+    for name, t in times.items():
+        rows.append(dict(impl=name, median_ms=t.median_ms, p10_ms=t.p10_ms, p90_ms=t.p90_ms,
+                         img_per_s=1e3 * args.batch / t.median_ms, speedup_vs_eager=base / t.median_ms))
+    print(report.format_table(rows, [("impl", "implementation", "{}"), ("median_ms", "median ms", "{:.3f}"),
+                                     ("p10_ms", "p10", "{:.3f}"), ("p90_ms", "p90", "{:.3f}"),
+                                     ("img_per_s", "img/s", "{:.1f}"), ("speedup_vs_eager", "x eager", "{:.2f}")]))
+    for name, why in skipped.items():
+        print(f"  (no {name}: {why})")
+
+    out = args.out or os.path.join("out", f"run-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.makedirs(out, exist_ok=True)
+    payload = dict(env=report.env_info(device), model=args.model, res=res, batch=args.batch,
+                   dtype=str(args.dtype).replace("torch.", ""), weights=weights, correctness=check,
+                   block_backends=fused.block_backends, results=rows, skipped=skipped)
+    report.write_json(os.path.join(out, "run.json"), payload)
+    report.bar_plot(os.path.join(out, "run.png"), [r["impl"] for r in rows], [r["median_ms"] for r in rows],
+                    f"{args.model} @{res} batch {args.batch} ({device}, {torch.get_num_threads()} threads)",
+                    "median latency (ms), lower is better")
+    print(f"wrote {out}/run.json and {out}/run.png")
+    return 0 if check["ok"] else 1
+
+
+# --------------------------------------------------------------------------------------------- infer
+def _image_files(paths):
+    from PIL import Image
+
+    exts = {e.lower() for e in Image.registered_extensions()}
+    for p in paths:
+        if os.path.isdir(p):
+            for root, dirs, files in os.walk(p):
+                dirs.sort()
+                for f in sorted(files):
+                    if os.path.splitext(f)[1].lower() in exts:
+                        yield os.path.join(root, f)
+        else:
+            yield p  # given explicitly: try it, and report if it is not an image
+
+
+def cmd_infer(args):
+    import mnv4_kernels
+    from mnv4_reference import load_image, preprocess
+
+    from .labels import class_name
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    files = list(_image_files(args.paths))
+    if not files:
+        print("infer: no image files found in " + ", ".join(args.paths), file=sys.stderr)
+        return 2
+    model = mnv4_kernels.load(args.model, checkpoint=args.checkpoint, device=args.device, dtype=args.dtype,
+                              backend=args.backend)
+    cfg = model.pretrained_cfg
+    results, errors = [], []
+    show_progress = len(files) > args.batch and sys.stderr.isatty() or args.progress
+    for start in range(0, len(files), args.batch):
+        chunk = files[start:start + args.batch]
+        tensors, names = [], []
+        for path in chunk:
+            try:
+                tensors.append(preprocess(load_image(path), cfg)[0])
+                names.append(path)
+            except Exception as e:  # one bad image must not lose the others
+                errors.append({"path": path, "error": f"{type(e).__name__}: {e}"})
+        if tensors:
+            batch = torch.stack(tensors).to(args.device, args.dtype)
+            with torch.inference_mode():
+                probs = model(batch).float().softmax(-1).cpu()
+            top = probs.topk(min(args.topk, probs.shape[-1]), dim=-1)
+            for path, p, i in zip(names, top.values.tolist(), top.indices.tolist()):
+                results.append({"path": path, "top": [{"index": ci, "label": class_name(ci, model.num_classes),
+                                                       "prob": pi} for pi, ci in zip(p, i)]})
+        if show_progress:
+            done = min(start + args.batch, len(files))
+            print(f"\r  {done}/{len(files)} images", end="" if done < len(files) else "\n", file=sys.stderr,
+                  flush=True)
+    if args.json:
+        json.dump({"model": args.model, "checkpoint": args.checkpoint, "results": results, "errors": errors},
+                  sys.stdout, indent=1)
+        print()
+    else:
+        for r in results:
+            print(r["path"])
+            for k, t in enumerate(r["top"], 1):
+                print(f"  {k}. {t['label']:<40s} {100 * t['prob']:6.2f}%  (class {t['index']})")
+        for e in errors:
+            print(f"error: {e['path']}: {e['error']}", file=sys.stderr)
+    return 0 if results and not errors else (1 if results else 2)
+
+
+# --------------------------------------------------------------------------------------------- main
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m mnv4_kernels", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd")
+
+    r = sub.add_parser("run", help="the main job: correctness check + side-by-side timing (default)")
+    _common(r)
+    r.add_argument("--res", type=int, default=None, help="input size (default: the model's pretrained size)")
+    r.add_argument("--repeats", type=int, default=30)
+    r.add_argument("--max-seconds", type=float, default=60.0, help="stop timing after this long (>= 3 rounds)")
+    r.add_argument("--no-compile", action="store_true", help="skip the torch.compile column")
+    r.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime column")
+    r.add_argument("--out", help="folder for run.json and run.png (default out/run-<model>-<time>)")
+    r.set_defaults(func=cmd_run)
+
+    i = sub.add_parser("infer", help="classify images with a checkpoint")
+    _common(i, batch_default=16)
+    i.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    i.add_argument("--topk", type=int, default=5)
+    i.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    i.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
+    i.set_defaults(func=cmd_infer)
+
+    b = sub.add_parser("bench", help="per-layer and end-to-end microbenchmarks")
+    from . import bench
+
+    bench.add_arguments(b)
+    b.set_defaults(func=bench.main)
+    return p
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("run", "infer", "bench", "-h", "--help"):
+        argv = ["run"] + argv
+    args = build_parser().parse_args(argv)
+    return args.func(args)

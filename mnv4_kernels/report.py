@@ -1,0 +1,125 @@
+"""Machine facts, JSON results and plots shared by `run`, `bench` and the scripts in benches/."""
+
+import json
+import os
+import platform
+import re
+import shlex
+import sys
+import time
+
+import torch
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_tag(device="cpu"):
+    """A short file-name-safe tag for results/: cpu-<arch>-<cpu model>, or the GPU's name."""
+    if torch.device(device).type == "cuda":
+        name = torch.cuda.get_device_name(torch.device(device))
+    else:
+        name = f"cpu-{platform.machine()}-{cpu_model()}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-").lower()
+
+
+def env_info(device="cpu"):
+    info = {
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": " ".join(shlex.quote(a) for a in [os.path.basename(sys.executable)] + sys.argv),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+    }
+    if torch.device(device).type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        info["cuda"] = torch.version.cuda
+    for mod in ("triton", "onnxruntime"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except Exception:
+            info[mod] = None
+    return info
+
+
+def write_json(path, payload):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=1, sort_keys=False)
+        f.write("\n")
+    return path
+
+
+def format_table(rows, columns):
+    """rows: list of dicts; columns: list of (key, header, format). Returns a plain-text table."""
+    cells = [[h for _, h, _ in columns]]
+    for r in rows:
+        cells.append([("" if r.get(k) is None else fmt.format(r[k])) for k, _, fmt in columns])
+    widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
+    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def bar_plot(path, labels, values, title, ylabel, reference_line=None):
+    """A horizontal bar chart (one bar per label); `reference_line` draws e.g. speedup = 1."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(labels) + 1.5))
+    ax.barh(range(len(labels)), values, color="#3b75af")
+    ax.set_yticks(range(len(labels)))
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    if reference_line is not None:
+        ax.axvline(reference_line, color="k", lw=0.8, ls="--")
+    for i, v in enumerate(values):
+        ax.text(v, i, f" {v:.2f}", va="center", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def roofline_plot(path, points, peak_gflops, peak_gbps, title):
+    """points: list of (label, arithmetic intensity FLOP/B, achieved GFLOP/s)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    lo = min([p[1] for p in points] + [0.1]) / 2
+    hi = max([p[1] for p in points] + [peak_gflops / peak_gbps]) * 4
+    xs = [lo * (hi / lo) ** (i / 100) for i in range(101)]
+    ax.loglog(xs, [min(peak_gflops, x * peak_gbps) for x in xs], "k-", lw=1,
+              label=f"ceilings: {peak_gbps:.1f} GB/s copy, {peak_gflops:.1f} GFLOP/s GEMM")
+    for label, ai, gf in points:
+        ax.loglog([ai], [gf], "o", ms=4)
+        ax.annotate(label, (ai, gf), fontsize=6, xytext=(2, 2), textcoords="offset points")
+    ax.set_xlabel("arithmetic intensity (FLOP / byte of compulsory traffic)")
+    ax.set_ylabel("achieved GFLOP/s")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
