@@ -24,6 +24,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -50,12 +51,13 @@ struct Geometry {
   int64_t km, ms, pm;  // mid dw kernel (0 = none), stride, pad
   bool in_cl, out_cl, residual;
   Act act;
-  int64_t bh, nb;  // output rows per band, bands per image
+  int64_t bh, nb;  // output rows per band (task), bands per image
+  int64_t sb;      // output rows per step inside a band
+  int64_t cap_e;   // rows of the rolling expanded-tensor window
 };
 
-// The expanded rows [e0, e1) and the input rows [r0, r1) that output rows [oy0, oy1) need.
-inline void band_rows(const Geometry& g, int64_t oy0, int64_t oy1, int64_t& e0, int64_t& e1, int64_t& r0,
-                      int64_t& r1) {
+// The expanded rows [e0, e1) that output rows [oy0, oy1) need.
+inline void expanded_rows(const Geometry& g, int64_t oy0, int64_t oy1, int64_t& e0, int64_t& e1) {
   if (g.km) {
     e0 = std::max<int64_t>(0, oy0 * g.ms - g.pm);
     e1 = std::min<int64_t>(g.Hs, (oy1 - 1) * g.ms + g.pm + 1);
@@ -63,6 +65,10 @@ inline void band_rows(const Geometry& g, int64_t oy0, int64_t oy1, int64_t& e0, 
     e0 = oy0;
     e1 = oy1;
   }
+}
+
+// The input rows [r0, r1) that expanded rows [e0, e1) need.
+inline void input_rows(const Geometry& g, int64_t e0, int64_t e1, int64_t& r0, int64_t& r1) {
   if (g.ks) {
     r0 = std::max<int64_t>(0, e0 * g.ss - g.ps);
     r1 = std::min<int64_t>(g.H, (e1 - 1) * g.ss + g.ps + 1);
@@ -72,102 +78,130 @@ inline void band_rows(const Geometry& g, int64_t oy0, int64_t oy1, int64_t& e0, 
   }
 }
 
+inline int64_t window_rows(const Geometry& g, int64_t out_rows) {
+  return g.km ? std::min(g.Hs, (out_rows - 1) * g.ms + g.km) : out_rows;
+}
+
 struct Sizes {
   int64_t x, s, e, m, o, dw;
   int64_t total() const { return x + s + e + m + o + dw; }
 };
 
 Sizes scratch_sizes(const Geometry& g) {
-  // the largest band: bh output rows with full halos
-  const int64_t er = g.km ? std::min(g.Hs, (g.bh - 1) * g.ms + 2 * g.pm + 1) : g.bh;
-  const int64_t rr = g.ks ? std::min(g.H, (er - 1) * g.ss + 2 * g.ps + 1) : er;
+  // per step: at most cap_e new expanded rows (the first step of a band), sb output rows
+  const int64_t er = g.cap_e;
+  const int64_t rr = g.ks ? std::min(g.H, (er - 1) * g.ss + g.ks) : er;
   Sizes z{};
   z.x = g.in_cl ? g.Cin * rr * g.W : 0;
   z.s = g.ks ? g.Cin * er * g.Ws : 0;
   z.e = g.mid * er * g.Ws;
-  z.m = g.km ? g.mid * g.bh * g.Wo : 0;
-  z.o = g.out_cl ? g.Cout * g.bh * g.Wo : 0;
+  z.m = g.km ? g.mid * g.sb * g.Wo : 0;
+  z.o = g.out_cl ? g.Cout * g.sb * g.Wo : 0;
   z.dw = std::max(g.ks ? cpu::f32_dwconv_scratch_floats(int(g.ks), int(g.ss), g.W, er) : 0,
-                  g.km ? cpu::f32_dwconv_scratch_floats(int(g.km), int(g.ms), g.Ws, g.bh) : 0);
+                  g.km ? cpu::f32_dwconv_scratch_floats(int(g.km), int(g.ms), g.Ws, g.sb) : 0);
   return z;
 }
 
-void plan_bands(Geometry& g, int64_t threads) {
-  constexpr int64_t kTileFloats = 64 * 1024;  // the E tile: 256 KB of the 512 KB - 1 MB L2
-  int64_t bh = g.Ho;
-  auto e_floats = [&](int64_t rows) {
-    const int64_t er = g.km ? std::min(g.Hs, (rows - 1) * g.ms + 2 * g.pm + 1) : rows;
-    return g.mid * er * g.Ws;
-  };
-  while (bh > 1 && e_floats(bh) > kTileFloats) bh = (bh + 1) / 2;
-  int64_t nb = (g.Ho + bh - 1) / bh;
-  if (g.N * nb < threads) nb = std::min(g.Ho, (threads + g.N - 1) / g.N);
-  bh = (g.Ho + nb - 1) / nb;  // balance the bands
-  g.bh = bh;
-  g.nb = (g.Ho + bh - 1) / bh;
+// Bands (tasks): as few as keep every thread busy (each band boundary recomputes the mid dw's halo rows of
+// the expanded tensor). Steps inside a band: enough output rows that both GEMMs see >= ~64 pixels, as
+// long as the rolling window of expanded rows stays within ~512 KB (L2).
+void plan(Geometry& g, int64_t threads) {
+  int64_t nb = 1;
+  if (g.N < threads) nb = std::min(g.Ho, (threads + g.N - 1) / g.N);
+  g.bh = (g.Ho + nb - 1) / nb;
+  g.nb = (g.Ho + g.bh - 1) / g.bh;
+  constexpr int64_t kMinPixels = 64, kWindowFloats = 128 * 1024;
+  int64_t sb = 1;
+  while (sb < g.bh && (sb * g.Wo < kMinPixels || sb * g.ms * g.Ws < kMinPixels) &&
+         g.mid * window_rows(g, sb + 1) * g.Ws <= kWindowFloats)
+    ++sb;
+  g.sb = sb;
+  g.cap_e = window_rows(g, sb);
 }
 
 struct Weights {
   const float *sw, *sb, *ew, *eb, *mw, *mb, *pw, *pb;
 };
 
-void run_band(const Geometry& g, const Weights& wt, const float* x, float* out, int64_t n, int64_t b, float* buf,
-              const Sizes& z) {
+// One task: image n, output rows [OY0, OY1), in steps of g.sb rows. The expanded rows live in a rolling
+// window E [mid][cap_e rows * Ws] (rows [ew0, ew1)); a step shifts the rows it still needs to the front
+// and computes only the new ones, so inside a band every expanded row is computed once.
+void run_task(const Geometry& g, const Weights& wt, const float* x, float* out, int64_t n, int64_t OY0, int64_t OY1,
+              float* buf, const Sizes& z) {
   const cpu::UKernels& uk = cpu::ukernels();
-  const int64_t oy0 = b * g.bh, oy1 = std::min(g.Ho, oy0 + g.bh);
-  if (oy0 >= oy1) return;
-  int64_t e0, e1, r0, r1;
-  band_rows(g, oy0, oy1, e0, e1, r0, r1);
   float* xt = buf;
   float* st = xt + z.x;
   float* et = st + z.s;
   float* mt = et + z.e;
   float* ot = mt + z.m;
   float* dws = ot + z.o;
-
-  // X: channel-major input rows [r0, r1)
-  const int64_t px = (r1 - r0) * g.W;
-  const float* X;
-  int64_t x_cs;
-  if (g.in_cl) {
-    uk.transpose(px, g.Cin, x + (n * g.H + r0) * g.W * g.Cin, g.Cin, xt, px);
-    X = xt;
-    x_cs = px;
-  } else {
-    X = x + n * g.Cin * g.H * g.W + r0 * g.W;
-    x_cs = g.H * g.W;
-  }
-  // S: start dw
-  const int64_t pe = (e1 - e0) * g.Ws;
-  const float* S = X;
-  int64_t s_cs = x_cs;
-  if (g.ks) {
-    uk.dwconv(g.Cin, int(g.ks), int(g.ss), X, x_cs, g.W, r0, g.H, g.W, wt.sw, wt.sb, Act::None, st, pe, g.Ws, e0, e1,
-              dws);
-    S = st;
-    s_cs = pe;
-  }
-  // E: expand 1x1 + act
-  uk.gemm(g.mid, pe, g.Cin, wt.ew, g.Cin, S, s_cs, et, pe, wt.eb, g.act, nullptr, 0);
-  // M: mid dw + act
-  const int64_t po = (oy1 - oy0) * g.Wo;
-  const float* Mp = et;
-  int64_t m_cs = pe;
-  if (g.km) {
-    uk.dwconv(g.mid, int(g.km), int(g.ms), et, pe, g.Ws, e0, g.Hs, g.Ws, wt.mw, wt.mb, g.act, mt, po, g.Wo, oy0, oy1,
-              dws);
-    Mp = mt;
-    m_cs = po;
-  }
-  // O: proj 1x1 (+ x)
-  const float* R = g.residual ? X + (oy0 - r0) * g.W : nullptr;  // residual => stride 1, W == Wo
-  if (g.out_cl) {
-    uk.gemm(g.Cout, po, g.mid, wt.pw, g.mid, Mp, m_cs, ot, po, wt.pb, Act::None, R, x_cs);
-    uk.transpose(g.Cout, po, ot, po, out + (n * g.Ho + oy0) * g.Wo * g.Cout, g.Cout);
-  } else {
-    const int64_t o_cs = g.Ho * g.Wo;
-    uk.gemm(g.Cout, po, g.mid, wt.pw, g.mid, Mp, m_cs, out + n * g.Cout * o_cs + oy0 * g.Wo, o_cs, wt.pb, Act::None,
-            R, x_cs);
+  const int64_t ecs = g.cap_e * g.Ws;  // channel stride of the window
+  int64_t ew0 = 0, ew1 = 0;
+  for (int64_t oy0 = OY0; oy0 < OY1; oy0 += g.sb) {
+    const int64_t oy1 = std::min(OY1, oy0 + g.sb);
+    int64_t e0, e1;
+    expanded_rows(g, oy0, oy1, e0, e1);
+    if (e0 >= ew0 && e0 < ew1) {  // keep rows [e0, ew1)
+      if (e0 > ew0) {
+        const int64_t keep = (ew1 - e0) * g.Ws, off = (e0 - ew0) * g.Ws;
+        for (int64_t c = 0; c < g.mid; ++c) std::memmove(et + c * ecs, et + c * ecs + off, keep * sizeof(float));
+        ew0 = e0;
+      }
+    } else {
+      ew0 = ew1 = e0;
+    }
+    if (ew1 < e1) {  // compute expanded rows [ew1, e1)
+      const int64_t n0 = ew1;
+      int64_t r0, r1;
+      input_rows(g, n0, e1, r0, r1);
+      const int64_t px = (r1 - r0) * g.W;
+      const float* X;
+      int64_t x_cs;
+      if (g.in_cl) {
+        uk.transpose(px, g.Cin, x + (n * g.H + r0) * g.W * g.Cin, g.Cin, xt, px);
+        X = xt;
+        x_cs = px;
+      } else {
+        X = x + n * g.Cin * g.H * g.W + r0 * g.W;
+        x_cs = g.H * g.W;
+      }
+      const int64_t pe = (e1 - n0) * g.Ws;
+      const float* S = X;
+      int64_t s_cs = x_cs;
+      if (g.ks) {
+        uk.dwconv(g.Cin, int(g.ks), int(g.ss), X, x_cs, g.W, r0, g.H, g.W, wt.sw, wt.sb, Act::None, st, pe, g.Ws, n0,
+                  e1, dws);
+        S = st;
+        s_cs = pe;
+      }
+      uk.gemm(g.mid, pe, g.Cin, wt.ew, g.Cin, S, s_cs, et + (n0 - ew0) * g.Ws, ecs, wt.eb, g.act, nullptr, 0);
+      ew1 = e1;
+    }
+    // M: mid dw + act over the window
+    const int64_t po = (oy1 - oy0) * g.Wo;
+    const float* Mp = et + (oy0 - ew0) * g.Ws;  // no mid dw: output rows = expanded rows
+    int64_t m_cs = ecs;
+    if (g.km) {
+      uk.dwconv(g.mid, int(g.km), int(g.ms), et, ecs, g.Ws, ew0, g.Hs, g.Ws, wt.mw, wt.mb, g.act, mt, po, g.Wo, oy0,
+                oy1, dws);
+      Mp = mt;
+      m_cs = po;
+    }
+    // O: proj 1x1 (+ x). residual => stride 1, Cin == Cout, W == Wo.
+    if (g.out_cl) {
+      uk.gemm(g.Cout, po, g.mid, wt.pw, g.mid, Mp, m_cs, ot, po, wt.pb, Act::None, nullptr, 0);
+      float* o = out + (n * g.Ho + oy0) * g.Wo * g.Cout;
+      uk.transpose(g.Cout, po, ot, po, o, g.Cout);
+      if (g.residual) {
+        const float* r = x + (n * g.H + oy0) * g.W * g.Cin;
+        for (int64_t i = 0; i < po * g.Cout; ++i) o[i] += r[i];
+      }
+    } else {
+      const int64_t o_cs = g.Ho * g.Wo;
+      const float* R = g.residual ? x + n * g.Cin * g.H * g.W + oy0 * g.W : nullptr;
+      uk.gemm(g.Cout, po, g.mid, wt.pw, g.mid, Mp, m_cs, out + n * g.Cout * o_cs + oy0 * g.Wo, o_cs, wt.pb,
+              Act::None, R, o_cs);
+    }
   }
 }
 
@@ -205,8 +239,7 @@ at::Tensor uib_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& start_d
   g.out_cl = p.channels_last;
   g.residual = p.residual;
   g.act = to_act(p.activation);
-  const int64_t threads = at::get_num_threads();
-  plan_bands(g, threads);
+  plan(g, at::get_num_threads());
 
   const at::Tensor xf = x.to(at::kFloat).contiguous(fmt);
   at::Tensor sw, sb, mw, mb;
@@ -225,7 +258,10 @@ at::Tensor uib_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& start_d
     // Per-thread scratch, kept between calls (no page faults on the hot path).
     thread_local std::vector<float> buf;
     if (int64_t(buf.size()) < z.total()) buf.resize(z.total());
-    for (int64_t t = begin; t < end; ++t) run_band(g, wt, xp, op, t / g.nb, t % g.nb, buf.data(), z);
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t n = t / g.nb, oy0 = (t % g.nb) * g.bh;
+      run_task(g, wt, xp, op, n, oy0, std::min(g.Ho, oy0 + g.bh), buf.data(), z);
+    }
   });
   if (x.scalar_type() != at::kFloat) out = out.to(x.scalar_type());
   return out;

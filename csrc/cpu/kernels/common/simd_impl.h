@@ -8,8 +8,9 @@
 // max(a, b).
 //
 // GEMM (see f32_gemm_fn): register tile MR rows x NV vectors; the k loop broadcasts A[r][k] for r < MR and
-// loads NV vectors of B's row k, MR*NV FMAs per k. Loop order: row blocks of A outer (the MR x K panel of
-// the weights stays in L1 while the activation tile B streams through from L2), column tiles inner.
+// loads NV vectors of B's row k, MR*NV FMAs per k. B (the activations, small) is packed per call into
+// zero-padded NR-column panels; A (the weights, large) is used in place. Loop order: row blocks of A outer
+// (the MR x K panel of the weights stays in L1 while the packed activations stream from L2), panels inner.
 // Variants (rows in the last block 1..MR, activation, residual, partial last column tile) are template
 // switches.
 //
@@ -18,12 +19,16 @@
 // branch-free: out[oy][ox..ox+W) = sum_{i,j} w[i][j] * phase[j % s][row oy*s+i][ox + j/s ...]. Kernel sizes 3
 // and 5 and strides 1, 2 are compile-time; other odd sizes take the runtime-k instantiation.
 
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
 template <Act A>
 inline typename V::T act_vec(typename V::T v) {
   if (A == Act::Relu) return V::max(v, V::zero());
   return v;  // None; Gelu is applied in scalar form by the callers
 }
 
+// One MR x (NV*W) register tile over the whole K. b: a packed panel (row k at b + k*ldb, every lane valid:
+// zero padded). TAIL: only the first nrem columns are stored (and read from the residual).
 template <int MR, int NV, Act A, bool RES, bool TAIL>
 inline void gemm_tile(int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
                       const float* bias, const float* r, int64_t ldr, int nrem) {
@@ -36,7 +41,7 @@ inline void gemm_tile(int64_t K, const float* a, int64_t lda, const float* b, in
   for (int64_t k = 0; k < K; ++k) {
     typename V::T bv[NV];
     const float* bk = b + k * ldb;
-    for (int v = 0; v < NV; ++v) bv[v] = TAIL ? V::loadn(bk + v * W, nrem - v * W) : V::loadu(bk + v * W);
+    for (int v = 0; v < NV; ++v) bv[v] = V::loadu(bk + v * W);
     for (int i = 0; i < MR; ++i) {
       typename V::T av = V::set1(a[i * lda + k]);
       for (int v = 0; v < NV; ++v) acc[i][v] = V::fma(av, bv[v], acc[i][v]);
@@ -69,25 +74,58 @@ inline void gemm_tile(int64_t K, const float* a, int64_t lda, const float* b, in
   }
 }
 
+// Rows [0, MR) of C over all columns, from the packed panels of B (panel p: columns [p*NR, p*NR + NR)).
+// A last panel of at most W columns runs a one-vector-wide tile (half or less of the work of a full one).
 template <int MR, int NV, Act A, bool RES>
-inline void gemm_rows(int64_t N, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
-                      int64_t ldc, const float* bias, const float* r, int64_t ldr) {
+inline void gemm_rows(int64_t N, int64_t K, const float* a, int64_t lda, const float* packed, float* c, int64_t ldc,
+                      const float* bias, const float* r, int64_t ldr) {
   constexpr int NR = NV * V::W;
   int64_t j = 0;
   for (; j + NR <= N; j += NR)
-    gemm_tile<MR, NV, A, RES, false>(K, a, lda, b + j, ldb, c + j, ldc, bias, RES ? r + j : nullptr, ldr, NR);
-  if (j < N)
-    gemm_tile<MR, NV, A, RES, true>(K, a, lda, b + j, ldb, c + j, ldc, bias, RES ? r + j : nullptr, ldr,
-                                    static_cast<int>(N - j));
+    gemm_tile<MR, NV, A, RES, false>(K, a, lda, packed + j * K, NR, c + j, ldc, bias, RES ? r + j : nullptr, ldr,
+                                     NR);
+  if (j == N) return;
+  const int rem = static_cast<int>(N - j);
+  if (rem <= V::W)
+    gemm_tile<MR, 1, A, RES, true>(K, a, lda, packed + j * K, NR, c + j, ldc, bias, RES ? r + j : nullptr, ldr, rem);
+  else
+    gemm_tile<MR, NV, A, RES, true>(K, a, lda, packed + j * K, NR, c + j, ldc, bias, RES ? r + j : nullptr, ldr, rem);
+}
+
+// Packs B [K x N] (leading dimension ldb) into panels of NR columns, each K x NR contiguous, zero padded: the
+// k loop then reads one aligned run per step whatever the caller's ldb, and the last panel needs no masks.
+// The panels (K * round_up(N, NR) floats) are reused by every row block of A.
+template <int NR>
+inline void pack_b(int64_t N, int64_t K, const float* b, int64_t ldb, float* packed) {
+  constexpr int W = V::W;
+  for (int64_t j = 0; j < N; j += NR) {
+    float* pj = packed + j * K;
+    const int64_t n = N - j;
+    if (n >= NR) {
+      for (int64_t k = 0; k < K; ++k)
+        for (int v = 0; v < NR / W; ++v) V::storeu(pj + k * NR + v * W, V::loadu(b + k * ldb + j + v * W));
+    } else {
+      for (int64_t k = 0; k < K; ++k)
+        for (int v = 0; v < NR / W; ++v)
+          V::storeu(pj + k * NR + v * W, V::loadn(b + k * ldb + j + v * W, static_cast<int>(n - v * W)));
+    }
+  }
 }
 
 template <int MR, int NV, Act A, bool RES>
 void gemm_impl(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
                int64_t ldc, const float* bias, const float* r, int64_t ldr) {
   if (M <= 0 || N <= 0) return;
+  constexpr int NR = NV * V::W;
+  // Per-thread panel buffer, kept between calls.
+  static thread_local std::vector<float> panels;
+  const size_t need = static_cast<size_t>(K * round_up(N, NR));
+  if (panels.size() < need) panels.resize(need);
+  pack_b<NR>(N, K, b, ldb, panels.data());
+  const float* packed = panels.data();
   int64_t i = 0;
   for (; i + MR <= M; i += MR)
-    gemm_rows<MR, NV, A, RES>(N, K, a + i * lda, lda, b, ldb, c + i * ldc, ldc, bias ? bias + i : nullptr,
+    gemm_rows<MR, NV, A, RES>(N, K, a + i * lda, lda, packed, c + i * ldc, ldc, bias ? bias + i : nullptr,
                               RES ? r + i * ldr : nullptr, ldr);
   const int rem = static_cast<int>(M - i);
   if (rem == 0) return;
@@ -98,7 +136,7 @@ void gemm_impl(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, con
   // The last rows: one instantiation per count (MR <= 8).
   switch (rem) {
 #define MNV4_ROWS(R) \
-  case R: if (R < MR) gemm_rows<(R < MR ? R : 1), NV, A, RES>(N, K, a, lda, b, ldb, c, ldc, bias, r, ldr); break;
+  case R: if (R < MR) gemm_rows<(R < MR ? R : 1), NV, A, RES>(N, K, a, lda, packed, c, ldc, bias, r, ldr); break;
     MNV4_ROWS(1) MNV4_ROWS(2) MNV4_ROWS(3) MNV4_ROWS(4) MNV4_ROWS(5) MNV4_ROWS(6) MNV4_ROWS(7)
 #undef MNV4_ROWS
     default: break;
@@ -123,8 +161,6 @@ void gemm_dispatch(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda,
 }
 
 // ---- depthwise ----
-
-inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 // Row length (floats) of one padded scratch row, all phases together. Matches f32_dwconv_scratch_floats.
 inline int64_t dw_phase_len(int k, int64_t out_w) { return round_up(out_w, 16) + k; }
