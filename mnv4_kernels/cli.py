@@ -255,4 +255,12 @@ def main(argv=None):
     if not argv or argv[0] not in ("run", "infer", "bench", "-h", "--help"):
         argv = ["run"] + argv
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    from mnv4_reference import CheckpointError
+
+    from .fuse import BackendError
+
+    try:
+        return args.func(args)
+    except (CheckpointError, BackendError, FileNotFoundError) as e:  # user errors: a message, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
