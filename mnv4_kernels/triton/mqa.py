@@ -40,7 +40,8 @@ import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
 from ..ops import output_memory_format
-from ._common import check, check_bias, check_depthwise, check_input, check_pointwise, conv_out
+from ._common import (check, check_bias, check_depthwise, check_input, check_pointwise, conv_out,
+                      keep_opaque_when_interpreted, metadata_only)
 
 __all__ = ["mqa_triton", "validate_mqa"]
 
@@ -322,7 +323,7 @@ def mqa_triton(x: torch.Tensor, norm_scale: torch.Tensor, norm_shift: torch.Tens
                      kv_stride, residual)
     y = torch.empty((p["batch"], p["cout"], p["h"], p["w"]), dtype=x.dtype, device=x.device,
                     memory_format=output_memory_format(x))
-    if y.numel() == 0:
+    if y.numel() == 0 or metadata_only(x, _INTERPRET):
         return y
     upcast = _INTERPRET and x.dtype == torch.bfloat16
     kv_dtype = torch.float32 if upcast else x.dtype
@@ -354,3 +355,6 @@ def mqa_triton(x: torch.Tensor, norm_scale: torch.Tensor, norm_shift: torch.Tens
         HP=triton.next_power_of_2(num_heads), DKP=dkp, DVP=dvp, RESIDUAL=bool(residual), UPCAST_DOT=upcast,
     )
     return y
+
+
+keep_opaque_when_interpreted(mqa_triton, _INTERPRET)

@@ -18,10 +18,12 @@ Structure (one program = one tile of output pixels x one tile of output channels
     OTH x OTW = ((RH - km) // S_m + 1) x ((RW - km) // S_m + 1) pixels (RH x RW without a mid dw). The halo
     pixels are recomputed by the neighbouring tiles (a cost of RH*RW / (OTH*OTW*S_m^2) on the expansion,
     1.3x-1.8x for 16x16 regions at k 3/5) instead of k*k recomputes of the expansion per tap.
-  * Loop over mid channels in chunks of BLOCK_MC: expand the region (tl.dot over Cin chunks, the start dw
-    computed on the fly from x while loading the A tile), act, zero outside the image; mid dw by tl.gather
-    of the k*k shifted rows of the on-chip chunk, act; then accumulate chunk @ proj_w^T into the
-    [pixels, BLOCK_CO] fp32 accumulator. The expanded tensor never leaves the chip (registers / shared
+  * The expansion's A tile s (the start dw computed on the fly from x, zero-padded, or x itself) for all of
+    Cin is computed once per program and kept on chip when it is small enough (HOIST: [RH*RW, Cin] <= 16K
+    elements, i.e. Cin <= 128 for 8x16 regions); otherwise it is recomputed per mid chunk in BLOCK_CI chunks.
+  * Loop over mid channels in chunks of BLOCK_MC: expand the region (tl.dot, K = Cin), act, zero outside
+    the image; mid dw by tl.gather of the k*k shifted rows of the on-chip chunk, act; then accumulate
+    chunk @ proj_w^T into the [pixels, BLOCK_CO] fp32 accumulator. The expanded tensor never leaves the chip (registers / shared
     memory); only x, the weights and y touch global memory.
   * Epilogue: + proj bias (+ x), cast to y's dtype, strided store (NCHW or channels_last).
 If Cout > BLOCK_CO the expansion is recomputed per output-channel tile; autotuning weighs that against the
@@ -42,11 +44,15 @@ import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
 from ..ops import output_memory_format
-from ._common import ACTIVATIONS, check, check_bias, check_depthwise, check_input, check_pointwise, conv_out
+from ._common import (ACTIVATIONS, check, check_bias, check_depthwise, check_input, check_pointwise, conv_out,
+                      keep_opaque_when_interpreted, metadata_only)
 
 __all__ = ["uib_triton", "validate_uib"]
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+# Largest hoisted A tile (elements): 128 x 128 (32 KiB in fp16) on a GPU. Under the interpreter 16 x 64, so the
+# tests run both paths: the hoisted one for Cin <= 16, the chunked one above.
+_HOIST_LIMIT = 1024 if _INTERPRET else 128 * 128
 
 
 def _configs():
@@ -76,14 +82,16 @@ def _configs():
 
 
 def _prune(configs, named_args, **kwargs):
-    """Clamp channel blocks to the (power-of-two, >= 16) channel counts and drop the duplicates."""
+    """Clamp channel blocks to the (power-of-two, >= 16) channel counts and drop the duplicates (BLOCK_CI is
+    unused when the kernel hoists the whole-Cin A tile)."""
     def cap(n):
         return max(16, triton.next_power_of_2(int(n)))
     ci, mc, co = cap(named_args["C_in"]), cap(named_args["C_mid"]), cap(named_args["C_out"])
     seen, out = set(), []
     for c in configs:
         kw = dict(c.kwargs)
-        kw["BLOCK_CI"] = min(kw["BLOCK_CI"], ci)
+        hoisted = ci * kw["RH"] * kw["RW"] <= _HOIST_LIMIT
+        kw["BLOCK_CI"] = 16 if hoisted else min(kw["BLOCK_CI"], ci)
         kw["BLOCK_MC"] = min(kw["BLOCK_MC"], mc)
         kw["BLOCK_CO"] = min(kw["BLOCK_CO"], co)
         key = (tuple(sorted(kw.items())), c.num_warps, c.num_stages)
@@ -100,6 +108,31 @@ def _act(v, ACT: tl.constexpr):
     elif ACT == 2:
         v = 0.5 * v * (1.0 + tl.erf(v * 0.7071067811865476))
     return v
+
+
+@triton.jit
+def _input_tile(x_base, X_stride_c, X_stride_h, X_stride_w, SW_ptr, SW_stride_c, SW_stride_h, SW_stride_w, SB_ptr,
+                ci, ci_ok, eh, ew, r_in, H, W, KS: tl.constexpr, S_START: tl.constexpr, R: tl.constexpr):
+    """fp32 [R, len(ci)]: the expansion input at the region pixels (eh, ew): the start dw of x (zero padding,
+    + bias) when KS > 0, else x itself; 0 at region pixels outside the image."""
+    if KS > 0:
+        s = tl.zeros((R, ci.shape[0]), dtype=tl.float32)
+        for a in tl.static_range(KS):
+            ih = eh * S_START - KS // 2 + a
+            for b in tl.static_range(KS):
+                iw = ew * S_START - KS // 2 + b
+                ok = r_in & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+                xv = tl.load(x_base + ci[None, :] * X_stride_c + (ih * X_stride_h + iw * X_stride_w)[:, None],
+                             mask=ok[:, None] & ci_ok[None, :], other=0.0).to(tl.float32)
+                wv = tl.load(SW_ptr + ci * SW_stride_c + a * SW_stride_h + b * SW_stride_w,
+                             mask=ci_ok, other=0.0).to(tl.float32)
+                s += xv * wv[None, :]
+        sb = tl.load(SB_ptr + ci, mask=ci_ok, other=0.0).to(tl.float32)
+        s = s + sb[None, :]
+    else:
+        s = tl.load(x_base + ci[None, :] * X_stride_c + (eh * X_stride_h + ew * X_stride_w)[:, None],
+                    mask=r_in[:, None] & ci_ok[None, :], other=0.0).to(tl.float32)
+    return s
 
 
 def _out_tile(r, k, s):
@@ -126,7 +159,9 @@ def _uib_kernel(
     RESIDUAL: tl.constexpr,  # add x in the epilogue: removes a load when off
     UPCAST_DOT: tl.constexpr,  # dot in fp32 even for 16-bit inputs (interpreter's bf16 dot is wrong)
     RH: tl.constexpr, RW: tl.constexpr,  # region of the expansion grid per program (powers of two, >= KM)
-    BLOCK_CI: tl.constexpr,  # Cin chunk: K of the expansion dot
+    CI_ALL: tl.constexpr,  # Cin rounded up to a power of two (>= 16): the hoisted A tile's width
+    HOIST_LIMIT: tl.constexpr,  # hoist the A tile [RH*RW, CI_ALL] out of the mid loop when it has <= this many elements
+    BLOCK_CI: tl.constexpr,  # Cin chunk: K of the expansion dot when the A tile is not hoisted
     BLOCK_MC: tl.constexpr,  # mid chunk kept on chip: N of the expansion dot, K of the projection dot
     BLOCK_CO: tl.constexpr,  # Cout tile: N of the projection dot (fp32 accumulator [pixels, BLOCK_CO])
 ):
@@ -181,34 +216,33 @@ def _uib_kernel(
     co_ok = co < C_out
     acc = tl.zeros((PH * PW, BLOCK_CO), dtype=tl.float32)
 
+    # The expansion's A tile (x after the start dw, all of Cin) computed once, when it fits on chip: the start
+    # dw then costs KS*KS FMAs per input element once per tile instead of once per mid chunk.
+    HOIST: tl.constexpr = CI_ALL * RH * RW <= HOIST_LIMIT
+    if HOIST:
+        ci_all = tl.arange(0, CI_ALL)
+        ci_all_ok = ci_all < C_in
+        s_all = _input_tile(x_base, X_stride_c, X_stride_h, X_stride_w, SW_ptr, SW_stride_c, SW_stride_h,
+                            SW_stride_w, SB_ptr, ci_all, ci_all_ok, eh, ew, r_in, H, W, KS, S_START, RH * RW).to(DT)
+
     for mc0 in range(0, C_mid, BLOCK_MC):
         mc = mc0 + tl.arange(0, BLOCK_MC)
         mc_ok = mc < C_mid
-        # ---- expansion of the region for this mid chunk: e = s @ ew^T over Cin chunks ----
-        e = tl.zeros((RH * RW, BLOCK_MC), dtype=tl.float32)
-        for ci0 in range(0, C_in, BLOCK_CI):
-            ci = ci0 + tl.arange(0, BLOCK_CI)
-            ci_ok = ci < C_in
-            if KS > 0:
-                s = tl.zeros((RH * RW, BLOCK_CI), dtype=tl.float32)
-                for a in tl.static_range(KS):
-                    ih = eh * S_START - KS // 2 + a
-                    for b in tl.static_range(KS):
-                        iw = ew * S_START - KS // 2 + b
-                        ok = r_in & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-                        xv = tl.load(x_base + ci[None, :] * X_stride_c + (ih * X_stride_h + iw * X_stride_w)[:, None],
-                                     mask=ok[:, None] & ci_ok[None, :], other=0.0).to(tl.float32)
-                        wv = tl.load(SW_ptr + ci * SW_stride_c + a * SW_stride_h + b * SW_stride_w,
-                                     mask=ci_ok, other=0.0).to(tl.float32)
-                        s += xv * wv[None, :]
-                sb = tl.load(SB_ptr + ci, mask=ci_ok, other=0.0).to(tl.float32)
-                s = s + sb[None, :]
-            else:
-                s = tl.load(x_base + ci[None, :] * X_stride_c + (eh * X_stride_h + ew * X_stride_w)[:, None],
-                            mask=r_in[:, None] & ci_ok[None, :], other=0.0)
-            w_e = tl.load(EW_ptr + mc[None, :] * EW_stride_o + ci[:, None] * EW_stride_i,
-                          mask=ci_ok[:, None] & mc_ok[None, :], other=0.0)  # [BLOCK_CI, BLOCK_MC] = ew^T
-            e = tl.dot(s.to(DT), w_e.to(DT), e, input_precision="ieee")
+        # ---- expansion of the region for this mid chunk: e = s @ ew^T ----
+        if HOIST:
+            w_e = tl.load(EW_ptr + mc[None, :] * EW_stride_o + ci_all[:, None] * EW_stride_i,
+                          mask=ci_all_ok[:, None] & mc_ok[None, :], other=0.0)  # [CI_ALL, BLOCK_MC] = ew^T
+            e = tl.dot(s_all, w_e.to(DT), input_precision="ieee")
+        else:
+            e = tl.zeros((RH * RW, BLOCK_MC), dtype=tl.float32)
+            for ci0 in range(0, C_in, BLOCK_CI):
+                ci = ci0 + tl.arange(0, BLOCK_CI)
+                ci_ok = ci < C_in
+                s = _input_tile(x_base, X_stride_c, X_stride_h, X_stride_w, SW_ptr, SW_stride_c, SW_stride_h,
+                                SW_stride_w, SB_ptr, ci, ci_ok, eh, ew, r_in, H, W, KS, S_START, RH * RW)
+                w_e = tl.load(EW_ptr + mc[None, :] * EW_stride_o + ci[:, None] * EW_stride_i,
+                              mask=ci_ok[:, None] & mc_ok[None, :], other=0.0)  # [BLOCK_CI, BLOCK_MC] = ew^T
+                e = tl.dot(s.to(DT), w_e.to(DT), e, input_precision="ieee")
         eb = tl.load(EB_ptr + mc, mask=mc_ok, other=0.0).to(tl.float32)
         e = _act(e + eb[None, :], ACT)
         e = tl.where(r_in[:, None], e, 0.0)  # the mid dw's zero padding outside the image
@@ -292,7 +326,7 @@ def uib_triton(x: torch.Tensor, start_dw_w: torch.Tensor | None, start_dw_b: tor
                      stride, residual, activation)
     y = torch.empty((p["batch"], p["cout"], p["oh"], p["ow"]), dtype=x.dtype, device=x.device,
                     memory_format=output_memory_format(x))
-    if y.numel() == 0:
+    if y.numel() == 0 or metadata_only(x, _INTERPRET):
         return y
     # Absent dw weights: pass a real tensor that the kernel never reads (KS/KM = 0 compile its use away).
     sw, sb = (start_dw_w, start_dw_b) if p["ks"] else (expand_b.view(-1, 1, 1, 1), expand_b)
@@ -313,7 +347,11 @@ def uib_triton(x: torch.Tensor, start_dw_w: torch.Tensor | None, start_dw_b: tor
         proj_w, *_w2(proj_w), proj_b,
         y, *y.stride(),
         p["cin"], p["mid"], p["cout"], p["h"], p["w"], p["eh"], p["ew"], oh, ow,
+        CI_ALL=max(16, triton.next_power_of_2(p["cin"])), HOIST_LIMIT=_HOIST_LIMIT,
         KS=p["ks"], S_START=p["s_start"], KM=km, S_MID=s_mid, ACT=p["act"], RESIDUAL=bool(residual),
         UPCAST_DOT=_INTERPRET and x.dtype == torch.bfloat16,
     )
     return y
+
+
+keep_opaque_when_interpreted(uib_triton, _INTERPRET)
