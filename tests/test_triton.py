@@ -299,3 +299,21 @@ def test_mqa_bad_input(args, mutate, name):
     mutate(args)
     with pytest.raises(RuntimeError, match=rf"\b{re.escape(name)}\b"):
         torch.ops.mnv4.mqa_triton(*_to(args, DEVICE))
+
+
+def test_cpu_tensor_without_interpreter_is_rejected():
+    """Outside the interpreter the kernels need CUDA tensors: a CPU x gets a clear error naming x (run in a
+    fresh process without TRITON_INTERPRET; it must exit normally, not die of a signal)."""
+    import subprocess
+    import sys
+
+    code = ("import torch, mnv4_kernels.triton\n"
+            "from mnv4_reference.testing import random_uib_args\n"
+            "try:\n"
+            "    torch.ops.mnv4.uib_triton(*random_uib_args(1, 8, 4, 4, 16, 8))\n"
+            "except RuntimeError as e:\n"
+            "    print('REJECTED', e)\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "REJECTED" in r.stdout and "x must be a CUDA tensor" in r.stdout, r.stdout + r.stderr[-2000:]

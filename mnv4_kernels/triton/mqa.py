@@ -115,7 +115,7 @@ def _mqa_kv_kernel(
     BLOCK_M: tl.constexpr,  # K/V pixels per program: M of both dots
     BLOCK_C: tl.constexpr,  # input-channel chunk: K of both dots
 ):
-    if UPCAST_DOT:
+    if UPCAST_DOT:  # DT: the dtype tl.dot's operands are cast to
         DT: tl.constexpr = tl.float32
     else:
         DT: tl.constexpr = X_ptr.dtype.element_ty
@@ -196,7 +196,7 @@ def _mqa_attn_kernel(
     BLOCK_C: tl.constexpr,  # input-channel chunk of the q projection
     BLOCK_CO: tl.constexpr,  # output-channel chunk of the output projection
 ):
-    if UPCAST_DOT:
+    if UPCAST_DOT:  # DT: the dtype tl.dot's operands are cast to
         DT: tl.constexpr = tl.float32
     else:
         DT: tl.constexpr = X_ptr.dtype.element_ty
@@ -321,6 +321,9 @@ def mqa_triton(x: torch.Tensor, norm_scale: torch.Tensor, norm_shift: torch.Tens
     """Triton mnv4::mqa (see the module docstring); output layout follows x (output_memory_format)."""
     p = validate_mqa(x, norm_scale, norm_shift, q_w, k_dw_w, k_dw_b, k_w, v_dw_w, v_dw_b, v_w, o_w, num_heads,
                      kv_stride, residual)
+    check(_INTERPRET or x.device.type in ("cuda", "meta"),
+          f"mnv4::mqa_triton: x must be a CUDA tensor; got one on {x.device} (set TRITON_INTERPRET=1 before "
+          "triton is imported to run the Triton kernels on CPU, in their interpreter)")
     y = torch.empty((p["batch"], p["cout"], p["h"], p["w"]), dtype=x.dtype, device=x.device,
                     memory_format=output_memory_format(x))
     if y.numel() == 0 or metadata_only(x, _INTERPRET):

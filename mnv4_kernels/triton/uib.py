@@ -178,7 +178,7 @@ def _uib_kernel(
         OTH: tl.constexpr = RH
         OTW: tl.constexpr = RW
         PM: tl.constexpr = 0
-    if UPCAST_DOT:
+    if UPCAST_DOT:  # DT: the dtype tl.dot's operands are cast to
         DT: tl.constexpr = tl.float32
     else:
         DT: tl.constexpr = X_ptr.dtype.element_ty
@@ -324,6 +324,9 @@ def uib_triton(x: torch.Tensor, start_dw_w: torch.Tensor | None, start_dw_b: tor
     """Triton mnv4::uib (see the module docstring); output layout follows x (output_memory_format)."""
     p = validate_uib(x, start_dw_w, start_dw_b, expand_w, expand_b, mid_dw_w, mid_dw_b, proj_w, proj_b,
                      stride, residual, activation)
+    check(_INTERPRET or x.device.type in ("cuda", "meta"),
+          f"mnv4::uib_triton: x must be a CUDA tensor; got one on {x.device} (set TRITON_INTERPRET=1 before "
+          "triton is imported to run the Triton kernels on CPU, in their interpreter)")
     y = torch.empty((p["batch"], p["cout"], p["oh"], p["ow"]), dtype=x.dtype, device=x.device,
                     memory_format=output_memory_format(x))
     if y.numel() == 0 or metadata_only(x, _INTERPRET):
