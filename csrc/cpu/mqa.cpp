@@ -1,0 +1,289 @@
+// mnv4::mqa on the CPU: the Mobile MQA block fused into two passes per image over channel-major tiles.
+//
+// Layout ("weights as the A matrix", as in uib.cpp): activations are [C][pixels] tiles, so every 1x1
+// projection is a plain row-major GEMM of the microkernel interface with the torch weight as A (no packing):
+//   pass 1, task = (image, band of K/V rows), once per image in all:
+//     xn = x * scale + shift                       [C][band input rows * W] (with the dw halo rows)
+//     dk_in = dw_k(xn), dv_in = dw_v(xn)           [C][band K/V pixels]  (identity without dw weights)
+//     K = (c Wk) dk_in -> transposed into K^T       [M][dk]   c = dk^-0.5 * log2(e), folded into Wk once a call
+//     V = Wv dv_in                                  [dv][M]
+//   pass 2, task = (image, tile of query pixels), all heads:
+//     xn tile, Q = Wq xn                            [h*dk][nt]
+//     per head: S^T = K^T Q_h                       [M][nt]   (A = K^T, B = the head's rows of Q)
+//               column softmax in base 2 (exp2 microkernel, vectorised along the query pixels n)
+//               O_h = V P^T, then each column times 1/sum   [dv][nt]  (A = V, B = the unnormalised P^T)
+//     out = Wo O (+ x)                              GEMM with the residual epilogue straight into NCHW output,
+//                                                   or a [Cout][nt] tile transposed into channels_last output.
+// The logits exist only as one [M][nt] tile per task (nt shrinks when M is large), never as [heads, N, M].
+// Both passes are at::parallel_for over (image, band/tile) with at least as many tasks as threads, so batch 1
+// uses every thread. K^T and V (a few hundred KB for a whole batch) are the only per-call buffers.
+// fp16/bf16 inputs are computed in fp32 and the result converted back, as in uib.cpp.
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "../params.h"
+#include "kernels/interface/softmax.h"
+#include "kernels/interface/ukernels.h"
+
+namespace mnv4 {
+namespace {
+
+using cpu::Act;
+
+struct Geometry {
+  int64_t N, C, H, W, P;       // x; P = H*W query pixels
+  int64_t heads, dk, dv, Cout;
+  int64_t kk, s, pad;          // K/V dw kernel (0 = none), kv stride, padding
+  int64_t Hk, Wk, M;           // K/V grid, M = Hk*Wk key pixels
+  bool cl, residual;
+  int64_t kv_rows, kv_bands;   // pass 1: K/V rows per band, bands per image
+  int64_t qt, q_tiles;         // pass 2: query pixels per tile, tiles per image
+};
+
+struct Weights {
+  const float *scale, *shift, *wq, *kdw, *kdb, *wk, *vdw, *vdb, *wv, *wo;
+};
+
+// Input rows [r0, r1) that K/V rows [y0, y1) need.
+inline void kv_input_rows(const Geometry& g, int64_t y0, int64_t y1, int64_t& r0, int64_t& r1) {
+  if (g.kk) {
+    r0 = std::max<int64_t>(0, y0 * g.s - g.pad);
+    r1 = std::min<int64_t>(g.H, (y1 - 1) * g.s + g.pad + 1);
+  } else {
+    r0 = y0;
+    r1 = y1;
+  }
+}
+
+void plan(Geometry& g, int64_t threads) {
+  threads = std::max<int64_t>(1, threads);
+  const int64_t per_image = g.N >= threads ? 1 : (threads + g.N - 1) / g.N;
+  // pass 1: split the K/V rows of an image only when there are fewer images than threads
+  g.kv_bands = std::min(g.Hk, per_image);
+  g.kv_rows = (g.Hk + g.kv_bands - 1) / g.kv_bands;
+  g.kv_bands = (g.Hk + g.kv_rows - 1) / g.kv_rows;
+  // pass 2: tiles of up to 64 query pixels (a multiple of the 16-column GEMM tile), fewer when the [M][nt]
+  // logits tile would leave L2 (~256 KB), and at least `per_image` tiles per image.
+  int64_t qt = 64;
+  while (qt > 16 && g.M * qt > 64 * 1024) qt /= 2;
+  const int64_t split = (g.P + per_image - 1) / per_image;
+  if (split < qt) qt = std::max<int64_t>(1, split);
+  g.qt = std::min(qt, g.P);
+  g.q_tiles = (g.P + g.qt - 1) / g.qt;
+}
+
+// xn for the pixels [p0, p0 + np) of image n into a channel-major tile dst [C][np] (channel stride np).
+// xt: scratch of C*np floats (channels_last input only).
+void normalize_tile(const Geometry& g, const Weights& wt, const float* x, int64_t n, int64_t p0, int64_t np, float* dst,
+                    const cpu::UKernels& uk) {
+  if (g.cl) {
+    uk.transpose(np, g.C, x + (n * g.P + p0) * g.C, g.C, dst, np);
+    for (int64_t c = 0; c < g.C; ++c) {
+      float* d = dst + c * np;
+      const float a = wt.scale[c], b = wt.shift[c];
+      for (int64_t j = 0; j < np; ++j) d[j] = d[j] * a + b;
+    }
+  } else {
+    for (int64_t c = 0; c < g.C; ++c) {
+      const float* src = x + (n * g.C + c) * g.P + p0;
+      float* d = dst + c * np;
+      const float a = wt.scale[c], b = wt.shift[c];
+      for (int64_t j = 0; j < np; ++j) d[j] = src[j] * a + b;
+    }
+  }
+}
+
+// ---- pass 1: K^T (scaled) and V for K/V rows [y0, y1) of image n ----
+
+struct KvScratch {
+  int64_t xn, dk_in, dv_in, kb, dw;
+  int64_t total() const { return xn + dk_in + dv_in + kb + dw; }
+};
+
+KvScratch kv_scratch(const Geometry& g) {
+  KvScratch z{};
+  const int64_t in_rows = g.kk ? std::min(g.H, (g.kv_rows - 1) * g.s + g.kk) : g.kv_rows;
+  const int64_t mb = g.kv_rows * g.Wk;
+  z.xn = g.C * in_rows * g.W;
+  z.dk_in = g.kk ? g.C * mb : 0;
+  z.dv_in = g.kk ? g.C * mb : 0;
+  z.kb = g.dk * mb;
+  z.dw = g.kk ? cpu::f32_dwconv_scratch_floats(int(g.kk), int(g.s), g.W, g.kv_rows) : 0;
+  return z;
+}
+
+void kv_task(const Geometry& g, const Weights& wt, const float* x, float* kt, float* v, int64_t n, int64_t y0,
+             int64_t y1, float* buf, const KvScratch& z) {
+  const cpu::UKernels& uk = cpu::ukernels();
+  float* xn = buf;
+  float* dki = xn + z.xn;
+  float* dvi = dki + z.dk_in;
+  float* kb = dvi + z.dv_in;
+  float* dws = kb + z.kb;
+  int64_t r0, r1;
+  kv_input_rows(g, y0, y1, r0, r1);
+  const int64_t px = (r1 - r0) * g.W;
+  normalize_tile(g, wt, x, n, r0 * g.W, px, xn, uk);
+  const int64_t mb = (y1 - y0) * g.Wk;
+  const float* bk = xn;
+  const float* bv = xn;
+  int64_t ldb = px;  // == mb without dw
+  if (g.kk) {
+    uk.dwconv(g.C, int(g.kk), int(g.s), xn, px, g.W, r0, g.H, g.W, wt.kdw, wt.kdb, Act::None, dki, mb, g.Wk, y0, y1,
+              dws);
+    uk.dwconv(g.C, int(g.kk), int(g.s), xn, px, g.W, r0, g.H, g.W, wt.vdw, wt.vdb, Act::None, dvi, mb, g.Wk, y0, y1,
+              dws);
+    bk = dki;
+    bv = dvi;
+    ldb = mb;
+  }
+  const int64_t m0 = y0 * g.Wk;
+  uk.gemm(g.dk, mb, g.C, wt.wk, g.C, bk, ldb, kb, mb, nullptr, Act::None, nullptr, 0);
+  uk.transpose(g.dk, mb, kb, mb, kt + (n * g.M + m0) * g.dk, g.dk);
+  uk.gemm(g.dv, mb, g.C, wt.wv, g.C, bv, ldb, v + n * g.dv * g.M + m0, g.M, nullptr, Act::None, nullptr, 0);
+}
+
+// ---- pass 2: attention + output projection for query pixels [p0, p0 + nt) of image n ----
+
+struct QScratch {
+  int64_t xn, q, s, sum, o, y;
+  int64_t total() const { return xn + q + s + sum + o + y; }
+};
+
+QScratch q_scratch(const Geometry& g) {
+  QScratch z{};
+  z.xn = g.C * g.qt;
+  z.q = g.heads * g.dk * g.qt;
+  z.s = g.M * g.qt;
+  z.sum = g.qt;
+  z.o = g.heads * g.dv * g.qt;
+  z.y = g.cl ? g.Cout * g.qt : 0;
+  return z;
+}
+
+void query_task(const Geometry& g, const Weights& wt, const float* x, const float* kt, const float* v, float* out,
+                int64_t n, int64_t p0, int64_t nt, float* buf, const QScratch& z) {
+  const cpu::UKernels& uk = cpu::ukernels();
+  const cpu::SoftmaxUKernels& sk = cpu::softmax_ukernels();
+  float* xn = buf;
+  float* q = xn + z.xn;
+  float* s = q + z.q;
+  float* sum = s + z.s;
+  float* o = sum + z.sum;
+  float* y = o + z.o;
+  normalize_tile(g, wt, x, n, p0, nt, xn, uk);
+  uk.gemm(g.heads * g.dk, nt, g.C, wt.wq, g.C, xn, nt, q, nt, nullptr, Act::None, nullptr, 0);
+  const float* ktn = kt + n * g.M * g.dk;
+  const float* vn = v + n * g.dv * g.M;
+  for (int64_t h = 0; h < g.heads; ++h) {
+    uk.gemm(g.M, nt, g.dk, ktn, g.dk, q + h * g.dk * nt, nt, s, nt, nullptr, Act::None, nullptr, 0);
+    sk.softmax_cols(g.M, nt, s, nt, sum);
+    float* oh = o + h * g.dv * nt;
+    uk.gemm(g.dv, nt, g.M, vn, g.M, s, nt, oh, nt, nullptr, Act::None, nullptr, 0);
+    for (int64_t j = 0; j < nt; ++j) sum[j] = 1.f / sum[j];
+    for (int64_t d = 0; d < g.dv; ++d) {
+      float* od = oh + d * nt;
+      for (int64_t j = 0; j < nt; ++j) od[j] *= sum[j];
+    }
+  }
+  const int64_t hv = g.heads * g.dv;
+  if (g.cl) {
+    uk.gemm(g.Cout, nt, hv, wt.wo, hv, o, nt, y, nt, nullptr, Act::None, nullptr, 0);
+    float* dst = out + (n * g.P + p0) * g.Cout;
+    uk.transpose(g.Cout, nt, y, nt, dst, g.Cout);
+    if (g.residual) {  // Cout == C
+      const float* r = x + (n * g.P + p0) * g.C;
+      for (int64_t i = 0; i < nt * g.Cout; ++i) dst[i] += r[i];
+    }
+  } else {
+    const float* r = g.residual ? x + n * g.C * g.P + p0 : nullptr;
+    uk.gemm(g.Cout, nt, hv, wt.wo, hv, o, nt, out + n * g.Cout * g.P + p0, g.P, nullptr, Act::None, r, g.P);
+  }
+}
+
+at::Tensor f32(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
+
+at::Tensor mqa_cpu(const at::Tensor& x, const at::Tensor& norm_scale, const at::Tensor& norm_shift,
+                   const at::Tensor& q_w, const c10::optional<at::Tensor>& k_dw_w,
+                   const c10::optional<at::Tensor>& k_dw_b, const at::Tensor& k_w,
+                   const c10::optional<at::Tensor>& v_dw_w, const c10::optional<at::Tensor>& v_dw_b,
+                   const at::Tensor& v_w, const at::Tensor& o_w, int64_t num_heads, int64_t kv_stride, bool residual) {
+  const MqaParams p = make_mqa_params(x, norm_scale, norm_shift, q_w, k_dw_w, k_dw_b, k_w, v_dw_w, v_dw_b, v_w, o_w,
+                                      num_heads, kv_stride, residual);
+  const auto fmt = p.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  if (p.batch == 0) return at::empty({0, p.out_channels, p.height, p.width}, x.options().memory_format(fmt));
+
+  Geometry g{};
+  g.N = p.batch;
+  g.C = p.channels;
+  g.H = p.height;
+  g.W = p.width;
+  g.P = g.H * g.W;
+  g.heads = p.num_heads;
+  g.dk = p.key_dim;
+  g.dv = p.value_dim;
+  g.Cout = p.out_channels;
+  g.kk = p.kv_kernel;
+  g.s = p.kv_stride;
+  g.pad = g.kk / 2;
+  g.Hk = p.kv_height;
+  g.Wk = p.kv_width;
+  g.M = g.Hk * g.Wk;
+  g.cl = p.channels_last;
+  g.residual = p.residual;
+  plan(g, at::get_num_threads());
+
+  const at::Tensor xf = x.to(at::kFloat).contiguous(fmt);
+  const at::Tensor sc = f32(norm_scale), sh = f32(norm_shift), wq = f32(q_w), wv = f32(v_w), wo = f32(o_w);
+  // Softmax scale dk^-0.5 and log2(e) (the softmax runs in base 2) folded into Wk: K^T comes out scaled.
+  const double c = 1.4426950408889634 / std::sqrt(double(g.dk));
+  const at::Tensor wk = k_w.to(at::kFloat).mul(c).contiguous();
+  at::Tensor kdw, kdb, vdw, vdb;
+  if (g.kk) kdw = f32(*k_dw_w), kdb = f32(*k_dw_b), vdw = f32(*v_dw_w), vdb = f32(*v_dw_b);
+  const Weights wt{sc.data_ptr<float>(), sh.data_ptr<float>(), wq.data_ptr<float>(),
+                   g.kk ? kdw.data_ptr<float>() : nullptr, g.kk ? kdb.data_ptr<float>() : nullptr,
+                   wk.data_ptr<float>(), g.kk ? vdw.data_ptr<float>() : nullptr,
+                   g.kk ? vdb.data_ptr<float>() : nullptr, wv.data_ptr<float>(), wo.data_ptr<float>()};
+
+  const auto f32opt = x.options().dtype(at::kFloat);
+  at::Tensor kt = at::empty({g.N, g.M, g.dk}, f32opt);  // K^T, scaled
+  at::Tensor vv = at::empty({g.N, g.dv, g.M}, f32opt);
+  at::Tensor out = at::empty({g.N, g.Cout, g.H, g.W}, f32opt.memory_format(fmt));
+  const float* xp = xf.data_ptr<float>();
+  float* ktp = kt.data_ptr<float>();
+  float* vp = vv.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+
+  const KvScratch zk = kv_scratch(g);
+  at::parallel_for(0, g.N * g.kv_bands, 1, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> buf;  // per-thread scratch, kept between calls
+    if (int64_t(buf.size()) < zk.total()) buf.resize(zk.total());
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t n = t / g.kv_bands, y0 = (t % g.kv_bands) * g.kv_rows;
+      kv_task(g, wt, xp, ktp, vp, n, y0, std::min(g.Hk, y0 + g.kv_rows), buf.data(), zk);
+    }
+  });
+  const QScratch zq = q_scratch(g);
+  at::parallel_for(0, g.N * g.q_tiles, 1, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> buf;
+    if (int64_t(buf.size()) < zq.total()) buf.resize(zq.total());
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t n = t / g.q_tiles, p0 = (t % g.q_tiles) * g.qt;
+      query_task(g, wt, xp, ktp, vp, op, n, p0, std::min(g.P, p0 + g.qt) - p0, buf.data(), zq);
+    }
+  });
+  if (x.scalar_type() != at::kFloat) out = out.to(x.scalar_type());
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(mnv4, CPU, m) { m.impl("mqa", &mqa_cpu); }
+
+}  // namespace mnv4
