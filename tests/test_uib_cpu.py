@@ -228,21 +228,39 @@ def test_bad_input_raises_in_subprocess():
     assert "checked 19" in r.stdout
 
 
-SCALAR_SCRIPT = textwrap.dedent(r"""
-    import torch, mnv4_kernels
+ENV_SCRIPT = textwrap.dedent(r"""
+    import os, sys, torch, mnv4_kernels
     from mnv4_reference import functional as F
     from mnv4_reference.testing import random_uib_args, rel_err, uib_battery
-    assert torch.ops.mnv4_cpu.isa() == "scalar", torch.ops.mnv4_cpu.isa()
+    want_isa = os.environ.get("MNV4_CPU_ISA")
+    if want_isa == "scalar":
+        assert torch.ops.mnv4_cpu.isa() == "scalar", torch.ops.mnv4_cpu.isa()
+    torch.set_num_threads(int(sys.argv[1]))
     worst = 0.0
-    for i, c in enumerate(uib_battery()[::2]):
+    cases = uib_battery()[int(sys.argv[2])::2]
+    for i, c in enumerate(cases):
         args = random_uib_args(**c, channels_last=bool(i % 2))
         worst = max(worst, rel_err(torch.ops.mnv4.uib(*args), F.uib(*args)))
-    print("worst", worst)
+    args = random_uib_args(1, 24, 7, 7, 96, 24, k_start=5, k_mid=5, seed=5)  # a 7x7 layer at batch 1
+    worst = max(worst, rel_err(torch.ops.mnv4.uib(*args), F.uib(*args)))
+    print("worst", worst, torch.ops.mnv4_cpu.isa())
     raise SystemExit(0 if worst <= 1e-5 else 1)
 """)
 
 
-def test_scalar_microkernels_end_to_end():
-    env = dict(os.environ, MNV4_CPU_ISA="scalar")
-    r = subprocess.run([sys.executable, "-c", SCALAR_SCRIPT], capture_output=True, text=True, timeout=600, env=env)
+# Both microkernel tables end to end (the scalar one forced by MNV4_CPU_ISA), and both schedules of the
+# fused pass (MNV4_UIB_SPLIT: row bands with a rolling window, or mid-channel slices with a reduction),
+# whatever this machine's thread count would pick, with 1 and 3 threads.
+@pytest.mark.parametrize("env,threads,half", [
+    ({"MNV4_CPU_ISA": "scalar"}, 2, 0),
+    ({"MNV4_CPU_ISA": "scalar", "MNV4_UIB_SPLIT": "mid"}, 3, 1),
+    ({"MNV4_UIB_SPLIT": "mid"}, 3, 0),
+    ({"MNV4_UIB_SPLIT": "mid"}, 2, 1),
+    ({"MNV4_UIB_SPLIT": "rows"}, 3, 1),
+    ({"MNV4_UIB_SPLIT": "rows"}, 1, 0),
+], ids=["scalar", "scalar-mid", "mid-3t", "mid-2t", "rows-3t", "rows-1t"])
+def test_forced_paths_end_to_end(env, threads, half):
+    e = dict(os.environ, **env)
+    r = subprocess.run([sys.executable, "-c", ENV_SCRIPT, str(threads), str(half)], capture_output=True, text=True,
+                       timeout=600, env=e)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -24,6 +24,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -103,20 +104,38 @@ Sizes scratch_sizes(const Geometry& g) {
 }
 
 // Bands (tasks): as few as keep every thread busy (each band boundary recomputes the mid dw's halo rows of
-// the expanded tensor). Steps inside a band: enough output rows that both GEMMs see >= ~64 pixels, as
-// long as the rolling window of expanded rows stays within ~512 KB (L2).
+// the expanded tensor). Steps inside a band: the step height minimising a cost model (GEMM register tiles
+// of 16 pixels, a short last tile at ~0.6 of a full one, plus a fixed cost per step), as long as the
+// expanded window and the mid dw output stay within ~640 KB together (L2).
+double gemm_tiles(int64_t pixels) {
+  const int64_t rem = pixels % 16;
+  return double(pixels / 16) + (rem == 0 ? 0.0 : rem <= 8 ? 0.6 : 1.0);
+}
+
 void plan(Geometry& g, int64_t threads) {
   int64_t nb = 1;
   if (g.N < threads) nb = std::min(g.Ho, (threads + g.N - 1) / g.N);
   g.bh = (g.Ho + nb - 1) / nb;
   g.nb = (g.Ho + g.bh - 1) / g.bh;
-  constexpr int64_t kMinPixels = 64, kWindowFloats = 128 * 1024;
-  int64_t sb = 1;
-  while (sb < g.bh && (sb * g.Wo < kMinPixels || sb * g.ms * g.Ws < kMinPixels) &&
-         g.mid * window_rows(g, sb + 1) * g.Ws <= kWindowFloats)
-    ++sb;
-  g.sb = sb;
-  g.cap_e = window_rows(g, sb);
+  constexpr int64_t kBudgetFloats = 160 * 1024;
+  int64_t best_sb = 1;
+  double best = 1e300;
+  for (int64_t sb = 1; sb <= g.bh; ++sb) {
+    const int64_t floats = g.mid * (window_rows(g, sb) * g.Ws + (g.km ? sb * g.Wo : 0));
+    if (sb > 1 && floats > kBudgetFloats) break;
+    double cost = 0;
+    int64_t ew1 = 0;
+    for (int64_t oy0 = 0; oy0 < g.bh; oy0 += sb) {  // the first band (the largest)
+      const int64_t oy1 = std::min(g.bh, oy0 + sb);
+      int64_t e0, e1;
+      expanded_rows(g, oy0, oy1, e0, e1);
+      cost += gemm_tiles((oy1 - oy0) * g.Wo) + gemm_tiles((e1 - std::max(e0, ew1)) * g.Ws) + 1.0;
+      ew1 = e1;
+    }
+    if (cost < best * 0.999) best = cost, best_sb = sb;
+  }
+  g.sb = best_sb;
+  g.cap_e = window_rows(g, best_sb);
 }
 
 struct Weights {
@@ -205,6 +224,90 @@ void run_task(const Geometry& g, const Weights& wt, const float* x, float* out, 
   }
 }
 
+// ---- Mid-channel split: few images, small planes ----
+// With fewer images than threads, row bands would each recompute the mid dw's halo of expanded rows
+// (on a 7x7 plane split in two, a 5x5 mid dw makes the expand GEMM ~1.6x the work). Instead each task takes
+// one image and a slice [m0, m1) of the mid channels: start dw (whole plane), expand rows m0..m1, mid dw on
+// them, and the projection's partial sum over that slice, Cout x pixels, into its own buffer. The
+// projection has no activation, so a second pass adds the slices' partials + bias (+ x) into the output.
+// The expanded tensor still never exists in full: a task holds (m1 - m0) channels of one image.
+
+bool use_mid_split(const Geometry& g, int64_t threads) {
+  if (const char* e = std::getenv("MNV4_UIB_SPLIT")) {  // tests: force one schedule
+    if (std::strcmp(e, "mid") == 0) return g.km != 0;
+    if (std::strcmp(e, "rows") == 0) return false;
+  }
+  if (g.N >= threads || !g.km || g.nb < 2) return false;
+  int64_t computed = 0;  // expanded rows the row bands would compute
+  for (int64_t b = 0; b < g.nb; ++b) {
+    int64_t e0, e1;
+    expanded_rows(g, b * g.bh, std::min(g.Ho, (b + 1) * g.bh), e0, e1);
+    computed += e1 - e0;
+  }
+  return computed * 10 > g.Hs * 11 && g.mid * g.Hs * g.Ws <= 256 * 1024;  // > 10% recompute, slice fits L2
+}
+
+void run_mid_split(const Geometry& g, const Weights& wt, const float* x, float* out, int64_t threads) {
+  const cpu::UKernels& uk = cpu::ukernels();
+  const int64_t T = std::max<int64_t>(1, std::min((threads + g.N - 1) / g.N, (g.mid + 7) / 8));
+  const int64_t mc = ((g.mid + T - 1) / T + 7) / 8 * 8;  // slice width, a multiple of 8
+  const int64_t slices = (g.mid + mc - 1) / mc;
+  const int64_t P = g.Ho * g.Wo, PS = g.Hs * g.Ws, PX = g.H * g.W;
+  std::vector<float> partial(static_cast<size_t>(g.N * slices * g.Cout * P));
+  const int64_t zx = g.in_cl ? g.Cin * PX : 0, zs = g.ks ? g.Cin * PS : 0, ze = mc * PS, zm = mc * P;
+  const int64_t zdw = std::max(g.ks ? cpu::f32_dwconv_scratch_floats(int(g.ks), int(g.ss), g.W, g.Hs) : 0,
+                               cpu::f32_dwconv_scratch_floats(int(g.km), int(g.ms), g.Ws, g.Ho));
+  at::parallel_for(0, g.N * slices, 1, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> buf;
+    if (int64_t(buf.size()) < zx + zs + ze + zm + zdw) buf.resize(zx + zs + ze + zm + zdw);
+    float *xt = buf.data(), *st = xt + zx, *et = st + zs, *mt = et + ze, *dws = mt + zm;
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t n = t / slices, m0 = (t % slices) * mc, m1 = std::min(g.mid, m0 + mc), cm = m1 - m0;
+      const float* X = x + n * g.Cin * PX;
+      if (g.in_cl) {
+        uk.transpose(PX, g.Cin, X, g.Cin, xt, PX);
+        X = xt;
+      }
+      const float* S = X;
+      if (g.ks) {
+        uk.dwconv(g.Cin, int(g.ks), int(g.ss), X, PX, g.W, 0, g.H, g.W, wt.sw, wt.sb, Act::None, st, PS, g.Ws, 0, g.Hs,
+                  dws);
+        S = st;
+      }
+      uk.gemm(cm, PS, g.Cin, wt.ew + m0 * g.Cin, g.Cin, S, PS, et, PS, wt.eb + m0, g.act, nullptr, 0);
+      uk.dwconv(cm, int(g.km), int(g.ms), et, PS, g.Ws, 0, g.Hs, g.Ws, wt.mw + m0 * g.km * g.km, wt.mb + m0, g.act, mt,
+                P, g.Wo, 0, g.Ho, dws);
+      uk.gemm(g.Cout, P, cm, wt.pw + m0, g.mid, mt, P, partial.data() + t * g.Cout * P, P, nullptr, Act::None, nullptr,
+              0);
+    }
+  });
+  // out = sum of the slices' partials + bias (+ x), in the output's layout
+  at::parallel_for(0, g.N * g.Cout, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t n = i / g.Cout, co = i % g.Cout;
+      const float* p0 = partial.data() + (n * slices * g.Cout + co) * P;
+      float row[1024];
+      for (int64_t q0 = 0; q0 < P; q0 += 1024) {
+        const int64_t q1 = std::min(P, q0 + 1024);
+        for (int64_t q = q0; q < q1; ++q) row[q - q0] = wt.pb[co] + p0[q];
+        for (int64_t sl = 1; sl < slices; ++sl) {
+          const float* ps = p0 + sl * g.Cout * P;
+          for (int64_t q = q0; q < q1; ++q) row[q - q0] += ps[q];
+        }
+        if (g.out_cl) {
+          float* o = out + n * P * g.Cout + co;
+          const float* r = x + n * P * g.Cin + co;
+          for (int64_t q = q0; q < q1; ++q) o[q * g.Cout] = row[q - q0] + (g.residual ? r[q * g.Cin] : 0.f);
+        } else {
+          float* o = out + (n * g.Cout + co) * P;
+          const float* r = x + (n * g.Cin + co) * P;
+          for (int64_t q = q0; q < q1; ++q) o[q] = row[q - q0] + (g.residual ? r[q] : 0.f);
+        }
+      }
+    }
+  });
+}
+
 at::Tensor f32(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
 
 at::Tensor uib_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& start_dw_w,
@@ -252,17 +355,20 @@ at::Tensor uib_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& start_d
   at::Tensor out = at::empty({g.N, g.Cout, g.Ho, g.Wo}, x.options().dtype(at::kFloat).memory_format(fmt));
   const float* xp = xf.data_ptr<float>();
   float* op = out.data_ptr<float>();
-  const Sizes z = scratch_sizes(g);
-  const int64_t tasks = g.N * g.nb;
-  at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
-    // Per-thread scratch, kept between calls (no page faults on the hot path).
-    thread_local std::vector<float> buf;
-    if (int64_t(buf.size()) < z.total()) buf.resize(z.total());
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t n = t / g.nb, oy0 = (t % g.nb) * g.bh;
-      run_task(g, wt, xp, op, n, oy0, std::min(g.Ho, oy0 + g.bh), buf.data(), z);
-    }
-  });
+  if (use_mid_split(g, at::get_num_threads())) {
+    run_mid_split(g, wt, xp, op, at::get_num_threads());
+  } else {
+    const Sizes z = scratch_sizes(g);
+    at::parallel_for(0, g.N * g.nb, 1, [&](int64_t begin, int64_t end) {
+      // Per-thread scratch, kept between calls (no page faults on the hot path).
+      thread_local std::vector<float> buf;
+      if (int64_t(buf.size()) < z.total()) buf.resize(z.total());
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t n = t / g.nb, oy0 = (t % g.nb) * g.bh;
+        run_task(g, wt, xp, op, n, oy0, std::min(g.Ho, oy0 + g.bh), buf.data(), z);
+      }
+    });
+  }
   if (x.scalar_type() != at::kFloat) out = out.to(x.scalar_type());
   return out;
 }

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "../interface/ukernels.h"
@@ -37,6 +38,11 @@ struct V {
   static inline T fma(T a, T b, T c) { return vfmaq_f32(c, a, b); }
   static inline T add(T a, T b) { return vaddq_f32(a, b); }
   static inline T max(T a, T b) { return vmaxq_f32(a, b); }
+  static inline void deinterleave2(const float* p, T& even, T& odd) {
+    const float32x4x2_t v = vld2q_f32(p);
+    even = v.val[0];
+    odd = v.val[1];
+  }
 };
 
 #include "../common/simd_impl.h"

@@ -5,7 +5,7 @@
 //
 // V provides: T (register), W (lanes), zero(), set1(f), loadu(p), storeu(p, v), loadn(p, n) (first n lanes,
 // rest 0; n may be <= 0 or >= W), storen(p, v, n) (first n lanes only), fma(a, b, c) = a*b + c, add(a, b),
-// max(a, b).
+// max(a, b), deinterleave2(p, even, odd) (2W floats at p -> lanes p[0], p[2], ... and p[1], p[3], ...).
 //
 // GEMM (see f32_gemm_fn): register tile MR rows x NV vectors; the k loop broadcasts A[r][k] for r < MR and
 // loads NV vectors of B's row k, MR*NV FMAs per k. B (the activations, small) is packed per call into
@@ -163,7 +163,49 @@ void gemm_dispatch(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda,
 // ---- depthwise ----
 
 // Row length (floats) of one padded scratch row, all phases together. Matches f32_dwconv_scratch_floats.
-inline int64_t dw_phase_len(int k, int64_t out_w) { return round_up(out_w, 16) + k; }
+// One phase of a padded row: the vector loop reads columns < round_up(out_w, W) + (k - 1)/s (W divides 8).
+inline int64_t dw_phase_len(int k, int64_t out_w) { return round_up(round_up(out_w, 8) + k, 8); }
+// Scratch floats (must equal f32_dwconv_scratch_floats): DW_GROUP channels x rows x (s phases + for s == 2
+// an unsplit line of 2*plen + 16 floats).
+
+constexpr int DW_ROWS = 4;
+constexpr int DW_GROUP = 8;  // = the factor in f32_dwconv_scratch_floats
+
+// R output rows of one channel from its padded scratch rows (srow: the first input row of the first output
+// row; output row r reads scratch rows r*s + i, i < k).
+template <int R, int KC, int SC, Act A>
+inline void dw_rows(int k_rt, int s_rt, const float* wc, float bc, const float* srow, int64_t rlen, int64_t plen,
+                    int64_t out_w, float* orow, int64_t out_rs) {
+  constexpr int W = V::W;
+  const int k = KC ? KC : k_rt;
+  const int s = SC ? SC : s_rt;
+  for (int64_t ox = 0; ox < out_w; ox += W) {
+    typename V::T acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = V::set1(bc);
+    for (int i = 0; i < k; ++i) {
+      for (int j = 0; j < k; ++j) {
+        const typename V::T wv = V::set1(wc[i * k + j]);
+        const float* base = srow + i * rlen + (j % s) * plen + j / s + ox;
+        for (int r = 0; r < R; ++r) acc[r] = V::fma(wv, V::loadu(base + r * s * rlen), acc[r]);
+      }
+    }
+    const int64_t n = out_w - ox;
+    for (int r = 0; r < R; ++r) {
+      float* o = orow + r * out_rs + ox;
+      if (A == Act::Gelu) {
+        alignas(64) float t[W];
+        V::storeu(t, acc[r]);
+        for (int l = 0; l < W && l < n; ++l) o[l] = gelu_exact(t[l]);
+        continue;
+      }
+      const typename V::T y = act_vec<A>(acc[r]);
+      if (n >= W)
+        V::storeu(o, y);
+      else
+        V::storen(o, y, static_cast<int>(n));
+    }
+  }
+}
 
 template <int KC, int SC, Act A>
 void dwconv_impl(int64_t channels, int k_rt, int s_rt, const float* in, int64_t in_cs, int64_t in_rs, int64_t in_r0,
@@ -178,51 +220,54 @@ void dwconv_impl(int64_t channels, int k_rt, int s_rt, const float* in, int64_t 
   const int64_t rlen = plen * s;                // one scratch row (s phases)
   const int64_t ry0 = oy0 * s - p;              // first logical input row needed
   const int64_t nrows = (oy1 - oy0 - 1) * s + k;
+  const int64_t llen = 2 * plen + 2 * W;                 // s == 2: an unsplit padded line
+  float* lines = scratch + DW_GROUP * nrows * rlen;  // s == 2 only
   if (oy1 <= oy0 || channels <= 0) return;
-  for (int64_t c = 0; c < channels; ++c) {
-    const float* ic = in + c * in_cs;
-    const float* wc = w + c * k * k;
-    const float bc = bias ? bias[c] : 0.f;
-    // 1. zero-padded, phase-split copies of the needed rows
-    for (int64_t rr = 0; rr < nrows; ++rr) {
-      float* row = scratch + rr * rlen;
-      const int64_t y = ry0 + rr;
-      for (int64_t t = 0; t < rlen; ++t) row[t] = 0.f;
-      if (y < 0 || y >= in_h) continue;
-      const float* src = ic + (y - in_r0) * in_rs;
-      if (s == 1) {
-        for (int64_t x = 0; x < in_w; ++x) row[x + p] = src[x];
-      } else {
-        for (int64_t x = 0; x < in_w; ++x) {
-          const int64_t q = x + p;
-          row[(q % s) * plen + q / s] = src[x];
+  // Channels go in groups of DW_GROUP: the group's scratch rows are all built before any is read, so the
+  // compute loads (at every column offset) do not wait on the just-issued stores (store forwarding fails
+  // on loads that straddle two stores).
+  for (int64_t c0 = 0; c0 < channels; c0 += DW_GROUP) {
+    const int64_t c1 = c0 + DW_GROUP < channels ? c0 + DW_GROUP : channels;
+    // 1. zero-padded copies of the needed rows (rlen, plen: multiples of 8 floats); for s == 2 first into
+    //    unsplit lines, then (1b) split into phases: padded column q -> phase q % 2, index q / 2.
+    for (int64_t c = c0; c < c1; ++c) {
+      const float* ic = in + c * in_cs;
+      for (int64_t rr = 0; rr < nrows; ++rr) {
+        const int64_t y = ry0 + rr;
+        float* dst = s == 1 ? scratch + ((c - c0) * nrows + rr) * rlen : lines + ((c - c0) * nrows + rr) * llen;
+        const int64_t dlen = s == 1 ? rlen : llen;
+        for (int64_t t = 0; t < dlen; t += W) V::storeu(dst + t, V::zero());
+        if (y < 0 || y >= in_h) continue;
+        const float* src = ic + (y - in_r0) * in_rs;
+        for (int64_t x = 0; x < in_w; x += W)  // the zeros loadn adds past in_w land in the padding
+          V::storeu(dst + p + x, V::loadn(src + x, static_cast<int>(in_w - x)));
+      }
+    }
+    if (s != 1) {
+      for (int64_t i = 0; i < (c1 - c0) * nrows; ++i) {
+        const float* ln = lines + i * llen;
+        float* row = scratch + i * rlen;
+        for (int64_t t = 0; t < plen; t += W) {
+          typename V::T ev, od;
+          V::deinterleave2(ln + 2 * t, ev, od);
+          V::storeu(row + t, ev);
+          V::storeu(row + plen + t, od);
         }
       }
     }
-    // 2. vectors along the output width
-    for (int64_t oy = oy0; oy < oy1; ++oy) {
-      float* orow = out + c * out_cs + (oy - oy0) * out_rs;
-      const float* srow = scratch + (oy - oy0) * s * rlen;
-      for (int64_t ox = 0; ox < out_w; ox += W) {
-        typename V::T acc = V::set1(bc);
-        for (int i = 0; i < k; ++i) {
-          const float* r = srow + i * rlen;
-          for (int j = 0; j < k; ++j)
-            acc = V::fma(V::set1(wc[i * k + j]), V::loadu(r + (j % s) * plen + j / s + ox), acc);
-        }
-        const int64_t n = out_w - ox;
-        if (A == Act::Gelu) {
-          alignas(64) float t[W];
-          V::storeu(t, acc);
-          for (int l = 0; l < W && l < n; ++l) orow[ox + l] = gelu_exact(t[l]);
-          continue;
-        }
-        acc = act_vec<A>(acc);
-        if (n >= W)
-          V::storeu(orow + ox, acc);
-        else
-          V::storen(orow + ox, acc, static_cast<int>(n));
-      }
+    // 2. vectors along the output width, DW_ROWS output rows at a time (each weight broadcast serves them all)
+    for (int64_t c = c0; c < c1; ++c) {
+      const float* wc = w + c * k * k;
+      const float bc = bias ? bias[c] : 0.f;
+      const float* sc = scratch + (c - c0) * nrows * rlen;
+      float* oc = out + c * out_cs;
+      int64_t oy = oy0;
+      for (; oy + DW_ROWS <= oy1; oy += DW_ROWS)
+        dw_rows<DW_ROWS, KC, SC, A>(k, s, wc, bc, sc + (oy - oy0) * s * rlen, rlen, plen, out_w,
+                                    oc + (oy - oy0) * out_rs, out_rs);
+      for (; oy < oy1; ++oy)
+        dw_rows<1, KC, SC, A>(k, s, wc, bc, sc + (oy - oy0) * s * rlen, rlen, plen, out_w, oc + (oy - oy0) * out_rs,
+                              out_rs);
     }
   }
 }

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "../interface/ukernels.h"
@@ -37,11 +38,20 @@ struct V {
   }
   static inline void storen(float* p, T v, int n) {
     if (n >= W) return _mm256_storeu_ps(p, v);
-    _mm256_maskstore_ps(p, mask(n), v);
+    // through the stack: vmaskmovps stores are microcoded and slow on AMD cores
+    alignas(32) float t[8];
+    _mm256_store_ps(t, v);
+    for (int i = 0; i < n; ++i) p[i] = t[i];
   }
   static inline T fma(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
   static inline T add(T a, T b) { return _mm256_add_ps(a, b); }
   static inline T max(T a, T b) { return _mm256_max_ps(a, b); }
+  static inline void deinterleave2(const float* p, T& even, T& odd) {
+    const __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
+    // within 128-bit lanes: [a0 a2 b0 b2 | a4 a6 b4 b6]; then order the 64-bit pairs a.. a.. b.. b..
+    even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+    odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
+  }
 };
 
 #include "../common/simd_impl.h"
