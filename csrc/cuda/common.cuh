@@ -6,10 +6,18 @@
 // below is an explicit intrinsic.
 #pragma once
 
+#ifdef MNV4_CUDA_EMU
+// tests/test_cuda_compile.py builds the device code with g++ against a CPU emulation of the CUDA features
+// used here (one std::thread per CUDA thread, std::barrier for __syncthreads, a WMMA model).
+#include "cuda/emu/cuda_emu.h"
+#define MNV4_DYNAMIC_SMEM(name) unsigned char* name = ::mnv4_emu::dynamic_smem()
+#else
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <mma.h>
+#define MNV4_DYNAMIC_SMEM(name) extern __shared__ __align__(128) unsigned char name[]
+#endif
 
 #include <cstdint>
 #include <type_traits>
