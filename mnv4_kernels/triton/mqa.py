@@ -141,7 +141,7 @@ def _mqa_kv_kernel(
         if KK > 0:
             ka = tl.zeros((BLOCK_M, BLOCK_C), dtype=tl.float32)
             va = tl.zeros((BLOCK_M, BLOCK_C), dtype=tl.float32)
-            for a in tl.static_range(KK):
+            for a in range(KK):  # rows: a runtime loop (compile time); columns unrolled
                 ih = kh * S_KV - KK // 2 + a
                 for b in tl.static_range(KK):
                     iw = kw * S_KV - KK // 2 + b

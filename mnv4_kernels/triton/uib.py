@@ -117,7 +117,7 @@ def _input_tile(x_base, X_stride_c, X_stride_h, X_stride_w, SW_ptr, SW_stride_c,
     + bias) when KS > 0, else x itself; 0 at region pixels outside the image."""
     if KS > 0:
         s = tl.zeros((R, ci.shape[0]), dtype=tl.float32)
-        for a in tl.static_range(KS):
+        for a in range(KS):  # rows: a runtime loop (compile time); columns unrolled
             ih = eh * S_START - KS // 2 + a
             for b in tl.static_range(KS):
                 iw = ew * S_START - KS // 2 + b
@@ -250,7 +250,7 @@ def _uib_kernel(
         # ---- mid dw on chip: gather the k*k shifted region rows for every output pixel ----
         if KM > 0:
             d = tl.zeros((PH * PW, BLOCK_MC), dtype=tl.float32)
-            for a in tl.static_range(KM):
+            for a in range(KM):  # rows: a runtime loop (compile time); columns unrolled
                 for b in tl.static_range(KM):
                     src = (pi * S_MID + a) * RW + (pj * S_MID + b)
                     src = tl.minimum(src, RH * RW - 1)  # pixels outside the output tile read a valid row
