@@ -23,11 +23,12 @@ Structure (one program = one tile of output pixels x one tile of output channels
     elements, i.e. Cin <= 128 for 8x16 regions); otherwise it is recomputed per mid chunk in BLOCK_CI chunks.
   * Loop over mid channels in chunks of BLOCK_MC: expand the region (tl.dot, K = Cin), act, zero outside
     the image; mid dw by tl.gather of the k*k shifted rows of the on-chip chunk, act; then accumulate
-    chunk @ proj_w^T into the [pixels, BLOCK_CO] fp32 accumulator. The expanded tensor never leaves the chip (registers / shared
-    memory); only x, the weights and y touch global memory.
+    chunk @ proj_w^T into the [pixels, BLOCK_CO] fp32 accumulator. The expanded tensor never leaves the
+    chip (registers / shared memory); only x, the weights and y touch global memory.
   * Epilogue: + proj bias (+ x), cast to y's dtype, strided store (NCHW or channels_last).
 If Cout > BLOCK_CO the expansion is recomputed per output-channel tile; autotuning weighs that against the
-extra parallelism (small spatial sizes at batch 1 have few pixel tiles).
+extra parallelism (small spatial sizes at batch 1 have few pixel tiles). Not yet measured on a GPU: how fast
+tl.gather (lowered through shared memory when rows cross warps) makes the mid dw.
 
 Numerics: fp32 accumulation everywhere. fp32 inputs use IEEE fp32 dots (no TF32: the model contract is
 rel. err <= 1e-5). fp16/bf16 inputs feed tl.dot in their own dtype (tensor cores) and accumulate in fp32; the
@@ -151,7 +152,7 @@ def _uib_kernel(
     PW_ptr, PW_stride_o, PW_stride_i, PB_ptr,
     Y_ptr, Y_stride_n, Y_stride_c, Y_stride_h, Y_stride_w,
     C_in, C_mid, C_out, H, W, EH, EW, OH, OW,
-    KS: tl.constexpr,  # start dw kernel size, 0 = no start dw (ConvNext/ExtraDW forms): removes its code
+    KS: tl.constexpr,  # start dw kernel size, 0 = no start dw (IB/FFN forms): removes its code
     S_START: tl.constexpr,  # start dw stride (2 only for ConvNext blocks with stride): folds index math
     KM: tl.constexpr,  # mid dw kernel size, 0 = none (ConvNext/FFN): no halo, region = output tile
     S_MID: tl.constexpr,  # mid dw stride: sets the output grid of the region at compile time
@@ -160,7 +161,7 @@ def _uib_kernel(
     UPCAST_DOT: tl.constexpr,  # dot in fp32 even for 16-bit inputs (interpreter's bf16 dot is wrong)
     RH: tl.constexpr, RW: tl.constexpr,  # region of the expansion grid per program (powers of two, >= KM)
     CI_ALL: tl.constexpr,  # Cin rounded up to a power of two (>= 16): the hoisted A tile's width
-    HOIST_LIMIT: tl.constexpr,  # hoist the A tile [RH*RW, CI_ALL] out of the mid loop when it has <= this many elements
+    HOIST_LIMIT: tl.constexpr,  # hoist the A tile [RH*RW, CI_ALL] out of the mid loop up to this many elements
     BLOCK_CI: tl.constexpr,  # Cin chunk: K of the expansion dot when the A tile is not hoisted
     BLOCK_MC: tl.constexpr,  # mid chunk kept on chip: N of the expansion dot, K of the projection dot
     BLOCK_CO: tl.constexpr,  # Cout tile: N of the projection dot (fp32 accumulator [pixels, BLOCK_CO])
