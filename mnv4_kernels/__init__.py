@@ -13,4 +13,8 @@ from .ops import mqa, uib
 
 ops.register_fakes()
 
-__all__ = ["uib", "mqa", "backends", "ops"]
+from .fuse import BackendError, fuse, load, resolve_backends  # noqa: E402
+from .model import FusedMobileNetV4  # noqa: E402
+
+__all__ = ["uib", "mqa", "backends", "ops", "fuse", "load", "FusedMobileNetV4", "BackendError",
+           "resolve_backends"]

@@ -440,6 +440,23 @@ class MobileNetV4(nn.Module):
         self.conv_head = nn.Conv2d(cin, 1280, 1, bias=False)
         self.norm_head = nn.BatchNorm2d(1280)
         self.classifier = nn.Linear(1280, num_classes) if num_classes > 0 else nn.Identity()
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self):
+        """timm's efficientnet init: conv N(0, sqrt(2 / fan_out)) (fan_out per group), BN (1, 0), Linear
+        U(+-1/sqrt(out)), bias 0; layer-scale gammas keep their 1e-5."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                r = 1.0 / math.sqrt(m.weight.shape[0])
+                nn.init.uniform_(m.weight, -r, r)
+                nn.init.zeros_(m.bias)
 
     def named_blocks(self):
         """(name, block) for every block, name as in the state dict (e.g. 'blocks.2.4')."""

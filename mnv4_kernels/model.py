@@ -1,0 +1,244 @@
+"""FusedMobileNetV4: an inference-only MobileNetV4 on folded weights, its UIB and MQA blocks run by the fused
+ops (torch.ops.mnv4.uib / mqa, their Triton twins, or the plain-torch composites of mnv4_reference.functional).
+
+Built by `mnv4_kernels.fuse(reference_model)` or `mnv4_kernels.load(name, checkpoint)`. Every weight is a
+buffer (no autograd, moves with `.to(device)`), forward has no data-dependent Python branching, so the model
+goes through torch.compile(fullgraph=True) and torch.export.
+"""
+
+from collections import Counter
+from typing import Callable, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["FusedMobileNetV4", "FusedConv", "FusedEdgeResidual", "FusedUIB", "FusedUIBComposite", "FusedMQA",
+           "FusedHead", "AAPool"]
+
+
+def _act(x, act: str):
+    if act == "relu":
+        return F.relu(x)
+    if act == "gelu":
+        return F.gelu(x, approximate="none")
+    return x
+
+
+class AAPool(nn.Module):
+    """The anti-alias pool of the aa/blur variants: AvgPool2d(2, 2), or the depthwise [1,2,1]^2/16 blur."""
+
+    def __init__(self, kind: str, channels: int, filt: Optional[torch.Tensor] = None):
+        super().__init__()
+        self.kind = kind
+        self.channels = channels
+        if kind == "blurpc":
+            self.register_buffer("filt", filt.detach().clone())
+        elif kind != "avg":
+            raise ValueError(f"unknown anti-alias pool {kind!r}")
+
+    def forward(self, x):
+        if self.kind == "avg":
+            return F.avg_pool2d(x, 2, 2)
+        return F.conv2d(x, self.filt, stride=2, padding=1, groups=self.channels)
+
+
+class FusedConv(nn.Module):
+    """conv + folded BN (weight, bias) + activation [+ anti-alias pool]: the stem and `cn` blocks."""
+
+    def __init__(self, weight, bias, stride, act, aa: Optional[AAPool] = None, groups: int = 1):
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", bias)
+        self.stride, self.padding, self.act, self.groups = stride, weight.shape[-1] // 2, act, groups
+        self.aa = aa
+
+    def forward(self, x):
+        x = _act(F.conv2d(x, self.weight, self.bias, self.stride, self.padding, 1, self.groups), self.act)
+        return self.aa(x) if self.aa is not None else x
+
+
+class FusedEdgeResidual(nn.Module):
+    """FusedIB: conv_exp k x k + folded bn1 + act [+ aa] -> conv_pwl 1x1 + folded bn2 (+ x)."""
+
+    def __init__(self, exp_w, exp_b, pwl_w, pwl_b, stride, act, residual, aa: Optional[AAPool] = None):
+        super().__init__()
+        for k, v in dict(exp_w=exp_w, exp_b=exp_b, pwl_w=pwl_w, pwl_b=pwl_b).items():
+            self.register_buffer(k, v)
+        self.stride, self.act, self.residual, self.aa = stride, act, residual, aa
+        self.padding = exp_w.shape[-1] // 2
+
+    def forward(self, x):
+        h = _act(F.conv2d(x, self.exp_w, self.exp_b, self.stride, self.padding), self.act)
+        if self.aa is not None:
+            h = self.aa(h)
+        h = F.conv2d(h, self.pwl_w, self.pwl_b)
+        return h + x if self.residual else h
+
+
+_UIB_KEYS = ("start_dw_w", "start_dw_b", "expand_w", "expand_b", "mid_dw_w", "mid_dw_b", "proj_w", "proj_b")
+_MQA_KEYS = ("norm_scale", "norm_shift", "q_w", "k_dw_w", "k_dw_b", "k_w", "v_dw_w", "v_dw_b", "v_w", "o_w")
+
+
+def _register_optional(module, names, tensors):
+    for k in names:
+        t = tensors.get(k)
+        if t is None:
+            setattr(module, k, None)
+        else:
+            module.register_buffer(k, t)
+
+
+class FusedUIB(nn.Module):
+    """One UIB block through the uib op (schema of csrc/ops.cpp), with the op picked by the backend."""
+
+    def __init__(self, op: Callable, backend: str, tensors: dict, stride: int, residual: bool, activation: str):
+        super().__init__()
+        _register_optional(self, _UIB_KEYS, tensors)
+        self.op, self.backend = op, backend
+        self.stride, self.residual, self.activation = stride, residual, activation
+
+    def forward(self, x):
+        return self.op(x, self.start_dw_w, self.start_dw_b, self.expand_w, self.expand_b, self.mid_dw_w,
+                       self.mid_dw_b, self.proj_w, self.proj_b, self.stride, self.residual, self.activation)
+
+
+class FusedUIBComposite(nn.Module):
+    """A stride-2 UIB of the aa/blur variants, in folded torch ops: the anti-alias pool sits between dw_mid
+    and pw_proj, so the block cannot go through the uib op as a whole. The convs run at stride 1."""
+
+    backend = "composite"
+
+    def __init__(self, tensors: dict, residual: bool, activation: str, aa: AAPool):
+        super().__init__()
+        _register_optional(self, _UIB_KEYS, tensors)
+        self.residual, self.activation, self.aa = residual, activation, aa
+
+    def forward(self, x):
+        h = x
+        if self.start_dw_w is not None:
+            h = F.conv2d(h, self.start_dw_w, self.start_dw_b, 1, self.start_dw_w.shape[-1] // 2, 1, h.shape[1])
+        h = _act(F.conv2d(h, self.expand_w, self.expand_b), self.activation)
+        if self.mid_dw_w is not None:
+            h = _act(F.conv2d(h, self.mid_dw_w, self.mid_dw_b, 1, self.mid_dw_w.shape[-1] // 2, 1, h.shape[1]),
+                     self.activation)
+        h = self.aa(h)
+        h = F.conv2d(h, self.proj_w, self.proj_b)
+        return h + x if self.residual else h
+
+
+class FusedMQA(nn.Module):
+    """One Mobile MQA block through the mqa op (pre-norm as an explicit affine, layer scale folded into o_w)."""
+
+    def __init__(self, op: Callable, backend: str, tensors: dict, num_heads: int, kv_stride: int, residual: bool):
+        super().__init__()
+        _register_optional(self, _MQA_KEYS, tensors)
+        self.op, self.backend = op, backend
+        self.num_heads, self.kv_stride, self.residual = num_heads, kv_stride, residual
+
+    def forward(self, x):
+        return self.op(x, self.norm_scale, self.norm_shift, self.q_w, self.k_dw_w, self.k_dw_b, self.k_w,
+                       self.v_dw_w, self.v_dw_b, self.v_w, self.o_w, self.num_heads, self.kv_stride, self.residual)
+
+
+class FusedHead(nn.Module):
+    """global avg pool -> folded conv_head + norm_head (a C -> 1280 affine) + act -> classifier."""
+
+    def __init__(self, head_w, head_b, act, cls_w: Optional[torch.Tensor], cls_b: Optional[torch.Tensor]):
+        super().__init__()
+        self.register_buffer("head_w", head_w)
+        self.register_buffer("head_b", head_b)
+        _register_optional(self, ("cls_w", "cls_b"), dict(cls_w=cls_w, cls_b=cls_b))
+        self.act = act
+
+    def forward(self, x, pre_logits: bool = False):
+        x = _act(F.linear(x.mean((2, 3)), self.head_w, self.head_b), self.act)
+        if pre_logits or self.cls_w is None:
+            return x
+        return F.linear(x, self.cls_w, self.cls_b)
+
+
+class FusedMobileNetV4(nn.Module):
+    """Inference-only MobileNetV4 (eval semantics whatever .train() says).
+
+    Attributes: model_name, num_classes, num_features, dtype, pretrained_cfg (set by load()),
+    block_backends: list of (block name, kind, backend) for stem, every block and the head, where kind is
+    stem | cn | er | uib | mqa | head and backend is the uib/mqa backend (cpu, cuda, triton, reference),
+    'composite' for the anti-aliased stride-2 UIBs run as folded torch ops, or 'torch' for the folded convs.
+    """
+
+    def __init__(self, stem: FusedConv, blocks: List[Tuple[str, str, nn.Module]], head: FusedHead, *,
+                 model_name: str, num_classes: int, num_features: int, act: str, dtype: torch.dtype,
+                 requested_backend: str, fallback_reasons: Optional[dict] = None):
+        super().__init__()
+        self.stem = stem
+        self.blocks = nn.ModuleList([m for _, _, m in blocks])
+        self.head = head
+        self.block_names = [n for n, _, _ in blocks]
+        self.block_kinds = [k for _, k, _ in blocks]
+        self.model_name = model_name
+        self.num_classes = num_classes
+        self.num_features = num_features
+        self.act = act
+        self.requested_backend = requested_backend
+        self.fallback_reasons = dict(fallback_reasons or {})
+        self.pretrained_cfg = None
+        self.eval()
+
+    @property
+    def block_backends(self) -> List[Tuple[str, str, str]]:
+        rows = [("stem", "stem", "torch")]
+        for name, kind, m in zip(self.block_names, self.block_kinds, self.blocks):
+            rows.append((name, kind, getattr(m, "backend", "torch")))
+        rows.append(("head", "head", "torch"))
+        return rows
+
+    @property
+    def device(self) -> torch.device:
+        return self.stem.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.stem.weight.dtype
+
+    def forward_features(self, x):
+        """Input -> output of the last (960-channel) stage, before pooling; x is cast to the model dtype."""
+        x = self.stem(x.to(self.stem.weight.dtype))
+        for b in self.blocks:
+            x = b(x)
+        return x
+
+    def forward_head(self, x, pre_logits: bool = False):
+        return self.head(x, pre_logits)
+
+    def forward(self, x):
+        return self.head(self.forward_features(x))
+
+    def summary(self) -> str:
+        """A human-readable table: model, dtype, device, backend per block and counts per backend."""
+        rows = self.block_backends
+        counts = Counter((k, b) for _, k, b in rows)
+        lines = [f"FusedMobileNetV4 {self.model_name}: {self.num_classes} classes, dtype "
+                 f"{str(self.dtype).replace('torch.', '')}, device {self.device}, backend={self.requested_backend!r}"]
+        by_kind = {}
+        for (k, b), c in sorted(counts.items()):
+            by_kind.setdefault(k, []).append(f"{c} {b}")
+        for k in ("stem", "cn", "er", "uib", "mqa", "head"):
+            if k in by_kind:
+                lines.append(f"  {k:5s} {', '.join(by_kind[k])}")
+        for op, reason in self.fallback_reasons.items():
+            lines.append(f"  note: {op} -> {reason}")
+        if any(b == "composite" for _, _, b in rows):
+            lines.append("  note: composite = anti-aliased stride-2 UIB (pool between dw_mid and pw_proj) run as "
+                         "folded torch ops")
+        lines.append("  blocks:")
+        for name, kind, backend in rows:
+            lines.append(f"    {name:12s} {kind:5s} {backend}")
+        return "\n".join(lines)
+
+    def extra_repr(self):
+        return f"model_name={self.model_name!r}, dtype={self.dtype}, backend={self.requested_backend!r}"
+
+    def train(self, mode: bool = True):
+        # inference only: folded BN has no training mode; keep eval semantics
+        return super().train(False)
