@@ -241,15 +241,18 @@ ENV_SCRIPT = textwrap.dedent(r"""
     for i, c in enumerate(cases):
         args = random_uib_args(**c, channels_last=bool(i % 2))
         worst = max(worst, rel_err(torch.ops.mnv4.uib(*args), F.uib(*args)))
-    args = random_uib_args(1, 24, 7, 7, 96, 24, k_start=5, k_mid=5, seed=5)  # a 7x7 layer at batch 1
-    worst = max(worst, rel_err(torch.ops.mnv4.uib(*args), F.uib(*args)))
+    for n, cl in ((1, False), (5, True)):  # 7x7 layers: batch 1; batch 5 (groups of images with a remainder)
+        for ks, km in ((5, 5), (0, 0), (3, 0), (0, 3)):
+            args = random_uib_args(n, 24, 7, 7, 96, 24, k_start=ks, k_mid=km, seed=5, channels_last=cl)
+            worst = max(worst, rel_err(torch.ops.mnv4.uib(*args), F.uib(*args)))
     print("worst", worst, torch.ops.mnv4_cpu.isa())
     raise SystemExit(0 if worst <= 1e-5 else 1)
 """)
 
 
 # Both microkernel tables end to end (the scalar one forced by MNV4_CPU_ISA), and both schedules of the
-# fused pass (MNV4_UIB_SPLIT: row bands with a rolling window, or mid-channel slices with a reduction),
+# fused pass (MNV4_UIB_SPLIT: row bands with a rolling window, mid-channel slices with a reduction, or
+# several whole channels_last images per task),
 # whatever this machine's thread count would pick, with 1 and 3 threads.
 @pytest.mark.parametrize("env,threads,half", [
     ({"MNV4_CPU_ISA": "scalar"}, 2, 0),
@@ -258,7 +261,9 @@ ENV_SCRIPT = textwrap.dedent(r"""
     ({"MNV4_UIB_SPLIT": "mid"}, 2, 1),
     ({"MNV4_UIB_SPLIT": "rows"}, 3, 1),
     ({"MNV4_UIB_SPLIT": "rows"}, 1, 0),
-], ids=["scalar", "scalar-mid", "mid-3t", "mid-2t", "rows-3t", "rows-1t"])
+    ({"MNV4_UIB_SPLIT": "images"}, 2, 0),
+    ({"MNV4_UIB_SPLIT": "images"}, 1, 1),
+], ids=["scalar", "scalar-mid", "mid-3t", "mid-2t", "rows-3t", "rows-1t", "images-2t", "images-1t"])
 def test_forced_paths_end_to_end(env, threads, half):
     e = dict(os.environ, **env)
     r = subprocess.run([sys.executable, "-c", ENV_SCRIPT, str(threads), str(half)], capture_output=True, text=True,

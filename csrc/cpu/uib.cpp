@@ -1,22 +1,33 @@
 // mnv4::uib on the CPU: one fused pass per UIB block.
 //
-// Design ("weights as the A matrix", channel-major tiles). The work is split into tasks (image, band of
-// output rows), run by at::parallel_for. A task computes its band through the whole block in per-thread
-// scratch tiles that stay in L1/L2; the expanded tensor (mid = 2-6x Cin channels) never exists in full:
-//   X  input rows the band needs (with the halos of both dw convs), channel-major [Cin][rows*W]:
-//      NCHW input is used in place (a plane's rows are contiguous); channels_last input is transposed in.
-//   S  start dw (no act)                                  [Cin][e_rows*Ws]      (ExtraDW, ConvNext)
-//   E  expand 1x1 + bias + act = GEMM  E = We * S         [mid][e_rows*Ws]
-//      (e_rows = the band's rows plus the mid dw's halo rows, recomputed by neighbouring bands)
+// Design ("weights as the A matrix", channel-major tiles). Tasks run under at::parallel_for; each computes
+// its part of the block through all four stages in per-thread scratch tiles that stay in L1/L2, so the
+// expanded tensor (mid = 2-6x Cin channels) never exists in full:
+//   X  input rows, channel-major [Cin][rows*W]: NCHW input is used in place (a plane's rows are
+//      contiguous); channels_last input is transposed in.
+//   S  start dw (no act)                                  [Cin][rows*Ws]        (ExtraDW, ConvNext)
+//   E  expand 1x1 + bias + act = GEMM  E = We * S         [mid][rows*Ws]
 //   M  mid dw + act (carries the stride)                  [mid][rows*Wo]        (ExtraDW, IB)
 //   O  proj 1x1 + bias (+ x) = GEMM  O = Wp * M (+ X)     written straight into an NCHW output, or into a
 //      [Cout][rows*Wo] tile transposed into a channels_last output.
 // With activations channel-major, a 1x1 conv is out[co][p] = sum_ci W[co][ci] X[ci][p]: a row-major GEMM
-// whose A is the torch weight as stored, so nothing is packed or repacked per call (weights up to
-// 1024x256 on the 7x7 layers would otherwise be read and written on every batch-1 call). The GEMM
-// microkernel (6x16 fp32 register tile on AVX2+FMA / NEON) broadcasts 6 weights and loads 16 pixels per
-// k step; the dw conv runs per channel plane, vectorised along the width. Bands are sized so the E tile
-// stays within ~256 KB, and there are at least as many tasks as threads (batch 1 uses every thread).
+// whose A is the torch weight as stored, so the weights are never packed or repacked per call (up to
+// 1024x256 on the 7x7 layers: a full read+write per batch-1 call otherwise); the GEMM packs only the
+// small activation tile. The microkernel (6x16 fp32 register tile on AVX2+FMA and NEON) broadcasts 6
+// weights and loads 16 pixels per k step; the dw conv runs per channel plane, vectorised along the width.
+//
+// Two schedules:
+//  * row bands (default): a task = (image, band of output rows), bands only as many as keep the threads
+//    busy. Inside a band, steps of g.sb output rows; the expanded rows live in a rolling window (the rows
+//    the next step's mid dw still needs are shifted to the front, only new rows are computed), so only
+//    band boundaries recompute the mid dw's halo. The step height minimises a small tile-cost model
+//    within a ~640 KB window.
+//  * mid-channel slices (batch < threads on small planes, where row bands would recompute much of the
+//    halo): a task = (image, slice of the mid channels) through the projection's partial sum, then a
+//    reduction pass adds the slices + bias (+ x). See use_mid_split().
+//  * several whole images per task (channels_last, 7x7-sized planes, batch >= 2x threads): wider GEMMs,
+//    weights streamed once per image group. See images_per_task().
+// MNV4_UIB_SPLIT=rows|mid|images forces one (tests); MNV4_CPU_ISA=scalar|avx2|neon forces the microkernels.
 // fp16/bf16 inputs are computed in fp32 (converted on entry) and the result converted back.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -308,6 +319,69 @@ void run_mid_split(const Geometry& g, const Weights& wt, const float* x, float* 
   });
 }
 
+// ---- Several whole images per task: channels_last, small planes (7x7, 8x8), batch >= 2x threads ----
+// A 7x7 plane is 49 pixels: 3 full 16-column GEMM tiles and a nearly empty fourth. Two images side by side
+// in one channel-major tile (channels_last pixels of consecutive images are consecutive) make 98 columns,
+// and each task streams the weights once for both images.
+
+int64_t images_per_task(const Geometry& g, int64_t threads) {
+  if (!g.in_cl || !g.out_cl || g.nb != 1 || g.sb != g.Ho) return 1;
+  if (const char* e = std::getenv("MNV4_UIB_SPLIT")) {  // tests: force one schedule
+    if (std::strcmp(e, "images") == 0) return std::min<int64_t>(g.N, 3);
+    return 1;
+  }
+  const int64_t P = g.Ho * g.Wo, PS = g.Hs * g.Ws;
+  int64_t G = 1;
+  for (;;) {
+    const int64_t G2 = G + 1;
+    if ((g.N + G2 - 1) / G2 < threads || G2 * P > 128 || g.mid * G2 * (PS + (g.km ? P : 0)) > 256 * 1024) break;
+    G = G2;
+  }
+  return G;
+}
+
+int64_t images_scratch(const Geometry& g, int64_t G) {
+  const int64_t PX = g.H * g.W, PS = g.Hs * g.Ws, P = g.Ho * g.Wo;
+  return G * (g.Cin * PX + (g.ks ? g.Cin * PS : 0) + g.mid * PS + (g.km ? g.mid * P : 0) + g.Cout * P) +
+         std::max(g.ks ? cpu::f32_dwconv_scratch_floats(int(g.ks), int(g.ss), g.W, g.Hs) : 0,
+                  g.km ? cpu::f32_dwconv_scratch_floats(int(g.km), int(g.ms), g.Ws, g.Ho) : 0);
+}
+
+void run_images(const Geometry& g, const Weights& wt, const float* x, float* out, int64_t n0, int64_t n1,
+                float* buf) {
+  const cpu::UKernels& uk = cpu::ukernels();
+  const int64_t G = n1 - n0, PX = g.H * g.W, PS = g.Hs * g.Ws, P = g.Ho * g.Wo;
+  float* xt = buf;
+  float* st = xt + G * g.Cin * PX;
+  float* et = st + (g.ks ? G * g.Cin * PS : 0);
+  float* mt = et + G * g.mid * PS;
+  float* ot = mt + (g.km ? G * g.mid * P : 0);
+  float* dws = ot + G * g.Cout * P;
+  uk.transpose(G * PX, g.Cin, x + n0 * PX * g.Cin, g.Cin, xt, G * PX);
+  const float* S = xt;  // no start dw: PS == PX
+  if (g.ks) {
+    for (int64_t i = 0; i < G; ++i)
+      uk.dwconv(g.Cin, int(g.ks), int(g.ss), xt + i * PX, G * PX, g.W, 0, g.H, g.W, wt.sw, wt.sb, Act::None,
+                st + i * PS, G * PS, g.Ws, 0, g.Hs, dws);
+    S = st;
+  }
+  uk.gemm(g.mid, G * PS, g.Cin, wt.ew, g.Cin, S, G * PS, et, G * PS, wt.eb, g.act, nullptr, 0);
+  const float* Mp = et;  // no mid dw: P == PS
+  if (g.km) {
+    for (int64_t i = 0; i < G; ++i)
+      uk.dwconv(g.mid, int(g.km), int(g.ms), et + i * PS, G * PS, g.Ws, 0, g.Hs, g.Ws, wt.mw, wt.mb, g.act,
+                mt + i * P, G * P, g.Wo, 0, g.Ho, dws);
+    Mp = mt;
+  }
+  uk.gemm(g.Cout, G * P, g.mid, wt.pw, g.mid, Mp, G * P, ot, G * P, wt.pb, Act::None, nullptr, 0);
+  float* o = out + n0 * P * g.Cout;
+  uk.transpose(g.Cout, G * P, ot, G * P, o, g.Cout);
+  if (g.residual) {  // stride 1, Cin == Cout: x's pixels line up with the output's
+    const float* r = x + n0 * PX * g.Cin;
+    for (int64_t i = 0; i < G * P * g.Cout; ++i) o[i] += r[i];
+  }
+}
+
 at::Tensor f32(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
 
 at::Tensor uib_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& start_dw_w,
@@ -355,8 +429,17 @@ at::Tensor uib_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& start_d
   at::Tensor out = at::empty({g.N, g.Cout, g.Ho, g.Wo}, x.options().dtype(at::kFloat).memory_format(fmt));
   const float* xp = xf.data_ptr<float>();
   float* op = out.data_ptr<float>();
-  if (use_mid_split(g, at::get_num_threads())) {
-    run_mid_split(g, wt, xp, op, at::get_num_threads());
+  const int64_t threads = at::get_num_threads();
+  const int64_t G = images_per_task(g, threads);
+  if (G > 1) {
+    const int64_t zt = images_scratch(g, G);
+    at::parallel_for(0, (g.N + G - 1) / G, 1, [&](int64_t begin, int64_t end) {
+      thread_local std::vector<float> buf;
+      if (int64_t(buf.size()) < zt) buf.resize(zt);
+      for (int64_t t = begin; t < end; ++t) run_images(g, wt, xp, op, t * G, std::min(g.N, (t + 1) * G), buf.data());
+    });
+  } else if (use_mid_split(g, threads)) {
+    run_mid_split(g, wt, xp, op, threads);
   } else {
     const Sizes z = scratch_sizes(g);
     at::parallel_for(0, g.N * g.nb, 1, [&](int64_t begin, int64_t end) {
