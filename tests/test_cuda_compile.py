@@ -129,7 +129,10 @@ MQA = mqa_battery()
 @pytest.fixture(scope="module")
 def emu(tmp_path_factory):
     exe = tmp_path_factory.mktemp("emu") / "emu_main"
-    cmd = [shutil.which("g++") or "g++", "-std=c++20", "-O2", "-pthread", "-Wall", "-Wextra", "-Werror",
+    # AddressSanitizer + UBSan: any out-of-bounds read or write of x, the weights, the output, the K/V
+    # workspace or the (exactly sized) shared memory aborts the run.
+    cmd = [shutil.which("g++") or "g++", "-std=c++20", "-O2", "-g0", "-pthread", "-Wall", "-Wextra", "-Werror",
+           "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer",
            "-Wno-unknown-pragmas", "-DMNV4_CUDA_EMU", "-I" + os.path.join(REPO, "csrc"),
            os.path.join(REPO, "csrc", "cuda", "emu", "emu_main.cpp"), "-o", str(exe)]
     proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -1,12 +1,13 @@
 // A CPU model of the few CUDA features the mnv4 kernels use, so that their device code (csrc/cuda/*_kernel.cuh)
 // runs under g++ in CI, where there is no GPU (tests/test_cuda_compile.py, emu_main.cpp).
 //
-// - A CTA runs as blockDim.x std::threads; __syncthreads is a std::barrier; blocks run one after another.
+// - A CTA runs as blockDim.x std::threads; __syncthreads is a std::barrier; blocks run one after another
+//   on the same threads.
 // - Dynamic shared memory is one buffer per block, poisoned with 0xFF bytes (NaN in every float type) first,
 //   so reading a shared element nobody wrote shows up as NaN in the result.
 // - __half / __nv_bfloat16 are 16-bit values with round-to-nearest-even conversions (as the intrinsics).
-// - nvcuda::wmma: fragments are whole 16x16 tiles held by every lane; mma_sync multiplies exactly and
-//   accumulates in fp32; store_matrix_sync writes from lane 0 (the other lanes hold the same values).
+// - nvcuda::wmma: a fragment is a whole 16x16 tile, computed by lane 0 of the warp (mma_sync multiplies
+//   exactly and accumulates in fp32) and written by lane 0; every lane checks the alignment rules.
 // This checks index math, tiling, masking, synchronisation order and numerics; it does not model warp
 // scheduling, bank conflicts or the real fragment layouts.
 #pragma once
@@ -15,6 +16,8 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -70,6 +73,16 @@ struct fragment {
   float v[256];
 };
 
+// WMMA's documented requirements: a 256-bit aligned pointer and ldm a multiple of 16 bytes.
+template <typename T>
+inline void check_operand(const T* p, unsigned ld, const char* what) {
+  if (reinterpret_cast<uintptr_t>(p) % 32 != 0 || (ld * sizeof(T)) % 16 != 0) {
+    std::fprintf(stderr, "wmma %s: pointer %p not 32-byte aligned or ldm %u not a multiple of 16 bytes\n", what,
+                 static_cast<const void*>(p), ld);
+    std::abort();
+  }
+}
+
 inline float to_float(float x) { return x; }
 inline float to_float(__half x) { return __half2float(x); }
 inline float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
@@ -80,15 +93,21 @@ inline void fill_fragment(fragment<U, 16, 16, 16, T, L>& f, float x) {
 }
 template <typename T>
 inline void load_matrix_sync(fragment<matrix_a, 16, 16, 16, T, row_major>& f, const T* p, unsigned ld) {
+  check_operand(p, ld, "load a");
+  if (threadIdx.x % 32 != 0) return;  // only lane 0 stores; the others need no values
   for (int r = 0; r < 16; ++r)
     for (int c = 0; c < 16; ++c) f.v[r * 16 + c] = to_float(p[r * ld + c]);
 }
 template <typename T>
 inline void load_matrix_sync(fragment<matrix_b, 16, 16, 16, T, col_major>& f, const T* p, unsigned ld) {
+  check_operand(p, ld, "load b");
+  if (threadIdx.x % 32 != 0) return;  // only lane 0 stores; the others need no values
   for (int k = 0; k < 16; ++k)
     for (int n = 0; n < 16; ++n) f.v[k * 16 + n] = to_float(p[n * ld + k]);
 }
 inline void load_matrix_sync(fragment<accumulator, 16, 16, 16, float>& f, const float* p, unsigned ld, layout_t l) {
+  check_operand(p, ld, "load accumulator");
+  if (threadIdx.x % 32 != 0) return;  // only lane 0 stores; the others need no values
   for (int r = 0; r < 16; ++r)
     for (int c = 0; c < 16; ++c) f.v[r * 16 + c] = l == mem_row_major ? p[r * ld + c] : p[c * ld + r];
 }
@@ -96,6 +115,7 @@ template <typename T>
 inline void mma_sync(fragment<accumulator, 16, 16, 16, float>& d, const fragment<matrix_a, 16, 16, 16, T, row_major>& a,
                      const fragment<matrix_b, 16, 16, 16, T, col_major>& b,
                      const fragment<accumulator, 16, 16, 16, float>& c) {
+  if (threadIdx.x % 32 != 0) return;
   float out[256];
   for (int r = 0; r < 16; ++r)
     for (int n = 0; n < 16; ++n) {
@@ -106,6 +126,7 @@ inline void mma_sync(fragment<accumulator, 16, 16, 16, float>& d, const fragment
   std::memcpy(d.v, out, sizeof(out));
 }
 inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 16, float>& f, unsigned ld, layout_t l) {
+  check_operand(p, ld, "store");
   if (threadIdx.x % 32 != 0) return;
   for (int r = 0; r < 16; ++r)
     for (int c = 0; c < 16; ++c) (l == mem_row_major ? p[r * ld + c] : p[c * ld + r]) = f.v[r * 16 + c];
@@ -117,25 +138,31 @@ namespace mnv4_emu {
 // Runs kernel<<<grid, block, smem>>>(args): blocks in order, each as `block` threads.
 template <typename Args>
 void launch(void (*kernel)(Args), unsigned grid, unsigned block, size_t smem, const Args& args) {
-  std::vector<unsigned char> buf(smem + 256);
-  unsigned char* base = buf.data() + (128 - reinterpret_cast<uintptr_t>(buf.data()) % 128) % 128;
-  for (unsigned b = 0; b < grid; ++b) {
-    std::memset(buf.data(), 0xFF, buf.size());
-    std::barrier<> bar(block);
-    std::vector<std::thread> threads;
-    threads.reserve(block);
-    for (unsigned t = 0; t < block; ++t) {
-      threads.emplace_back([&, b, t] {
-        threadIdx = {t, 0, 0};
+  // Exactly `smem` bytes (rounded up to 128), so that an access past the end trips AddressSanitizer.
+  const size_t bytes = (smem + 127) / 128 * 128 + (smem == 0 ? 128 : 0);
+  unsigned char* base = static_cast<unsigned char*>(std::aligned_alloc(128, bytes));
+  // One std::thread per CUDA thread for the whole launch; blocks run one after another, separated by two
+  // barrier phases (everyone done with the previous block; shared memory re-poisoned).
+  std::barrier<> bar(block);
+  std::vector<std::thread> threads;
+  threads.reserve(block);
+  for (unsigned t = 0; t < block; ++t) {
+    threads.emplace_back([&, t] {
+      threadIdx = {t, 0, 0};
+      blockDim = {block, 1, 1};
+      gridDim = {grid, 1, 1};
+      block_barrier = &bar;
+      block_smem = base;
+      for (unsigned b = 0; b < grid; ++b) {
+        bar.arrive_and_wait();
+        if (t == 0) std::memset(base, 0xFF, bytes);
+        bar.arrive_and_wait();
         blockIdx = {b, 0, 0};
-        blockDim = {block, 1, 1};
-        gridDim = {grid, 1, 1};
-        block_barrier = &bar;
-        block_smem = base;
         kernel(args);
-      });
-    }
-    for (auto& th : threads) th.join();
+      }
+    });
   }
+  for (auto& th : threads) th.join();
+  std::free(base);
 }
 }  // namespace mnv4_emu
