@@ -58,13 +58,12 @@ def main(argv=None):
 
     # (KS, S_START, KM, S_MID, CI_ALL): ExtraDW stride-2 mid not hoisted, IB hoisted, ConvNext stride-2 start,
     # FFN.
-    uib_forms = [(3, 1, 5, 2, 256), (0, 1, 3, 1, 64), (5, 2, 0, 1, 64), (0, 1, 0, 1, 512)]
+    uib_forms = [(3, 1, 5, 2, 512), (0, 1, 3, 1, 64), (5, 2, 0, 1, 64), (0, 1, 0, 1, 512)]
     jobs = []
     for dt in args.dtypes.split(","):
         for cfg in pick(U._configs()):
             for ks, ss, km, sm, ci in uib_forms:
-                c = dict(KS=ks, S_START=ss, KM=km, S_MID=sm, ACT=2, RESIDUAL=True, UPCAST_DOT=False, CI_ALL=ci,
-                         HOIST_LIMIT=U._HOIST_LIMIT)
+                c = dict(KS=ks, S_START=ss, KM=km, S_MID=sm, ACT=2, RESIDUAL=True, UPCAST_DOT=False, CI_ALL=ci)
                 jobs.append((f"uib {dt} {cfg} form={(ks, ss, km, sm)} CI_ALL={ci}", U._uib_kernel, dt, c, cfg))
         for cfg in pick(Q._kv_configs()):
             for kk, s in [(3, 2), (0, 1)]:

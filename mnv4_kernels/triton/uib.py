@@ -20,7 +20,7 @@ Structure (one program = one tile of output pixels x one tile of output channels
     1.3x-1.8x for 16x16 regions at k 3/5) instead of k*k recomputes of the expansion per tap.
   * The expansion's A tile s (the start dw computed on the fly from x, zero-padded, or x itself) for all of
     Cin is computed once per program and kept on chip when it is small enough (HOIST: [RH*RW, Cin] <= 16K
-    elements, i.e. Cin <= 128 for 8x16 regions); otherwise it is recomputed per mid chunk in BLOCK_CI chunks.
+    elements by default, i.e. Cin <= 128 for 8x16 regions); otherwise it is recomputed per mid chunk in BLOCK_CI chunks.
   * Loop over mid channels in chunks of BLOCK_MC: expand the region (tl.dot, K = Cin), act, zero outside
     the image; mid dw by tl.gather of the k*k shifted rows of the on-chip chunk, act; then accumulate
     chunk @ proj_w^T into the [pixels, BLOCK_CO] fp32 accumulator. The expanded tensor never leaves the
@@ -51,9 +51,11 @@ from ._common import (ACTIVATIONS, check, check_bias, check_depthwise, check_inp
 __all__ = ["uib_triton", "validate_uib"]
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-# Largest hoisted A tile (elements): 128 x 128 (32 KiB in fp16) on a GPU. Under the interpreter 16 x 64, so the
-# tests run both paths: the hoisted one for Cin <= 16, the chunked one above.
-_HOIST_LIMIT = 1024 if _INTERPRET else 128 * 128
+# HOIST_LIMIT (a config field): the largest A tile [RH*RW, Cin] (elements) kept on chip across the mid loop.
+# GPU: 16K (32 KiB fp16, e.g. 8x16 regions up to Cin 128, 8x8 up to 256); a few configs allow 32K (8x8 with
+# Cin 512: Conv-L's last stage), else the start dw is recomputed per mid chunk. Interpreter: 1K (16 x 64), so
+# the tests run both paths: hoisted for Cin <= 16, chunked above.
+_HOIST = 128 * 128
 
 
 def _configs():
@@ -61,24 +63,28 @@ def _configs():
         # One small config: the interpreter runs every program in numpy; 16 is tl.dot's minimum block on
         # GPUs, kept here so the interpreted kernel is the one a GPU compiles. 8x8 regions make several
         # tiles (and tile seams) on the test images.
-        return [triton.Config(dict(RH=8, RW=8, BLOCK_CI=16, BLOCK_MC=16, BLOCK_CO=16), num_warps=4, num_stages=1)]
+        return [triton.Config(dict(RH=8, RW=8, BLOCK_CI=16, BLOCK_MC=16, BLOCK_CO=16, HOIST_LIMIT=1024), num_warps=4,
+                              num_stages=1)]
     cfgs = []
-    # (RH, RW, BLOCK_CI, BLOCK_MC, BLOCK_CO, num_warps, num_stages) for the MobileNetV4 UIB shapes: Cin 48..512,
-    # mid up to 2048, Cout 48..512, spatial 7..56. 8x8 regions suit 7x7 / 14x14 maps; 8x16 and 16x16 cut the
-    # halo overhead on 28..56 maps; BLOCK_CO 128..256 avoids recomputing the expansion for wide outputs.
-    for rh, rw, ci, mc, co, w, s in [
-        (8, 8, 32, 32, 64, 4, 2),
-        (8, 8, 64, 32, 128, 4, 2),
-        (8, 8, 64, 64, 128, 8, 2),
-        (8, 8, 32, 32, 256, 8, 2),
-        (8, 16, 32, 32, 64, 4, 2),
-        (8, 16, 64, 32, 128, 8, 2),
-        (8, 16, 64, 64, 64, 8, 3),
-        (16, 16, 32, 32, 64, 8, 2),
-        (16, 16, 32, 32, 128, 8, 2),
+    # (RH, RW, BLOCK_CI, BLOCK_MC, BLOCK_CO, num_warps, num_stages, HOIST_LIMIT) for the MobileNetV4 UIB shapes:
+    # Cin 48..512, mid up to 2048, Cout 48..512, spatial 7..56. 8x8 regions suit 7x7 / 14x14 maps; 8x16 and
+    # 16x16 cut the halo overhead on 28..56 maps; BLOCK_CO 128..256 avoids recomputing the expansion for wide
+    # outputs; BLOCK_MC 128 with a 32K hoist limit is for mid 2048 / Cin 512 at 7x7.
+    for rh, rw, ci, mc, co, w, s, hl in [
+        (8, 8, 32, 32, 64, 4, 2, _HOIST),
+        (8, 8, 64, 32, 128, 4, 2, _HOIST),
+        (8, 8, 64, 64, 128, 8, 2, _HOIST),
+        (8, 8, 32, 32, 256, 8, 2, _HOIST),
+        (8, 8, 64, 64, 128, 8, 2, 2 * _HOIST),
+        (8, 8, 64, 128, 128, 8, 2, 2 * _HOIST),
+        (8, 16, 32, 32, 64, 4, 2, _HOIST),
+        (8, 16, 64, 32, 128, 8, 2, _HOIST),
+        (8, 16, 64, 64, 64, 8, 3, _HOIST),
+        (16, 16, 32, 32, 64, 8, 2, _HOIST),
+        (16, 16, 32, 32, 128, 8, 2, _HOIST),
     ]:
-        cfgs.append(triton.Config(dict(RH=rh, RW=rw, BLOCK_CI=ci, BLOCK_MC=mc, BLOCK_CO=co), num_warps=w,
-                                  num_stages=s))
+        cfgs.append(triton.Config(dict(RH=rh, RW=rw, BLOCK_CI=ci, BLOCK_MC=mc, BLOCK_CO=co, HOIST_LIMIT=hl),
+                                  num_warps=w, num_stages=s))
     return cfgs
 
 
@@ -91,7 +97,8 @@ def _prune(configs, named_args, **kwargs):
     seen, out = set(), []
     for c in configs:
         kw = dict(c.kwargs)
-        hoisted = ci * kw["RH"] * kw["RW"] <= _HOIST_LIMIT
+        hoisted = ci * kw["RH"] * kw["RW"] <= kw["HOIST_LIMIT"]
+        kw["HOIST_LIMIT"] = ci * kw["RH"] * kw["RW"] if hoisted else 0  # canonical, so duplicates meet
         kw["BLOCK_CI"] = 16 if hoisted else min(kw["BLOCK_CI"], ci)
         kw["BLOCK_MC"] = min(kw["BLOCK_MC"], mc)
         kw["BLOCK_CO"] = min(kw["BLOCK_CO"], co)
@@ -161,10 +168,10 @@ def _uib_kernel(
     UPCAST_DOT: tl.constexpr,  # dot in fp32 even for 16-bit inputs (interpreter's bf16 dot is wrong)
     RH: tl.constexpr, RW: tl.constexpr,  # region of the expansion grid per program (powers of two, >= KM)
     CI_ALL: tl.constexpr,  # Cin rounded up to a power of two (>= 16): the hoisted A tile's width
-    HOIST_LIMIT: tl.constexpr,  # hoist the A tile [RH*RW, CI_ALL] out of the mid loop up to this many elements
     BLOCK_CI: tl.constexpr,  # Cin chunk: K of the expansion dot when the A tile is not hoisted
     BLOCK_MC: tl.constexpr,  # mid chunk kept on chip: N of the expansion dot, K of the projection dot
     BLOCK_CO: tl.constexpr,  # Cout tile: N of the projection dot (fp32 accumulator [pixels, BLOCK_CO])
+    HOIST_LIMIT: tl.constexpr,  # hoist the A tile [RH*RW, CI_ALL] out of the mid loop up to this many elements
 ):
     # Output tile geometry, all compile-time: PH x PW is the power-of-two grid the output tile sits in.
     if KM > 0:
@@ -351,7 +358,7 @@ def uib_triton(x: torch.Tensor, start_dw_w: torch.Tensor | None, start_dw_b: tor
         proj_w, *_w2(proj_w), proj_b,
         y, *y.stride(),
         p["cin"], p["mid"], p["cout"], p["h"], p["w"], p["eh"], p["ew"], oh, ow,
-        CI_ALL=max(16, triton.next_power_of_2(p["cin"])), HOIST_LIMIT=_HOIST_LIMIT,
+        CI_ALL=max(16, triton.next_power_of_2(p["cin"])),
         KS=p["ks"], S_START=p["s_start"], KM=km, S_MID=s_mid, ACT=p["act"], RESIDUAL=bool(residual),
         UPCAST_DOT=_INTERPRET and x.dtype == torch.bfloat16,
     )
