@@ -9,6 +9,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
@@ -43,6 +44,22 @@ inline int64_t max_smem_optin(int device) {
   int v = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   return v;
+}
+
+// Lets `Kernel` use `bytes` of dynamic shared memory on `device`. cudaFuncSetAttribute is called only when
+// this kernel instantiation has not yet been allowed that much there (cheap on the per-call path, and no
+// driver call at all inside a CUDA graph capture once the shapes have been seen).
+template <auto Kernel>
+inline void allow_smem(int device, int64_t bytes) {
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int64_t> allowed[kMaxDevices] = {};
+  if (device >= 0 && device < kMaxDevices && allowed[device].load(std::memory_order_relaxed) >= bytes) return;
+  C10_CUDA_CHECK(cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+  if (device >= 0 && device < kMaxDevices) {
+    int64_t cur = allowed[device].load();
+    while (cur < bytes && !allowed[device].compare_exchange_weak(cur, bytes)) {
+    }
+  }
 }
 
 // Typed device pointer of a tensor (nullptr for an undefined tensor, i.e. an absent optional weight).

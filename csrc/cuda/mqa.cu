@@ -120,13 +120,11 @@ at::Tensor mqa_cuda(const at::Tensor& x, const at::Tensor& norm_scale, const at:
     const int64_t kv_grid = p.batch * int64_t(ka.tiles_per_img), grid = p.batch * int64_t(aa.tiles_per_img);
     TORCH_CHECK(kv_grid <= 0x7fffffff && grid <= 0x7fffffff, "mnv4::mqa (CUDA): too many tiles");
 
-    auto kv_kernel = mqa_kv_kernel<T>;
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kv_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kv_smem)));
-    kv_kernel<<<unsigned(kv_grid), kThreads, size_t(kv_smem), stream>>>(ka);
+    allow_smem<mqa_kv_kernel<T>>(device, kv_smem);
+    mqa_kv_kernel<T><<<unsigned(kv_grid), kThreads, size_t(kv_smem), stream>>>(ka);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    auto attn_kernel = mqa_attn_kernel<T>;
-    C10_CUDA_CHECK(cudaFuncSetAttribute(attn_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(aa.smem)));
-    attn_kernel<<<unsigned(grid), kThreads, size_t(aa.smem), stream>>>(aa);
+    allow_smem<mqa_attn_kernel<T>>(device, aa.smem);
+    mqa_attn_kernel<T><<<unsigned(grid), kThreads, size_t(aa.smem), stream>>>(aa);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
