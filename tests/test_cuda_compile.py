@@ -232,9 +232,13 @@ def test_emulated_uib_small_smem_many_tiles_and_chunks(emu, tmp_path, form, dtyp
     assert "mc 16" in plan or "mc 32" in plan, plan
 
 
-def test_emulated_uib_real_layer_shape(emu, tmp_path):
-    """conv_large blocks.3.5-like (Cin 512 -> mid 2048 in chunks, k5/k3) at 5x4, fp16, A100's smem limit."""
-    args = random_uib_args(1, 512, 5, 4, 2048, 512, k_start=5, k_mid=3, dtype=torch.float16, channels_last=True)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_emulated_uib_real_layer_shape(emu, tmp_path, dtype):
+    """conv_large blocks.3.x-like (Cin 512 -> mid 2048 in chunks, k5) under A100's smem limit (fp32 fits there
+    only because its GEMM operands are not padded to 16)."""
+    fp32 = dtype == torch.float32
+    args = random_uib_args(1, 512, 3 if fp32 else 5, 4, 2048, 512, k_start=5, k_mid=5 if fp32 else 3, dtype=dtype,
+                           channels_last=True)
     _check(emu, tmp_path, "uib", args, smem_limit=A100_SMEM)
 
 

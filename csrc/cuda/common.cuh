@@ -56,11 +56,15 @@ template <int ACT> __device__ __forceinline__ float activate(float v) {
 template <typename T> __host__ __device__ constexpr int ld_op(int k) { return k + (sizeof(T) == 4 ? 1 : 8); }
 __host__ __device__ constexpr int ld_acc(int n) { return n + 4; }
 __host__ __device__ constexpr int round_up(int v, int m) { return (v + m - 1) / m * m; }
+// GEMM dimensions are padded (with zeros) to multiples of this: 16 for the WMMA tiles, 1 for the fp32 FMA
+// path (which bounds-checks rows and columns), so fp32 does not spend shared memory on padding.
+template <typename T> __host__ __device__ constexpr int gemm_pad() { return sizeof(T) == 4 ? 1 : 16; }
 
 // ---- block GEMM on shared memory -------------------------------------------------------------------------
 // C[M x N] (fp32, row-major, ldc) = (accumulate ? C : 0) + A[M x K] * B[K x N], where A is row-major T (lda)
 // and B is stored column-major: element (k, n) at B[n * ldb + k] (i.e. a [N][K] weight slice as it sits in
-// a 1x1 conv weight). M, N, K are multiples of 16 and the padding rows/columns of A and B hold zeros. All
+// a 1x1 conv weight). For 16-bit T, M, N, K are multiples of 16 (gemm_pad) and the padding rows/columns of A
+// and B hold zeros; for fp32 they are any sizes. All
 // kThreads threads must call it; the caller synchronises before (operands ready) and after (C ready).
 template <typename T>
 __device__ __forceinline__ void block_gemm(const T* __restrict__ A, int lda, const T* __restrict__ B, int ldb,

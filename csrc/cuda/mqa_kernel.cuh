@@ -264,13 +264,13 @@ __global__ void __launch_bounds__(kThreads) mqa_attn_kernel(const MqaAttnArgs a)
 template <typename T>
 int64_t plan_attn(MqaAttnArgs& a, int tq, int nb, int kc) {
   a.tq = tq;
-  a.tqp = round_up(tq, 16);
+  a.tqp = round_up(tq, gemm_pad<T>());
   a.nb = nb;
   a.kc = kc;
   a.r = tq * a.heads;
   a.tiles_per_img = (a.hw + tq - 1) / tq;
-  a.cp = round_up(a.c, 16);
-  a.hdvp = round_up(a.hdv, 16);
+  a.cp = round_up(a.c, gemm_pad<T>());
+  a.hdvp = round_up(a.hdv, gemm_pad<T>());
   a.qwc = round_up(a.qw_n, nb);
   const int kap = std::max(a.cp, a.hdvp);
   a.lda = ld_op<T>(kap);

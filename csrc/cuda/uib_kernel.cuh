@@ -211,11 +211,11 @@ int64_t plan_uib(UibArgs& a, int toh, int tow, int mc) {
   a.eh = a.km ? (toh - 1) * a.s + a.km : toh;
   a.ew_ = a.km ? (tow - 1) * a.s + a.km : tow;
   a.ep = a.eh * a.ew_;
-  a.epp = round_up(a.ep, 16);
+  a.epp = round_up(a.ep, gemm_pad<T>());
   a.top = toh * tow;
-  a.topp = round_up(a.top, 16);
-  a.cinp = round_up(a.cin, 16);
-  a.coutp = round_up(a.cout, 16);
+  a.topp = round_up(a.top, gemm_pad<T>());
+  a.cinp = round_up(a.cin, gemm_pad<T>());
+  a.coutp = round_up(a.cout, gemm_pad<T>());
   a.lda = ld_op<T>(a.cinp);
   a.ldbe = ld_op<T>(a.cinp);
   a.ldbp = ld_op<T>(mc);
@@ -242,7 +242,7 @@ inline bool choose_uib_plan(UibArgs& a, int64_t limit) {
   for (const auto& tile : kTiles) {
     const int toh = std::min<int>(tile[0], a.oh), tow = std::min<int>(tile[1], a.ow);
     for (int mc : {64, 32, 16}) {
-      mc = std::min(mc, round_up(a.mid, 16));
+      mc = std::min(mc, round_up(a.mid, gemm_pad<T>()));
       if (plan_uib<T>(a, toh, tow, mc) <= limit) return true;
     }
   }
