@@ -1,0 +1,349 @@
+"""torch.ops.mnv4.mqa on the CPU (csrc/cpu/mqa.cpp) against the composite mnv4_reference.functional.mqa.
+
+Correctness over the edge-case battery (NCHW, channels_last, non-contiguous; fp32, fp16, bf16) and the real
+MobileNetV4 layer shapes, output layout vs the fake kernel, opcheck, torch.compile / torch.export, zero batch,
+many query tiles (large N*M), sharp softmaxes, thread counts, the scalar microkernels end to end vs AVX2,
+rejected input (in a subprocess that must exit normally), the fused hybrid models vs the reference model and
+the hybrid-medium golden logits from timm.
+"""
+
+import copy
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import mnv4_kernels
+from mnv4_kernels import ops as mops
+from mnv4_reference import functional as F
+from mnv4_reference.testing import mqa_battery, random_mqa_args, rel_err
+
+BATTERY = mqa_battery()
+FP32_TOL = 1e-5
+# The op computes in fp32 from the low-precision inputs and rounds once at the end, so against the fp32
+# composite on the same (upcast) inputs the only error is that rounding: |fl(y) - y| <= u |y| element-wise,
+# hence rel_err <= u (fp16: u = 2^-11, bf16: u = 2^-8) plus the fp32 compute error (<= FP32_TOL).
+UNIT_ROUNDOFF = {torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8}
+
+
+def _ids(cases):
+    return [f"{i}-n{c['n']}-c{c['c']}-hw{c['h']}x{c['w']}-h{c['num_heads']}-dk{c['key_dim']}-kv{c['kv_stride']}"
+            for i, c in enumerate(cases)]
+
+
+def _upcast(args, dtype=torch.float32):
+    return tuple(a.to(dtype) if isinstance(a, torch.Tensor) else a for a in args)
+
+
+def _expected_strides(args):
+    return mops._mqa_fake(*args).stride()
+
+
+def _check(args, tol=FP32_TOL):
+    out = torch.ops.mnv4.mqa(*args)
+    assert out.dtype == args[0].dtype
+    assert out.stride() == _expected_strides(args)
+    err = rel_err(out, F.mqa(*_upcast(args)))
+    assert err <= tol, err
+    return out
+
+
+def test_cpu_kernel_registered():
+    cpu = mnv4_kernels.backends()["cpu"]
+    assert cpu.available and "mqa" in cpu.ops
+    assert torch.ops.mnv4_cpu.isa() in ("avx2_fma", "neon", "scalar")
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("case", BATTERY, ids=_ids(BATTERY))
+def test_battery_fp32(case, layout):
+    _check(random_mqa_args(**case, channels_last=layout == "channels_last"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("case", BATTERY[::2], ids=_ids(BATTERY[::2]))
+def test_battery_low_precision(case, dtype):
+    for cl in (False, True):
+        _check(random_mqa_args(**case, dtype=dtype, channels_last=cl), UNIT_ROUNDOFF[dtype] + FP32_TOL)
+
+
+# The MQA layers of the hybrid models (C, H, W, heads, key_dim, kv_stride), 8+ heads, dv != dk, and shapes
+# with many query tiles and large key grids (the logits are tiled over query pixels).
+SHAPES = {
+    "hybrid_m_stage3_kv2": dict(n=1, c=160, h=16, w=16, num_heads=4, key_dim=64, kv_stride=2),
+    "hybrid_m_stage4_kv1": dict(n=2, c=256, h=8, w=8, num_heads=4, key_dim=64, kv_stride=1),
+    "hybrid_l_stage3_kv2": dict(n=1, c=192, h=24, w=24, num_heads=8, key_dim=48, kv_stride=2),
+    "hybrid_l_stage4_kv1": dict(n=1, c=512, h=12, w=12, num_heads=8, key_dim=64, kv_stride=1),
+    "heads12_dv_ne_dk": dict(n=2, c=40, h=7, w=9, num_heads=12, key_dim=16, value_dim=24, kv_stride=2),
+    "large_key_grid": dict(n=1, c=24, h=45, w=41, num_heads=2, key_dim=8, kv_stride=1),
+    "wide_odd_kv2": dict(n=3, c=17, h=31, w=3, num_heads=3, key_dim=12, value_dim=5, cout=9, residual=False,
+                         kv_stride=2),
+}
+
+
+@pytest.mark.parametrize("name", list(SHAPES))
+def test_shapes(name):
+    for cl in (False, True):
+        _check(random_mqa_args(**SHAPES[name], channels_last=cl, seed=len(name)))
+
+
+def _non_contiguous(x, kind):
+    if kind == "sliced":  # every other column of a wider tensor
+        wide = torch.randn(x.shape[0], x.shape[1], x.shape[2], 2 * x.shape[3])
+        wide[..., ::2] = x
+        return wide[..., ::2]
+    if kind == "transposed_hw":  # a W x H tensor's transpose
+        return x.transpose(2, 3).contiguous().transpose(2, 3)
+    if kind == "nhcw":  # channels in the middle of the strides
+        return x.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)
+    raise ValueError(kind)
+
+
+NONCONTIG_CASES = [c for c in BATTERY if c["h"] > 1 and c["w"] > 1][::3]
+
+
+@pytest.mark.parametrize("kind", ["sliced", "transposed_hw", "nhcw"])
+@pytest.mark.parametrize("case", NONCONTIG_CASES, ids=_ids(NONCONTIG_CASES))
+def test_non_contiguous(case, kind):
+    args = list(random_mqa_args(**case))
+    args[0] = _non_contiguous(args[0], kind)
+    assert not args[0].is_contiguous()
+    _check(tuple(args))
+
+
+def test_non_contiguous_weights():
+    args = list(random_mqa_args(2, 12, 6, 7, num_heads=2, key_dim=8, kv_stride=2, seed=5))
+    args[3] = args[3].transpose(0, 1).contiguous().transpose(0, 1)  # q_w with swapped strides
+    args[10] = args[10].flatten(1).t().contiguous().t()  # o_w as a 2-D column-major [Cout, hv]
+    assert not args[3].is_contiguous() and not args[10].is_contiguous()
+    args[1] = torch.stack([args[1], args[1]], 1)[:, 0]  # norm_scale with stride 2
+    _check(tuple(args))
+
+
+def test_ambiguous_layouts_follow_the_fake_kernel():
+    # C == 1 or H == W == 1: NCHW- and channels_last-contiguous at once -> NCHW output, as the fake says.
+    for case in (dict(n=2, c=1, h=5, w=4, num_heads=2, key_dim=8, kv_stride=2),
+                 dict(n=2, c=6, h=1, w=1, num_heads=2, key_dim=8)):
+        _check(random_mqa_args(**case, channels_last=True))
+
+
+def test_sharp_softmax_is_safe():
+    # q and k scaled up: logits of ~1e2 (checked against the float64 composite; the fp32 composite itself
+    # lands ~5e-6 there), and ~1e4 where an exp without max subtraction would overflow to inf / NaN.
+    for s, tol in ((10.0, FP32_TOL), (100.0, None)):
+        args = list(random_mqa_args(2, 64, 9, 11, num_heads=4, key_dim=32, kv_stride=2, seed=3))
+        args[3], args[6] = args[3] * s, args[6] * s
+        out = torch.ops.mnv4.mqa(*args)
+        assert torch.isfinite(out).all()
+        ref = F.mqa(*_upcast(args, torch.float64))
+        if tol is not None:
+            assert rel_err(out, ref) <= tol
+        else:  # near one-hot attention: still the right answer to a few fp32 roundings of 1e4-sized logits
+            assert rel_err(out, ref) <= 1e-2
+
+
+def test_threads_do_not_change_the_result():
+    args = random_mqa_args(1, 24, 13, 11, num_heads=3, key_dim=16, kv_stride=2, seed=3)
+    ref = F.mqa(*args)
+    old = torch.get_num_threads()
+    try:
+        for t in (1, 2, 3):
+            torch.set_num_threads(t)
+            assert rel_err(torch.ops.mnv4.mqa(*args), ref) <= FP32_TOL
+    finally:
+        torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_zero_batch(layout):
+    args = random_mqa_args(1, 8, 6, 5, num_heads=2, key_dim=8, cout=12, residual=False, kv_stride=2,
+                           channels_last=layout == "channels_last")
+    x = args[0][:0]
+    out = torch.ops.mnv4.mqa(x, *args[1:])
+    assert out.shape == (0, 12, 6, 5)
+    assert out.stride() == _expected_strides((x,) + args[1:])
+
+
+OPCHECK_CASES = {
+    "contiguous": dict(n=2, c=12, h=6, w=7, num_heads=2, key_dim=8, kv_stride=2),
+    "channels_last": dict(n=1, c=16, h=5, w=5, num_heads=4, key_dim=8, value_dim=12, kv_stride=1,
+                          channels_last=True),
+    "non_contiguous": dict(n=2, c=8, h=6, w=6, num_heads=1, key_dim=16, cout=5, residual=False, kv_stride=2),
+}
+
+
+@pytest.mark.parametrize("name", list(OPCHECK_CASES))
+def test_opcheck(name):
+    args = list(random_mqa_args(**OPCHECK_CASES[name]))
+    if name == "non_contiguous":
+        args[0] = _non_contiguous(args[0], "sliced")
+    torch.library.opcheck(torch.ops.mnv4.mqa.default, tuple(args))
+
+
+class _Block(torch.nn.Module):
+    def __init__(self, args):
+        super().__init__()
+        self.ts = torch.nn.ParameterList([torch.nn.Parameter(a, requires_grad=False) for a in args[1:11]
+                                          if a is not None])
+        self.has = [a is not None for a in args[1:11]]
+        self.flags = args[11:]
+
+    def forward(self, x):
+        it = iter(self.ts)
+        w = [next(it) if h else None for h in self.has]
+        return torch.relu(mnv4_kernels.mqa(x, *w, *self.flags)) + 1.0
+
+
+def test_compile_and_export():
+    args = random_mqa_args(2, 16, 9, 7, num_heads=2, key_dim=8, kv_stride=2, channels_last=True, seed=11)
+    m = _Block(args).eval()
+    x = args[0]
+    want = torch.relu(F.mqa(*args)) + 1.0
+    compiled = torch.compile(m, fullgraph=True, backend="inductor")
+    assert rel_err(compiled(x), want) <= FP32_TOL
+    ep = torch.export.export(m, (x,))
+    assert any("mnv4.mqa" in str(n.target) for n in ep.graph.nodes)
+    assert rel_err(ep.module()(x), want) <= FP32_TOL
+
+
+BAD_INPUT_SCRIPT = textwrap.dedent(r"""
+    import torch, mnv4_kernels
+    from mnv4_reference.testing import random_mqa_args
+    mqa = torch.ops.mnv4.mqa
+    good = list(random_mqa_args(2, 8, 6, 6, num_heads=2, key_dim=4, kv_stride=2))
+    names = ["x", "scale", "shift", "q_w", "kdw", "kdb", "k_w", "vdw", "vdb", "v_w", "o_w", "heads", "kv_stride",
+             "residual"]
+    def call(**kw):
+        a = list(good)
+        for k, v in kw.items():
+            a[names.index(k)] = v
+        return mqa(*a)
+    cases = {
+        "num_heads=3 must divide the query width": dict(heads=3),
+        "k_w must have 4 output channels": dict(k_w=torch.randn(6, 8, 1, 1)),
+        "kv_stride=2 needs the K/V depthwise weights": dict(kdw=None, kdb=None, vdw=None, vdb=None),
+        "residual=True needs o_w to have 8 output channels": dict(o_w=torch.randn(6, 8, 1, 1)),
+        "norm_scale must have shape [8]": dict(scale=torch.randn(7)),
+        "norm_shift must have shape [8]": dict(shift=torch.randn(8, 1)),
+        "q_w has dtype": dict(q_w=good[3].half()),
+        "x must be 4-D": dict(x=good[0][0]),
+        "k_dw_w and k_dw_b must be given together": dict(kdb=None),
+        "v_dw_w and v_dw_b must be given together": dict(vdw=None),
+        "x must be float32, float16 or bfloat16": dict(x=good[0].double()),
+        "kv_stride must be 1 or 2": dict(kv_stride=3),
+        "num_heads must be >= 1": dict(heads=0),
+        "q_w must have 8 input channels": dict(q_w=torch.randn(8, 7, 1, 1)),
+        "v_w must have 8 input channels": dict(v_w=torch.randn(4, 9, 1, 1)),
+        "o_w must have 8 input channels": dict(o_w=torch.randn(8, 6, 1, 1)),
+        "k_dw_w must have 8 channels": dict(kdw=torch.randn(7, 1, 3, 3)),
+        "v_dw_w must have an odd kernel size": dict(vdw=torch.randn(8, 1, 2, 2)),
+        "must both be given with the same kernel size": dict(vdw=torch.randn(8, 1, 5, 5)),
+        "k_dw_b must have shape [8]": dict(kdb=torch.randn(9)),
+        "q_w must be a 1x1 conv weight": dict(q_w=torch.randn(8, 8, 3, 3)),
+    }
+    failed = 0
+    for want, kw in cases.items():
+        try:
+            call(**kw)
+            print("NOT REJECTED:", want); failed += 1
+        except RuntimeError as e:
+            if want not in str(e):
+                print("WRONG MESSAGE:", want, "|", str(e).splitlines()[0]); failed += 1
+    call()  # the good call still works afterwards
+    print("checked", len(cases))
+    raise SystemExit(1 if failed else 0)
+""")
+
+
+def test_bad_input_raises_in_subprocess():
+    r = subprocess.run([sys.executable, "-c", BAD_INPUT_SCRIPT], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"rc={r.returncode} (negative = killed by a signal)\n{r.stdout}\n{r.stderr}"
+    assert "checked 21" in r.stdout
+
+
+ISA_CASES = BATTERY[::2] + [SHAPES["hybrid_l_stage3_kv2"], SHAPES["heads12_dv_ne_dk"], SHAPES["large_key_grid"]]
+
+ISA_SCRIPT = textwrap.dedent(r"""
+    import sys, torch, mnv4_kernels
+    from mnv4_reference.testing import random_mqa_args
+    cases = eval(sys.argv[1])
+    outs = [torch.ops.mnv4.mqa(*random_mqa_args(**c, channels_last=bool(i % 2))) for i, c in enumerate(cases)]
+    torch.save(dict(isa=torch.ops.mnv4_cpu.isa(), outs=outs), sys.argv[2])
+""")
+
+
+def test_scalar_microkernels_end_to_end_vs_simd(tmp_path):
+    """The whole op with MNV4_CPU_ISA=scalar (scalar GEMM, dw, transpose, exp2, column softmax), in a fresh
+    process, against the composite and against the SIMD table of this process."""
+    path = str(tmp_path / "scalar.pt")
+    env = dict(os.environ, MNV4_CPU_ISA="scalar")
+    r = subprocess.run([sys.executable, "-c", ISA_SCRIPT, repr(ISA_CASES), path], capture_output=True, text=True,
+                       timeout=600, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = torch.load(path)
+    assert got["isa"] == "scalar"
+    import platform
+    if platform.machine() in ("x86_64", "AMD64"):
+        assert torch.ops.mnv4_cpu.isa() == "avx2_fma"  # this process runs the AVX2 kernels
+    for i, (c, scalar_out) in enumerate(zip(ISA_CASES, got["outs"])):
+        args = random_mqa_args(**c, channels_last=bool(i % 2))
+        simd_out = torch.ops.mnv4.mqa(*args)
+        ref = F.mqa(*args)
+        assert scalar_out.stride() == simd_out.stride() == _expected_strides(args)
+        assert rel_err(scalar_out, ref) <= FP32_TOL, (i, c)
+        assert rel_err(simd_out, ref) <= FP32_TOL, (i, c)
+        assert rel_err(simd_out, scalar_out) <= FP32_TOL, (i, c)
+
+
+# ---- whole models: mnv4_kernels.fuse(...) on the CPU backend ----
+#
+# The models come from randomized_model(name, calibrate=False): BN affine params and statistics and layer
+# scales drawn at random (no calibration pass). The calibrated default is a chaotic test subject in float32:
+# there the fp32 reference model itself lands 1e-5 .. 4e-2 away from the same model in float64 at 64x64,
+# 65x63, 96x96 and 97x75 inputs (measured), so no fp32 implementation can be held to 1e-5 against it.
+# Uncalibrated, the fp32 reference is within ~6e-7 of fp64, activations stay O(1), and the MQA branches
+# carry 45-90% of each block's output norm (asserted below, so the comparison cannot pass with MQA blocks
+# that do not matter).
+
+HYBRIDS = [("mobilenetv4_hybrid_medium", (2, 3, 96, 96)), ("mobilenetv4_hybrid_large", (2, 3, 97, 75)),
+           ("mobilenetv4_hybrid_medium_075", (2, 3, 97, 75)), ("mobilenetv4_hybrid_large_075", (2, 3, 96, 96))]
+
+
+@pytest.mark.parametrize("name,shape", HYBRIDS, ids=[n for n, _ in HYBRIDS])
+def test_fused_hybrid_vs_reference(name, shape):
+    from mnv4_kernels.model import FusedMQA
+    from mnv4_reference import randomized_model
+
+    ref = randomized_model(name, calibrate=False)
+    fused = mnv4_kernels.fuse(ref, backend="cpu")
+    kinds = {kind: backend for _, kind, backend in fused.block_backends}
+    assert kinds["mqa"] == "cpu" and kinds["uib"] == "cpu", fused.block_backends
+    branch = []
+    hooks = [m.register_forward_hook(lambda mod, i, o: branch.append(((o - i[0]).norm() / o.norm()).item()))
+             for m in fused.modules() if isinstance(m, FusedMQA)]
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = ref(x)
+        got = fused(x)
+        got_cl = fused(x.contiguous(memory_format=torch.channels_last))
+    for h in hooks:
+        h.remove()
+    assert len(branch) == 16 and min(branch) > 0.2, branch  # 8 MQA blocks per model, each one matters
+    assert rel_err(got, want) <= FP32_TOL
+    assert rel_err(got_cl, want) <= FP32_TOL
+
+
+def test_golden_hybrid_medium(shared_dir):
+    from safetensors.torch import load_file
+
+    folder = os.path.join(shared_dir, "golden", "mobilenetv4_hybrid_medium_256")
+    io = load_file(os.path.join(folder, "io.safetensors"))
+    model = mnv4_kernels.load("mobilenetv4_hybrid_medium", checkpoint=os.path.join(folder, "model.safetensors"),
+                              backend="cpu")
+    assert ("mqa", "cpu") in {(k, b) for _, k, b in model.block_backends}
+    with torch.no_grad():
+        logits = model(io["input"])
+    assert rel_err(logits, io["logits"]) <= FP32_TOL
