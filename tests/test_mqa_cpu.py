@@ -145,12 +145,15 @@ def test_sharp_softmax_is_safe():
             assert rel_err(out, ref) <= 1e-2
 
 
-def test_threads_do_not_change_the_result():
-    args = random_mqa_args(1, 24, 13, 11, num_heads=3, key_dim=16, kv_stride=2, seed=3)
+@pytest.mark.parametrize("batch", [1, 4])
+def test_threads_do_not_change_the_result(batch):
+    # batch 1: K/V bands and query tiles split over threads; batch 4: whole images per thread (1, 2 and 4
+    # threads) or bands/tiles again (3 threads: no even split)
+    args = random_mqa_args(batch, 24, 13, 11, num_heads=3, key_dim=16, kv_stride=2, seed=3)
     ref = F.mqa(*args)
     old = torch.get_num_threads()
     try:
-        for t in (1, 2, 3):
+        for t in (1, 2, 3, 4):
             torch.set_num_threads(t)
             assert rel_err(torch.ops.mnv4.mqa(*args), ref) <= FP32_TOL
     finally:

@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "../params.h"
@@ -44,6 +45,7 @@ struct Geometry {
   bool cl, residual;
   int64_t kv_rows, kv_bands;   // pass 1: K/V rows per band, bands per image
   int64_t qt, q_tiles;         // pass 2: query pixels per tile, tiles per image
+  bool per_image;              // one task per image running both passes (images split evenly over threads)
 };
 
 struct Weights {
@@ -61,38 +63,67 @@ inline void kv_input_rows(const Geometry& g, int64_t y0, int64_t y1, int64_t& r0
   }
 }
 
+// Effective cost, in pixel columns, of a GEMM over n columns with the 16-column microkernel tile: a remainder
+// of up to 8 columns runs a one-vector tile, a larger one a full 16-column tile.
+inline int64_t gemm_cols(int64_t n) {
+  const int64_t r = n % 16;
+  return n - r + (r == 0 ? 0 : r <= 8 ? 10 : 16);
+}
+
 void plan(Geometry& g, int64_t threads) {
   threads = std::max<int64_t>(1, threads);
   const int64_t per_image = g.N >= threads ? 1 : (threads + g.N - 1) / g.N;
+  // Enough images for an even split: each thread runs whole images, both passes back to back (K^T and V
+  // stay in its own cache, one fork/join per call instead of two).
+  g.per_image = g.N >= threads && (g.N % threads == 0 || g.N >= 4 * threads);
   // pass 1: split the K/V rows of an image only when there are fewer images than threads
   g.kv_bands = std::min(g.Hk, per_image);
   g.kv_rows = (g.Hk + g.kv_bands - 1) / g.kv_bands;
   g.kv_bands = (g.Hk + g.kv_rows - 1) / g.kv_rows;
-  // pass 2: tiles of up to 64 query pixels (a multiple of the 16-column GEMM tile), fewer when the [M][nt]
-  // logits tile would leave L2 (~256 KB), and at least `per_image` tiles per image.
-  int64_t qt = 64;
-  while (qt > 16 && g.M * qt > 64 * 1024) qt /= 2;
-  const int64_t split = (g.P + per_image - 1) / per_image;
-  if (split < qt) qt = std::max<int64_t>(1, split);
-  g.qt = std::min(qt, g.P);
+  // pass 2: the query tile nt that minimises the busiest thread's work. at::parallel_for hands each thread
+  // one contiguous chunk of ceil(tasks / threads) tasks (task = image x tile); a tile costs its GEMM columns
+  // (gemm_cols) plus a fixed ~6 columns (K^T and V streamed again, softmax and per-call set-up). Tiles of
+  // at most 128 columns, and fewer when the [M][nt] logits tile would leave L2 (~256 KB).
+  int64_t max_nt = 128;
+  while (max_nt > 16 && g.M * max_nt > 64 * 1024) max_nt /= 2;
+  max_nt = std::min(max_nt, g.P);
+  int64_t best_nt = max_nt;
+  double best_cost = g.N >= 4 * threads ? -1.0 : 1e300;  // many images: every thread gets whole images
+  // candidates, largest first (ties keep the larger tile): max_nt itself, then every multiple of 8 >= 16
+  for (int64_t k = max_nt / 8 + 1; k >= 2; --k) {
+    const int64_t nt = k == max_nt / 8 + 1 ? max_nt : 8 * k;
+    if (nt > max_nt || (nt == max_nt && k != max_nt / 8 + 1)) continue;
+    const int64_t tiles = (g.P + nt - 1) / nt, tasks = g.N * tiles;
+    const int64_t nthr = std::min(threads, tasks), chunk = (tasks + nthr - 1) / nthr;
+    double worst = 0;
+    for (int64_t t0 = 0; t0 < tasks; t0 += chunk) {
+      double c = 0;
+      for (int64_t t = t0; t < std::min(tasks, t0 + chunk); ++t) {
+        const int64_t i = t % tiles, cols = std::min(nt, g.P - i * nt);
+        c += double(gemm_cols(cols)) + 6.0;
+      }
+      worst = std::max(worst, c);
+    }
+    if (worst < best_cost - 1e-9) best_cost = worst, best_nt = nt;
+  }
+  g.qt = best_nt;
   g.q_tiles = (g.P + g.qt - 1) / g.qt;
 }
 
-// xn for the pixels [p0, p0 + np) of image n into a channel-major tile dst [C][np] (channel stride np).
-// xt: scratch of C*np floats (channels_last input only).
+// xn for the pixels [p0, p0 + np) of image n into a channel-major tile dst [C][np] with channel stride ld.
 void normalize_tile(const Geometry& g, const Weights& wt, const float* x, int64_t n, int64_t p0, int64_t np, float* dst,
-                    const cpu::UKernels& uk) {
+                    int64_t ld, const cpu::UKernels& uk) {
   if (g.cl) {
-    uk.transpose(np, g.C, x + (n * g.P + p0) * g.C, g.C, dst, np);
+    uk.transpose(np, g.C, x + (n * g.P + p0) * g.C, g.C, dst, ld);
     for (int64_t c = 0; c < g.C; ++c) {
-      float* d = dst + c * np;
+      float* d = dst + c * ld;
       const float a = wt.scale[c], b = wt.shift[c];
       for (int64_t j = 0; j < np; ++j) d[j] = d[j] * a + b;
     }
   } else {
     for (int64_t c = 0; c < g.C; ++c) {
       const float* src = x + (n * g.C + c) * g.P + p0;
-      float* d = dst + c * np;
+      float* d = dst + c * ld;
       const float a = wt.scale[c], b = wt.shift[c];
       for (int64_t j = 0; j < np; ++j) d[j] = src[j] * a + b;
     }
@@ -108,9 +139,8 @@ struct KvScratch {
 
 KvScratch kv_scratch(const Geometry& g) {
   KvScratch z{};
-  const int64_t in_rows = g.kk ? std::min(g.H, (g.kv_rows - 1) * g.s + g.kk) : g.kv_rows;
   const int64_t mb = g.kv_rows * g.Wk;
-  z.xn = g.C * in_rows * g.W;
+  z.xn = g.kk ? g.C * std::min(g.H, g.kv_rows * g.s + g.kk) * g.W : 0;  // without dw: straight into xn
   z.dk_in = g.kk ? g.C * mb : 0;
   z.dv_in = g.kk ? g.C * mb : 0;
   z.kb = g.dk * mb;
@@ -118,30 +148,42 @@ KvScratch kv_scratch(const Geometry& g) {
   return z;
 }
 
-void kv_task(const Geometry& g, const Weights& wt, const float* x, float* kt, float* v, int64_t n, int64_t y0,
-             int64_t y1, float* buf, const KvScratch& z) {
+void kv_task(const Geometry& g, const Weights& wt, const float* x, float* xn_all, float* kt, float* v, int64_t n,
+             int64_t y0, int64_t y1, float* buf, const KvScratch& z) {
   const cpu::UKernels& uk = cpu::ukernels();
-  float* xn = buf;
-  float* dki = xn + z.xn;
+  float* xs = buf;
+  float* dki = xs + z.xn;
   float* dvi = dki + z.dk_in;
   float* kb = dvi + z.dv_in;
   float* dws = kb + z.kb;
-  int64_t r0, r1;
-  kv_input_rows(g, y0, y1, r0, r1);
-  const int64_t px = (r1 - r0) * g.W;
-  normalize_tile(g, wt, x, n, r0 * g.W, px, xn, uk);
+  // This band's own input rows [o0, o1) (the bands partition the image): their xn goes to xn_all, where
+  // pass 2 reads it. With a dw conv the band also needs halo rows, so it normalises the union into scratch.
+  const int64_t o0 = std::min(g.H, y0 * g.s), o1 = y1 == g.Hk ? g.H : std::min(g.H, y1 * g.s);
+  float* xn_img = xn_all + n * g.C * g.P;
   const int64_t mb = (y1 - y0) * g.Wk;
-  const float* bk = xn;
-  const float* bv = xn;
-  int64_t ldb = px;  // == mb without dw
+  const float* bk;
+  const float* bv;
+  int64_t ldb;
   if (g.kk) {
-    uk.dwconv(g.C, int(g.kk), int(g.s), xn, px, g.W, r0, g.H, g.W, wt.kdw, wt.kdb, Act::None, dki, mb, g.Wk, y0, y1,
+    int64_t r0, r1;
+    kv_input_rows(g, y0, y1, r0, r1);
+    r0 = std::min(r0, o0);
+    r1 = std::max(r1, o1);
+    const int64_t px = (r1 - r0) * g.W;
+    normalize_tile(g, wt, x, n, r0 * g.W, px, xs, px, uk);
+    for (int64_t c = 0; c < g.C; ++c)
+      std::memcpy(xn_img + c * g.P + o0 * g.W, xs + c * px + (o0 - r0) * g.W, (o1 - o0) * g.W * sizeof(float));
+    uk.dwconv(g.C, int(g.kk), int(g.s), xs, px, g.W, r0, g.H, g.W, wt.kdw, wt.kdb, Act::None, dki, mb, g.Wk, y0, y1,
               dws);
-    uk.dwconv(g.C, int(g.kk), int(g.s), xn, px, g.W, r0, g.H, g.W, wt.vdw, wt.vdb, Act::None, dvi, mb, g.Wk, y0, y1,
+    uk.dwconv(g.C, int(g.kk), int(g.s), xs, px, g.W, r0, g.H, g.W, wt.vdw, wt.vdb, Act::None, dvi, mb, g.Wk, y0, y1,
               dws);
     bk = dki;
     bv = dvi;
     ldb = mb;
+  } else {  // K/V pixels = the band's own pixels
+    normalize_tile(g, wt, x, n, o0 * g.W, mb, xn_img + o0 * g.W, g.P, uk);
+    bk = bv = xn_img + o0 * g.W;
+    ldb = g.P;
   }
   const int64_t m0 = y0 * g.Wk;
   uk.gemm(g.dk, mb, g.C, wt.wk, g.C, bk, ldb, kb, mb, nullptr, Act::None, nullptr, 0);
@@ -152,13 +194,12 @@ void kv_task(const Geometry& g, const Weights& wt, const float* x, float* kt, fl
 // ---- pass 2: attention + output projection for query pixels [p0, p0 + nt) of image n ----
 
 struct QScratch {
-  int64_t xn, q, s, sum, o, y;
-  int64_t total() const { return xn + q + s + sum + o + y; }
+  int64_t q, s, sum, o, y;
+  int64_t total() const { return q + s + sum + o + y; }
 };
 
 QScratch q_scratch(const Geometry& g) {
   QScratch z{};
-  z.xn = g.C * g.qt;
   z.q = g.heads * g.dk * g.qt;
   z.s = g.M * g.qt;
   z.sum = g.qt;
@@ -167,18 +208,17 @@ QScratch q_scratch(const Geometry& g) {
   return z;
 }
 
-void query_task(const Geometry& g, const Weights& wt, const float* x, const float* kt, const float* v, float* out,
-                int64_t n, int64_t p0, int64_t nt, float* buf, const QScratch& z) {
+void query_task(const Geometry& g, const Weights& wt, const float* x, const float* xn_all, const float* kt,
+                const float* v, float* out, int64_t n, int64_t p0, int64_t nt, float* buf, const QScratch& z) {
   const cpu::UKernels& uk = cpu::ukernels();
   const cpu::SoftmaxUKernels& sk = cpu::softmax_ukernels();
-  float* xn = buf;
-  float* q = xn + z.xn;
+  float* q = buf;
   float* s = q + z.q;
   float* sum = s + z.s;
   float* o = sum + z.sum;
   float* y = o + z.o;
-  normalize_tile(g, wt, x, n, p0, nt, xn, uk);
-  uk.gemm(g.heads * g.dk, nt, g.C, wt.wq, g.C, xn, nt, q, nt, nullptr, Act::None, nullptr, 0);
+  uk.gemm(g.heads * g.dk, nt, g.C, wt.wq, g.C, xn_all + n * g.C * g.P + p0, g.P, q, nt, nullptr, Act::None, nullptr,
+          0);
   const float* ktn = kt + n * g.M * g.dk;
   const float* vn = v + n * g.dv * g.M;
   for (int64_t h = 0; h < g.heads; ++h) {
@@ -252,32 +292,46 @@ at::Tensor mqa_cpu(const at::Tensor& x, const at::Tensor& norm_scale, const at::
                    g.kk ? vdb.data_ptr<float>() : nullptr, wv.data_ptr<float>(), wo.data_ptr<float>()};
 
   const auto f32opt = x.options().dtype(at::kFloat);
+  at::Tensor xn = at::empty({g.N, g.C, g.P}, f32opt);   // the normalised input, channel-major
   at::Tensor kt = at::empty({g.N, g.M, g.dk}, f32opt);  // K^T, scaled
   at::Tensor vv = at::empty({g.N, g.dv, g.M}, f32opt);
   at::Tensor out = at::empty({g.N, g.Cout, g.H, g.W}, f32opt.memory_format(fmt));
   const float* xp = xf.data_ptr<float>();
+  float* xnp = xn.data_ptr<float>();
   float* ktp = kt.data_ptr<float>();
   float* vp = vv.data_ptr<float>();
   float* op = out.data_ptr<float>();
 
   const KvScratch zk = kv_scratch(g);
-  at::parallel_for(0, g.N * g.kv_bands, 1, [&](int64_t begin, int64_t end) {
-    thread_local std::vector<float> buf;  // per-thread scratch, kept between calls
-    if (int64_t(buf.size()) < zk.total()) buf.resize(zk.total());
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t n = t / g.kv_bands, y0 = (t % g.kv_bands) * g.kv_rows;
-      kv_task(g, wt, xp, ktp, vp, n, y0, std::min(g.Hk, y0 + g.kv_rows), buf.data(), zk);
-    }
-  });
   const QScratch zq = q_scratch(g);
-  at::parallel_for(0, g.N * g.q_tiles, 1, [&](int64_t begin, int64_t end) {
-    thread_local std::vector<float> buf;
+  auto kv = [&](int64_t t, std::vector<float>& buf) {
+    if (int64_t(buf.size()) < zk.total()) buf.resize(zk.total());
+    const int64_t n = t / g.kv_bands, y0 = (t % g.kv_bands) * g.kv_rows;
+    kv_task(g, wt, xp, xnp, ktp, vp, n, y0, std::min(g.Hk, y0 + g.kv_rows), buf.data(), zk);
+  };
+  auto query = [&](int64_t t, std::vector<float>& buf) {
     if (int64_t(buf.size()) < zq.total()) buf.resize(zq.total());
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t n = t / g.q_tiles, p0 = (t % g.q_tiles) * g.qt;
-      query_task(g, wt, xp, ktp, vp, op, n, p0, std::min(g.P, p0 + g.qt) - p0, buf.data(), zq);
-    }
-  });
+    const int64_t n = t / g.q_tiles, p0 = (t % g.q_tiles) * g.qt;
+    query_task(g, wt, xp, xnp, ktp, vp, op, n, p0, std::min(g.P, p0 + g.qt) - p0, buf.data(), zq);
+  };
+  if (g.per_image) {
+    at::parallel_for(0, g.N, 1, [&](int64_t begin, int64_t end) {
+      thread_local std::vector<float> buf;  // per-thread scratch, kept between calls
+      for (int64_t n = begin; n < end; ++n) {
+        for (int64_t t = n * g.kv_bands; t < (n + 1) * g.kv_bands; ++t) kv(t, buf);
+        for (int64_t t = n * g.q_tiles; t < (n + 1) * g.q_tiles; ++t) query(t, buf);
+      }
+    });
+  } else {
+    at::parallel_for(0, g.N * g.kv_bands, 1, [&](int64_t begin, int64_t end) {
+      thread_local std::vector<float> buf;
+      for (int64_t t = begin; t < end; ++t) kv(t, buf);
+    });
+    at::parallel_for(0, g.N * g.q_tiles, 1, [&](int64_t begin, int64_t end) {
+      thread_local std::vector<float> buf;
+      for (int64_t t = begin; t < end; ++t) query(t, buf);
+    });
+  }
   if (x.scalar_type() != at::kFloat) out = out.to(x.scalar_type());
   return out;
 }
