@@ -2,21 +2,24 @@
 //
 // Layout ("weights as the A matrix", as in uib.cpp): activations are [C][pixels] tiles, so every 1x1
 // projection is a plain row-major GEMM of the microkernel interface with the torch weight as A (no packing):
-//   pass 1, task = (image, band of K/V rows), once per image in all:
-//     xn = x * scale + shift                       [C][band input rows * W] (with the dw halo rows)
-//     dk_in = dw_k(xn), dv_in = dw_v(xn)           [C][band K/V pixels]  (identity without dw weights)
-//     K = (c Wk) dk_in -> transposed into K^T       [M][dk]   c = dk^-0.5 * log2(e), folded into Wk once a call
+//   pass 1, task = (image, band of K/V rows); K/V are computed once per image:
+//     xn = x * scale + shift                        [C][P]     (kept for pass 2; a band with a dw conv also
+//                                                              normalises its halo rows into scratch)
+//     dk_in = dw_k(xn), dv_in = dw_v(xn)            [C][band K/V pixels]  (identity without dw weights)
+//     K = (c Wk) dk_in -> transposed into K^T       [M][dk]    c = dk^-0.5 * log2(e), folded into Wk per call
 //     V = Wv dv_in                                  [dv][M]
-//   pass 2, task = (image, tile of query pixels), all heads:
-//     xn tile, Q = Wq xn                            [h*dk][nt]
-//     per head: S^T = K^T Q_h                       [M][nt]   (A = K^T, B = the head's rows of Q)
-//               column softmax in base 2 (exp2 microkernel, vectorised along the query pixels n)
+//   pass 2, task = (image, tile of nt query pixels), all heads:
+//     Q = Wq xn[:, tile]                            [h*dk][nt] (B read in place from xn, ldb = P)
+//     per head: S^T = K^T Q_h                       [M][nt]    (A = K^T, B = the head's rows of Q)
+//               column softmax in base 2 (exp2 microkernel, vectorised along the query pixels)
 //               O_h = V P^T, then each column times 1/sum   [dv][nt]  (A = V, B = the unnormalised P^T)
-//     out = Wo O (+ x)                              GEMM with the residual epilogue straight into NCHW output,
-//                                                   or a [Cout][nt] tile transposed into channels_last output.
+//     out = Wo O (+ x)                              GEMM with the residual epilogue straight into an NCHW
+//                                                   output, or a [Cout][nt] tile transposed into channels_last.
 // The logits exist only as one [M][nt] tile per task (nt shrinks when M is large), never as [heads, N, M].
-// Both passes are at::parallel_for over (image, band/tile) with at least as many tasks as threads, so batch 1
-// uses every thread. K^T and V (a few hundred KB for a whole batch) are the only per-call buffers.
+// Parallelism (at::parallel_for): with a batch that splits evenly over the threads, one task per image runs
+// both passes back to back; otherwise pass 1 over (image, K/V band) and pass 2 over (image, query tile), with
+// at least as many tasks as threads and the tile size picked by a per-thread cost model, so batch 1 uses
+// every thread. xn, K^T and V (a few MB for a batch of 8 at most) are the per-call buffers.
 // fp16/bf16 inputs are computed in fp32 and the result converted back, as in uib.cpp.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
