@@ -90,6 +90,20 @@ def test_shapes(name):
         _check(random_mqa_args(**SHAPES[name], channels_last=cl, seed=len(name)))
 
 
+@pytest.mark.parametrize("k", [1, 5, 7])
+@pytest.mark.parametrize("kv_stride", [1, 2])
+def test_dw_kernel_sizes(k, kv_stride):
+    # the K/V dw conv of MobileNetV4 is 3x3; the op takes any odd k (k = 1 at stride 2 skips input rows
+    # that only the queries read)
+    for cl in (False, True):
+        args = list(random_mqa_args(2, 20, 11, 8, num_heads=3, key_dim=8, kv_stride=kv_stride, kv_dw=True,
+                                    channels_last=cl, seed=k))
+        g = torch.Generator().manual_seed(k)
+        args[4] = torch.randn(20, 1, k, k, generator=g) / k
+        args[7] = torch.randn(20, 1, k, k, generator=g) / k
+        _check(tuple(args))
+
+
 def _non_contiguous(x, kind):
     if kind == "sliced":  # every other column of a wider tensor
         wide = torch.randn(x.shape[0], x.shape[1], x.shape[2], 2 * x.shape[3])
