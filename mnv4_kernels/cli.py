@@ -43,18 +43,20 @@ def _common(p, batch_default=1):
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's default)")
 
 
-def _reference(args, seed=0):
-    """The reference model: from --checkpoint, else random weights with BatchNorm statistics and layer
-    scales randomised so that every block matters (the weights timm initialises are ~identity blocks)."""
-    from mnv4_reference import create_model, load_checkpoint
-    from mnv4_reference.randomize import randomize_
+def _reference(args, res, seed):
+    """(reference model, input batch). From --checkpoint, else random weights with BatchNorm statistics
+    taken from a calibration batch of >= 16 images that contains the checked input (then perturbed) and
+    layer scales randomised, so every block matters and activations are realistic at this resolution."""
+    from mnv4_reference import create_model, load_checkpoint, randomize_
 
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(max(16, args.batch), 3, res, res, generator=gen)
     if args.checkpoint:
-        _log(f"loading {args.checkpoint}")
-        return load_checkpoint(args.model, args.checkpoint).eval(), "checkpoint"
+        _log(f"  loading {args.checkpoint}")
+        return load_checkpoint(args.model, args.checkpoint).eval(), x[:args.batch], "checkpoint"
     model = create_model(args.model)
-    randomize_(model, seed=seed)
-    return model.eval(), "random (BatchNorm statistics and layer scales randomised)"
+    randomize_(model, seed=seed, calibration_input=x)
+    return model.eval(), x[:args.batch], "random (BatchNorm statistics and layer scales randomised)"
 
 
 # ----------------------------------------------------------------------------------------------- run
@@ -75,7 +77,7 @@ def cmd_run(args):
     for b in mnv4_kernels.backends().values():
         _log(f"  backend {b}")
 
-    ref, weights = _reference(args)
+    ref, x, weights = _reference(args, res, seed=int(time.time()) % 100000)
     fused = mnv4_kernels.fuse(ref, backend=args.backend, dtype=args.dtype).to(device)
     ref = ref.to(device)
     blocks = [(k, b) for _, k, b in fused.block_backends if k in ("uib", "mqa")]
@@ -83,8 +85,7 @@ def cmd_run(args):
     _log(f"  fused model: {len(blocks)} UIB/MQA blocks ({', '.join(per)}); weights: {weights}")
 
     # 1. correctness on a fresh input
-    gen = torch.Generator().manual_seed(int(time.time()))
-    x = torch.randn(args.batch, 3, res, res, generator=gen).to(device)
+    x = x.to(device)
     with torch.inference_mode():
         want = ref(x)
         got = fused(x.to(args.dtype)).float()
@@ -124,8 +125,10 @@ def cmd_run(args):
         except baselines.BaselineUnavailable as e:
             skipped["onnxruntime (CPU)"] = str(e)
     with torch.inference_mode():
+        # blocks of 3 calls after a settling call: onnxruntime's and torch's worker threads spin after a
+        # call and would otherwise steal the cores from the candidate that runs next
         times = interleaved(cands, warmup=3, repeats=args.repeats, device=device, max_seconds=args.max_seconds,
-                            progress="timing")
+                            progress="timing", inner=3 if device.type == "cpu" else 1, settle=1)
     base = times["reference eager (channels_last)"].median_ms
     rows = []
     for name, t in times.items():

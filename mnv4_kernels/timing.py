@@ -43,10 +43,13 @@ def _quantile(xs, q):
 
 def interleaved(candidates: Dict[str, Callable[[], object]], *, warmup: int = 3, repeats: int = 20,
                 device="cpu", min_seconds: float = 0.0, max_seconds: Optional[float] = None,
-                progress: Optional[str] = None) -> Dict[str, Timing]:
+                progress: Optional[str] = None, inner: int = 1, settle: int = 0) -> Dict[str, Timing]:
     """Time each zero-argument callable; returns {name: Timing}.
 
     Each round calls every candidate once, in a rotating order so no candidate always runs first.
+    With `inner` > 1 a sample is the mean of that many back-to-back calls, after `settle` untimed calls:
+    candidates with their own thread pools (onnxruntime's spinning workers, torch's OpenMP team) otherwise
+    steal the cores from whoever runs right after them on a small machine.
     Stops after `repeats` rounds, but keeps going until `min_seconds` have passed, and stops early (with
     at least 3 rounds) once `max_seconds` have passed. `progress` prints a one-line status to stderr.
     """
@@ -62,11 +65,14 @@ def interleaved(candidates: Dict[str, Callable[[], object]], *, warmup: int = 3,
     while True:
         order = names[r % len(names):] + names[:r % len(names)]
         for n in order:
+            for _ in range(settle):
+                candidates[n]()
             sync()
             t0 = time.perf_counter()
-            candidates[n]()
+            for _ in range(inner):
+                candidates[n]()
             sync()
-            samples[n].append((time.perf_counter() - t0) * 1e3)
+            samples[n].append((time.perf_counter() - t0) * 1e3 / inner)
         r += 1
         elapsed = time.perf_counter() - start
         if progress and sys.stderr.isatty():

@@ -1,0 +1,79 @@
+"""End-to-end CPU benchmark: the fused model against onnxruntime and PyTorch eager on the same weights.
+
+The cases of the CPU issues' targets: Conv-S@224 batch 1 (target <= 0.8x onnxruntime's time), Conv-M@224
+batch 1 and 8 (<= 1.0x), Hybrid-M@256 batch 1 (<= 0.8x). fp32, torch.set_num_threads(2) and onnxruntime's
+intra-op threads = 2; fused / onnxruntime (CPU provider, ONNX export of the reference) / reference eager
+(channels_last) interleaved in one process in blocks of --inner calls (after 2 settling calls, so one
+runtime's spinning worker threads do not steal the cores from the next), medians. Writes benches/results/e2e-<machine>.json.
+
+    .venv/bin/python benches/e2e_cpu.py [--repeats 40] [--threads 2] [--cases conv_small@224:1,...]
+"""
+
+import argparse
+import os
+import sys
+
+import torch
+
+import mnv4_kernels
+from mnv4_kernels import baselines, report
+from mnv4_kernels.timing import interleaved
+from mnv4_reference import create_model, randomize_
+from mnv4_reference.testing import rel_err
+
+TARGETS = {("mobilenetv4_conv_small", 224, 1): 0.8, ("mobilenetv4_conv_medium", 224, 1): 1.0,
+           ("mobilenetv4_conv_medium", 224, 8): 1.0, ("mobilenetv4_hybrid_medium", 256, 1): 0.8}
+
+
+def parse_cases(spec):
+    cases = []
+    for item in spec.split(","):
+        name, rest = item.split("@")
+        res, batch = rest.split(":")
+        cases.append((f"mobilenetv4_{name}", int(res), int(batch)))
+    return cases
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", default="conv_small@224:1,conv_medium@224:1,conv_medium@224:8,hybrid_medium@256:1")
+    ap.add_argument("--repeats", type=int, default=40)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--inner", type=int, default=5, help="back-to-back calls per sample (see timing.interleaved)")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    records = []
+    for name, res, batch in parse_cases(args.cases):
+        x = torch.randn(max(16, batch), 3, res, res, generator=torch.Generator().manual_seed(0))
+        ref = randomize_(create_model(name), calibration_input=x)
+        x = x[:batch].contiguous()
+        fused = mnv4_kernels.fuse(ref)
+        ort = baselines.onnxruntime_cpu(ref, x, threads=args.threads)
+        eager = baselines.eager(ref)
+        with torch.inference_mode():
+            err = rel_err(fused(x), ref(x))
+            t = interleaved({"fused": lambda: fused(x), "onnxruntime": lambda: ort(x), "eager": lambda: eager(x)},
+                            warmup=5, repeats=args.repeats, inner=args.inner, settle=2)
+        rec = dict(kind="e2e", model=name, res=res, batch=batch, dtype="float32", threads=args.threads,
+                   rel_err_vs_reference=err, backends=sorted({b for _, k, b in fused.block_backends
+                                                               if k in ("uib", "mqa")}),
+                   **{f"{k}_ms": v.median_ms for k, v in t.items()},
+                   **{f"{k}_p10_p90_ms": [v.p10_ms, v.p90_ms] for k, v in t.items()})
+        rec["fused_over_onnxruntime"] = rec["fused_ms"] / rec["onnxruntime_ms"]
+        rec["fused_over_eager"] = rec["fused_ms"] / rec["eager_ms"]
+        rec["target_fused_over_onnxruntime"] = TARGETS.get((name, res, batch))
+        records.append(rec)
+        print(f"{name}@{res} b{batch}: fused {rec['fused_ms']:.2f} ms, onnxruntime {rec['onnxruntime_ms']:.2f} ms, "
+              f"eager {rec['eager_ms']:.2f} ms -> fused/ort {rec['fused_over_onnxruntime']:.2f} "
+              f"(target <= {rec['target_fused_over_onnxruntime']}), fused/eager {rec['fused_over_eager']:.2f}, "
+              f"rel err {err:.1e}", flush=True)
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                   f"e2e-{report.machine_tag()}.json")
+    report.write_json(out, dict(env=report.env_info(), load_average=os.getloadavg(), records=records))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
