@@ -11,39 +11,13 @@
 #include <vector>
 
 #include "../interface/ukernels.h"
+#include "vec_neon.h"
 
 namespace mnv4 {
 namespace cpu {
 namespace neon {
 
-struct V {
-  using T = float32x4_t;
-  static constexpr int W = 4;
-  static inline T zero() { return vdupq_n_f32(0.f); }
-  static inline T set1(float f) { return vdupq_n_f32(f); }
-  static inline T loadu(const float* p) { return vld1q_f32(p); }
-  static inline void storeu(float* p, T v) { vst1q_f32(p, v); }
-  static inline T loadn(const float* p, int n) {
-    if (n >= W) return vld1q_f32(p);
-    float t[4] = {0.f, 0.f, 0.f, 0.f};
-    for (int i = 0; i < n; ++i) t[i] = p[i];
-    return vld1q_f32(t);
-  }
-  static inline void storen(float* p, T v, int n) {
-    if (n >= W) return vst1q_f32(p, v);
-    float t[4];
-    vst1q_f32(t, v);
-    for (int i = 0; i < n; ++i) p[i] = t[i];
-  }
-  static inline T fma(T a, T b, T c) { return vfmaq_f32(c, a, b); }
-  static inline T add(T a, T b) { return vaddq_f32(a, b); }
-  static inline T max(T a, T b) { return vmaxq_f32(a, b); }
-  static inline void deinterleave2(const float* p, T& even, T& odd) {
-    const float32x4x2_t v = vld2q_f32(p);
-    even = v.val[0];
-    odd = v.val[1];
-  }
-};
+using V = NeonVec;
 
 #include "../common/simd_impl.h"
 

@@ -17,42 +17,13 @@
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 
+#include "vec_avx2.h"
+
 namespace mnv4 {
 namespace cpu {
 namespace avx2 {
 
-struct V {
-  using T = __m256;
-  static constexpr int W = 8;
-  static inline __m256i mask(int n) {
-    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), idx);
-  }
-  static inline T zero() { return _mm256_setzero_ps(); }
-  static inline T set1(float f) { return _mm256_set1_ps(f); }
-  static inline T loadu(const float* p) { return _mm256_loadu_ps(p); }
-  static inline void storeu(float* p, T v) { _mm256_storeu_ps(p, v); }
-  static inline T loadn(const float* p, int n) {
-    if (n >= W) return _mm256_loadu_ps(p);
-    return _mm256_maskload_ps(p, mask(n));
-  }
-  static inline void storen(float* p, T v, int n) {
-    if (n >= W) return _mm256_storeu_ps(p, v);
-    // through the stack: vmaskmovps stores are microcoded and slow on AMD cores
-    alignas(32) float t[8];
-    _mm256_store_ps(t, v);
-    for (int i = 0; i < n; ++i) p[i] = t[i];
-  }
-  static inline T fma(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
-  static inline T add(T a, T b) { return _mm256_add_ps(a, b); }
-  static inline T max(T a, T b) { return _mm256_max_ps(a, b); }
-  static inline void deinterleave2(const float* p, T& even, T& odd) {
-    const __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
-    // within 128-bit lanes: [a0 a2 b0 b2 | a4 a6 b4 b6]; then order the 64-bit pairs a.. a.. b.. b..
-    even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
-    odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
-  }
-};
+using V = Avx2Vec;
 
 #include "../common/simd_impl.h"
 
