@@ -19,7 +19,7 @@ import torch
 import mnv4_kernels
 from mnv4_kernels import ops as mops
 from mnv4_reference import functional as F
-from mnv4_reference.testing import mqa_battery, random_mqa_args, rel_err
+from mnv4_reference.testing import OpModule, mqa_battery, random_mqa_args, rel_err
 
 BATTERY = mqa_battery()
 FP32_TOL = 1e-5
@@ -200,23 +200,9 @@ def test_opcheck(name):
     torch.library.opcheck(torch.ops.mnv4.mqa.default, tuple(args))
 
 
-class _Block(torch.nn.Module):
-    def __init__(self, args):
-        super().__init__()
-        self.ts = torch.nn.ParameterList([torch.nn.Parameter(a, requires_grad=False) for a in args[1:11]
-                                          if a is not None])
-        self.has = [a is not None for a in args[1:11]]
-        self.flags = args[11:]
-
-    def forward(self, x):
-        it = iter(self.ts)
-        w = [next(it) if h else None for h in self.has]
-        return torch.relu(mnv4_kernels.mqa(x, *w, *self.flags)) + 1.0
-
-
 def test_compile_and_export():
     args = random_mqa_args(2, 16, 9, 7, num_heads=2, key_dim=8, kv_stride=2, channels_last=True, seed=11)
-    m = _Block(args).eval()
+    m = OpModule(mnv4_kernels.mqa, args[1:]).eval()
     x = args[0]
     want = torch.relu(F.mqa(*args)) + 1.0
     compiled = torch.compile(m, fullgraph=True, backend="inductor")

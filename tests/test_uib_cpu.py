@@ -16,7 +16,7 @@ import torch
 import mnv4_kernels
 from mnv4_kernels import ops as mops
 from mnv4_reference import functional as F
-from mnv4_reference.testing import random_uib_args, rel_err, uib_battery
+from mnv4_reference.testing import OpModule, random_uib_args, rel_err, uib_battery
 
 BATTERY = uib_battery()
 FP32_TOL = 1e-5
@@ -149,23 +149,9 @@ def test_opcheck(name):
     torch.library.opcheck(torch.ops.mnv4.uib.default, tuple(args))
 
 
-class _Block(torch.nn.Module):
-    def __init__(self, args):
-        super().__init__()
-        self.ts = torch.nn.ParameterList([torch.nn.Parameter(a, requires_grad=False) for a in args[1:9]
-                                          if a is not None])
-        self.has = [a is not None for a in args[1:9]]
-        self.flags = args[9:]
-
-    def forward(self, x):
-        it = iter(self.ts)
-        w = [next(it) if h else None for h in self.has]
-        return torch.relu(mnv4_kernels.uib(x, *w, *self.flags)) + 1.0
-
-
 def test_compile_and_export():
     args = random_uib_args(2, 16, 9, 9, 48, 16, k_start=3, k_mid=5, channels_last=True, seed=11)
-    m = _Block(args).eval()
+    m = OpModule(mnv4_kernels.uib, args[1:]).eval()
     x = args[0]
     want = torch.relu(F.uib(*args)) + 1.0
     compiled = torch.compile(m, fullgraph=True, backend="inductor")

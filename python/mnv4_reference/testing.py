@@ -121,3 +121,24 @@ def mqa_battery(small=False):
     cases.append(dict(n=1, c=16, h=6, w=5, num_heads=2, key_dim=8, value_dim=12, cout=10, residual=False,
                       kv_stride=2, seed=51))
     return cases
+
+
+class OpModule(torch.nn.Module):
+    """relu(op(x, *args)) + 1: an op between other ops in a module, for torch.compile / torch.export tests.
+
+    Tensor arguments become buffers (so export sees them as state), the others stay Python constants."""
+
+    def __init__(self, op, args):
+        super().__init__()
+        self.op = op
+        self.slots = []
+        for i, a in enumerate(args):
+            if isinstance(a, torch.Tensor):
+                self.register_buffer(f"arg{i}", a)
+                self.slots.append((True, f"arg{i}"))
+            else:
+                self.slots.append((False, a))
+
+    def forward(self, x):
+        args = [getattr(self, v) if is_tensor else v for is_tensor, v in self.slots]
+        return torch.relu(self.op(x, *args)) + 1.0
