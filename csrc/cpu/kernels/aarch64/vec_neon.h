@@ -29,6 +29,11 @@ struct NeonVec {
   static inline T add(T a, T b) { return vaddq_f32(a, b); }
   static inline T sub(T a, T b) { return vsubq_f32(a, b); }
   static inline T mul(T a, T b) { return vmulq_f32(a, b); }
+  static inline T div(T a, T b) { return vdivq_f32(a, b); }
+  static inline T abs(T a) { return vabsq_f32(a); }
+  static inline T select_neg(T x, T a, T b) {  // a where x's sign bit is set
+    return vbslq_f32(vcltq_s32(vreinterpretq_s32_f32(x), vdupq_n_s32(0)), a, b);
+  }
   static inline T fma(T a, T b, T c) { return vfmaq_f32(c, a, b); }
   static inline T max(T a, T b) { return vmaxq_f32(a, b); }  // NaN when either is NaN
   static inline T min(T a, T b) { return vminq_f32(a, b); }

@@ -21,10 +21,13 @@
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
+#include "vec_math.h"
+
 template <Act A>
 inline typename V::T act_vec(typename V::T v) {
   if (A == Act::Relu) return V::max(v, V::zero());
-  return v;  // None; Gelu is applied in scalar form by the callers
+  if (A == Act::Gelu) return gelu_v<V>(v);
+  return v;
 }
 
 // One MR x (NV*W) register tile over the whole K. b: a packed panel (row k at b + k*ldb, every lane valid:
@@ -53,17 +56,6 @@ inline void gemm_tile(int64_t K, const float* a, int64_t lda, const float* b, in
     for (int v = 0; v < NV; ++v) {
       const int n = TAIL ? nrem - v * W : W;
       if (TAIL && n <= 0) break;
-      if (A == Act::Gelu) {
-        alignas(64) float t[W];
-        V::storeu(t, acc[i][v]);
-        const int m = n < W ? n : W;
-        for (int l = 0; l < m; ++l) {
-          float y = gelu_exact(t[l]);
-          if (RES) y += ri[v * W + l];
-          ci[v * W + l] = y;
-        }
-        continue;
-      }
       typename V::T y = act_vec<A>(acc[i][v]);
       if (RES) y = V::add(y, TAIL ? V::loadn(ri + v * W, n) : V::loadu(ri + v * W));
       if (TAIL && n < W)
@@ -192,12 +184,6 @@ inline void dw_rows(int k_rt, int s_rt, const float* wc, float bc, const float* 
     const int64_t n = out_w - ox;
     for (int r = 0; r < R; ++r) {
       float* o = orow + r * out_rs + ox;
-      if (A == Act::Gelu) {
-        alignas(64) float t[W];
-        V::storeu(t, acc[r]);
-        for (int l = 0; l < W && l < n; ++l) o[l] = gelu_exact(t[l]);
-        continue;
-      }
       const typename V::T y = act_vec<A>(acc[r]);
       if (n >= W)
         V::storeu(o, y);

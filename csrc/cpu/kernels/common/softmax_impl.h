@@ -8,38 +8,11 @@
 // p's exponent field: exact while the result is a normal float; exponent 255 with p's mantissa 0 = +inf),
 // zero_below(r, x, t) (0 where x < t; r elsewhere and where x is NaN).
 //
-// exp2(x): clamp x to [-127, 128] (keeps the integer conversion in range; NaN passes through the clamps),
-// split x = i + f with i = round(x), f in [-1/2, 1/2], and 2^x = 2^i * 2^f with 2^f = e^(f ln2) from its
-// Taylor series to degree 7 (truncation < 5.2e-9 relative on |f ln2| <= 0.347, below the fp32 rounding of
-// the Horner steps). 2^f is in [0.707, 1.415], so adding i to its exponent is exact for x in [-125.5, 128)
-// (x in (127.5, 128) still gives the finite 2^x); results below 2^-125.5 (x < -125.5, -inf included) are
-// set to exactly 0 instead of a denormal.
+// exp2(x): exp2_v in vec_math.h.
 
-// Taylor coefficients of 2^f = sum_k (ln 2)^k / k! f^k.
-constexpr float kExp2C1 = 0.693147180559945309f;    // ln2
-constexpr float kExp2C2 = 0.240226506959100712f;    // ln2^2 / 2
-constexpr float kExp2C3 = 0.0555041086648215800f;   // ln2^3 / 6
-constexpr float kExp2C4 = 0.00961812910762847717f;  // ln2^4 / 24
-constexpr float kExp2C5 = 0.00133335581464284434f;  // ln2^5 / 120
-constexpr float kExp2C6 = 1.54035303933816099e-4f;  // ln2^6 / 720
-constexpr float kExp2C7 = 1.52527338040598403e-5f;  // ln2^7 / 5040
+#include "vec_math.h"
 
-inline typename VX::T exp2_vec(typename VX::T x) {
-  using T = typename VX::T;
-  x = VX::max(VX::set1(-127.f), x);
-  x = VX::min(VX::set1(128.f), x);
-  const T i = VX::round(x);
-  const T f = VX::sub(x, i);
-  T p = VX::set1(kExp2C7);
-  p = VX::fma(p, f, VX::set1(kExp2C6));
-  p = VX::fma(p, f, VX::set1(kExp2C5));
-  p = VX::fma(p, f, VX::set1(kExp2C4));
-  p = VX::fma(p, f, VX::set1(kExp2C3));
-  p = VX::fma(p, f, VX::set1(kExp2C2));
-  p = VX::fma(p, f, VX::set1(kExp2C1));
-  p = VX::fma(p, f, VX::set1(1.f));
-  return VX::zero_below(VX::ldexp(p, i), x, -125.5f);
-}
+inline typename VX::T exp2_vec(typename VX::T x) { return exp2_v<VX>(x); }
 
 inline void exp2_impl(int64_t n, const float* x, float* y) {
   constexpr int W = VX::W;

@@ -29,6 +29,9 @@ struct Avx2Vec {
   static inline T add(T a, T b) { return _mm256_add_ps(a, b); }
   static inline T sub(T a, T b) { return _mm256_sub_ps(a, b); }
   static inline T mul(T a, T b) { return _mm256_mul_ps(a, b); }
+  static inline T div(T a, T b) { return _mm256_div_ps(a, b); }
+  static inline T abs(T a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.f), a); }
+  static inline T select_neg(T x, T a, T b) { return _mm256_blendv_ps(b, a, x); }  // a where x's sign bit is set
   static inline T fma(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
   static inline T max(T a, T b) { return _mm256_max_ps(a, b); }  // b when either is NaN
   static inline T min(T a, T b) { return _mm256_min_ps(a, b); }
