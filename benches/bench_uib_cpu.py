@@ -1,7 +1,7 @@
 """pytest-benchmark pairs for the CPU uib op: fused (torch.ops.mnv4.uib) vs composite
 (mnv4_reference.functional.uib) on every UIB layer of MobileNetV4-Conv-M at 224x224, batch 1 and 8,
-channels_last fp32, 2 threads, the same random folded weights for both (layer list and arguments from
-benches/uib_layers_cpu.py, so the two benchmarks cannot drift apart).
+channels_last fp32, 2 threads, the same folded weights for both (layers from mnv4_kernels.layers, the
+table the tests, `bench` and benches/uib_layers_cpu.py use, so they cannot drift apart).
 
     .venv/bin/python -m pytest benches/bench_uib_cpu.py --benchmark-group-by=param:layer,param:batch
 
@@ -9,21 +9,17 @@ Each group holds the two candidates of one layer and batch; their ratio is the s
 interleaved A/B medians and the JSON record, run benches/uib_layers_cpu.py.)
 """
 
-import os
-import sys
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mnv4_kernels  # noqa: F401
+from mnv4_reference import functional as F
+from mnv4_kernels.layers import layer_table
+from mnv4_reference.testing import rel_err
 
-import mnv4_kernels  # noqa: E402,F401
-from mnv4_reference import functional as F  # noqa: E402
-from mnv4_reference.testing import random_uib_args, rel_err  # noqa: E402
-from uib_layers_cpu import uib_layers  # noqa: E402
-
-LAYERS = uib_layers()
-NAMES = [n for n, _ in LAYERS]
+LAYERS = [l for l in layer_table("mobilenetv4_conv_medium", 224) if l.kind == "uib"]
+NAMES = [l.name for l in LAYERS]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -38,13 +34,11 @@ def _two_threads():
 @pytest.mark.parametrize("batch", [1, 8])
 @pytest.mark.parametrize("layer", NAMES)
 def test_uib_layer(benchmark, layer, batch, candidate):
-    i = NAMES.index(layer)
-    c = LAYERS[i][1]
-    a = random_uib_args(batch, c["cin"], c["h"], c["w"], c["mid"], c["cout"], k_start=c["k_start"], k_mid=c["k_mid"],
-                        stride=c["stride"], residual=c["residual"], activation=c["activation"], channels_last=True,
-                        seed=i)
+    l = LAYERS[NAMES.index(layer)]
+    x = torch.randn(batch, *l.in_shape).contiguous(memory_format=torch.channels_last)
+    a = (x,) + l.args()
     fn = (lambda: torch.ops.mnv4.uib(*a)) if candidate == "fused" else (lambda: F.uib(*a))
-    benchmark.extra_info.update(c)
+    benchmark.extra_info.update(form=l.form, in_shape=list(l.in_shape))
     with torch.inference_mode():
         out = benchmark(fn)
         assert rel_err(out, F.uib(*a)) <= 1e-5

@@ -10,7 +10,7 @@ work ratio, which shared cores distort far less than OpenMP at 2 threads. Candid
 distinct layers per batch.
 End to end: fuse(randomized_model("mobilenetv4_hybrid_medium"), backend="cpu") vs onnxruntime on the same
 reference model (baselines.onnxruntime_cpu) vs baselines.eager, batch 1 at 256x256, interleaved.
-Writes benches/results/mqa-cpu-<machine>.json (mnv4_kernels.report) with the command and environment.
+Writes benches/results/mqa-<machine>.json (mnv4_kernels.report) with the command and environment.
 
     .venv/bin/python benches/mqa_layers_cpu.py [--batches 1 8] [--repeats 30] [--threads 2] [--no-e2e]
 """
@@ -137,7 +137,7 @@ def main(argv=None):
         threads=args.threads, geomean_speedup=geo, layers=rows, geomean_speedup_1thread=geo1,
         layers_1thread=rows1, e2e=e2e)
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                   f"mqa-cpu-{report.machine_tag()}.json")
+                                   f"mqa-{report.machine_tag()}.json")
     report.write_json(out, payload)
     print("wrote", os.path.relpath(out), file=sys.stderr)
     return payload

@@ -43,13 +43,15 @@ def _quantile(xs, q):
 
 def interleaved(candidates: Dict[str, Callable[[], object]], *, warmup: int = 3, repeats: int = 20,
                 device="cpu", min_seconds: float = 0.0, max_seconds: Optional[float] = None,
-                progress: Optional[str] = None, inner: int = 1, settle: int = 0) -> Dict[str, Timing]:
+                progress: Optional[str] = None, inner: int = 1, settle: int = 0,
+                clock: Callable[[], float] = time.perf_counter) -> Dict[str, Timing]:
     """Time each zero-argument callable; returns {name: Timing}.
 
     Each round calls every candidate once, in a rotating order so no candidate always runs first.
     With `inner` > 1 a sample is the mean of that many back-to-back calls, after `settle` untimed calls:
     candidates with their own thread pools (onnxruntime's spinning workers, torch's OpenMP team) otherwise
-    steal the cores from whoever runs right after them on a small machine.
+    steal the cores from whoever runs right after them on a small machine. `clock` = time.process_time
+    measures CPU time (all threads) instead of wall time: less sensitive to other processes, for 1 thread.
     Stops after `repeats` rounds, but keeps going until `min_seconds` have passed, and stops early (with
     at least 3 rounds) once `max_seconds` have passed. `progress` prints a one-line status to stderr.
     """
@@ -68,11 +70,11 @@ def interleaved(candidates: Dict[str, Callable[[], object]], *, warmup: int = 3,
             for _ in range(settle):
                 candidates[n]()
             sync()
-            t0 = time.perf_counter()
+            t0 = clock()
             for _ in range(inner):
                 candidates[n]()
             sync()
-            samples[n].append((time.perf_counter() - t0) * 1e3 / inner)
+            samples[n].append((clock() - t0) * 1e3 / inner)
         r += 1
         elapsed = time.perf_counter() - start
         if progress and sys.stderr.isatty():
