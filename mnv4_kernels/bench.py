@@ -56,7 +56,7 @@ def measure_ceilings(device, dtype):
     n = (256 if dev.type == "cuda" else 64) * 2**20 // 4  # 256 MiB on GPU, 64 MiB on CPU (> any L3 here)
     src = torch.randn(n, device=dev)
     dst = torch.empty_like(src)
-    size = 8192 if dev.type == "cuda" else 1024
+    size = 8192 if dev.type == "cuda" else 2048
     gdt = dtype if dev.type == "cuda" else torch.float32
     a = torch.randn(size, size, device=dev, dtype=gdt)
     b = torch.randn(size, size, device=dev, dtype=gdt)

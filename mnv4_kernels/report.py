@@ -104,7 +104,8 @@ def bar_plot(path, labels, values, title, ylabel, reference_line=None):
 
 
 def roofline_plot(path, points, peak_gflops, peak_gbps, title):
-    """points: list of (label, arithmetic intensity FLOP/B, achieved GFLOP/s)."""
+    """points: list of (label, arithmetic intensity FLOP/B, achieved GFLOP/s). Points sharing a label's
+    last word (e.g. b1 / b8) share a colour; names are written only when there are few points."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 5))
     lo = min([p[1] for p in points] + [0.1]) / 2
@@ -112,9 +113,14 @@ def roofline_plot(path, points, peak_gflops, peak_gbps, title):
     xs = [lo * (hi / lo) ** (i / 100) for i in range(101)]
     ax.loglog(xs, [min(peak_gflops, x * peak_gbps) for x in xs], "k-", lw=1,
               label=f"ceilings: {peak_gbps:.1f} GB/s copy, {peak_gflops:.1f} GFLOP/s GEMM")
+    groups = {}
     for label, ai, gf in points:
-        ax.loglog([ai], [gf], "o", ms=4)
-        ax.annotate(label, (ai, gf), fontsize=6, xytext=(2, 2), textcoords="offset points")
+        groups.setdefault(label.split()[-1], []).append((label, ai, gf))
+    for group, pts in sorted(groups.items()):
+        ax.loglog([p[1] for p in pts], [p[2] for p in pts], "o", ms=4, alpha=0.7, label=group)
+        if len(points) <= 20:
+            for label, ai, gf in pts:
+                ax.annotate(label, (ai, gf), fontsize=6, xytext=(2, 2), textcoords="offset points")
     ax.set_xlabel("arithmetic intensity (FLOP / byte of compulsory traffic)")
     ax.set_ylabel("achieved GFLOP/s")
     ax.set_title(title, fontsize=10)
