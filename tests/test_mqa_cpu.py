@@ -19,7 +19,8 @@ import torch
 import mnv4_kernels
 from mnv4_kernels import ops as mops
 from mnv4_reference import functional as F
-from mnv4_reference.testing import OpModule, mqa_battery, random_mqa_args, rel_err
+from mnv4_reference.testing import (NON_CONTIGUOUS_KINDS, OpModule, mqa_battery, non_contiguous, random_mqa_args,
+                                    rel_err)
 
 BATTERY = mqa_battery()
 FP32_TOL = 1e-5
@@ -104,26 +105,14 @@ def test_dw_kernel_sizes(k, kv_stride):
         _check(tuple(args))
 
 
-def _non_contiguous(x, kind):
-    if kind == "sliced":  # every other column of a wider tensor
-        wide = torch.randn(x.shape[0], x.shape[1], x.shape[2], 2 * x.shape[3])
-        wide[..., ::2] = x
-        return wide[..., ::2]
-    if kind == "transposed_hw":  # a W x H tensor's transpose
-        return x.transpose(2, 3).contiguous().transpose(2, 3)
-    if kind == "nhcw":  # channels in the middle of the strides
-        return x.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)
-    raise ValueError(kind)
-
-
 NONCONTIG_CASES = [c for c in BATTERY if c["h"] > 1 and c["w"] > 1][::3]
 
 
-@pytest.mark.parametrize("kind", ["sliced", "transposed_hw", "nhcw"])
+@pytest.mark.parametrize("kind", NON_CONTIGUOUS_KINDS)
 @pytest.mark.parametrize("case", NONCONTIG_CASES, ids=_ids(NONCONTIG_CASES))
 def test_non_contiguous(case, kind):
     args = list(random_mqa_args(**case))
-    args[0] = _non_contiguous(args[0], kind)
+    args[0] = non_contiguous(args[0], kind)
     assert not args[0].is_contiguous()
     _check(tuple(args))
 
@@ -196,7 +185,7 @@ OPCHECK_CASES = {
 def test_opcheck(name):
     args = list(random_mqa_args(**OPCHECK_CASES[name]))
     if name == "non_contiguous":
-        args[0] = _non_contiguous(args[0], "sliced")
+        args[0] = non_contiguous(args[0], "sliced")
     torch.library.opcheck(torch.ops.mnv4.mqa.default, tuple(args))
 
 

@@ -16,7 +16,8 @@ import torch
 import mnv4_kernels
 from mnv4_kernels import ops as mops
 from mnv4_reference import functional as F
-from mnv4_reference.testing import OpModule, random_uib_args, rel_err, uib_battery
+from mnv4_reference.testing import (NON_CONTIGUOUS_KINDS, OpModule, non_contiguous, random_uib_args, rel_err,
+                                    uib_battery)
 
 BATTERY = uib_battery()
 FP32_TOL = 1e-5
@@ -67,26 +68,14 @@ def test_battery_low_precision(case, dtype):
         assert rel_err(out, ref) <= UNIT_ROUNDOFF[dtype] + FP32_TOL
 
 
-def _non_contiguous(x, kind):
-    if kind == "sliced":  # every other column of a wider tensor
-        wide = torch.randn(x.shape[0], x.shape[1], x.shape[2], 2 * x.shape[3])
-        wide[..., ::2] = x
-        return wide[..., ::2]
-    if kind == "transposed_hw":  # a W x H tensor's transpose
-        return x.transpose(2, 3).contiguous().transpose(2, 3)
-    if kind == "nhcw":  # channels in the middle of the strides
-        return x.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)
-    raise ValueError(kind)
-
-
 NONCONTIG_CASES = [c for c in BATTERY if c["h"] > 1 and c["w"] > 1][::4]
 
 
-@pytest.mark.parametrize("kind", ["sliced", "transposed_hw", "nhcw"])
+@pytest.mark.parametrize("kind", NON_CONTIGUOUS_KINDS)
 @pytest.mark.parametrize("case", NONCONTIG_CASES, ids=_ids(NONCONTIG_CASES))
 def test_non_contiguous(case, kind):
     args = list(random_uib_args(**case))
-    args[0] = _non_contiguous(args[0], kind)
+    args[0] = non_contiguous(args[0], kind)
     assert not args[0].is_contiguous()
     out = torch.ops.mnv4.uib(*args)
     assert out.stride() == _expected_strides(args)
@@ -145,7 +134,7 @@ OPCHECK_CASES = {
 def test_opcheck(name):
     args = list(random_uib_args(**OPCHECK_CASES[name]))
     if name == "non_contiguous":
-        args[0] = _non_contiguous(args[0], "sliced")
+        args[0] = non_contiguous(args[0], "sliced")
     torch.library.opcheck(torch.ops.mnv4.uib.default, tuple(args))
 
 

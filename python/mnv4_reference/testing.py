@@ -142,3 +142,21 @@ class OpModule(torch.nn.Module):
     def forward(self, x):
         args = [getattr(self, v) if is_tensor else v for is_tensor, v in self.slots]
         return torch.relu(self.op(x, *args)) + 1.0
+
+
+NON_CONTIGUOUS_KINDS = ("sliced", "transposed_hw", "nhcw")
+
+
+def non_contiguous(x, kind):
+    """A non-contiguous tensor equal to the 4-D x: every other column of a wider tensor ("sliced"), the
+    transpose of a W x H tensor ("transposed_hw"), or channels in the middle of the strides ("nhcw")."""
+    if kind == "sliced":
+        wide = torch.zeros(x.shape[0], x.shape[1], x.shape[2], 2 * x.shape[3], dtype=x.dtype, device=x.device)
+        wide[..., 1::2] = float("nan")  # the skipped columns: a kernel that reads them shows it
+        wide[..., ::2] = x
+        return wide[..., ::2]
+    if kind == "transposed_hw":
+        return x.transpose(2, 3).contiguous().transpose(2, 3)
+    if kind == "nhcw":
+        return x.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)
+    raise ValueError(f"kind must be one of {NON_CONTIGUOUS_KINDS}; got {kind!r}")
