@@ -9,8 +9,6 @@ the hybrid-medium golden logits from timm.
 
 import copy
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -20,7 +18,7 @@ import mnv4_kernels
 from mnv4_kernels import ops as mops
 from mnv4_reference import functional as F
 from mnv4_reference.testing import (NON_CONTIGUOUS_KINDS, OpModule, mqa_battery, non_contiguous, random_mqa_args,
-                                    rel_err)
+                                    rel_err, run_script)
 
 BATTERY = mqa_battery()
 FP32_TOL = 1e-5
@@ -203,7 +201,7 @@ def test_compile_and_export():
 
 BAD_INPUT_SCRIPT = textwrap.dedent(r"""
     import torch, mnv4_kernels
-    from mnv4_reference.testing import random_mqa_args
+    from mnv4_reference.testing import check_rejections, random_mqa_args
     mqa = torch.ops.mnv4.mqa
     good = list(random_mqa_args(2, 8, 6, 6, num_heads=2, key_dim=4, kv_stride=2))
     names = ["x", "scale", "shift", "q_w", "kdw", "kdb", "k_w", "vdw", "vdb", "v_w", "o_w", "heads", "kv_stride",
@@ -236,24 +234,12 @@ BAD_INPUT_SCRIPT = textwrap.dedent(r"""
         "k_dw_b must have shape [8]": dict(kdb=torch.randn(9)),
         "q_w must be a 1x1 conv weight": dict(q_w=torch.randn(8, 8, 3, 3)),
     }
-    failed = 0
-    for want, kw in cases.items():
-        try:
-            call(**kw)
-            print("NOT REJECTED:", want); failed += 1
-        except RuntimeError as e:
-            if want not in str(e):
-                print("WRONG MESSAGE:", want, "|", str(e).splitlines()[0]); failed += 1
-    call()  # the good call still works afterwards
-    print("checked", len(cases))
-    raise SystemExit(1 if failed else 0)
+    raise SystemExit(check_rejections(call, cases))
 """)
 
 
 def test_bad_input_raises_in_subprocess():
-    r = subprocess.run([sys.executable, "-c", BAD_INPUT_SCRIPT], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, f"rc={r.returncode} (negative = killed by a signal)\n{r.stdout}\n{r.stderr}"
-    assert "checked 21" in r.stdout
+    assert "checked 21" in run_script(BAD_INPUT_SCRIPT).stdout
 
 
 ISA_CASES = BATTERY[::2] + [SHAPES["hybrid_l_stage3_kv2"], SHAPES["heads12_dv_ne_dk"], SHAPES["large_key_grid"]]
@@ -272,9 +258,7 @@ def test_scalar_microkernels_end_to_end_vs_simd(tmp_path):
     process, against the composite and against the SIMD table of this process."""
     path = str(tmp_path / "scalar.pt")
     env = dict(os.environ, MNV4_CPU_ISA="scalar")
-    r = subprocess.run([sys.executable, "-c", ISA_SCRIPT, repr(ISA_CASES), path], capture_output=True, text=True,
-                       timeout=600, env=env)
-    assert r.returncode == 0, r.stdout + r.stderr
+    run_script(ISA_SCRIPT, repr(ISA_CASES), path, timeout=600, env=env)
     got = torch.load(path)
     assert got["isa"] == "scalar"
     import platform

@@ -6,8 +6,6 @@ subprocess that must exit normally), and the scalar microkernels end to end (MNV
 """
 
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -17,7 +15,7 @@ import mnv4_kernels
 from mnv4_kernels import ops as mops
 from mnv4_reference import functional as F
 from mnv4_reference.testing import (NON_CONTIGUOUS_KINDS, OpModule, non_contiguous, random_uib_args, rel_err,
-                                    uib_battery)
+                                    run_script, uib_battery)
 
 BATTERY = uib_battery()
 FP32_TOL = 1e-5
@@ -152,7 +150,7 @@ def test_compile_and_export():
 
 BAD_INPUT_SCRIPT = textwrap.dedent(r"""
     import torch, mnv4_kernels
-    from mnv4_reference.testing import random_uib_args
+    from mnv4_reference.testing import check_rejections, random_uib_args
     uib = torch.ops.mnv4.uib
     x, sw, sb, ew, eb, mw, mb, pw, pb, stride, res, act = random_uib_args(2, 8, 6, 6, 16, 8, k_start=3, k_mid=3)
     good = [x, sw, sb, ew, eb, mw, mb, pw, pb, 1, True, "relu"]
@@ -183,24 +181,12 @@ BAD_INPUT_SCRIPT = textwrap.dedent(r"""
         "start_dw_w and start_dw_b must be given together": dict(sb=None),
         "stride=2 needs a depthwise conv": dict(sw=None, sb=None, mw=None, mb=None, stride=2, res=False),
     }
-    failed = 0
-    for want, kw in cases.items():
-        try:
-            call(**kw)
-            print("NOT REJECTED:", want); failed += 1
-        except RuntimeError as e:
-            if want not in str(e):
-                print("WRONG MESSAGE:", want, "|", str(e).splitlines()[0]); failed += 1
-    call()  # the good call still works afterwards
-    print("checked", len(cases))
-    raise SystemExit(1 if failed else 0)
+    raise SystemExit(check_rejections(call, cases))
 """)
 
 
 def test_bad_input_raises_in_subprocess():
-    r = subprocess.run([sys.executable, "-c", BAD_INPUT_SCRIPT], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, f"rc={r.returncode} (negative = killed by a signal)\n{r.stdout}\n{r.stderr}"
-    assert "checked 19" in r.stdout
+    assert "checked 19" in run_script(BAD_INPUT_SCRIPT).stdout
 
 
 ENV_SCRIPT = textwrap.dedent(r"""
@@ -241,6 +227,4 @@ ENV_SCRIPT = textwrap.dedent(r"""
 ], ids=["scalar", "scalar-mid", "mid-3t", "mid-2t", "rows-3t", "rows-1t", "images-2t", "images-1t"])
 def test_forced_paths_end_to_end(env, threads, half):
     e = dict(os.environ, **env)
-    r = subprocess.run([sys.executable, "-c", ENV_SCRIPT, str(threads), str(half)], capture_output=True, text=True,
-                       timeout=600, env=e)
-    assert r.returncode == 0, r.stdout + r.stderr
+    run_script(ENV_SCRIPT, str(threads), str(half), timeout=600, env=e)

@@ -160,3 +160,33 @@ def non_contiguous(x, kind):
     if kind == "nhcw":
         return x.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)
     raise ValueError(f"kind must be one of {NON_CONTIGUOUS_KINDS}; got {kind!r}")
+
+
+def check_rejections(call, cases):
+    """Bad-input battery: for each `fragment: kwargs` in `cases`, call(**kwargs) must raise a RuntimeError
+    whose message contains `fragment` (the argument's name); afterwards call() must still succeed. Prints
+    each failure and "checked N"; returns the number of failures (an exit status for a subprocess)."""
+    failed = 0
+    for want, kw in cases.items():
+        try:
+            call(**kw)
+            print("NOT REJECTED:", want)
+            failed += 1
+        except RuntimeError as e:
+            if want not in str(e):
+                print("WRONG MESSAGE:", want, "|", str(e).splitlines()[0])
+                failed += 1
+    call()  # the good call still works afterwards
+    print("checked", len(cases))
+    return 1 if failed else 0
+
+
+def run_script(script, *argv, timeout=300, env=None):
+    """Run `script` in a fresh Python; fail unless it exits 0 (a negative code = killed by a signal)."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=timeout,
+                       env=env)
+    assert r.returncode == 0, f"rc={r.returncode} (negative = killed by a signal)\n{r.stdout}\n{r.stderr[-6000:]}"
+    return r

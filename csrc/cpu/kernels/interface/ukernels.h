@@ -68,8 +68,9 @@ const UKernels* ukernels_for(Isa isa);
 // Forces the table that ukernels() returns from now on (tests). Returns false if unavailable.
 bool set_ukernels(Isa isa);
 // Scalar gelu (exact): x * 0.5 * (1 + erf(x / sqrt(2))) with std::erf: the oracle. The SIMD epilogues use
-// the vectorised form in common/vec_math.h (absolute error <= 0.75e-7 |x|; scalar erf cost 4.5x the
-// whole block on a GELU UIB layer of hybrid_large).
+// the vectorised form in common/vec_math.h (absolute error <= 0.75e-7 |x|), checked against this one by
+// the C++ tests; a per-lane scalar erf made GELU blocks several times slower (hybrid_large layers in
+// `python -m mnv4_kernels bench`).
 float gelu_exact(float x);
 
 // Per-ISA entry points (XNNPACK-style names state the contract; see the typedefs above).
