@@ -23,7 +23,7 @@ import torch
 
 import mnv4_kernels
 from mnv4_kernels import baselines, report
-from mnv4_kernels.layers import layer_table
+from mnv4_kernels.layers import layer_table, unique_layers
 from mnv4_kernels.timing import geomean, interleaved
 from mnv4_reference import functional as F
 from mnv4_reference.testing import rel_err
@@ -34,18 +34,7 @@ E2E_MODEL, E2E_RES = "mobilenetv4_hybrid_medium", 256
 
 def distinct_mqa_layers():
     """[(layer, count)]: the MQA layers of MODELS, one per (model, shape, form), in model order."""
-    out, seen = [], {}
-    for name, res in MODELS:
-        for layer in layer_table(name, res):
-            if layer.kind != "mqa":
-                continue
-            key = (name, layer.in_shape, layer.form)
-            if key in seen:
-                out[seen[key]][1] += 1
-                continue
-            seen[key] = len(out)
-            out.append([layer, 1])
-    return [(l, c) for l, c in out]
+    return [(l, c) for name, res in MODELS for l, c in unique_layers(layer_table(name, res)) if l.kind == "mqa"]
 
 
 def bench_layers(batches, repeats, max_seconds, threads):
