@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from .backends import backends as _backends
+from .ops import channels_innermost
 from .model import (AAPool, FusedConv, FusedEdgeResidual, FusedHead, FusedMobileNetV4, FusedMQA, FusedUIB,
                     FusedUIBComposite)
 
@@ -154,6 +155,10 @@ def fuse(reference_model: nn.Module, backend: str = "auto", dtype=None) -> Fused
     def c(t):
         return None if t is None else t.to(dtype).contiguous()
 
+    # A model fused for the CPU ops also runs its 1x1 convs and head through mnv4_cpu::pointwise, with the
+    # weights stored output-channel innermost (the layout the NHWC kernels read in place).
+    cpu_pw = chosen["uib"][0] == "cpu"
+
     w, b = _fold(ref.conv_stem.weight, ref.bn1)
     stem = FusedConv(c(w), c(b), ref.conv_stem.stride[0], act)
 
@@ -163,7 +168,8 @@ def fuse(reference_model: nn.Module, backend: str = "auto", dtype=None) -> Fused
         if kind == "cn":
             w, b = _fold(blk.conv.weight, blk.bn1)
             aa = _aa_of(blk, blk.out_chs, aa_kind)
-            m = FusedConv(c(w), c(b), blk.conv.stride[0], act, aa)
+            is_pw = cpu_pw and w.shape[-1] == 1 and blk.conv.stride[0] == 1
+            m = FusedConv(channels_innermost(c(w)) if is_pw else c(w), c(b), blk.conv.stride[0], act, aa, pointwise=is_pw)
             if aa is not None:
                 aa.to(dtype)
             blocks.append((name, "cn", m))
@@ -189,6 +195,8 @@ def fuse(reference_model: nn.Module, backend: str = "auto", dtype=None) -> Fused
                 m = FusedUIBComposite(t, blk.has_skip, act, _aa_of(blk.dw_mid, blk.mid_chs, aa_kind))
             else:
                 be, fn = chosen["uib"]
+                if be == "cpu":  # the layout the CPU op's channels_last path reads in place
+                    t = {k: channels_innermost(v) if k.endswith("_w") else v for k, v in t.items()}
                 m = FusedUIB(fn, be, t, blk.stride, blk.has_skip, act)
             blocks.append((name, "uib", m))
         elif kind == "mqa":
@@ -224,7 +232,11 @@ def fuse(reference_model: nn.Module, backend: str = "auto", dtype=None) -> Fused
             cb = torch.zeros(cw.shape[0], device=cw.device)
     else:
         cw = cb = None
-    head = FusedHead(c(hw), c(hb), act, c(cw), c(cb))
+    if cpu_pw:
+        head = FusedHead(channels_innermost(c(hw)), c(hb), act, None if cw is None else channels_innermost(c(cw)), c(cb),
+                         pointwise=True)
+    else:
+        head = FusedHead(c(hw), c(hb), act, c(cw), c(cb))
     model = FusedMobileNetV4(stem, blocks, head, model_name=getattr(ref, "model_name", "mobilenetv4"),
                              num_classes=getattr(ref, "num_classes", 0 if cw is None else cw.shape[0]),
                              num_features=getattr(ref, "num_features", hw.shape[1]), act=act, dtype=dtype,

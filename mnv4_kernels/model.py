@@ -43,18 +43,31 @@ class AAPool(nn.Module):
         return F.conv2d(x, self.filt, stride=2, padding=1, groups=self.channels)
 
 
-class FusedConv(nn.Module):
-    """conv + folded BN (weight, bias) + activation [+ anti-alias pool]: the stem and `cn` blocks."""
+def _pointwise(x, w, b, act: str):
+    """1x1 conv / linear + bias + act through the CPU pointwise op (csrc/cpu/pointwise.cpp)."""
+    return torch.ops.mnv4_cpu.pointwise(x, w, b, act)
 
-    def __init__(self, weight, bias, stride, act, aa: Optional[AAPool] = None, groups: int = 1):
+
+class FusedConv(nn.Module):
+    """conv + folded BN (weight, bias) + activation [+ anti-alias pool]: the stem and `cn` blocks.
+
+    pointwise=True (1x1 convs of a model fused for the CPU): through mnv4_cpu::pointwise, weight stored with
+    the output channel innermost; else F.conv2d (oneDNN on the CPU)."""
+
+    def __init__(self, weight, bias, stride, act, aa: Optional[AAPool] = None, groups: int = 1,
+                 pointwise: bool = False):
         super().__init__()
         self.register_buffer("weight", weight)
         self.register_buffer("bias", bias)
         self.stride, self.padding, self.act, self.groups = stride, weight.shape[-1] // 2, act, groups
         self.aa = aa
+        self.pointwise = pointwise
 
     def forward(self, x):
-        x = _act(F.conv2d(x, self.weight, self.bias, self.stride, self.padding, 1, self.groups), self.act)
+        if self.pointwise:
+            x = _pointwise(x, self.weight, self.bias, self.act)
+        else:
+            x = _act(F.conv2d(x, self.weight, self.bias, self.stride, self.padding, 1, self.groups), self.act)
         return self.aa(x) if self.aa is not None else x
 
 
@@ -142,19 +155,29 @@ class FusedMQA(nn.Module):
 
 
 class FusedHead(nn.Module):
-    """global avg pool -> folded conv_head + norm_head (a C -> 1280 affine) + act -> classifier."""
+    """global avg pool -> folded conv_head + norm_head (a C -> 1280 affine) + act -> classifier.
 
-    def __init__(self, head_w, head_b, act, cls_w: Optional[torch.Tensor], cls_b: Optional[torch.Tensor]):
+    pointwise=True: both products through mnv4_cpu::pointwise (weights stored [in][out]); else F.linear."""
+
+    def __init__(self, head_w, head_b, act, cls_w: Optional[torch.Tensor], cls_b: Optional[torch.Tensor],
+                 pointwise: bool = False):
         super().__init__()
         self.register_buffer("head_w", head_w)
         self.register_buffer("head_b", head_b)
         _register_optional(self, ("cls_w", "cls_b"), dict(cls_w=cls_w, cls_b=cls_b))
         self.act = act
+        self.pointwise = pointwise
 
     def forward(self, x, pre_logits: bool = False):
-        x = _act(F.linear(x.mean((2, 3)), self.head_w, self.head_b), self.act)
+        x = x.mean((2, 3))
+        if self.pointwise:
+            x = _pointwise(x, self.head_w, self.head_b, self.act)
+        else:
+            x = _act(F.linear(x, self.head_w, self.head_b), self.act)
         if pre_logits or self.cls_w is None:
             return x
+        if self.pointwise:
+            return _pointwise(x, self.cls_w, self.cls_b, "none")
         return F.linear(x, self.cls_w, self.cls_b)
 
 

@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ["uib", "mqa", "output_memory_format"]
+__all__ = ["uib", "mqa", "output_memory_format", "channels_innermost"]
 
 
 def output_memory_format(x: Tensor) -> torch.memory_format:
@@ -18,6 +18,19 @@ def output_memory_format(x: Tensor) -> torch.memory_format:
     if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
         return torch.channels_last
     return torch.contiguous_format
+
+
+def channels_innermost(weight: Tensor) -> Tensor:
+    """The same conv weight [O, I, kh, kw] (or linear weight [O, I]), stored with the output channel innermost
+    ([I][kh][kw][O] in memory).
+
+    The CPU uib op on channels_last input reads its 1x1 weights as [Cin][Cout] matrices and its depthwise
+    weights as [k][k][C] (csrc/cpu/uib.cpp, NHWC path); weights stored this way are used in place, any other
+    strides cost a transposed copy per call. Values, shape and semantics are unchanged; fuse() stores the
+    UIB, 1x1 and head weights of the 'cpu' backend so."""
+    if weight.dim() == 2:
+        return weight.t().contiguous().t()
+    return weight.permute(1, 2, 3, 0).contiguous().permute(3, 0, 1, 2)
 
 
 def _conv_out(size, stride):
@@ -67,6 +80,16 @@ def _mqa_fake(x, norm_scale, norm_shift, q_w, k_dw_w, k_dw_b, k_w, v_dw_w, v_dw_
     return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=output_memory_format(x))
 
 
+def _pointwise_fake(x, weight, bias=None, activation="none"):
+    torch._check(x.dim() in (2, 4), lambda: f"mnv4_cpu::pointwise: x must be 2-D or 4-D; got ndim {x.dim()}")
+    if x.dim() == 2:
+        return torch.empty((x.shape[0], weight.shape[0]), dtype=x.dtype, device=x.device)
+    n, _, h, w = x.shape
+    return torch.empty((n, weight.shape[0], h, w), dtype=x.dtype, device=x.device,
+                       memory_format=output_memory_format(x))
+
+
 def register_fakes():
     torch.library.register_fake("mnv4::uib")(_uib_fake)
     torch.library.register_fake("mnv4::mqa")(_mqa_fake)
+    torch.library.register_fake("mnv4_cpu::pointwise")(_pointwise_fake)

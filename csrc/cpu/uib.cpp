@@ -62,6 +62,7 @@ struct Geometry {
   int64_t ks, ss, ps;  // start dw kernel (0 = none), stride, pad
   int64_t km, ms, pm;  // mid dw kernel (0 = none), stride, pad
   bool in_cl, out_cl, residual;
+  bool nhwc;  // channels_last: the NHWC kernels on pixel-major tiles (else channel-major tiles)
   Act act;
   int64_t bh, nb;  // output rows per band (task), bands per image
   int64_t sb;      // output rows per step inside a band
@@ -118,8 +119,12 @@ Sizes scratch_sizes(const Geometry& g) {
 // the expanded tensor). Steps inside a band: the step height minimising a cost model (GEMM register tiles
 // of 16 pixels, a short last tile at ~0.6 of a full one, plus a fixed cost per step), as long as the
 // expanded window and the mid dw output stay within ~640 KB together (L2).
-double gemm_tiles(int64_t pixels) {
-  const int64_t rem = pixels % 16;
+double gemm_tiles(const Geometry& g, int64_t pixels) {
+  if (g.nhwc) {  // pixels are GEMM rows, 6 per register tile; a short tile costs about its rows
+    const int64_t rem = pixels % 6;
+    return double(pixels / 6) + (rem == 0 ? 0.0 : 0.25 + rem / 6.0);
+  }
+  const int64_t rem = pixels % 16;  // pixels are GEMM columns, 16 per register tile
   return double(pixels / 16) + (rem == 0 ? 0.0 : rem <= 8 ? 0.6 : 1.0);
 }
 
@@ -140,7 +145,7 @@ void plan(Geometry& g, int64_t threads) {
       const int64_t oy1 = std::min(g.bh, oy0 + sb);
       int64_t e0, e1;
       expanded_rows(g, oy0, oy1, e0, e1);
-      cost += gemm_tiles((oy1 - oy0) * g.Wo) + gemm_tiles((e1 - std::max(e0, ew1)) * g.Ws) + 1.0;
+      cost += gemm_tiles(g, (oy1 - oy0) * g.Wo) + gemm_tiles(g, (e1 - std::max(e0, ew1)) * g.Ws) + 1.0;
       ew1 = e1;
     }
     if (cost < best * 0.999) best = cost, best_sb = sb;
@@ -264,7 +269,8 @@ void run_mid_split(const Geometry& g, const Weights& wt, const float* x, float* 
   const int64_t mc = ((g.mid + T - 1) / T + 7) / 8 * 8;  // slice width, a multiple of 8
   const int64_t slices = (g.mid + mc - 1) / mc;
   const int64_t P = g.Ho * g.Wo, PS = g.Hs * g.Ws, PX = g.H * g.W;
-  std::vector<float> partial(static_cast<size_t>(g.N * slices * g.Cout * P));
+  thread_local std::vector<float> partial;  // kept between calls (see run_mid_split_nhwc)
+  if (int64_t(partial.size()) < g.N * slices * g.Cout * P) partial.resize(g.N * slices * g.Cout * P);
   const int64_t zx = g.in_cl ? g.Cin * PX : 0, zs = g.ks ? g.Cin * PS : 0, ze = mc * PS, zm = mc * P;
   const int64_t zdw = std::max(g.ks ? cpu::f32_dwconv_scratch_floats(int(g.ks), int(g.ss), g.W, g.Hs) : 0,
                                cpu::f32_dwconv_scratch_floats(int(g.km), int(g.ms), g.Ws, g.Ho));
@@ -384,6 +390,202 @@ void run_images(const Geometry& g, const Weights& wt, const float* x, float* out
 
 at::Tensor f32(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
 
+// ---- channels_last: pixel-major (NHWC) tiles ----
+// The same three schedules on [pixels][channels] tiles with the NHWC kernels: the input and the output are
+// used in place (no transposes), a 1x1 conv is a GEMM with pixels as rows and the transposed weight as B
+// ([Cin][Cout], in place when fuse() stored it so; see nhwc_weights), the depthwise convs run along the
+// channels. Rows of an NHWC tile are contiguous, so the rolling window shifts with one memmove.
+
+struct NhwcWeights {
+  const float *sw, *sb, *ew, *eb, *mw, *mb, *pw, *pb;  // sw [ks*ks][Cin], ew [Cin][mid], mw [km*km][mid], pw [mid][Cout]
+};
+
+void run_task_nhwc(const Geometry& g, const NhwcWeights& wt, const float* x, float* out, int64_t n, int64_t OY0,
+                   int64_t OY1, float* buf, const Sizes& z) {
+  const cpu::UKernels& uk = cpu::ukernels();
+  float* st = buf;
+  float* et = st + z.s;
+  float* mt = et + z.e;
+  const int64_t ers = g.Ws * g.mid;  // row stride of the window
+  const float* xn = x + n * g.H * g.W * g.Cin;
+  int64_t ew0 = 0, ew1 = 0;
+  for (int64_t oy0 = OY0; oy0 < OY1; oy0 += g.sb) {
+    const int64_t oy1 = std::min(OY1, oy0 + g.sb);
+    int64_t e0, e1;
+    expanded_rows(g, oy0, oy1, e0, e1);
+    if (e0 >= ew0 && e0 < ew1) {  // keep rows [e0, ew1)
+      if (e0 > ew0) {
+        std::memmove(et, et + (e0 - ew0) * ers, (ew1 - e0) * ers * sizeof(float));
+        ew0 = e0;
+      }
+    } else {
+      ew0 = ew1 = e0;
+    }
+    if (ew1 < e1) {  // compute expanded rows [ew1, e1)
+      const int64_t n0 = ew1, pe = (e1 - n0) * g.Ws;
+      const float* S = xn + n0 * g.W * g.Cin;  // no start dw: expanded rows = input rows
+      if (g.ks) {
+        int64_t r0, r1;
+        input_rows(g, n0, e1, r0, r1);
+        uk.dwconv_nhwc(g.Cin, int(g.ks), int(g.ss), xn + r0 * g.W * g.Cin, g.Cin, g.W * g.Cin, r0, g.H, g.W, wt.sw,
+                       g.Cin, wt.sb, Act::None, st, g.Cin, g.Ws * g.Cin, n0, e1);
+        S = st;
+      }
+      uk.pwconv_nhwc(pe, g.mid, g.Cin, S, g.Cin, wt.ew, g.mid, et + (n0 - ew0) * ers, g.mid, wt.eb, g.act, nullptr, 0);
+      ew1 = e1;
+    }
+    const int64_t po = (oy1 - oy0) * g.Wo;
+    const float* Mp = et + (oy0 - ew0) * ers;  // no mid dw: output rows = expanded rows
+    if (g.km) {
+      uk.dwconv_nhwc(g.mid, int(g.km), int(g.ms), et, g.mid, ers, ew0, g.Hs, g.Ws, wt.mw, g.mid, wt.mb, g.act, mt,
+                     g.mid, g.Wo * g.mid, oy0, oy1);
+      Mp = mt;
+    }
+    // residual => stride 1, Cin == Cout, W == Wo: x's pixels line up with the output's
+    const float* R = g.residual ? xn + oy0 * g.W * g.Cin : nullptr;
+    uk.pwconv_nhwc(po, g.Cout, g.mid, Mp, g.mid, wt.pw, g.Cout, out + (n * g.Ho + oy0) * g.Wo * g.Cout, g.Cout, wt.pb,
+                   Act::None, R, g.Cin);
+  }
+}
+
+Sizes scratch_sizes_nhwc(const Geometry& g) {
+  Sizes z{};
+  z.s = g.ks ? g.cap_e * g.Ws * g.Cin : 0;
+  z.e = g.cap_e * g.Ws * g.mid;
+  z.m = g.km ? g.sb * g.Wo * g.mid : 0;
+  return z;
+}
+
+// Mid-channel slices (see use_mid_split): task = (image, slice [m0, m1)); the slices' projection partials
+// [P][Cout] are summed with bias (+ x) by a second pass.
+void run_mid_split_nhwc(const Geometry& g, const NhwcWeights& wt, const float* x, float* out, int64_t threads) {
+  const cpu::UKernels& uk = cpu::ukernels();
+  const int64_t T = std::max<int64_t>(1, std::min((threads + g.N - 1) / g.N, (g.mid + 7) / 8));
+  const int64_t mc = ((g.mid + T - 1) / T + 7) / 8 * 8;  // slice width, a multiple of 8
+  const int64_t slices = (g.mid + mc - 1) / mc;
+  const int64_t P = g.Ho * g.Wo, PS = g.Hs * g.Ws, PX = g.H * g.W;
+  // Every element is written below. Kept by the calling thread between calls: a fresh buffer of this size
+  // (> 128 KB) would be mmapped and unmapped by malloc per call, page faults and TLB shootdowns included.
+  thread_local std::vector<float> partial_buf;
+  if (int64_t(partial_buf.size()) < g.N * slices * P * g.Cout) partial_buf.resize(g.N * slices * P * g.Cout);
+  float* const partial = partial_buf.data();
+  const int64_t zs = g.ks ? PS * g.Cin : 0, ze = PS * mc, zm = P * mc;
+  at::parallel_for(0, g.N * slices, 1, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> buf;
+    if (int64_t(buf.size()) < zs + ze + zm) buf.resize(zs + ze + zm);
+    float *st = buf.data(), *et = st + zs, *mt = et + ze;
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t n = t / slices, m0 = (t % slices) * mc, cm = std::min(g.mid, m0 + mc) - m0;
+      const float* X = x + n * PX * g.Cin;
+      const float* S = X;
+      if (g.ks) {
+        uk.dwconv_nhwc(g.Cin, int(g.ks), int(g.ss), X, g.Cin, g.W * g.Cin, 0, g.H, g.W, wt.sw, g.Cin, wt.sb,
+                       Act::None, st, g.Cin, g.Ws * g.Cin, 0, g.Hs);
+        S = st;
+      }
+      uk.pwconv_nhwc(PS, cm, g.Cin, S, g.Cin, wt.ew + m0, g.mid, et, cm, wt.eb + m0, g.act, nullptr, 0);
+      uk.dwconv_nhwc(cm, int(g.km), int(g.ms), et, cm, g.Ws * cm, 0, g.Hs, g.Ws, wt.mw + m0, g.mid, wt.mb + m0, g.act,
+                     mt, cm, g.Wo * cm, 0, g.Ho);
+      uk.pwconv_nhwc(P, g.Cout, cm, mt, cm, wt.pw + m0 * g.Cout, g.Cout, partial + t * P * g.Cout, g.Cout,
+                     nullptr, Act::None, nullptr, 0);
+    }
+  });
+  at::parallel_for(0, g.N * P, 8, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {  // i = n * P + pixel
+      const int64_t n = i / P, q = i % P;
+      const float* p0 = partial + (n * slices * P + q) * g.Cout;
+      const float* r = x + i * g.Cin;
+      float* o = out + i * g.Cout;
+      for (int64_t c = 0; c < g.Cout; ++c) o[c] = wt.pb[c] + p0[c];
+      for (int64_t sl = 1; sl < slices; ++sl)
+        for (int64_t c = 0; c < g.Cout; ++c) o[c] += p0[sl * P * g.Cout + c];
+      if (g.residual)
+        for (int64_t c = 0; c < g.Cout; ++c) o[c] += r[c];
+    }
+  });
+}
+
+// Several whole images per task (see images_per_task): their pixels are consecutive in NHWC, so both GEMMs
+// run over all of them at once; the dw convs go image by image.
+void run_images_nhwc(const Geometry& g, const NhwcWeights& wt, const float* x, float* out, int64_t n0, int64_t n1,
+                     float* buf) {
+  const cpu::UKernels& uk = cpu::ukernels();
+  const int64_t G = n1 - n0, PX = g.H * g.W, PS = g.Hs * g.Ws, P = g.Ho * g.Wo;
+  float* st = buf;
+  float* et = st + (g.ks ? G * PS * g.Cin : 0);
+  float* mt = et + G * PS * g.mid;
+  const float* X = x + n0 * PX * g.Cin;
+  const float* S = X;  // no start dw: PS == PX
+  if (g.ks) {
+    for (int64_t i = 0; i < G; ++i)
+      uk.dwconv_nhwc(g.Cin, int(g.ks), int(g.ss), X + i * PX * g.Cin, g.Cin, g.W * g.Cin, 0, g.H, g.W, wt.sw, g.Cin,
+                     wt.sb, Act::None, st + i * PS * g.Cin, g.Cin, g.Ws * g.Cin, 0, g.Hs);
+    S = st;
+  }
+  uk.pwconv_nhwc(G * PS, g.mid, g.Cin, S, g.Cin, wt.ew, g.mid, et, g.mid, wt.eb, g.act, nullptr, 0);
+  const float* Mp = et;  // no mid dw: P == PS
+  if (g.km) {
+    for (int64_t i = 0; i < G; ++i)
+      uk.dwconv_nhwc(g.mid, int(g.km), int(g.ms), et + i * PS * g.mid, g.mid, g.Ws * g.mid, 0, g.Hs, g.Ws, wt.mw,
+                     g.mid, wt.mb, g.act, mt + i * P * g.mid, g.mid, g.Wo * g.mid, 0, g.Ho);
+    Mp = mt;
+  }
+  uk.pwconv_nhwc(G * P, g.Cout, g.mid, Mp, g.mid, wt.pw, g.Cout, out + n0 * P * g.Cout, g.Cout, wt.pb, Act::None,
+                 g.residual ? X : nullptr, g.Cin);
+}
+
+int64_t images_scratch_nhwc(const Geometry& g, int64_t G) {
+  const int64_t PS = g.Hs * g.Ws, P = g.Ho * g.Wo;
+  return G * ((g.ks ? PS * g.Cin : 0) + PS * g.mid + (g.km ? P * g.mid : 0));
+}
+
+// A 1x1 weight [O, I, 1, 1] as the fp32 matrix [I][O], or a depthwise weight [C, 1, k, k] as [k*k][C]: in
+// place when the tensor is stored that way (fuse() lays out CPU weights so: a transposed view with the
+// torch shape), else a transposed copy made here, per call.
+at::Tensor nhwc_weight(const at::Tensor& w) {
+  at::Tensor t = w.to(at::kFloat).reshape({w.size(0), -1}).t();
+  return t.is_contiguous() ? t : t.contiguous();
+}
+
+void uib_nhwc(const Geometry& g, const at::Tensor& xf, at::Tensor& out, const c10::optional<at::Tensor>& start_dw_w,
+              const c10::optional<at::Tensor>& start_dw_b, const at::Tensor& expand_w, const at::Tensor& expand_b,
+              const c10::optional<at::Tensor>& mid_dw_w, const c10::optional<at::Tensor>& mid_dw_b,
+              const at::Tensor& proj_w, const at::Tensor& proj_b) {
+  at::Tensor sw, sb, mw, mb;
+  if (g.ks) sw = nhwc_weight(*start_dw_w), sb = f32(*start_dw_b);
+  if (g.km) mw = nhwc_weight(*mid_dw_w), mb = f32(*mid_dw_b);
+  const at::Tensor ew = nhwc_weight(expand_w), eb = f32(expand_b), pw = nhwc_weight(proj_w), pb = f32(proj_b);
+  NhwcWeights wt{g.ks ? sw.data_ptr<float>() : nullptr, g.ks ? sb.data_ptr<float>() : nullptr, ew.data_ptr<float>(),
+                 eb.data_ptr<float>(), g.km ? mw.data_ptr<float>() : nullptr, g.km ? mb.data_ptr<float>() : nullptr,
+                 pw.data_ptr<float>(), pb.data_ptr<float>()};
+  const float* xp = xf.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const int64_t threads = at::get_num_threads();
+  const int64_t G = images_per_task(g, threads);
+  if (G > 1) {
+    const int64_t zt = images_scratch_nhwc(g, G);
+    at::parallel_for(0, (g.N + G - 1) / G, 1, [&](int64_t begin, int64_t end) {
+      thread_local std::vector<float> buf;
+      if (int64_t(buf.size()) < zt) buf.resize(zt);
+      for (int64_t t = begin; t < end; ++t)
+        run_images_nhwc(g, wt, xp, op, t * G, std::min(g.N, (t + 1) * G), buf.data());
+    });
+  } else if (use_mid_split(g, threads)) {
+    run_mid_split_nhwc(g, wt, xp, op, threads);
+  } else {
+    const Sizes z = scratch_sizes_nhwc(g);
+    at::parallel_for(0, g.N * g.nb, 1, [&](int64_t begin, int64_t end) {
+      thread_local std::vector<float> buf;  // per-thread scratch, kept between calls
+      if (int64_t(buf.size()) < z.total()) buf.resize(z.total());
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t n = t / g.nb, oy0 = (t % g.nb) * g.bh;
+        run_task_nhwc(g, wt, xp, op, n, oy0, std::min(g.Ho, oy0 + g.bh), buf.data(), z);
+      }
+    });
+  }
+}
+
+
 at::Tensor uib_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& start_dw_w,
                    const c10::optional<at::Tensor>& start_dw_b, const at::Tensor& expand_w, const at::Tensor& expand_b,
                    const c10::optional<at::Tensor>& mid_dw_w, const c10::optional<at::Tensor>& mid_dw_b,
@@ -416,9 +618,15 @@ at::Tensor uib_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& start_d
   g.out_cl = p.channels_last;
   g.residual = p.residual;
   g.act = to_act(p.activation);
+  g.nhwc = p.channels_last;
   plan(g, at::get_num_threads());
 
   const at::Tensor xf = x.to(at::kFloat).contiguous(fmt);
+  if (g.nhwc) {
+    at::Tensor out = at::empty({g.N, g.Cout, g.Ho, g.Wo}, x.options().dtype(at::kFloat).memory_format(fmt));
+    uib_nhwc(g, xf, out, start_dw_w, start_dw_b, expand_w, expand_b, mid_dw_w, mid_dw_b, proj_w, proj_b);
+    return x.scalar_type() == at::kFloat ? out : out.to(x.scalar_type());
+  }
   at::Tensor sw, sb, mw, mb;
   if (g.ks) sw = f32(*start_dw_w), sb = f32(*start_dw_b);
   if (g.km) mw = f32(*mid_dw_w), mb = f32(*mid_dw_b);

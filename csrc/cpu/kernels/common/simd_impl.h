@@ -288,3 +288,243 @@ inline void dwconv_dispatch(int64_t channels, int k, int s, const float* in, int
                                  oy0, oy1, scratch);
   }
 }
+
+// ---- NHWC kernels (see f32_pwconv_nhwc_fn, f32_dwconv_nhwc_fn) ----
+//
+// Pointwise conv: rows of C are pixels, columns channels. Register tile MR pixels x NV vectors of channels:
+// the k loop broadcasts A[p][k] (one pixel's input channel) and loads NV vectors of B's row k (the
+// transposed weight, used in place: row k of a 16-column slab is one 64-byte line). Loop order: column
+// slabs outer, so a K x NR slab of the weights stays in L1 while the pixels' rows stream past it. The
+// last slab (N not a multiple of NR) uses masked loads and stores; the last rows (M % MR) their own
+// instantiation.
+
+template <int MR, int NV, Act A, bool RES, bool TAIL>
+inline void pw_tile(int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+                    const float* bias, const float* r, int64_t ldr, int nrem) {
+  constexpr int W = V::W;
+  typename V::T acc[MR][NV];
+  for (int v = 0; v < NV; ++v) {
+    const typename V::T b0 =
+        bias ? (TAIL ? V::loadn(bias + v * W, nrem - v * W) : V::loadu(bias + v * W)) : V::zero();
+    for (int i = 0; i < MR; ++i) acc[i][v] = b0;
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    typename V::T bv[NV];
+    const float* bk = b + k * ldb;
+    for (int v = 0; v < NV; ++v) bv[v] = TAIL ? V::loadn(bk + v * W, nrem - v * W) : V::loadu(bk + v * W);
+    for (int i = 0; i < MR; ++i) {
+      const typename V::T av = V::set1(a[i * lda + k]);
+      for (int v = 0; v < NV; ++v) acc[i][v] = V::fma(av, bv[v], acc[i][v]);
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    float* ci = c + i * ldc;
+    const float* ri = RES ? r + i * ldr : nullptr;
+    for (int v = 0; v < NV; ++v) {
+      const int n = TAIL ? nrem - v * W : W;
+      if (TAIL && n <= 0) break;
+      typename V::T y = act_vec<A>(acc[i][v]);
+      if (RES) y = V::add(y, TAIL ? V::loadn(ri + v * W, n) : V::loadu(ri + v * W));
+      if (TAIL && n < W)
+        V::storen(ci + v * W, y, n);
+      else
+        V::storeu(ci + v * W, y);
+    }
+  }
+}
+
+// All M rows of one column slab.
+template <int MR, int NV, Act A, bool RES, bool TAIL>
+inline void pw_slab(int64_t M, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+                    int64_t ldc, const float* bias, const float* r, int64_t ldr, int nrem) {
+  int64_t i = 0;
+  for (; i + MR <= M; i += MR)
+    pw_tile<MR, NV, A, RES, TAIL>(K, a + i * lda, lda, b, ldb, c + i * ldc, ldc, bias, RES ? r + i * ldr : nullptr,
+                                  ldr, nrem);
+  const int rem = static_cast<int>(M - i);
+  if (rem == 0) return;
+  a += i * lda;
+  c += i * ldc;
+  if (RES) r += i * ldr;
+  switch (rem) {
+#define MNV4_PW_ROWS(R)                                                                                   \
+  case R:                                                                                                 \
+    if (R < MR) pw_tile<(R < MR ? R : 1), NV, A, RES, TAIL>(K, a, lda, b, ldb, c, ldc, bias, r, ldr, nrem); \
+    break;
+    MNV4_PW_ROWS(1) MNV4_PW_ROWS(2) MNV4_PW_ROWS(3) MNV4_PW_ROWS(4) MNV4_PW_ROWS(5) MNV4_PW_ROWS(6)
+    MNV4_PW_ROWS(7)
+#undef MNV4_PW_ROWS
+    default: break;
+  }
+}
+
+template <int MR, int NV, Act A, bool RES>
+void pw_impl(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+             int64_t ldc, const float* bias, const float* r, int64_t ldr) {
+  if (M <= 0 || N <= 0) return;
+  constexpr int NR = NV * V::W;
+  int64_t j = 0;
+  for (; j + NR <= N; j += NR)
+    pw_slab<MR, NV, A, RES, false>(M, K, a, lda, b + j, ldb, c + j, ldc, bias ? bias + j : nullptr,
+                                   RES ? r + j : nullptr, ldr, NR);
+  if (j == N) return;
+  const int rem = static_cast<int>(N - j);
+  if (rem <= V::W)
+    pw_slab<MR, 1, A, RES, true>(M, K, a, lda, b + j, ldb, c + j, ldc, bias ? bias + j : nullptr,
+                                 RES ? r + j : nullptr, ldr, rem);
+  else
+    pw_slab<MR, NV, A, RES, true>(M, K, a, lda, b + j, ldb, c + j, ldc, bias ? bias + j : nullptr,
+                                  RES ? r + j : nullptr, ldr, rem);
+}
+
+template <int MR, int NV>
+void pw_dispatch(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+                 int64_t ldc, const float* bias, Act act, const float* r, int64_t ldr) {
+  const bool res = r != nullptr;
+  switch (act) {
+    case Act::None:
+      return res ? pw_impl<MR, NV, Act::None, true>(M, N, K, a, lda, b, ldb, c, ldc, bias, r, ldr)
+                 : pw_impl<MR, NV, Act::None, false>(M, N, K, a, lda, b, ldb, c, ldc, bias, r, ldr);
+    case Act::Relu:
+      return res ? pw_impl<MR, NV, Act::Relu, true>(M, N, K, a, lda, b, ldb, c, ldc, bias, r, ldr)
+                 : pw_impl<MR, NV, Act::Relu, false>(M, N, K, a, lda, b, ldb, c, ldc, bias, r, ldr);
+    case Act::Gelu:
+      return res ? pw_impl<MR, NV, Act::Gelu, true>(M, N, K, a, lda, b, ldb, c, ldc, bias, r, ldr)
+                 : pw_impl<MR, NV, Act::Gelu, false>(M, N, K, a, lda, b, ldb, c, ldc, bias, r, ldr);
+  }
+}
+
+// Depthwise NHWC: a chunk of CV vectors of channels (TAIL: only the first cn channels valid, masked), one
+// output row at a time. Columns whose taps all lie inside the image go DWN_PX pixels at a time (each weight
+// vector loaded once serves them all); border columns one at a time with their valid tap range. Rows
+// outside the image are skipped per output row. The input is read in place: no padded copies.
+constexpr int DWN_PX = 4;
+
+template <int KC, int SC, Act A, int CV, bool TAIL>
+inline void dwn_chunk(int k_rt, int s_rt, int cn, const float* in, int64_t in_ps, int64_t in_rs, int64_t in_r0,
+                      int64_t in_h, int64_t in_w, const float* w, int64_t ldw, const float* bias, float* out,
+                      int64_t out_ps, int64_t out_rs, int64_t oy0, int64_t oy1) {
+  constexpr int W = V::W;
+  using T = typename V::T;
+  const int k = KC ? KC : k_rt;
+  const int s = SC ? SC : s_rt;
+  const int p = k / 2;
+  const int64_t out_w = (in_w - 1) / s + 1;
+  auto ld = [cn](const float* q, int v) { return TAIL ? V::loadn(q + v * W, cn - v * W) : V::loadu(q + v * W); };
+  // interior output columns [xlo, xhi): ox*s - p >= 0 and ox*s - p + k - 1 < in_w
+  const int64_t xlo = (p + s - 1) / s;
+  const int64_t xhi = in_w - k + p >= 0 ? std::max<int64_t>(xlo, (in_w - k + p) / s + 1) : xlo;
+  T b0[CV];
+  for (int v = 0; v < CV; ++v) b0[v] = bias ? ld(bias, v) : V::zero();
+  for (int64_t oy = oy0; oy < oy1; ++oy) {
+    const int64_t y0 = oy * s - p;
+    const int i0 = static_cast<int>(std::max<int64_t>(0, -y0));
+    const int i1 = static_cast<int>(std::min<int64_t>(k, in_h - y0));
+    float* orow = out + (oy - oy0) * out_rs;
+    int64_t ox = 0;
+    while (ox < out_w) {
+      if (ox >= xlo && ox + DWN_PX <= xhi) {
+        T acc[DWN_PX][CV];
+        for (int q = 0; q < DWN_PX; ++q)
+          for (int v = 0; v < CV; ++v) acc[q][v] = b0[v];
+        for (int i = i0; i < i1; ++i) {
+          const float* irow = in + (y0 + i - in_r0) * in_rs + (ox * s - p) * in_ps;
+          for (int j = 0; j < k; ++j) {
+            T wv[CV];
+            for (int v = 0; v < CV; ++v) wv[v] = ld(w + (i * k + j) * ldw, v);
+            for (int q = 0; q < DWN_PX; ++q) {
+              const float* ip = irow + (q * s + j) * in_ps;
+              for (int v = 0; v < CV; ++v) acc[q][v] = V::fma(wv[v], ld(ip, v), acc[q][v]);
+            }
+          }
+        }
+        for (int q = 0; q < DWN_PX; ++q)
+          for (int v = 0; v < CV; ++v) {
+            float* o = orow + (ox + q) * out_ps + v * W;
+            const T y = act_vec<A>(acc[q][v]);
+            if (TAIL && cn - v * W < W) {
+              if (cn - v * W > 0) V::storen(o, y, cn - v * W);
+            } else {
+              V::storeu(o, y);
+            }
+          }
+        ox += DWN_PX;
+      } else {
+        const int64_t x0 = ox * s - p;
+        const int j0 = static_cast<int>(std::max<int64_t>(0, -x0));
+        const int j1 = static_cast<int>(std::min<int64_t>(k, in_w - x0));
+        T acc[CV];
+        for (int v = 0; v < CV; ++v) acc[v] = b0[v];
+        for (int i = i0; i < i1; ++i) {
+          const float* irow = in + (y0 + i - in_r0) * in_rs;
+          for (int j = j0; j < j1; ++j) {
+            const float* ip = irow + (x0 + j) * in_ps;
+            for (int v = 0; v < CV; ++v) acc[v] = V::fma(ld(w + (i * k + j) * ldw, v), ld(ip, v), acc[v]);
+          }
+        }
+        for (int v = 0; v < CV; ++v) {
+          float* o = orow + ox * out_ps + v * W;
+          const T y = act_vec<A>(acc[v]);
+          if (TAIL && cn - v * W < W) {
+            if (cn - v * W > 0) V::storen(o, y, cn - v * W);
+          } else {
+            V::storeu(o, y);
+          }
+        }
+        ox += 1;
+      }
+    }
+  }
+}
+
+// Channels in chunks of DWN_CV vectors, then single vectors, then one masked vector.
+constexpr int DWN_CV = 2;
+
+template <int KC, int SC, Act A>
+void dwn_impl(int64_t channels, int k, int s, const float* in, int64_t in_ps, int64_t in_rs, int64_t in_r0,
+              int64_t in_h, int64_t in_w, const float* w, int64_t ldw, const float* bias, float* out, int64_t out_ps,
+              int64_t out_rs, int64_t oy0, int64_t oy1) {
+  constexpr int W = V::W;
+  if (oy1 <= oy0 || channels <= 0) return;
+  int64_t c = 0;
+  for (; c + DWN_CV * W <= channels; c += DWN_CV * W)
+    dwn_chunk<KC, SC, A, DWN_CV, false>(k, s, DWN_CV * W, in + c, in_ps, in_rs, in_r0, in_h, in_w, w + c, ldw,
+                                        bias ? bias + c : nullptr, out + c, out_ps, out_rs, oy0, oy1);
+  for (; c + W <= channels; c += W)
+    dwn_chunk<KC, SC, A, 1, false>(k, s, W, in + c, in_ps, in_rs, in_r0, in_h, in_w, w + c, ldw,
+                                   bias ? bias + c : nullptr, out + c, out_ps, out_rs, oy0, oy1);
+  if (c < channels)
+    dwn_chunk<KC, SC, A, 1, true>(k, s, static_cast<int>(channels - c), in + c, in_ps, in_rs, in_r0, in_h, in_w,
+                                  w + c, ldw, bias ? bias + c : nullptr, out + c, out_ps, out_rs, oy0, oy1);
+}
+
+template <Act A>
+void dwn_k(int64_t channels, int k, int s, const float* in, int64_t in_ps, int64_t in_rs, int64_t in_r0, int64_t in_h,
+           int64_t in_w, const float* w, int64_t ldw, const float* bias, float* out, int64_t out_ps, int64_t out_rs,
+           int64_t oy0, int64_t oy1) {
+#define MNV4_DWN(KC, SC) \
+  dwn_impl<KC, SC, A>(channels, k, s, in, in_ps, in_rs, in_r0, in_h, in_w, w, ldw, bias, out, out_ps, out_rs, oy0, oy1)
+  if (k == 3 && s == 1) return MNV4_DWN(3, 1);
+  if (k == 3 && s == 2) return MNV4_DWN(3, 2);
+  if (k == 5 && s == 1) return MNV4_DWN(5, 1);
+  if (k == 5 && s == 2) return MNV4_DWN(5, 2);
+  if (s == 1) return MNV4_DWN(0, 1);
+  return MNV4_DWN(0, 2);
+#undef MNV4_DWN
+}
+
+inline void dwn_dispatch(int64_t channels, int k, int s, const float* in, int64_t in_ps, int64_t in_rs, int64_t in_r0,
+                         int64_t in_h, int64_t in_w, const float* w, int64_t ldw, const float* bias, Act act,
+                         float* out, int64_t out_ps, int64_t out_rs, int64_t oy0, int64_t oy1) {
+  switch (act) {
+    case Act::None:
+      return dwn_k<Act::None>(channels, k, s, in, in_ps, in_rs, in_r0, in_h, in_w, w, ldw, bias, out, out_ps, out_rs,
+                              oy0, oy1);
+    case Act::Relu:
+      return dwn_k<Act::Relu>(channels, k, s, in, in_ps, in_rs, in_r0, in_h, in_w, w, ldw, bias, out, out_ps, out_rs,
+                              oy0, oy1);
+    case Act::Gelu:
+      return dwn_k<Act::Gelu>(channels, k, s, in, in_ps, in_rs, in_r0, in_h, in_w, w, ldw, bias, out, out_ps, out_rs,
+                              oy0, oy1);
+  }
+}

@@ -69,5 +69,43 @@ void x32_transpose__scalar(int64_t rows, int64_t cols, const float* src, int64_t
         for (int64_t r = r0; r < rows && r < r0 + B; ++r) dst[c * ldd + r] = src[r * lds + c];
 }
 
+void f32_pwconv_nhwc__scalar(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+                             int64_t ldb, float* C, int64_t ldc, const float* bias, Act act, const float* R,
+                             int64_t ldr) {
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t n = 0; n < N; ++n) {
+      float acc = bias ? bias[n] : 0.f;
+      for (int64_t k = 0; k < K; ++k) acc += A[m * lda + k] * B[k * ldb + n];
+      float y = apply_act(acc, act);
+      if (R) y += R[m * ldr + n];
+      C[m * ldc + n] = y;
+    }
+  }
+}
+
+void f32_dwconv_nhwc__scalar(int64_t channels, int k, int s, const float* in, int64_t in_ps, int64_t in_rs,
+                             int64_t in_r0, int64_t in_h, int64_t in_w, const float* w, int64_t ldw, const float* bias,
+                             Act act, float* out, int64_t out_ps, int64_t out_rs, int64_t oy0, int64_t oy1) {
+  const int p = k / 2;
+  const int64_t out_w = (in_w - 1) / s + 1;
+  for (int64_t oy = oy0; oy < oy1; ++oy) {
+    for (int64_t ox = 0; ox < out_w; ++ox) {
+      for (int64_t c = 0; c < channels; ++c) {
+        float acc = bias ? bias[c] : 0.f;
+        for (int i = 0; i < k; ++i) {
+          const int64_t y = oy * s + i - p;
+          if (y < 0 || y >= in_h) continue;
+          for (int j = 0; j < k; ++j) {
+            const int64_t x = ox * s + j - p;
+            if (x < 0 || x >= in_w) continue;
+            acc += w[(i * k + j) * ldw + c] * in[(y - in_r0) * in_rs + x * in_ps + c];
+          }
+        }
+        out[(oy - oy0) * out_rs + ox * out_ps + c] = apply_act(acc, act);
+      }
+    }
+  }
+}
+
 }  // namespace cpu
 }  // namespace mnv4

@@ -12,13 +12,16 @@ namespace mnv4 {
 namespace cpu {
 
 static const UKernels kScalar{Isa::Scalar, "scalar", 1, 1, f32_gemm__scalar, f32_dwconv__scalar,
-                              x32_transpose__scalar};
+                              x32_transpose__scalar, f32_pwconv_nhwc__scalar,
+                              f32_dwconv_nhwc__scalar};
 #if defined(__x86_64__) || defined(_M_X64)
 static const UKernels kAvx2{Isa::Avx2Fma, "avx2_fma", 6, 16, f32_gemm_6x16__avx2_fma, f32_dwconv__avx2_fma,
-                            x32_transpose__avx2};
+                            x32_transpose__avx2, f32_pwconv_nhwc_6x16__avx2_fma,
+                            f32_dwconv_nhwc__avx2_fma};
 #endif
 #if defined(__aarch64__)
-static const UKernels kNeon{Isa::Neon, "neon", 6, 16, f32_gemm_6x16__neon, f32_dwconv__neon, x32_transpose__neon};
+static const UKernels kNeon{Isa::Neon, "neon", 6, 16, f32_gemm_6x16__neon, f32_dwconv__neon, x32_transpose__neon,
+                            f32_pwconv_nhwc_6x16__neon, f32_dwconv_nhwc__neon};
 #endif
 
 const UKernels* ukernels_for(Isa isa) {

@@ -52,6 +52,32 @@ using x32_transpose_fn = void (*)(int64_t rows, int64_t cols, const float* src, 
 
 int64_t f32_dwconv_scratch_floats(int k, int s, int64_t in_w, int64_t out_rows);
 
+// ---- NHWC kernels ("pixels as rows"): channels_last activations used in place, weights transposed ----
+// A channels_last tensor is [pixels][C] with each pixel's channels contiguous; a 1x1 conv is then a GEMM
+// whose rows are pixels and whose B is the weight transposed, [Cin][Cout] (fuse() stores the weights that
+// way, so nothing is packed per call), and a depthwise conv is vectorised along the channels (full vectors
+// whatever the plane's width).
+//
+// Pointwise conv (a GEMM with a per-column bias):
+//   C[m*ldc + n] = act(sum_k A[m*lda + k] * B[k*ldb + n] + bias[n]) + R[m*ldr + n]   for m < M, n < N.
+//   A: M pixels x K channels (lda = pixel stride), B: [K][N] (ldb >= N), unit stride along n in B, C, R.
+//   bias: N floats or nullptr; R: nullptr or the residual (after the activation). C must not alias A, B or
+//   bias; C == R is allowed when ldr == ldc. K == 0 gives act(bias) + R. Writes C[m][n], m < M, n < N only.
+using f32_pwconv_nhwc_fn = void (*)(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+                                    int64_t ldb, float* C, int64_t ldc, const float* bias, Act act, const float* R,
+                                    int64_t ldr);
+
+// Depthwise k x k conv (k odd), stride s (1 or 2), zero padding k/2, over `channels` contiguous channels.
+//   Input pixel (y, x) of the logical in_h x in_w image, channel c: in[(y - in_r0)*in_rs + x*in_ps + c]
+//   (rows [oy0*s - k/2, (oy1-1)*s + k/2] that lie inside [0, in_h) must be stored);
+//   weights taps-major: w[(i*k + j)*ldw + c] (torch's [C, 1, k, k] stored as [k][k][C]); bias: C or nullptr.
+//   Output rows [oy0, oy1): out[(oy - oy0)*out_rs + ox*out_ps + c] = act(bias[c] + sum_{i,j} w * in(oy*s+i-k/2,
+//   ox*s+j-k/2)), out_w = (in_w - 1)/s + 1 columns. No scratch; writes only those elements.
+using f32_dwconv_nhwc_fn = void (*)(int64_t channels, int k, int s, const float* in, int64_t in_ps, int64_t in_rs,
+                                    int64_t in_r0, int64_t in_h, int64_t in_w, const float* w, int64_t ldw,
+                                    const float* bias, Act act, float* out, int64_t out_ps, int64_t out_rs,
+                                    int64_t oy0, int64_t oy1);
+
 struct UKernels {
   Isa isa;
   const char* name;          // "scalar", "avx2_fma", "neon"
@@ -59,6 +85,8 @@ struct UKernels {
   f32_gemm_fn gemm;
   f32_dwconv_fn dwconv;
   x32_transpose_fn transpose;
+  f32_pwconv_nhwc_fn pwconv_nhwc;  // register tile gemm_mr pixels x gemm_nr channels
+  f32_dwconv_nhwc_fn dwconv_nhwc;
 };
 
 // The table for the running CPU (honours MNV4_CPU_ISA; an unavailable request falls back to the best one).
@@ -79,12 +107,20 @@ void f32_gemm__scalar(int64_t, int64_t, int64_t, const float*, int64_t, const fl
 void f32_dwconv__scalar(int64_t, int, int, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
                         const float*, const float*, Act, float*, int64_t, int64_t, int64_t, int64_t, float*);
 void x32_transpose__scalar(int64_t, int64_t, const float*, int64_t, float*, int64_t);
+void f32_pwconv_nhwc__scalar(int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t, float*,
+                             int64_t, const float*, Act, const float*, int64_t);
+void f32_dwconv_nhwc__scalar(int64_t, int, int, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
+                             const float*, int64_t, const float*, Act, float*, int64_t, int64_t, int64_t, int64_t);
 #if defined(__x86_64__) || defined(_M_X64)
 void f32_gemm_6x16__avx2_fma(int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t, float*,
                              int64_t, const float*, Act, const float*, int64_t);
 void f32_dwconv__avx2_fma(int64_t, int, int, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
                           const float*, const float*, Act, float*, int64_t, int64_t, int64_t, int64_t, float*);
 void x32_transpose__avx2(int64_t, int64_t, const float*, int64_t, float*, int64_t);
+void f32_pwconv_nhwc_6x16__avx2_fma(int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t,
+                                   float*, int64_t, const float*, Act, const float*, int64_t);
+void f32_dwconv_nhwc__avx2_fma(int64_t, int, int, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
+                               const float*, int64_t, const float*, Act, float*, int64_t, int64_t, int64_t, int64_t);
 #endif
 #if defined(__aarch64__)
 void f32_gemm_6x16__neon(int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t, float*,
@@ -92,6 +128,10 @@ void f32_gemm_6x16__neon(int64_t, int64_t, int64_t, const float*, int64_t, const
 void f32_dwconv__neon(int64_t, int, int, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
                       const float*, const float*, Act, float*, int64_t, int64_t, int64_t, int64_t, float*);
 void x32_transpose__neon(int64_t, int64_t, const float*, int64_t, float*, int64_t);
+void f32_pwconv_nhwc_6x16__neon(int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t,
+                                   float*, int64_t, const float*, Act, const float*, int64_t);
+void f32_dwconv_nhwc__neon(int64_t, int, int, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
+                               const float*, int64_t, const float*, Act, float*, int64_t, int64_t, int64_t, int64_t);
 #endif
 
 }  // namespace cpu

@@ -1,6 +1,6 @@
 // Self-checking tests of every SIMD microkernel table compiled in and supported here (AVX2+FMA natively on
 // x86-64, NEON on aarch64 / under qemu-aarch64) against the scalar fallback, over the edge-case battery.
-// Usage: test_ukernels {gemm|dwconv|transpose|all}. Exit status 0 = all passed; failures are printed.
+// Usage: test_ukernels {gemm|dwconv|transpose|pwconv_nhwc|dwconv_nhwc|all}. Exit status 0 = all passed; failures are printed.
 // (.cc, not .cpp: setup.py globs csrc/cpu/kernels/**/*.cpp into the torch extension; this has a main.)
 //
 // Every output buffer is poisoned with NaN (and has a poisoned margin past each row and after the end):
@@ -154,6 +154,140 @@ static void test_dwconv(const UKernels& uk) {
   std::printf("%s dwconv: %d cases\n", uk.name, cases);
 }
 
+// Floats spanned by `rows` rows of `cols` valid elements `ld` apart (the last row unpadded): exactly-sized
+// buffers, so the sanitizer build catches a read past the last valid element. At least 1 (a valid pointer).
+static size_t span(int64_t rows, int64_t ld, int64_t cols) {
+  return rows > 0 && cols > 0 ? size_t((rows - 1) * ld + cols) : 1;
+}
+// rows x cols random values `ld` apart, NaN in the padding between rows (a kernel that uses it poisons C).
+static std::vector<float> rand_strided(int64_t rows, int64_t ld, int64_t cols) {
+  std::vector<float> v(span(rows, ld, cols), kNaN);
+  std::uniform_real_distribution<float> d(-1.f, 1.f);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) v[r * ld + c] = d(rng);
+  return v;
+}
+
+static void test_pwconv_nhwc(const UKernels& uk) {
+  const int64_t Ms[] = {1, 2, 5, 6, 7, 11, 12, 13, 49};
+  const int64_t Ns[] = {1, 3, 7, 8, 9, 15, 16, 17, 24, 31, 33, 40};
+  const int64_t Ks[] = {0, 1, 3, 16, 37};
+  int cases = 0;
+  for (int64_t M : Ms)
+    for (int64_t N : Ns)
+      for (int64_t K : Ks)
+        for (int variant = 0; variant < 9; ++variant) {
+          // every act x {no residual, residual, in-place residual C == R}; strides cycle tight / padded
+          const Act act = static_cast<Act>(variant % 3);
+          const int res = variant / 3;  // 0: none, 1: separate R, 2: C == R with ldr == ldc
+          const bool has_bias = (M + N + K + variant) % 3 != 0;
+          static const int64_t pa[] = {0, 1, 4}, pb[] = {0, 1, 3}, pc[] = {0, 2, 1}, pr[] = {0, 3};
+          const int64_t lda = K + pa[(variant + M) % 3], ldb = N + pb[(variant + K) % 3],
+                        ldc = N + pc[(variant + N) % 3], ldr = res == 2 ? ldc : N + pr[(variant + M + N) % 2];
+          auto A = rand_strided(M, lda, K), B = rand_strided(K, ldb, N), bias = rand_vec(N),
+               R = rand_strided(M, ldr, N);
+          const size_t cn = M * ldc + 5;
+          std::vector<float> want(cn, kNaN), got(cn, kNaN), mag(cn, kNaN);
+          const float* bp = has_bias ? bias.data() : nullptr;
+          const float* rp = res ? R.data() : nullptr;
+          f32_pwconv_nhwc__scalar(M, N, K, A.data(), lda, B.data(), ldb, want.data(), ldc, bp, act, rp, ldr);
+          auto aA = abs_vec(A), aB = abs_vec(B), ab = abs_vec(bias), aR = abs_vec(R);
+          f32_pwconv_nhwc__scalar(M, N, K, aA.data(), lda, aB.data(), ldb, mag.data(), ldc,
+                                  has_bias ? ab.data() : nullptr, Act::None, res ? aR.data() : nullptr, ldr);
+          if (res == 2) {  // C starts as the residual (NaN between rows and after the end)
+            for (int64_t m = 0; m < M; ++m)
+              for (int64_t n = 0; n < N; ++n) got[m * ldc + n] = R[m * ldr + n];
+            uk.pwconv_nhwc(M, N, K, A.data(), lda, B.data(), ldb, got.data(), ldc, bp, act, got.data(), ldc);
+          } else {
+            uk.pwconv_nhwc(M, N, K, A.data(), lda, B.data(), ldb, got.data(), ldc, bp, act, rp, ldr);
+          }
+          char what[240];
+          std::snprintf(what, sizeof what,
+                        "%s pwconv_nhwc M=%lld N=%lld K=%lld act=%s res=%s bias=%d lda=%lld ldb=%lld ldc=%lld ldr=%lld",
+                        uk.name, (long long)M, (long long)N, (long long)K, act_name(act),
+                        res == 0 ? "none" : res == 1 ? "separate" : "in-place", has_bias, (long long)lda,
+                        (long long)ldb, (long long)ldc, (long long)ldr);
+          compare(got, want, mag, 2.5e-7f * (K + 3), [&](size_t i) {
+            return i < size_t(M * ldc) && int64_t(i % ldc) < N; }, what);
+          ++cases;
+        }
+  // one larger product (several full column slabs and row tiles, a masked tail), in place
+  {
+    const int64_t M = 100, N = 200, K = 96, lda = K + 2, ldb = N + 8, ldc = N + 3;
+    auto A = rand_strided(M, lda, K), B = rand_strided(K, ldb, N), bias = rand_vec(N), R = rand_strided(M, ldc, N);
+    std::vector<float> want(M * ldc + 5, kNaN), got = want, mag = want;
+    f32_pwconv_nhwc__scalar(M, N, K, A.data(), lda, B.data(), ldb, want.data(), ldc, bias.data(), Act::Gelu,
+                            R.data(), ldc);
+    auto aA = abs_vec(A), aB = abs_vec(B), ab = abs_vec(bias), aR = abs_vec(R);
+    f32_pwconv_nhwc__scalar(M, N, K, aA.data(), lda, aB.data(), ldb, mag.data(), ldc, ab.data(), Act::None,
+                            aR.data(), ldc);
+    std::copy(R.begin(), R.end(), got.begin());
+    uk.pwconv_nhwc(M, N, K, A.data(), lda, B.data(), ldb, got.data(), ldc, bias.data(), Act::Gelu, got.data(), ldc);
+    compare(got, want, mag, 2.5e-7f * (K + 3), [&](size_t i) { return i < size_t(M * ldc) && int64_t(i % ldc) < N; },
+            std::string(uk.name) + " pwconv_nhwc in-place residual M=100 N=200 K=96");
+    ++cases;
+  }
+  std::printf("%s pwconv_nhwc: %d cases\n", uk.name, cases);
+}
+
+static void test_dwconv_nhwc(const UKernels& uk) {
+  int cases = 0, idx = 0;
+  for (int64_t C : {1, 3, 4, 5, 8, 9, 15, 16, 17, 24, 33})
+    for (int k : {1, 3, 5, 7})
+      for (int s : {1, 2})
+        for (int64_t H : {1, 2, 5, 8})
+          for (int64_t Wd : {1, 2, 3, 4, 5, 7, 8, 9, 13, 17})
+            for (int band = 0; band < 3; ++band, ++idx) {
+              const Act act = static_cast<Act>((C + k + H + Wd + band) % 3);
+              const bool has_bias = idx % 4 != 1;
+              const int p = k / 2;
+              const int64_t Ho = (H - 1) / s + 1, Wo = (Wd - 1) / s + 1;
+              // band 0: every output row; 1: rows [Ho/3, Ho/3 + (Ho+1)/2); 2: the last row; 1 and 2 from only
+              // the input rows they need (in_r0 > 0 when the band starts low enough in the image)
+              const int64_t oy0 = band == 0 ? 0 : band == 1 ? Ho / 3 : Ho - 1,
+                            oy1 = band == 1 ? std::min(Ho, oy0 + (Ho + 1) / 2) : Ho;
+              const int64_t r0 = std::max<int64_t>(0, oy0 * s - p), r1 = std::min<int64_t>(H, (oy1 - 1) * s + p + 1);
+              // strides: tight or padded, cycled with the case index
+              static const int64_t pps[] = {0, 1, 3}, prs[] = {0, 2, 5, 0}, pw[] = {0, 1, 5}, pop[] = {0, 2, 1},
+                                   por[] = {0, 3, 1};
+              const int64_t in_ps = C + pps[idx % 3], in_rs = Wd * in_ps + prs[(idx / 3) % 4],
+                            ldw = C + pw[(idx / 2) % 3], out_ps = C + pop[(idx / 4) % 3],
+                            out_rs = Wo * out_ps + por[(idx / 5) % 3];
+              // only rows [r0, r1) stored, NaN between pixels and rows, nothing after the last valid channel
+              std::vector<float> in((r1 - r0 - 1) * in_rs + (Wd - 1) * in_ps + C, kNaN);  // r1 > r0 always
+              std::uniform_real_distribution<float> d(-1.f, 1.f);
+              for (int64_t y = r0; y < r1; ++y)
+                for (int64_t x = 0; x < Wd; ++x)
+                  for (int64_t c = 0; c < C; ++c) in[(y - r0) * in_rs + x * in_ps + c] = d(rng);
+              auto ain = abs_vec(in);
+              auto w = rand_strided(k * k, ldw, C), bias = rand_vec(C);
+              auto aw = abs_vec(w), ab = abs_vec(bias);
+              const int64_t rows = oy1 - oy0;
+              const size_t on = rows * out_rs + 3;
+              std::vector<float> want(on, kNaN), got(on, kNaN), mag(on, kNaN);
+              const float* bp = has_bias ? bias.data() : nullptr;
+              f32_dwconv_nhwc__scalar(C, k, s, in.data(), in_ps, in_rs, r0, H, Wd, w.data(), ldw, bp, act,
+                                      want.data(), out_ps, out_rs, oy0, oy1);
+              f32_dwconv_nhwc__scalar(C, k, s, ain.data(), in_ps, in_rs, r0, H, Wd, aw.data(), ldw,
+                                      has_bias ? ab.data() : nullptr, Act::None, mag.data(), out_ps, out_rs, oy0, oy1);
+              uk.dwconv_nhwc(C, k, s, in.data(), in_ps, in_rs, r0, H, Wd, w.data(), ldw, bp, act, got.data(), out_ps,
+                             out_rs, oy0, oy1);
+              char what[300];
+              std::snprintf(what, sizeof what,
+                            "%s dwconv_nhwc C=%lld k=%d s=%d H=%lld W=%lld rows=[%lld,%lld) in_r0=%lld act=%s bias=%d "
+                            "in_ps=%lld in_rs=%lld ldw=%lld out_ps=%lld out_rs=%lld",
+                            uk.name, (long long)C, k, s, (long long)H, (long long)Wd, (long long)oy0, (long long)oy1,
+                            (long long)r0, act_name(act), has_bias, (long long)in_ps, (long long)in_rs,
+                            (long long)ldw, (long long)out_ps, (long long)out_rs);
+              compare(got, want, mag, 2.5e-7f * (k * k + 3), [&](size_t i) {
+                if (i >= size_t(rows * out_rs)) return false;
+                const int64_t j = i % out_rs;
+                return j < Wo * out_ps && j % out_ps < C; }, what);
+              ++cases;
+            }
+  std::printf("%s dwconv_nhwc: %d cases\n", uk.name, cases);
+}
+
 static void test_transpose(const UKernels& uk) {
   int cases = 0;
   for (int64_t rows : {1, 3, 4, 7, 8, 9, 16, 17, 33})
@@ -187,6 +321,35 @@ int main(int argc, char** argv) {
     const float wo[4] = {1 + 2 + 4, 3 + 6, 7 + 8, 9};  // centre + right + below, zero padded, stride 2
     for (int i = 0; i < 4; ++i)
       if (std::fabs(o[i] - wo[i]) > 1e-6f) { std::printf("FAIL scalar dwconv oracle %d\n", i); ++failures; }
+    // NHWC pointwise: per-COLUMN bias, relu, then the residual
+    const float R[4] = {10, 20, 30, 40}, pbias[2] = {0.5f, -1.f};
+    float P[4];
+    f32_pwconv_nhwc__scalar(2, 2, 3, A, 3, B, 2, P, 2, pbias, Act::Relu, R, 2);
+    const float wp[4] = {0 + 10, 2 + 20, 2.5f + 30, 3.5f + 40};  // pre-act -0.5, 2 | 2.5, 3.5
+    for (int i = 0; i < 4; ++i)
+      if (std::fabs(P[i] - wp[i]) > 1e-6f) { std::printf("FAIL scalar pwconv_nhwc oracle %d\n", i); ++failures; }
+    // NHWC depthwise, 2 channels of the 3x3 image (ch0 = img, ch1 = -img), pixel stride 3, row stride 10,
+    // weights [3][3][ldw = 3] (ch0: centre + right + below, ch1: 2 * centre), bias {0, 1}, stride 2
+    float nin[29], nw[27], nb[2] = {0, 1}, no[2 * 5 + 2 * 3 + 2];  // out: pixel stride 3, row stride 8 (pads)
+    for (float& v : nin) v = kNaN;
+    for (float& v : nw) v = kNaN;
+    for (float& v : no) v = kNaN;
+    for (int y = 0; y < 3; ++y)
+      for (int x = 0; x < 3; ++x) nin[y * 10 + x * 3] = img[y * 3 + x], nin[y * 10 + x * 3 + 1] = -img[y * 3 + x];
+    for (int t = 0; t < 9; ++t) nw[t * 3] = w[t], nw[t * 3 + 1] = t == 4 ? 2.f : 0.f;
+    f32_dwconv_nhwc__scalar(2, 3, 2, nin, 3, 10, 0, 3, 3, nw, 3, nb, Act::None, no, 3, 8, 0, 2);
+    const float wn[8] = {7, -1, 9, -5, 15, -13, 9, -17};  // (oy, ox, c): ch1 = 1 - 2 * img
+    for (int oy = 0; oy < 2; ++oy)
+      for (int ox = 0; ox < 2; ++ox)
+        for (int c = 0; c < 2; ++c)
+          if (std::fabs(no[oy * 8 + ox * 3 + c] - wn[(oy * 2 + ox) * 2 + c]) > 1e-6f) {
+            std::printf("FAIL scalar dwconv_nhwc oracle %d %d %d\n", oy, ox, c); ++failures; }
+    // the last output row only, from input rows 1..2 (in_r0 = 1)
+    float nlast[5];
+    for (float& v : nlast) v = kNaN;
+    f32_dwconv_nhwc__scalar(2, 3, 2, nin + 10, 3, 10, 1, 3, 3, nw, 3, nb, Act::None, nlast, 3, 8, 1, 2);
+    if (!(nlast[0] == 15 && nlast[1] == -13 && nlast[3] == 9 && nlast[4] == -17 && std::isnan(nlast[2]))) {
+      std::printf("FAIL scalar dwconv_nhwc oracle (band)\n"); ++failures; }
   }
   int tables = 0;
   for (Isa isa : {Isa::Avx2Fma, Isa::Neon}) {
@@ -196,6 +359,8 @@ int main(int argc, char** argv) {
     if (group == "gemm" || group == "all") test_gemm(*uk);
     if (group == "dwconv" || group == "all") test_dwconv(*uk);
     if (group == "transpose" || group == "all") test_transpose(*uk);
+    if (group == "pwconv_nhwc" || group == "all") test_pwconv_nhwc(*uk);
+    if (group == "dwconv_nhwc" || group == "all") test_dwconv_nhwc(*uk);
   }
   if (tables == 0) {
     std::printf("FAIL: no SIMD kernel table is available on this CPU/build (nothing was tested)\n");

@@ -5,6 +5,7 @@
 // x86-64 and interface/dispatch.cpp calls in here only when __builtin_cpu_supports says the CPU has both.
 #if defined(__x86_64__) || defined(_M_X64)
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -28,6 +29,20 @@ using V = Avx2Vec;
 #include "../common/simd_impl.h"
 
 }  // namespace avx2
+
+void f32_pwconv_nhwc_6x16__avx2_fma(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+                                   int64_t ldb, float* C, int64_t ldc, const float* bias, Act act, const float* R,
+                                   int64_t ldr) {
+  avx2::pw_dispatch<6, 2>(M, N, K, A, lda, B, ldb, C, ldc, bias, act, R, ldr);
+}
+
+void f32_dwconv_nhwc__avx2_fma(int64_t channels, int k, int s, const float* in, int64_t in_ps, int64_t in_rs,
+                               int64_t in_r0, int64_t in_h, int64_t in_w, const float* w, int64_t ldw,
+                               const float* bias, Act act, float* out, int64_t out_ps, int64_t out_rs, int64_t oy0,
+                               int64_t oy1) {
+  avx2::dwn_dispatch(channels, k, s, in, in_ps, in_rs, in_r0, in_h, in_w, w, ldw, bias, act, out, out_ps, out_rs, oy0,
+                       oy1);
+}
 
 void f32_gemm_6x16__avx2_fma(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
                              int64_t ldb, float* C, int64_t ldc, const float* bias, Act act, const float* R,

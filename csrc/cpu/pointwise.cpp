@@ -1,0 +1,86 @@
+// mnv4_cpu::pointwise: a 1x1 convolution (or a linear layer) + bias + activation on the CPU, through the
+// NHWC pointwise microkernel (kernels/interface/ukernels.h). The fused model runs its non-UIB 1x1 convs
+// (ConvBnAct 1x1, the FusedIB projection), the head's conv_head + norm_head and the classifier through it:
+// channels_last activations in place, the weight read as [Cin][Cout] (in place when stored with the output
+// channel innermost, mnv4_kernels.ops.channels_innermost; else a transposed copy per call), one parallel
+// region per call. A CPU-only helper op, not part of the mnv4 op contract.
+//
+//   x [N, C] -> [N, O]      or      x [N, C, H, W] -> [N, O, H, W] (output layout follows x, as for uib)
+//   y = act(x W^T + bias);  weight [O, C] or [O, C, 1, 1]; bias [O] or None; activation relu|gelu|none.
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <string>
+
+#include "../params.h"
+#include "kernels/interface/ukernels.h"
+
+namespace mnv4 {
+namespace {
+
+constexpr const char* kOp = "mnv4_cpu::pointwise";
+
+at::Tensor pointwise_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                         std::string activation) {
+  TORCH_CHECK(x.dim() == 2 || x.dim() == 4, kOp, ": x must be 2-D [N, C] or 4-D [N, C, H, W]; got ndim ", x.dim());
+  const auto dt = x.scalar_type();
+  TORCH_CHECK(dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16, kOp,
+              ": x must be float32, float16 or bfloat16; got ", dt);
+  const int64_t C = x.size(1);
+  detail::check_pointwise(x, weight, kOp, "weight", -1, C);
+  const int64_t O = weight.size(0);
+  if (bias.has_value()) detail::check_bias(x, *bias, kOp, "bias", O);
+  const Activation act = parse_activation(activation);
+  const bool four_d = x.dim() == 4;
+  const bool cl = four_d && wants_channels_last(x);
+  const int64_t P = four_d ? x.size(0) * x.size(2) * x.size(3) : x.size(0);  // pixels (rows)
+  at::Tensor out = four_d ? at::empty({x.size(0), O, x.size(2), x.size(3)},
+                                      x.options().dtype(at::kFloat).memory_format(at::MemoryFormat::ChannelsLast))
+                          : at::empty({x.size(0), O}, x.options().dtype(at::kFloat));
+  if (P > 0 && O > 0) {
+    // rows = pixels: channels_last (or [N, C]) is [P][C] with unit channel stride
+    const at::Tensor xf = four_d ? x.to(at::kFloat).contiguous(at::MemoryFormat::ChannelsLast)
+                                 : x.to(at::kFloat).contiguous();
+    at::Tensor wt = weight.to(at::kFloat).reshape({O, C}).t();  // [C][O]
+    if (!wt.is_contiguous()) wt = wt.contiguous();
+    at::Tensor bf = bias.has_value() ? bias->to(at::kFloat).contiguous() : at::Tensor();
+    const float* xp = xf.data_ptr<float>();
+    const float* wp = wt.data_ptr<float>();
+    const float* bp = bias.has_value() ? bf.data_ptr<float>() : nullptr;
+    float* op = out.data_ptr<float>();
+    const cpu::Act a = act == Activation::Relu ? cpu::Act::Relu : act == Activation::Gelu ? cpu::Act::Gelu
+                                                                                           : cpu::Act::None;
+    const cpu::UKernels& uk = cpu::ukernels();
+    // Tasks: blocks of pixels when there are enough of them (the weight slab stays in L1 across a block),
+    // else blocks of output channels (a batch-1 head: a matrix-vector product split by columns).
+    const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+    const int64_t pblk = 6 * 8;  // pixel rows per task: 8 register tiles
+    if (P >= pblk * threads || O < 16 * threads) {
+      at::parallel_for(0, (P + pblk - 1) / pblk, 1, [&](int64_t b, int64_t e) {
+        const int64_t p0 = b * pblk, p1 = std::min(P, e * pblk);
+        uk.pwconv_nhwc(p1 - p0, O, C, xp + p0 * C, C, wp, O, op + p0 * O, O, bp, a, nullptr, 0);
+      });
+    } else {
+      const int64_t oblk = 16;
+      at::parallel_for(0, (O + oblk - 1) / oblk, 1, [&](int64_t b, int64_t e) {
+        const int64_t o0 = b * oblk, o1 = std::min(O, e * oblk);
+        uk.pwconv_nhwc(P, o1 - o0, C, xp, C, wp + o0, O, op + o0, O, bp ? bp + o0 : nullptr, a, nullptr, 0);
+      });
+    }
+  }
+  if (four_d && !cl) out = out.contiguous();
+  return dt == at::kFloat ? out : out.to(dt);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(mnv4_cpu, m) {
+  m.def("pointwise(Tensor x, Tensor weight, Tensor? bias=None, str activation=\"none\") -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(mnv4_cpu, CPU, m) { m.impl("pointwise", &pointwise_cpu); }
+
+}  // namespace mnv4
