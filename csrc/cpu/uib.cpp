@@ -1,22 +1,20 @@
 // mnv4::uib on the CPU: one fused pass per UIB block.
 //
-// Design ("weights as the A matrix", channel-major tiles). Tasks run under at::parallel_for; each computes
-// its part of the block through all four stages in per-thread scratch tiles that stay in L1/L2, so the
-// expanded tensor (mid = 2-6x Cin channels) never exists in full:
-//   X  input rows, channel-major [Cin][rows*W]: NCHW input is used in place (a plane's rows are
-//      contiguous); channels_last input is transposed in.
-//   S  start dw (no act)                                  [Cin][rows*Ws]        (ExtraDW, ConvNext)
-//   E  expand 1x1 + bias + act = GEMM  E = We * S         [mid][rows*Ws]
-//   M  mid dw + act (carries the stride)                  [mid][rows*Wo]        (ExtraDW, IB)
-//   O  proj 1x1 + bias (+ x) = GEMM  O = Wp * M (+ X)     written straight into an NCHW output, or into a
-//      [Cout][rows*Wo] tile transposed into a channels_last output.
-// With activations channel-major, a 1x1 conv is out[co][p] = sum_ci W[co][ci] X[ci][p]: a row-major GEMM
-// whose A is the torch weight as stored, so the weights are never packed or repacked per call (up to
-// 1024x256 on the 7x7 layers: a full read+write per batch-1 call otherwise); the GEMM packs only the
-// small activation tile. The microkernel (6x16 fp32 register tile on AVX2+FMA and NEON) broadcasts 6
-// weights and loads 16 pixels per k step; the dw conv runs per channel plane, vectorised along the width.
+// Two data layouts, one per input memory format; each task computes its part of the block through all four
+// stages in per-thread scratch tiles that stay in L1/L2, so the expanded tensor (mid = 2-6x Cin channels)
+// never exists in full:
+//   channels_last input (the fused model's; "NHWC path", uib_nhwc): tiles are [pixels][channels], the input
+//      and the output are read and written in place. A 1x1 conv is a GEMM with pixels as rows and the weight
+//      transposed, [Cin][Cout], as B: read in place when stored output-channel innermost (fuse() does;
+//      other strides cost a transposed copy per call). Register tile 6 pixels x 16 channels; the depthwise
+//      convs are vectorised along the channels (f32_pwconv_nhwc / f32_dwconv_nhwc).
+//   NCHW input ("channel-major path"): tiles are [channels][pixels]; a 1x1 conv is out[co][p] =
+//      sum_ci W[co][ci] X[ci][p], a GEMM whose A is the torch weight as stored ("weights as A"), and the dw
+//      convs run per channel plane, vectorised along the width (f32_gemm / f32_dwconv).
+// Stages: S start dw (no act; ExtraDW, ConvNext) -> E expand 1x1 + bias + act -> M mid dw + act (carries the
+// stride; ExtraDW, IB) -> O proj 1x1 + bias (+ x).
 //
-// Two schedules:
+// Three schedules (both layouts):
 //  * row bands (default): a task = (image, band of output rows), bands only as many as keep the threads
 //    busy. Inside a band, steps of g.sb output rows; the expanded rows live in a rolling window (the rows
 //    the next step's mid dw still needs are shifted to the front, only new rows are computed), so only
@@ -61,8 +59,8 @@ struct Geometry {
   int64_t Hs, Ws;      // resolution after the start dw (= of the expanded tensor)
   int64_t ks, ss, ps;  // start dw kernel (0 = none), stride, pad
   int64_t km, ms, pm;  // mid dw kernel (0 = none), stride, pad
-  bool in_cl, out_cl, residual;
-  bool nhwc;  // channels_last: the NHWC kernels on pixel-major tiles (else channel-major tiles)
+  bool residual;
+  bool nhwc;  // channels_last input: the NHWC path on pixel-major tiles (else channel-major tiles, NCHW)
   Act act;
   int64_t bh, nb;  // output rows per band (task), bands per image
   int64_t sb;      // output rows per step inside a band
@@ -95,21 +93,18 @@ inline int64_t window_rows(const Geometry& g, int64_t out_rows) {
   return g.km ? std::min(g.Hs, (out_rows - 1) * g.ms + g.km) : out_rows;
 }
 
-struct Sizes {
-  int64_t x, s, e, m, o, dw;
-  int64_t total() const { return x + s + e + m + o + dw; }
+struct Sizes {  // scratch floats per stage
+  int64_t s, e, m, dw;
+  int64_t total() const { return s + e + m + dw; }
 };
 
 Sizes scratch_sizes(const Geometry& g) {
   // per step: at most cap_e new expanded rows (the first step of a band), sb output rows
   const int64_t er = g.cap_e;
-  const int64_t rr = g.ks ? std::min(g.H, (er - 1) * g.ss + g.ks) : er;
   Sizes z{};
-  z.x = g.in_cl ? g.Cin * rr * g.W : 0;
   z.s = g.ks ? g.Cin * er * g.Ws : 0;
   z.e = g.mid * er * g.Ws;
   z.m = g.km ? g.mid * g.sb * g.Wo : 0;
-  z.o = g.out_cl ? g.Cout * g.sb * g.Wo : 0;
   z.dw = std::max(g.ks ? cpu::f32_dwconv_scratch_floats(int(g.ks), int(g.ss), g.W, er) : 0,
                   g.km ? cpu::f32_dwconv_scratch_floats(int(g.km), int(g.ms), g.Ws, g.sb) : 0);
   return z;
@@ -154,6 +149,8 @@ void plan(Geometry& g, int64_t threads) {
   g.cap_e = window_rows(g, best_sb);
 }
 
+// fp32 weight pointers. Channel-major path: torch's layouts (ew [mid][Cin], pw [Cout][mid], dw [C][k*k]).
+// NHWC path: transposed (ew [Cin][mid], pw [mid][Cout], dw [k*k][C]; see nhwc_weight).
 struct Weights {
   const float *sw, *sb, *ew, *eb, *mw, *mb, *pw, *pb;
 };
@@ -164,12 +161,10 @@ struct Weights {
 void run_task(const Geometry& g, const Weights& wt, const float* x, float* out, int64_t n, int64_t OY0, int64_t OY1,
               float* buf, const Sizes& z) {
   const cpu::UKernels& uk = cpu::ukernels();
-  float* xt = buf;
-  float* st = xt + z.x;
+  float* st = buf;
   float* et = st + z.s;
   float* mt = et + z.e;
-  float* ot = mt + z.m;
-  float* dws = ot + z.o;
+  float* dws = mt + z.m;
   const int64_t ecs = g.cap_e * g.Ws;  // channel stride of the window
   int64_t ew0 = 0, ew1 = 0;
   for (int64_t oy0 = OY0; oy0 < OY1; oy0 += g.sb) {
@@ -189,17 +184,8 @@ void run_task(const Geometry& g, const Weights& wt, const float* x, float* out, 
       const int64_t n0 = ew1;
       int64_t r0, r1;
       input_rows(g, n0, e1, r0, r1);
-      const int64_t px = (r1 - r0) * g.W;
-      const float* X;
-      int64_t x_cs;
-      if (g.in_cl) {
-        uk.transpose(px, g.Cin, x + (n * g.H + r0) * g.W * g.Cin, g.Cin, xt, px);
-        X = xt;
-        x_cs = px;
-      } else {
-        X = x + n * g.Cin * g.H * g.W + r0 * g.W;
-        x_cs = g.H * g.W;
-      }
+      const float* X = x + n * g.Cin * g.H * g.W + r0 * g.W;  // NCHW: the input rows in place
+      const int64_t x_cs = g.H * g.W;
       const int64_t pe = (e1 - n0) * g.Ws;
       const float* S = X;
       int64_t s_cs = x_cs;
@@ -222,21 +208,11 @@ void run_task(const Geometry& g, const Weights& wt, const float* x, float* out, 
       Mp = mt;
       m_cs = po;
     }
-    // O: proj 1x1 (+ x). residual => stride 1, Cin == Cout, W == Wo.
-    if (g.out_cl) {
-      uk.gemm(g.Cout, po, g.mid, wt.pw, g.mid, Mp, m_cs, ot, po, wt.pb, Act::None, nullptr, 0);
-      float* o = out + (n * g.Ho + oy0) * g.Wo * g.Cout;
-      uk.transpose(g.Cout, po, ot, po, o, g.Cout);
-      if (g.residual) {
-        const float* r = x + (n * g.H + oy0) * g.W * g.Cin;
-        for (int64_t i = 0; i < po * g.Cout; ++i) o[i] += r[i];
-      }
-    } else {
-      const int64_t o_cs = g.Ho * g.Wo;
-      const float* R = g.residual ? x + n * g.Cin * g.H * g.W + oy0 * g.W : nullptr;
-      uk.gemm(g.Cout, po, g.mid, wt.pw, g.mid, Mp, m_cs, out + n * g.Cout * o_cs + oy0 * g.Wo, o_cs, wt.pb,
-              Act::None, R, o_cs);
-    }
+    // O: proj 1x1 (+ x) straight into the NCHW output. residual => stride 1, Cin == Cout, W == Wo.
+    const int64_t o_cs = g.Ho * g.Wo;
+    const float* R = g.residual ? x + n * g.Cin * g.H * g.W + oy0 * g.W : nullptr;
+    uk.gemm(g.Cout, po, g.mid, wt.pw, g.mid, Mp, m_cs, out + n * g.Cout * o_cs + oy0 * g.Wo, o_cs, wt.pb, Act::None,
+            R, o_cs);
   }
 }
 
@@ -269,22 +245,21 @@ void run_mid_split(const Geometry& g, const Weights& wt, const float* x, float* 
   const int64_t mc = ((g.mid + T - 1) / T + 7) / 8 * 8;  // slice width, a multiple of 8
   const int64_t slices = (g.mid + mc - 1) / mc;
   const int64_t P = g.Ho * g.Wo, PS = g.Hs * g.Ws, PX = g.H * g.W;
-  thread_local std::vector<float> partial;  // kept between calls (see run_mid_split_nhwc)
-  if (int64_t(partial.size()) < g.N * slices * g.Cout * P) partial.resize(g.N * slices * g.Cout * P);
-  const int64_t zx = g.in_cl ? g.Cin * PX : 0, zs = g.ks ? g.Cin * PS : 0, ze = mc * PS, zm = mc * P;
+  // kept by the calling thread between calls (see run_mid_split_nhwc); the workers use the pointer (a
+  // thread_local named inside the lambdas would be each worker's own)
+  thread_local std::vector<float> partial_buf;
+  if (int64_t(partial_buf.size()) < g.N * slices * g.Cout * P) partial_buf.resize(g.N * slices * g.Cout * P);
+  float* const partial = partial_buf.data();
+  const int64_t zs = g.ks ? g.Cin * PS : 0, ze = mc * PS, zm = mc * P;
   const int64_t zdw = std::max(g.ks ? cpu::f32_dwconv_scratch_floats(int(g.ks), int(g.ss), g.W, g.Hs) : 0,
                                cpu::f32_dwconv_scratch_floats(int(g.km), int(g.ms), g.Ws, g.Ho));
   at::parallel_for(0, g.N * slices, 1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> buf;
-    if (int64_t(buf.size()) < zx + zs + ze + zm + zdw) buf.resize(zx + zs + ze + zm + zdw);
-    float *xt = buf.data(), *st = xt + zx, *et = st + zs, *mt = et + ze, *dws = mt + zm;
+    if (int64_t(buf.size()) < zs + ze + zm + zdw) buf.resize(zs + ze + zm + zdw);
+    float *st = buf.data(), *et = st + zs, *mt = et + ze, *dws = mt + zm;
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n = t / slices, m0 = (t % slices) * mc, m1 = std::min(g.mid, m0 + mc), cm = m1 - m0;
       const float* X = x + n * g.Cin * PX;
-      if (g.in_cl) {
-        uk.transpose(PX, g.Cin, X, g.Cin, xt, PX);
-        X = xt;
-      }
       const float* S = X;
       if (g.ks) {
         uk.dwconv(g.Cin, int(g.ks), int(g.ss), X, PX, g.W, 0, g.H, g.W, wt.sw, wt.sb, Act::None, st, PS, g.Ws, 0, g.Hs,
@@ -294,15 +269,15 @@ void run_mid_split(const Geometry& g, const Weights& wt, const float* x, float* 
       uk.gemm(cm, PS, g.Cin, wt.ew + m0 * g.Cin, g.Cin, S, PS, et, PS, wt.eb + m0, g.act, nullptr, 0);
       uk.dwconv(cm, int(g.km), int(g.ms), et, PS, g.Ws, 0, g.Hs, g.Ws, wt.mw + m0 * g.km * g.km, wt.mb + m0, g.act, mt,
                 P, g.Wo, 0, g.Ho, dws);
-      uk.gemm(g.Cout, P, cm, wt.pw + m0, g.mid, mt, P, partial.data() + t * g.Cout * P, P, nullptr, Act::None, nullptr,
+      uk.gemm(g.Cout, P, cm, wt.pw + m0, g.mid, mt, P, partial + t * g.Cout * P, P, nullptr, Act::None, nullptr,
               0);
     }
   });
-  // out = sum of the slices' partials + bias (+ x), in the output's layout
+  // out = sum of the slices' partials + bias (+ x)
   at::parallel_for(0, g.N * g.Cout, 16, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t n = i / g.Cout, co = i % g.Cout;
-      const float* p0 = partial.data() + (n * slices * g.Cout + co) * P;
+      const float* p0 = partial + (n * slices * g.Cout + co) * P;
       float row[1024];
       for (int64_t q0 = 0; q0 < P; q0 += 1024) {
         const int64_t q1 = std::min(P, q0 + 1024);
@@ -311,27 +286,20 @@ void run_mid_split(const Geometry& g, const Weights& wt, const float* x, float* 
           const float* ps = p0 + sl * g.Cout * P;
           for (int64_t q = q0; q < q1; ++q) row[q - q0] += ps[q];
         }
-        if (g.out_cl) {
-          float* o = out + n * P * g.Cout + co;
-          const float* r = x + n * P * g.Cin + co;
-          for (int64_t q = q0; q < q1; ++q) o[q * g.Cout] = row[q - q0] + (g.residual ? r[q * g.Cin] : 0.f);
-        } else {
-          float* o = out + (n * g.Cout + co) * P;
-          const float* r = x + (n * g.Cin + co) * P;
-          for (int64_t q = q0; q < q1; ++q) o[q] = row[q - q0] + (g.residual ? r[q] : 0.f);
-        }
+        float* o = out + (n * g.Cout + co) * P;
+        const float* r = x + (n * g.Cin + co) * P;
+        for (int64_t q = q0; q < q1; ++q) o[q] = row[q - q0] + (g.residual ? r[q] : 0.f);
       }
     }
   });
 }
 
-// ---- Several whole images per task: channels_last, small planes (7x7, 8x8), batch >= 2x threads ----
-// A 7x7 plane is 49 pixels: 3 full 16-column GEMM tiles and a nearly empty fourth. Two images side by side
-// in one channel-major tile (channels_last pixels of consecutive images are consecutive) make 98 columns,
-// and each task streams the weights once for both images.
+// ---- Several whole images per task (NHWC path): small planes (7x7, 8x8), batch >= 2x threads ----
+// A 7x7 plane is 49 pixels: 8 full 6-row GEMM tiles and a 1-row one. Consecutive images' pixels are
+// consecutive in NHWC, so G images make one G*49-row GEMM, and each task streams the weights once for them.
 
 int64_t images_per_task(const Geometry& g, int64_t threads) {
-  if (!g.in_cl || !g.out_cl || g.nb != 1 || g.sb != g.Ho) return 1;
+  if (!g.nhwc || g.nb != 1 || g.sb != g.Ho) return 1;
   if (const char* e = std::getenv("MNV4_UIB_SPLIT")) {  // tests: force one schedule
     if (std::strcmp(e, "images") == 0) return std::min<int64_t>(g.N, 3);
     return 1;
@@ -346,48 +314,6 @@ int64_t images_per_task(const Geometry& g, int64_t threads) {
   return G;
 }
 
-int64_t images_scratch(const Geometry& g, int64_t G) {
-  const int64_t PX = g.H * g.W, PS = g.Hs * g.Ws, P = g.Ho * g.Wo;
-  return G * (g.Cin * PX + (g.ks ? g.Cin * PS : 0) + g.mid * PS + (g.km ? g.mid * P : 0) + g.Cout * P) +
-         std::max(g.ks ? cpu::f32_dwconv_scratch_floats(int(g.ks), int(g.ss), g.W, g.Hs) : 0,
-                  g.km ? cpu::f32_dwconv_scratch_floats(int(g.km), int(g.ms), g.Ws, g.Ho) : 0);
-}
-
-void run_images(const Geometry& g, const Weights& wt, const float* x, float* out, int64_t n0, int64_t n1,
-                float* buf) {
-  const cpu::UKernels& uk = cpu::ukernels();
-  const int64_t G = n1 - n0, PX = g.H * g.W, PS = g.Hs * g.Ws, P = g.Ho * g.Wo;
-  float* xt = buf;
-  float* st = xt + G * g.Cin * PX;
-  float* et = st + (g.ks ? G * g.Cin * PS : 0);
-  float* mt = et + G * g.mid * PS;
-  float* ot = mt + (g.km ? G * g.mid * P : 0);
-  float* dws = ot + G * g.Cout * P;
-  uk.transpose(G * PX, g.Cin, x + n0 * PX * g.Cin, g.Cin, xt, G * PX);
-  const float* S = xt;  // no start dw: PS == PX
-  if (g.ks) {
-    for (int64_t i = 0; i < G; ++i)
-      uk.dwconv(g.Cin, int(g.ks), int(g.ss), xt + i * PX, G * PX, g.W, 0, g.H, g.W, wt.sw, wt.sb, Act::None,
-                st + i * PS, G * PS, g.Ws, 0, g.Hs, dws);
-    S = st;
-  }
-  uk.gemm(g.mid, G * PS, g.Cin, wt.ew, g.Cin, S, G * PS, et, G * PS, wt.eb, g.act, nullptr, 0);
-  const float* Mp = et;  // no mid dw: P == PS
-  if (g.km) {
-    for (int64_t i = 0; i < G; ++i)
-      uk.dwconv(g.mid, int(g.km), int(g.ms), et + i * PS, G * PS, g.Ws, 0, g.Hs, g.Ws, wt.mw, wt.mb, g.act,
-                mt + i * P, G * P, g.Wo, 0, g.Ho, dws);
-    Mp = mt;
-  }
-  uk.gemm(g.Cout, G * P, g.mid, wt.pw, g.mid, Mp, G * P, ot, G * P, wt.pb, Act::None, nullptr, 0);
-  float* o = out + n0 * P * g.Cout;
-  uk.transpose(g.Cout, G * P, ot, G * P, o, g.Cout);
-  if (g.residual) {  // stride 1, Cin == Cout: x's pixels line up with the output's
-    const float* r = x + n0 * PX * g.Cin;
-    for (int64_t i = 0; i < G * P * g.Cout; ++i) o[i] += r[i];
-  }
-}
-
 at::Tensor f32(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
 
 // ---- channels_last: pixel-major (NHWC) tiles ----
@@ -396,11 +322,8 @@ at::Tensor f32(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
 // ([Cin][Cout], in place when fuse() stored it so; see nhwc_weights), the depthwise convs run along the
 // channels. Rows of an NHWC tile are contiguous, so the rolling window shifts with one memmove.
 
-struct NhwcWeights {
-  const float *sw, *sb, *ew, *eb, *mw, *mb, *pw, *pb;  // sw [ks*ks][Cin], ew [Cin][mid], mw [km*km][mid], pw [mid][Cout]
-};
 
-void run_task_nhwc(const Geometry& g, const NhwcWeights& wt, const float* x, float* out, int64_t n, int64_t OY0,
+void run_task_nhwc(const Geometry& g, const Weights& wt, const float* x, float* out, int64_t n, int64_t OY0,
                    int64_t OY1, float* buf, const Sizes& z) {
   const cpu::UKernels& uk = cpu::ukernels();
   float* st = buf;
@@ -458,7 +381,7 @@ Sizes scratch_sizes_nhwc(const Geometry& g) {
 
 // Mid-channel slices (see use_mid_split): task = (image, slice [m0, m1)); the slices' projection partials
 // [P][Cout] are summed with bias (+ x) by a second pass.
-void run_mid_split_nhwc(const Geometry& g, const NhwcWeights& wt, const float* x, float* out, int64_t threads) {
+void run_mid_split_nhwc(const Geometry& g, const Weights& wt, const float* x, float* out, int64_t threads) {
   const cpu::UKernels& uk = cpu::ukernels();
   const int64_t T = std::max<int64_t>(1, std::min((threads + g.N - 1) / g.N, (g.mid + 7) / 8));
   const int64_t mc = ((g.mid + T - 1) / T + 7) / 8 * 8;  // slice width, a multiple of 8
@@ -507,7 +430,7 @@ void run_mid_split_nhwc(const Geometry& g, const NhwcWeights& wt, const float* x
 
 // Several whole images per task (see images_per_task): their pixels are consecutive in NHWC, so both GEMMs
 // run over all of them at once; the dw convs go image by image.
-void run_images_nhwc(const Geometry& g, const NhwcWeights& wt, const float* x, float* out, int64_t n0, int64_t n1,
+void run_images_nhwc(const Geometry& g, const Weights& wt, const float* x, float* out, int64_t n0, int64_t n1,
                      float* buf) {
   const cpu::UKernels& uk = cpu::ukernels();
   const int64_t G = n1 - n0, PX = g.H * g.W, PS = g.Hs * g.Ws, P = g.Ho * g.Wo;
@@ -555,7 +478,7 @@ void uib_nhwc(const Geometry& g, const at::Tensor& xf, at::Tensor& out, const c1
   if (g.ks) sw = nhwc_weight(*start_dw_w), sb = f32(*start_dw_b);
   if (g.km) mw = nhwc_weight(*mid_dw_w), mb = f32(*mid_dw_b);
   const at::Tensor ew = nhwc_weight(expand_w), eb = f32(expand_b), pw = nhwc_weight(proj_w), pb = f32(proj_b);
-  NhwcWeights wt{g.ks ? sw.data_ptr<float>() : nullptr, g.ks ? sb.data_ptr<float>() : nullptr, ew.data_ptr<float>(),
+  Weights wt{g.ks ? sw.data_ptr<float>() : nullptr, g.ks ? sb.data_ptr<float>() : nullptr, ew.data_ptr<float>(),
                  eb.data_ptr<float>(), g.km ? mw.data_ptr<float>() : nullptr, g.km ? mb.data_ptr<float>() : nullptr,
                  pw.data_ptr<float>(), pb.data_ptr<float>()};
   const float* xp = xf.data_ptr<float>();
@@ -586,6 +509,35 @@ void uib_nhwc(const Geometry& g, const at::Tensor& xf, at::Tensor& out, const c1
 }
 
 
+void uib_nchw(const Geometry& g, const at::Tensor& xf, at::Tensor& out, const c10::optional<at::Tensor>& start_dw_w,
+              const c10::optional<at::Tensor>& start_dw_b, const at::Tensor& expand_w, const at::Tensor& expand_b,
+              const c10::optional<at::Tensor>& mid_dw_w, const c10::optional<at::Tensor>& mid_dw_b,
+              const at::Tensor& proj_w, const at::Tensor& proj_b) {
+  at::Tensor sw, sb, mw, mb;
+  if (g.ks) sw = f32(*start_dw_w), sb = f32(*start_dw_b);
+  if (g.km) mw = f32(*mid_dw_w), mb = f32(*mid_dw_b);
+  const at::Tensor ew = f32(expand_w), eb = f32(expand_b), pw = f32(proj_w), pb = f32(proj_b);
+  Weights wt{g.ks ? sw.data_ptr<float>() : nullptr, g.ks ? sb.data_ptr<float>() : nullptr, ew.data_ptr<float>(),
+             eb.data_ptr<float>(), g.km ? mw.data_ptr<float>() : nullptr, g.km ? mb.data_ptr<float>() : nullptr,
+             pw.data_ptr<float>(), pb.data_ptr<float>()};
+  const float* xp = xf.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const int64_t threads = at::get_num_threads();
+  if (use_mid_split(g, threads)) {
+    run_mid_split(g, wt, xp, op, threads);
+    return;
+  }
+  const Sizes z = scratch_sizes(g);
+  at::parallel_for(0, g.N * g.nb, 1, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> buf;  // per-thread scratch, kept between calls
+    if (int64_t(buf.size()) < z.total()) buf.resize(z.total());
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t n = t / g.nb, oy0 = (t % g.nb) * g.bh;
+      run_task(g, wt, xp, op, n, oy0, std::min(g.Ho, oy0 + g.bh), buf.data(), z);
+    }
+  });
+}
+
 at::Tensor uib_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& start_dw_w,
                    const c10::optional<at::Tensor>& start_dw_b, const at::Tensor& expand_w, const at::Tensor& expand_b,
                    const c10::optional<at::Tensor>& mid_dw_w, const c10::optional<at::Tensor>& mid_dw_b,
@@ -614,54 +566,18 @@ at::Tensor uib_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& start_d
   g.pm = g.km / 2;
   g.Hs = conv_out_size(g.H, g.ss);
   g.Ws = conv_out_size(g.W, g.ss);
-  g.in_cl = p.channels_last;
-  g.out_cl = p.channels_last;
   g.residual = p.residual;
   g.act = to_act(p.activation);
   g.nhwc = p.channels_last;
   plan(g, at::get_num_threads());
 
   const at::Tensor xf = x.to(at::kFloat).contiguous(fmt);
-  if (g.nhwc) {
-    at::Tensor out = at::empty({g.N, g.Cout, g.Ho, g.Wo}, x.options().dtype(at::kFloat).memory_format(fmt));
-    uib_nhwc(g, xf, out, start_dw_w, start_dw_b, expand_w, expand_b, mid_dw_w, mid_dw_b, proj_w, proj_b);
-    return x.scalar_type() == at::kFloat ? out : out.to(x.scalar_type());
-  }
-  at::Tensor sw, sb, mw, mb;
-  if (g.ks) sw = f32(*start_dw_w), sb = f32(*start_dw_b);
-  if (g.km) mw = f32(*mid_dw_w), mb = f32(*mid_dw_b);
-  const at::Tensor ew = f32(expand_w), eb = f32(expand_b), pw = f32(proj_w), pb = f32(proj_b);
-  Weights wt{g.ks ? sw.data_ptr<float>() : nullptr, g.ks ? sb.data_ptr<float>() : nullptr, ew.data_ptr<float>(),
-             eb.data_ptr<float>(), g.km ? mw.data_ptr<float>() : nullptr, g.km ? mb.data_ptr<float>() : nullptr,
-             pw.data_ptr<float>(), pb.data_ptr<float>()};
   at::Tensor out = at::empty({g.N, g.Cout, g.Ho, g.Wo}, x.options().dtype(at::kFloat).memory_format(fmt));
-  const float* xp = xf.data_ptr<float>();
-  float* op = out.data_ptr<float>();
-  const int64_t threads = at::get_num_threads();
-  const int64_t G = images_per_task(g, threads);
-  if (G > 1) {
-    const int64_t zt = images_scratch(g, G);
-    at::parallel_for(0, (g.N + G - 1) / G, 1, [&](int64_t begin, int64_t end) {
-      thread_local std::vector<float> buf;
-      if (int64_t(buf.size()) < zt) buf.resize(zt);
-      for (int64_t t = begin; t < end; ++t) run_images(g, wt, xp, op, t * G, std::min(g.N, (t + 1) * G), buf.data());
-    });
-  } else if (use_mid_split(g, threads)) {
-    run_mid_split(g, wt, xp, op, threads);
-  } else {
-    const Sizes z = scratch_sizes(g);
-    at::parallel_for(0, g.N * g.nb, 1, [&](int64_t begin, int64_t end) {
-      // Per-thread scratch, kept between calls (no page faults on the hot path).
-      thread_local std::vector<float> buf;
-      if (int64_t(buf.size()) < z.total()) buf.resize(z.total());
-      for (int64_t t = begin; t < end; ++t) {
-        const int64_t n = t / g.nb, oy0 = (t % g.nb) * g.bh;
-        run_task(g, wt, xp, op, n, oy0, std::min(g.Ho, oy0 + g.bh), buf.data(), z);
-      }
-    });
-  }
-  if (x.scalar_type() != at::kFloat) out = out.to(x.scalar_type());
-  return out;
+  if (g.nhwc)
+    uib_nhwc(g, xf, out, start_dw_w, start_dw_b, expand_w, expand_b, mid_dw_w, mid_dw_b, proj_w, proj_b);
+  else
+    uib_nchw(g, xf, out, start_dw_w, start_dw_b, expand_w, expand_b, mid_dw_w, mid_dw_b, proj_w, proj_b);
+  return x.scalar_type() == at::kFloat ? out : out.to(x.scalar_type());
 }
 
 }  // namespace
