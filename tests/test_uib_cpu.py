@@ -228,3 +228,51 @@ ENV_SCRIPT = textwrap.dedent(r"""
 def test_forced_paths_end_to_end(env, threads, half):
     e = dict(os.environ, **env)
     run_script(ENV_SCRIPT, str(threads), str(half), timeout=600, env=e)
+
+
+def _sliced_weight(w):
+    """w with one of its dims of size > 1 read two apart (NaN between): neither contiguous nor innermost."""
+    d = 1 if w.shape[1] > 1 else 3  # 1x1 weights: the input channels; depthwise [C, 1, k, k]: the columns
+    shape = list(w.shape)
+    shape[d] *= 2
+    wide = torch.full(shape, float("nan"), dtype=w.dtype)
+    idx = [slice(None)] * 4
+    idx[d] = slice(None, None, 2)
+    wide[tuple(idx)] = w
+    return wide[tuple(idx)]
+
+
+def _padded_innermost(w):
+    """Output channel innermost (unit stride) as channels_innermost, but each run of O values padded to O + 3
+    (NaN in the padding): a reader that assumes the innermost pitch is O shows it."""
+    o = w.shape[0]
+    buf = torch.full(tuple(w.permute(1, 2, 3, 0).shape[:3]) + (o + 3,), float("nan"), dtype=w.dtype)
+    buf[..., :o] = w.permute(1, 2, 3, 0)
+    return buf[..., :o].permute(3, 0, 1, 2)
+
+
+WEIGHT_STRIDE_KINDS = {"innermost": mops.channels_innermost, "sliced": _sliced_weight,
+                       "padded_innermost": _padded_innermost}
+WEIGHT_STRIDE_CASES = [c for c in BATTERY if c["h"] > 1 and c["w"] > 1 and c["k_start"] and c["k_mid"]][::3] + \
+    [c for c in BATTERY if c.get("residual") or not (c["k_start"] or c["k_mid"])][:3]
+
+
+# The uib weights in other strides (the NHWC path reads channels_innermost weights in place, any others via a
+# copy): same result as the composite. Weight positions in the schema: start_dw_w 1, expand_w 3, mid_dw_w 5,
+# proj_w 7.
+@pytest.mark.parametrize("kind", list(WEIGHT_STRIDE_KINDS))
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("case", WEIGHT_STRIDE_CASES, ids=_ids(WEIGHT_STRIDE_CASES))
+def test_weight_strides(case, layout, kind):
+    args = list(random_uib_args(**case, channels_last=layout == "channels_last"))
+    ref = F.uib(*args)
+    for i in (1, 3, 5, 7):
+        if args[i] is not None:
+            w = WEIGHT_STRIDE_KINDS[kind](args[i])
+            assert torch.equal(w, args[i])
+            if kind != "innermost" or (args[i].shape[0] > 1 and args[i][0].numel() > 1):
+                assert not w.is_contiguous(), (i, kind, w.shape, w.stride())
+            args[i] = w
+    out = torch.ops.mnv4.uib(*args)
+    assert rel_err(out, ref) <= FP32_TOL
+    assert out.stride() == _expected_strides(args)

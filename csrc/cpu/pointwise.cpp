@@ -71,7 +71,9 @@ at::Tensor pointwise_cpu(const at::Tensor& x, const at::Tensor& weight, const c1
       });
     }
   }
-  if (four_d && !cl) out = out.contiguous();
+  if (four_d && !cl)  // NCHW result: a fresh contiguous tensor (out may already count as contiguous when
+                      // O == 1, H*W == 1 or N == 0, but with other strides than the fake kernel's)
+    out = at::empty(out.sizes(), out.options().memory_format(at::MemoryFormat::Contiguous)).copy_(out);
   return dt == at::kFloat ? out : out.to(dt);
 }
 
