@@ -160,7 +160,7 @@ def fuse(reference_model: nn.Module, backend: str = "auto", dtype=None) -> Fused
     cpu_pw = chosen["uib"][0] == "cpu"
 
     w, b = _fold(ref.conv_stem.weight, ref.bn1)
-    stem = FusedConv(c(w), c(b), ref.conv_stem.stride[0], act)
+    stem = FusedConv(c(w), c(b), ref.conv_stem.stride[0], act, prepack=cpu_pw)
 
     blocks = []
     for name, blk in ref.named_blocks():
@@ -169,7 +169,8 @@ def fuse(reference_model: nn.Module, backend: str = "auto", dtype=None) -> Fused
             w, b = _fold(blk.conv.weight, blk.bn1)
             aa = _aa_of(blk, blk.out_chs, aa_kind)
             is_pw = cpu_pw and w.shape[-1] == 1 and blk.conv.stride[0] == 1
-            m = FusedConv(channels_innermost(c(w)) if is_pw else c(w), c(b), blk.conv.stride[0], act, aa, pointwise=is_pw)
+            m = FusedConv(channels_innermost(c(w)) if is_pw else c(w), c(b), blk.conv.stride[0], act, aa,
+                          pointwise=is_pw, prepack=cpu_pw and not is_pw)
             if aa is not None:
                 aa.to(dtype)
             blocks.append((name, "cn", m))
@@ -177,7 +178,8 @@ def fuse(reference_model: nn.Module, backend: str = "auto", dtype=None) -> Fused
             ew, eb = _fold(blk.conv_exp.weight, blk.bn1)
             pw, pb = _fold(blk.conv_pwl.weight, blk.bn2)
             aa = _aa_of(blk, blk.mid_chs, aa_kind)
-            m = FusedEdgeResidual(c(ew), c(eb), c(pw), c(pb), blk.conv_exp.stride[0], act, blk.has_skip, aa)
+            m = FusedEdgeResidual(c(ew), c(eb), channels_innermost(c(pw)) if cpu_pw else c(pw), c(pb),
+                                  blk.conv_exp.stride[0], act, blk.has_skip, aa, cpu_ops=cpu_pw)
             blocks.append((name, "er", m))
         elif kind == "uir":
             gamma = blk.layer_scale.gamma if blk.layer_scale is not None else None
