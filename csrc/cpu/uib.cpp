@@ -323,13 +323,25 @@ at::Tensor f32(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
 // channels. Rows of an NHWC tile are contiguous, so the rolling window shifts with one memmove.
 
 
+// Pixel stride (floats) of an NHWC scratch tile of c channels: c rounded up to whole 64-byte lines, plus a
+// line when that makes an even number, so consecutive pixels fall in different L1 sets. (A 1024-channel
+// tile has a 4 KB pixel stride: every pixel of a 16-channel dw chunk in one set, and Conv-M's 5x5 mid dw
+// over its 7x7 window ran at 3.4 GMAC/s single-threaded.)
+inline int64_t tile_stride(int64_t c) {
+  if (c <= 16) return c;
+  int64_t lines = (c + 15) / 16;
+  if (lines % 2 == 0) ++lines;
+  return lines * 16;
+}
+
 void run_task_nhwc(const Geometry& g, const Weights& wt, const float* x, float* out, int64_t n, int64_t OY0,
                    int64_t OY1, float* buf, const Sizes& z) {
   const cpu::UKernels& uk = cpu::ukernels();
   float* st = buf;
   float* et = st + z.s;
   float* mt = et + z.e;
-  const int64_t ers = g.Ws * g.mid;  // row stride of the window
+  const int64_t sps = tile_stride(g.Cin), eps = tile_stride(g.mid);  // pixel strides of S and of E, M
+  const int64_t ers = g.Ws * eps;                                     // row stride of the window
   const float* xn = x + n * g.H * g.W * g.Cin;
   int64_t ew0 = 0, ew1 = 0;
   for (int64_t oy0 = OY0; oy0 < OY1; oy0 += g.sb) {
@@ -347,35 +359,37 @@ void run_task_nhwc(const Geometry& g, const Weights& wt, const float* x, float* 
     if (ew1 < e1) {  // compute expanded rows [ew1, e1)
       const int64_t n0 = ew1, pe = (e1 - n0) * g.Ws;
       const float* S = xn + n0 * g.W * g.Cin;  // no start dw: expanded rows = input rows
+      int64_t s_ps = g.Cin;
       if (g.ks) {
         int64_t r0, r1;
         input_rows(g, n0, e1, r0, r1);
         uk.dwconv_nhwc(g.Cin, int(g.ks), int(g.ss), xn + r0 * g.W * g.Cin, g.Cin, g.W * g.Cin, r0, g.H, g.W, wt.sw,
-                       g.Cin, wt.sb, Act::None, st, g.Cin, g.Ws * g.Cin, n0, e1);
+                       g.Cin, wt.sb, Act::None, st, sps, g.Ws * sps, n0, e1);
         S = st;
+        s_ps = sps;
       }
-      uk.pwconv_nhwc(pe, g.mid, g.Cin, S, g.Cin, wt.ew, g.mid, et + (n0 - ew0) * ers, g.mid, wt.eb, g.act, nullptr, 0);
+      uk.pwconv_nhwc(pe, g.mid, g.Cin, S, s_ps, wt.ew, g.mid, et + (n0 - ew0) * ers, eps, wt.eb, g.act, nullptr, 0);
       ew1 = e1;
     }
     const int64_t po = (oy1 - oy0) * g.Wo;
     const float* Mp = et + (oy0 - ew0) * ers;  // no mid dw: output rows = expanded rows
     if (g.km) {
-      uk.dwconv_nhwc(g.mid, int(g.km), int(g.ms), et, g.mid, ers, ew0, g.Hs, g.Ws, wt.mw, g.mid, wt.mb, g.act, mt,
-                     g.mid, g.Wo * g.mid, oy0, oy1);
+      uk.dwconv_nhwc(g.mid, int(g.km), int(g.ms), et, eps, ers, ew0, g.Hs, g.Ws, wt.mw, g.mid, wt.mb, g.act, mt, eps,
+                     g.Wo * eps, oy0, oy1);
       Mp = mt;
     }
     // residual => stride 1, Cin == Cout, W == Wo: x's pixels line up with the output's
     const float* R = g.residual ? xn + oy0 * g.W * g.Cin : nullptr;
-    uk.pwconv_nhwc(po, g.Cout, g.mid, Mp, g.mid, wt.pw, g.Cout, out + (n * g.Ho + oy0) * g.Wo * g.Cout, g.Cout, wt.pb,
+    uk.pwconv_nhwc(po, g.Cout, g.mid, Mp, eps, wt.pw, g.Cout, out + (n * g.Ho + oy0) * g.Wo * g.Cout, g.Cout, wt.pb,
                    Act::None, R, g.Cin);
   }
 }
 
 Sizes scratch_sizes_nhwc(const Geometry& g) {
   Sizes z{};
-  z.s = g.ks ? g.cap_e * g.Ws * g.Cin : 0;
-  z.e = g.cap_e * g.Ws * g.mid;
-  z.m = g.km ? g.sb * g.Wo * g.mid : 0;
+  z.s = g.ks ? g.cap_e * g.Ws * tile_stride(g.Cin) : 0;
+  z.e = g.cap_e * g.Ws * tile_stride(g.mid);
+  z.m = g.km ? g.sb * g.Wo * tile_stride(g.mid) : 0;
   return z;
 }
 
@@ -387,12 +401,14 @@ void run_mid_split_nhwc(const Geometry& g, const Weights& wt, const float* x, fl
   const int64_t mc = ((g.mid + T - 1) / T + 7) / 8 * 8;  // slice width, a multiple of 8
   const int64_t slices = (g.mid + mc - 1) / mc;
   const int64_t P = g.Ho * g.Wo, PS = g.Hs * g.Ws, PX = g.H * g.W;
+  const int64_t sps = tile_stride(g.Cin), cps = tile_stride(mc);
   // Every element is written below. Kept by the calling thread between calls: a fresh buffer of this size
   // (> 128 KB) would be mmapped and unmapped by malloc per call, page faults and TLB shootdowns included.
+  // The workers use the pointer (a thread_local named inside the lambdas would be each worker's own).
   thread_local std::vector<float> partial_buf;
   if (int64_t(partial_buf.size()) < g.N * slices * P * g.Cout) partial_buf.resize(g.N * slices * P * g.Cout);
   float* const partial = partial_buf.data();
-  const int64_t zs = g.ks ? PS * g.Cin : 0, ze = PS * mc, zm = P * mc;
+  const int64_t zs = g.ks ? PS * sps : 0, ze = PS * cps, zm = P * cps;
   at::parallel_for(0, g.N * slices, 1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> buf;
     if (int64_t(buf.size()) < zs + ze + zm) buf.resize(zs + ze + zm);
@@ -401,16 +417,18 @@ void run_mid_split_nhwc(const Geometry& g, const Weights& wt, const float* x, fl
       const int64_t n = t / slices, m0 = (t % slices) * mc, cm = std::min(g.mid, m0 + mc) - m0;
       const float* X = x + n * PX * g.Cin;
       const float* S = X;
+      int64_t s_ps = g.Cin;
       if (g.ks) {
         uk.dwconv_nhwc(g.Cin, int(g.ks), int(g.ss), X, g.Cin, g.W * g.Cin, 0, g.H, g.W, wt.sw, g.Cin, wt.sb,
-                       Act::None, st, g.Cin, g.Ws * g.Cin, 0, g.Hs);
+                       Act::None, st, sps, g.Ws * sps, 0, g.Hs);
         S = st;
+        s_ps = sps;
       }
-      uk.pwconv_nhwc(PS, cm, g.Cin, S, g.Cin, wt.ew + m0, g.mid, et, cm, wt.eb + m0, g.act, nullptr, 0);
-      uk.dwconv_nhwc(cm, int(g.km), int(g.ms), et, cm, g.Ws * cm, 0, g.Hs, g.Ws, wt.mw + m0, g.mid, wt.mb + m0, g.act,
-                     mt, cm, g.Wo * cm, 0, g.Ho);
-      uk.pwconv_nhwc(P, g.Cout, cm, mt, cm, wt.pw + m0 * g.Cout, g.Cout, partial + t * P * g.Cout, g.Cout,
-                     nullptr, Act::None, nullptr, 0);
+      uk.pwconv_nhwc(PS, cm, g.Cin, S, s_ps, wt.ew + m0, g.mid, et, cps, wt.eb + m0, g.act, nullptr, 0);
+      uk.dwconv_nhwc(cm, int(g.km), int(g.ms), et, cps, g.Ws * cps, 0, g.Hs, g.Ws, wt.mw + m0, g.mid, wt.mb + m0, g.act,
+                     mt, cps, g.Wo * cps, 0, g.Ho);
+      uk.pwconv_nhwc(P, g.Cout, cm, mt, cps, wt.pw + m0 * g.Cout, g.Cout, partial + t * P * g.Cout, g.Cout, nullptr,
+                     Act::None, nullptr, 0);
     }
   });
   at::parallel_for(0, g.N * P, 8, [&](int64_t begin, int64_t end) {
@@ -434,32 +452,35 @@ void run_images_nhwc(const Geometry& g, const Weights& wt, const float* x, float
                      float* buf) {
   const cpu::UKernels& uk = cpu::ukernels();
   const int64_t G = n1 - n0, PX = g.H * g.W, PS = g.Hs * g.Ws, P = g.Ho * g.Wo;
+  const int64_t sps = tile_stride(g.Cin), eps = tile_stride(g.mid);
   float* st = buf;
-  float* et = st + (g.ks ? G * PS * g.Cin : 0);
-  float* mt = et + G * PS * g.mid;
+  float* et = st + (g.ks ? G * PS * sps : 0);
+  float* mt = et + G * PS * eps;
   const float* X = x + n0 * PX * g.Cin;
   const float* S = X;  // no start dw: PS == PX
+  int64_t s_ps = g.Cin;
   if (g.ks) {
     for (int64_t i = 0; i < G; ++i)
       uk.dwconv_nhwc(g.Cin, int(g.ks), int(g.ss), X + i * PX * g.Cin, g.Cin, g.W * g.Cin, 0, g.H, g.W, wt.sw, g.Cin,
-                     wt.sb, Act::None, st + i * PS * g.Cin, g.Cin, g.Ws * g.Cin, 0, g.Hs);
+                     wt.sb, Act::None, st + i * PS * sps, sps, g.Ws * sps, 0, g.Hs);
     S = st;
+    s_ps = sps;
   }
-  uk.pwconv_nhwc(G * PS, g.mid, g.Cin, S, g.Cin, wt.ew, g.mid, et, g.mid, wt.eb, g.act, nullptr, 0);
+  uk.pwconv_nhwc(G * PS, g.mid, g.Cin, S, s_ps, wt.ew, g.mid, et, eps, wt.eb, g.act, nullptr, 0);
   const float* Mp = et;  // no mid dw: P == PS
   if (g.km) {
     for (int64_t i = 0; i < G; ++i)
-      uk.dwconv_nhwc(g.mid, int(g.km), int(g.ms), et + i * PS * g.mid, g.mid, g.Ws * g.mid, 0, g.Hs, g.Ws, wt.mw,
-                     g.mid, wt.mb, g.act, mt + i * P * g.mid, g.mid, g.Wo * g.mid, 0, g.Ho);
+      uk.dwconv_nhwc(g.mid, int(g.km), int(g.ms), et + i * PS * eps, eps, g.Ws * eps, 0, g.Hs, g.Ws, wt.mw, g.mid,
+                     wt.mb, g.act, mt + i * P * eps, eps, g.Wo * eps, 0, g.Ho);
     Mp = mt;
   }
-  uk.pwconv_nhwc(G * P, g.Cout, g.mid, Mp, g.mid, wt.pw, g.Cout, out + n0 * P * g.Cout, g.Cout, wt.pb, Act::None,
+  uk.pwconv_nhwc(G * P, g.Cout, g.mid, Mp, eps, wt.pw, g.Cout, out + n0 * P * g.Cout, g.Cout, wt.pb, Act::None,
                  g.residual ? X : nullptr, g.Cin);
 }
 
 int64_t images_scratch_nhwc(const Geometry& g, int64_t G) {
   const int64_t PS = g.Hs * g.Ws, P = g.Ho * g.Wo;
-  return G * ((g.ks ? PS * g.Cin : 0) + PS * g.mid + (g.km ? P * g.mid : 0));
+  return G * ((g.ks ? PS * tile_stride(g.Cin) : 0) + (PS + (g.km ? P : 0)) * tile_stride(g.mid));
 }
 
 // A 1x1 weight [O, I, 1, 1] as the fp32 matrix [I][O], or a depthwise weight [C, 1, k, k] as [k*k][C]: in

@@ -395,10 +395,52 @@ void pw_dispatch(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, c
 }
 
 // Depthwise NHWC: a chunk of CV vectors of channels (TAIL: only the first cn channels valid, masked), one
-// output row at a time. Columns whose taps all lie inside the image go DWN_PX pixels at a time (each weight
-// vector loaded once serves them all); border columns one at a time with their valid tap range. Rows
-// outside the image are skipped per output row. The input is read in place: no padded copies.
+// output row at a time, DWN_PX output pixels of the row at a time: each weight vector loaded once serves
+// them all, and the DWN_PX x CV accumulators are independent FMA chains (one pixel alone would wait on the
+// FMA latency: 7-wide rows with a 5x5 kernel have no interior block of 4). In blocks at the image's left or
+// right edge (or the row's last, short block) taps outside the image are skipped per pixel (predictable
+// branches: the same pattern every row); interior blocks run branch-free. Rows outside: per output row. The
+// input is read in place: no padded copies.
 constexpr int DWN_PX = 4;
+
+// One block of npx <= DWN_PX output pixels of one row: acc = bias + sum over taps. EDGE: skip the taps
+// outside [0, in_w) per pixel, and pixels q >= npx; else every tap of all DWN_PX pixels is inside. (Two
+// instantiations rather than one function with both paths: sharing the accumulators between the
+// branch-free and the branchy loop made GCC keep them in memory, and the 14x14 3x3 dw 2x slower.)
+template <int KC, int SC, Act A, int CV, bool TAIL, bool EDGE>
+inline void dwn_block(int k, int s, int cn, int i0, int i1, const float* in, int64_t yoff, int64_t x0, int npx,
+                      int64_t in_ps, int64_t in_rs, int64_t in_w, const float* w, int64_t ldw,
+                      const typename V::T* b0, float* o0, int64_t out_ps) {
+  constexpr int W = V::W;
+  using T = typename V::T;
+  auto ld = [cn](const float* q, int v) { return TAIL ? V::loadn(q + v * W, cn - v * W) : V::loadu(q + v * W); };
+  T acc[DWN_PX][CV];
+  for (int q = 0; q < DWN_PX; ++q)
+    for (int v = 0; v < CV; ++v) acc[q][v] = b0[v];
+  for (int i = i0; i < i1; ++i) {
+    const float* irow = in + (yoff + i) * in_rs;  // stored row of tap row i
+    for (int j = 0; j < k; ++j) {
+      T wv[CV];
+      for (int v = 0; v < CV; ++v) wv[v] = ld(w + (i * k + j) * ldw, v);
+      for (int q = 0; q < DWN_PX; ++q) {
+        const int64_t xx = x0 + q * s + j;
+        if (EDGE && (q >= npx || xx < 0 || xx >= in_w)) continue;
+        const float* ip = irow + xx * in_ps;
+        for (int v = 0; v < CV; ++v) acc[q][v] = V::fma(wv[v], ld(ip, v), acc[q][v]);
+      }
+    }
+  }
+  for (int q = 0; q < (EDGE ? npx : DWN_PX); ++q)
+    for (int v = 0; v < CV; ++v) {
+      float* o = o0 + q * out_ps + v * W;
+      const T y = act_vec<A>(acc[q][v]);
+      if (TAIL && cn - v * W < W) {
+        if (cn - v * W > 0) V::storen(o, y, cn - v * W);
+      } else {
+        V::storeu(o, y);
+      }
+    }
+}
 
 template <int KC, int SC, Act A, int CV, bool TAIL>
 inline void dwn_chunk(int k_rt, int s_rt, int cn, const float* in, int64_t in_ps, int64_t in_rs, int64_t in_r0,
@@ -410,69 +452,28 @@ inline void dwn_chunk(int k_rt, int s_rt, int cn, const float* in, int64_t in_ps
   const int s = SC ? SC : s_rt;
   const int p = k / 2;
   const int64_t out_w = (in_w - 1) / s + 1;
-  auto ld = [cn](const float* q, int v) { return TAIL ? V::loadn(q + v * W, cn - v * W) : V::loadu(q + v * W); };
-  // interior output columns [xlo, xhi): ox*s - p >= 0 and ox*s - p + k - 1 < in_w
-  const int64_t xlo = (p + s - 1) / s;
+  // interior output columns [xlo, xhi): every tap inside (ox*s - p >= 0 and ox*s - p + k <= in_w)
+  const int64_t xlo = std::min<int64_t>(out_w, (p + s - 1) / s);
   const int64_t xhi = in_w - k + p >= 0 ? std::max<int64_t>(xlo, (in_w - k + p) / s + 1) : xlo;
   T b0[CV];
-  for (int v = 0; v < CV; ++v) b0[v] = bias ? ld(bias, v) : V::zero();
+  for (int v = 0; v < CV; ++v) b0[v] = bias ? (TAIL ? V::loadn(bias + v * W, cn - v * W) : V::loadu(bias + v * W))
+                                            : V::zero();
   for (int64_t oy = oy0; oy < oy1; ++oy) {
     const int64_t y0 = oy * s - p;
     const int i0 = static_cast<int>(std::max<int64_t>(0, -y0));
     const int i1 = static_cast<int>(std::min<int64_t>(k, in_h - y0));
     float* orow = out + (oy - oy0) * out_rs;
-    int64_t ox = 0;
-    while (ox < out_w) {
-      if (ox >= xlo && ox + DWN_PX <= xhi) {
-        T acc[DWN_PX][CV];
-        for (int q = 0; q < DWN_PX; ++q)
-          for (int v = 0; v < CV; ++v) acc[q][v] = b0[v];
-        for (int i = i0; i < i1; ++i) {
-          const float* irow = in + (y0 + i - in_r0) * in_rs + (ox * s - p) * in_ps;
-          for (int j = 0; j < k; ++j) {
-            T wv[CV];
-            for (int v = 0; v < CV; ++v) wv[v] = ld(w + (i * k + j) * ldw, v);
-            for (int q = 0; q < DWN_PX; ++q) {
-              const float* ip = irow + (q * s + j) * in_ps;
-              for (int v = 0; v < CV; ++v) acc[q][v] = V::fma(wv[v], ld(ip, v), acc[q][v]);
-            }
-          }
-        }
-        for (int q = 0; q < DWN_PX; ++q)
-          for (int v = 0; v < CV; ++v) {
-            float* o = orow + (ox + q) * out_ps + v * W;
-            const T y = act_vec<A>(acc[q][v]);
-            if (TAIL && cn - v * W < W) {
-              if (cn - v * W > 0) V::storen(o, y, cn - v * W);
-            } else {
-              V::storeu(o, y);
-            }
-          }
-        ox += DWN_PX;
-      } else {
-        const int64_t x0 = ox * s - p;
-        const int j0 = static_cast<int>(std::max<int64_t>(0, -x0));
-        const int j1 = static_cast<int>(std::min<int64_t>(k, in_w - x0));
-        T acc[CV];
-        for (int v = 0; v < CV; ++v) acc[v] = b0[v];
-        for (int i = i0; i < i1; ++i) {
-          const float* irow = in + (y0 + i - in_r0) * in_rs;
-          for (int j = j0; j < j1; ++j) {
-            const float* ip = irow + (x0 + j) * in_ps;
-            for (int v = 0; v < CV; ++v) acc[v] = V::fma(ld(w + (i * k + j) * ldw, v), ld(ip, v), acc[v]);
-          }
-        }
-        for (int v = 0; v < CV; ++v) {
-          float* o = orow + ox * out_ps + v * W;
-          const T y = act_vec<A>(acc[v]);
-          if (TAIL && cn - v * W < W) {
-            if (cn - v * W > 0) V::storen(o, y, cn - v * W);
-          } else {
-            V::storeu(o, y);
-          }
-        }
-        ox += 1;
-      }
+    for (int64_t ox = 0; ox < out_w;) {
+      // blocks: the left-edge pixels [0, xlo), interior blocks of DWN_PX inside [xlo, xhi), then the rest
+      int npx = static_cast<int>(std::min<int64_t>(DWN_PX, out_w - ox));
+      if (ox < xlo) npx = static_cast<int>(std::min<int64_t>(npx, xlo - ox));
+      if (ox >= xlo && ox + DWN_PX <= xhi)
+        dwn_block<KC, SC, A, CV, TAIL, false>(k, s, cn, i0, i1, in, y0 - in_r0, ox * s - p, npx, in_ps, in_rs, in_w, w,
+                                              ldw, b0, orow + ox * out_ps, out_ps);
+      else
+        dwn_block<KC, SC, A, CV, TAIL, true>(k, s, cn, i0, i1, in, y0 - in_r0, ox * s - p, npx, in_ps, in_rs, in_w, w,
+                                             ldw, b0, orow + ox * out_ps, out_ps);
+      ox += npx;
     }
   }
 }
