@@ -58,8 +58,9 @@ def main(argv=None):
             for i, l in enumerate(layers):
                 x = torch.randn(batch, *l.in_shape, generator=torch.Generator().manual_seed(i))
                 x = x.contiguous(memory_format=torch.channels_last)
-                a = l.args()
-                fused = lambda: torch.ops.mnv4.uib(x, *a)  # noqa: E731
+                a = l.args()  # the composite gets the weights contiguous, the op as the fused model stores them
+                a_cpu = l.args(cpu_layout=True)
+                fused = lambda: torch.ops.mnv4.uib(x, *a_cpu)  # noqa: E731
                 comp = lambda: F.uib(x, *a)  # noqa: E731
                 err = rel_err(fused(), comp())
                 t0 = time.perf_counter()

@@ -44,16 +44,20 @@ class Layer:
         name = {(True, True): "ExtraDW", (False, True): "IB", (True, False): "ConvNext", (False, False): "FFN"}
         return f"{name[(s > 0, k > 0)]}({s},{k})e{m.expand_w.shape[0] // m.expand_w.shape[1]}s{m.stride}"
 
-    def args(self, dtype: Optional[torch.dtype] = None, device=None):
-        """The op's arguments after x (weights cast/moved as asked), in schema order."""
+    def args(self, dtype: Optional[torch.dtype] = None, device=None, cpu_layout: bool = False):
+        """The op's arguments after x (weights cast/moved as asked), in schema order. cpu_layout=True: the UIB
+        weights stored as fuse() stores them for the CPU op (ops.channels_innermost; same values)."""
+        from .ops import channels_innermost
+
         m = self.module
 
         def t(v):
             return None if v is None else v.to(device=device or v.device, dtype=dtype or v.dtype)
 
         if self.kind == "uib":
-            return (t(m.start_dw_w), t(m.start_dw_b), t(m.expand_w), t(m.expand_b), t(m.mid_dw_w),
-                    t(m.mid_dw_b), t(m.proj_w), t(m.proj_b), m.stride, m.residual, m.activation)
+            w = (lambda v: None if v is None else channels_innermost(t(v))) if cpu_layout else t
+            return (w(m.start_dw_w), t(m.start_dw_b), w(m.expand_w), t(m.expand_b), w(m.mid_dw_w),
+                    t(m.mid_dw_b), w(m.proj_w), t(m.proj_b), m.stride, m.residual, m.activation)
         return (t(m.norm_scale), t(m.norm_shift), t(m.q_w), t(m.k_dw_w), t(m.k_dw_b), t(m.k_w), t(m.v_dw_w),
                 t(m.v_dw_b), t(m.v_w), t(m.o_w), m.num_heads, m.kv_stride, m.residual)
 

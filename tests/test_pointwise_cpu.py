@@ -64,10 +64,12 @@ def _pixels(case):
     return case["n"] * (case["hw"][0] * case["hw"][1] if case["hw"] else 1)
 
 
-def _pixel_schedule(case, threads):
-    # Mirrors the task split in csrc/cpu/pointwise.cpp (48-pixel blocks, else 16-channel blocks); used only
-    # to check that the battery exercises both.
-    return _pixels(case) >= 48 * threads or case["o"] < 16 * threads
+def _schedule(case, threads):
+    # Mirrors the task split in csrc/cpu/pointwise.cpp (input-channel blocks for <= 4 rows and >= 64 input
+    # channels, 48-pixel blocks, else 16-channel blocks); used only to check that the battery runs all three.
+    if _pixels(case) <= 4 and case["c"] >= 64:
+        return "k"
+    return "pixels" if _pixels(case) >= 48 * threads or case["o"] < 16 * threads else "channels"
 
 
 def _battery():
@@ -126,11 +128,11 @@ def test_pointwise_registered():
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_battery_covers_both_schedules(threads):
-    kinds = {_pixel_schedule(c, threads) for c in BATTERY}
-    assert kinds == {True, False}
+def test_battery_covers_every_schedule(threads):
+    kinds = {_schedule(c, threads) for c in BATTERY}
+    assert kinds == {"k", "pixels", "channels"}
     # the channel schedule on 4-D input too, not only on 2-D
-    assert any(not _pixel_schedule(c, threads) and c["hw"] for c in BATTERY)
+    assert any(_schedule(c, threads) == "channels" and c["hw"] for c in BATTERY)
 
 
 @pytest.mark.parametrize("num_threads", [1, 2], indirect=True, ids=["1t", "2t"])

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <string>
+#include <vector>
 
 #include "../params.h"
 #include "kernels/interface/ukernels.h"
@@ -54,11 +55,33 @@ at::Tensor pointwise_cpu(const at::Tensor& x, const at::Tensor& weight, const c1
     const cpu::Act a = act == Activation::Relu ? cpu::Act::Relu : act == Activation::Gelu ? cpu::Act::Gelu
                                                                                            : cpu::Act::None;
     const cpu::UKernels& uk = cpu::ukernels();
-    // Tasks: blocks of pixels when there are enough of them (the weight slab stays in L1 across a block),
-    // else blocks of output channels (a batch-1 head: a matrix-vector product split by columns).
+    // Tasks: blocks of pixels when there are enough of them (the weight slab stays in L1 across a block);
+    // for a few rows (a batch-1 head: matrix-vector products, bound by reading the weight, often from
+    // DRAM) blocks of input channels, see below; else blocks of output channels.
     const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
     const int64_t pblk = 6 * 8;  // pixel rows per task: 8 register tiles
-    if (P >= pblk * threads || O < 16 * threads) {
+    if (P <= 4 && C >= 64) {
+      // Each task streams a contiguous block of rows of the [C][O] weight, 32 rows per kernel call,
+      // accumulating into its own partial sums (the kernel's in-place residual); sequential memory, which
+      // the hardware prefetchers follow (splitting by columns steps one page per weight row: the head of
+      // Conv-M ran at half onnxruntime's speed). Then out = act(bias + sum of the partials): a K = T product
+      // with a ones vector, so the activation is the kernel's vectorised one.
+      const int64_t T = std::min<int64_t>(threads, C / 32);
+      const int64_t kc = (C + T - 1) / T;
+      std::vector<float> part(static_cast<size_t>(T * P * O), 0.f), ones(static_cast<size_t>(T), 1.f);
+      float* pp = part.data();
+      at::parallel_for(0, T, 1, [&](int64_t b, int64_t e) {
+        for (int64_t t = b; t < e; ++t) {
+          float* pt = pp + t * P * O;
+          for (int64_t k = t * kc; k < std::min(C, (t + 1) * kc); k += 32) {
+            const int64_t kn = std::min<int64_t>(32, std::min(C, (t + 1) * kc) - k);
+            uk.pwconv_nhwc(P, O, kn, xp + k, C, wp + k * O, O, pt, O, nullptr, cpu::Act::None, pt, O);
+          }
+        }
+      });
+      for (int64_t q = 0; q < P; ++q)
+        uk.pwconv_nhwc(1, O, T, ones.data(), T, pp + q * O, P * O, op + q * O, O, bp, a, nullptr, 0);
+    } else if (P >= pblk * threads || O < 16 * threads) {
       at::parallel_for(0, (P + pblk - 1) / pblk, 1, [&](int64_t b, int64_t e) {
         const int64_t p0 = b * pblk, p1 = std::min(P, e * pblk);
         uk.pwconv_nhwc(p1 - p0, O, C, xp + p0 * C, C, wp, O, op + p0 * O, O, bp, a, nullptr, 0);

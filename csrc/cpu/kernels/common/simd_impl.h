@@ -300,7 +300,7 @@ inline void dwconv_dispatch(int64_t channels, int k, int s, const float* in, int
 
 template <int MR, int NV, Act A, bool RES, bool TAIL>
 inline void pw_tile(int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
-                    const float* bias, const float* r, int64_t ldr, int nrem) {
+                    const float* bias, const float* r, int64_t ldr, int nrem, const float* pf) {
   constexpr int W = V::W;
   typename V::T acc[MR][NV];
   for (int v = 0; v < NV; ++v) {
@@ -311,6 +311,10 @@ inline void pw_tile(int64_t K, const float* a, int64_t lda, const float* b, int6
   for (int64_t k = 0; k < K; ++k) {
     typename V::T bv[NV];
     const float* bk = b + k * ldb;
+    if (pf) {  // the next slab's row k, towards L2 (both ends: a row may straddle two lines)
+      __builtin_prefetch(pf + k * ldb, 0, 2);
+      __builtin_prefetch(pf + k * ldb + NV * W - 1, 0, 2);
+    }
     for (int v = 0; v < NV; ++v) bv[v] = TAIL ? V::loadn(bk + v * W, nrem - v * W) : V::loadu(bk + v * W);
     for (int i = 0; i < MR; ++i) {
       const typename V::T av = V::set1(a[i * lda + k]);
@@ -333,14 +337,16 @@ inline void pw_tile(int64_t K, const float* a, int64_t lda, const float* b, int6
   }
 }
 
-// All M rows of one column slab.
+// All M rows of one column slab. pf: the next slab (or nullptr), prefetched during the first row tile: a
+// slab's rows are ldb apart, often 2-4 KB or more, one page each, where the hardware prefetchers do not
+// follow; without it the first pass over weights that come from DRAM waits on every line.
 template <int MR, int NV, Act A, bool RES, bool TAIL>
 inline void pw_slab(int64_t M, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
-                    int64_t ldc, const float* bias, const float* r, int64_t ldr, int nrem) {
+                    int64_t ldc, const float* bias, const float* r, int64_t ldr, int nrem, const float* pf) {
   int64_t i = 0;
-  for (; i + MR <= M; i += MR)
+  for (; i + MR <= M; i += MR, pf = nullptr)
     pw_tile<MR, NV, A, RES, TAIL>(K, a + i * lda, lda, b, ldb, c + i * ldc, ldc, bias, RES ? r + i * ldr : nullptr,
-                                  ldr, nrem);
+                                  ldr, nrem, pf);
   const int rem = static_cast<int>(M - i);
   if (rem == 0) return;
   a += i * lda;
@@ -349,7 +355,7 @@ inline void pw_slab(int64_t M, int64_t K, const float* a, int64_t lda, const flo
   switch (rem) {
 #define MNV4_PW_ROWS(R)                                                                                   \
   case R:                                                                                                 \
-    if (R < MR) pw_tile<(R < MR ? R : 1), NV, A, RES, TAIL>(K, a, lda, b, ldb, c, ldc, bias, r, ldr, nrem); \
+    if (R < MR) pw_tile<(R < MR ? R : 1), NV, A, RES, TAIL>(K, a, lda, b, ldb, c, ldc, bias, r, ldr, nrem, pf); \
     break;
     MNV4_PW_ROWS(1) MNV4_PW_ROWS(2) MNV4_PW_ROWS(3) MNV4_PW_ROWS(4) MNV4_PW_ROWS(5) MNV4_PW_ROWS(6)
     MNV4_PW_ROWS(7)
@@ -366,15 +372,15 @@ void pw_impl(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const
   int64_t j = 0;
   for (; j + NR <= N; j += NR)
     pw_slab<MR, NV, A, RES, false>(M, K, a, lda, b + j, ldb, c + j, ldc, bias ? bias + j : nullptr,
-                                   RES ? r + j : nullptr, ldr, NR);
+                                   RES ? r + j : nullptr, ldr, NR, j + NR < N ? b + j + NR : nullptr);
   if (j == N) return;
   const int rem = static_cast<int>(N - j);
   if (rem <= V::W)
     pw_slab<MR, 1, A, RES, true>(M, K, a, lda, b + j, ldb, c + j, ldc, bias ? bias + j : nullptr,
-                                 RES ? r + j : nullptr, ldr, rem);
+                                 RES ? r + j : nullptr, ldr, rem, nullptr);
   else
     pw_slab<MR, NV, A, RES, true>(M, K, a, lda, b + j, ldb, c + j, ldc, bias ? bias + j : nullptr,
-                                  RES ? r + j : nullptr, ldr, rem);
+                                  RES ? r + j : nullptr, ldr, rem, nullptr);
 }
 
 template <int MR, int NV>
