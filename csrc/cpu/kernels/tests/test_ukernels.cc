@@ -211,9 +211,10 @@ static void test_pwconv_nhwc(const UKernels& uk) {
             return i < size_t(M * ldc) && int64_t(i % ldc) < N; }, what);
           ++cases;
         }
-  // one larger product (several full column slabs and row tiles, a masked tail), in place
-  {
-    const int64_t M = 100, N = 200, K = 96, lda = K + 2, ldb = N + 8, ldc = N + 3;
+  // larger products (several full column slabs and row tiles, a masked tail; M = 700: row blocks of 192
+  // with a longer last one), in place
+  for (int64_t M : {100, 700}) {
+    const int64_t N = 200, K = 96, lda = K + 2, ldb = N + 8, ldc = N + 3;
     auto A = rand_strided(M, lda, K), B = rand_strided(K, ldb, N), bias = rand_vec(N), R = rand_strided(M, ldc, N);
     std::vector<float> want(M * ldc + 5, kNaN), got = want, mag = want;
     f32_pwconv_nhwc__scalar(M, N, K, A.data(), lda, B.data(), ldb, want.data(), ldc, bias.data(), Act::Gelu,
@@ -224,7 +225,7 @@ static void test_pwconv_nhwc(const UKernels& uk) {
     std::copy(R.begin(), R.end(), got.begin());
     uk.pwconv_nhwc(M, N, K, A.data(), lda, B.data(), ldb, got.data(), ldc, bias.data(), Act::Gelu, got.data(), ldc);
     compare(got, want, mag, 2.5e-7f * (K + 3), [&](size_t i) { return i < size_t(M * ldc) && int64_t(i % ldc) < N; },
-            std::string(uk.name) + " pwconv_nhwc in-place residual M=100 N=200 K=96");
+            std::string(uk.name) + " pwconv_nhwc in-place residual N=200 K=96 M=" + std::to_string(M));
     ++cases;
   }
   std::printf("%s pwconv_nhwc: %d cases\n", uk.name, cases);
