@@ -10,6 +10,9 @@ ratios and their geomean.
     .venv/bin/python benches/uib_layers_cpu.py [--batches 1 8] [--reps 25] [--threads 2] [--clock wall|cpu]
 
 The default (2 threads, wall clock) writes <machine>.json; other settings add -t<threads>-<clock>.
+Also records the fp32 GEMM ceiling (torch.mm 2048^3, same threads) and per layer the speedup over the
+composite that running at that ceiling would give: where it is below 2, the 2x target is out of reach
+for any implementation on this machine.
 The load average at start and end is recorded: on a shared machine, read the figures with it.
 """
 
@@ -23,6 +26,7 @@ import torch
 
 import mnv4_kernels  # noqa: F401  (registers torch.ops.mnv4.*)
 from mnv4_kernels import report
+from mnv4_kernels.bench import measure_ceilings
 from mnv4_kernels.layers import layer_table
 from mnv4_kernels.timing import geomean, interleaved
 from mnv4_reference import functional as F
@@ -52,6 +56,10 @@ def main(argv=None):
     load_start = os.getloadavg()
     torch.set_num_threads(args.threads)
     layers = [l for l in uib_layers() if not args.layers or re.search(args.layers, l.name)]
+    # The machine's fp32 FMA ceiling, now, at these threads (torch.mm 2048^3): no implementation runs a layer
+    # in less than flops / ceiling, so composite_ms / (flops / ceiling) bounds any speedup over the composite.
+    ceiling = measure_ceilings("cpu", torch.float32)["gemm_gflops"]
+    print(f"GEMM ceiling {ceiling:.1f} GFLOP/s ({args.threads} threads)")
     rows = []
     with torch.inference_mode():
         for batch in args.batches:
@@ -70,22 +78,29 @@ def main(argv=None):
                                 clock=clock)
                 tf, tc = t["fused"].median_ms, t["composite"].median_ms
                 c, h, w = l.in_shape
+                gflop = l.flops(batch) / 1e9
                 rows.append(dict(layer=l.name, form=l.form, batch=batch, in_shape=list(l.in_shape),
                                  out_shape=list(l.out_shape), mid=int(l.module.expand_w.shape[0]), fused_ms=tf,
-                                 composite_ms=tc, speedup=tc / tf, rel_err=err, inner=inner))
+                                 composite_ms=tc, speedup=tc / tf, rel_err=err, inner=inner,
+                                 fused_gflops=gflop / tf * 1e3, composite_gflops=gflop / tc * 1e3,
+                                 speedup_bound_at_ceiling=tc / (gflop / ceiling * 1e3)))
                 print(f"b{batch} {l.name:12s} {l.form:20s} {c:4d}->{rows[-1]['mid']:5d}->{l.out_shape[0]:4d} "
                       f"{h:3d}x{w:<3d} fused {tf:8.3f} ms  composite {tc:8.3f} ms  x{tc / tf:5.2f}", flush=True)
-    geo = {}
+    geo, geo_bound = {}, {}
     for batch in args.batches:
         r = [x["speedup"] for x in rows if x["batch"] == batch]
         geo[str(batch)] = geomean(r)
-        print(f"batch {batch}: geomean speedup fused/composite x{geo[str(batch)]:.2f} over {len(r)} layers")
+        bound = geomean([x["speedup_bound_at_ceiling"] for x in rows if x["batch"] == batch])
+        geo_bound[str(batch)] = bound
+        print(f"batch {batch}: geomean speedup fused/composite x{geo[str(batch)]:.2f} over {len(r)} layers "
+              f"(at the FMA ceiling: x{bound:.2f})")
     result = dict(
         benchmark="uib_layers_cpu", model=MODEL, resolution=RES, dtype="float32", memory_format="channels_last",
         env=report.env_info(), isa=torch.ops.mnv4_cpu.isa(), clock=args.clock, loadavg_start=load_start,
         loadavg_end=os.getloadavg(), layer_source=f"mnv4_kernels.layers.layer_table({MODEL!r}, {RES})",
         method="interleaved A/B samples of >= 2 ms of back-to-back calls after warm-up, median per call; "
-               "speedup = composite / fused", geomean_speedup=geo, layers=rows)
+               "speedup = composite / fused; speedup_bound_at_ceiling = composite / (flops / GEMM ceiling)",
+        gemm_ceiling_gflops=ceiling, geomean_speedup=geo, geomean_speedup_bound_at_ceiling=geo_bound, layers=rows)
     suffix = "" if (args.threads, args.clock) == (2, "wall") else f"-t{args.threads}-{args.clock}"
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                    f"uib-{report.machine_tag()}{suffix}.json")

@@ -41,7 +41,7 @@ def _expected_strides(args):
 def test_cpu_kernel_registered():
     assert mnv4_kernels.backends()["cpu"].available
     assert "uib" in mnv4_kernels.backends()["cpu"].ops
-    assert torch.ops.mnv4_cpu.isa() in ("avx2_fma", "neon", "scalar")
+    assert torch.ops.mnv4_cpu.isa() in ("avx512", "avx2_fma", "neon", "scalar")
 
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
@@ -190,12 +190,14 @@ def test_bad_input_raises_in_subprocess():
 
 
 ENV_SCRIPT = textwrap.dedent(r"""
-    import os, sys, torch, mnv4_kernels
+    import os, platform, sys, torch, mnv4_kernels
     from mnv4_reference import functional as F
     from mnv4_reference.testing import random_uib_args, rel_err, uib_battery
     want_isa = os.environ.get("MNV4_CPU_ISA")
     if want_isa == "scalar":
         assert torch.ops.mnv4_cpu.isa() == "scalar", torch.ops.mnv4_cpu.isa()
+    if want_isa == "avx2" and platform.machine() in ("x86_64", "AMD64"):  # the AVX2 NHWC kernels too
+        assert torch.ops.mnv4_cpu.isa() == "avx2_fma", torch.ops.mnv4_cpu.isa()
     torch.set_num_threads(int(sys.argv[1]))
     worst = 0.0
     cases = uib_battery()[int(sys.argv[2])::2]
@@ -211,12 +213,13 @@ ENV_SCRIPT = textwrap.dedent(r"""
 """)
 
 
-# Both microkernel tables end to end (the scalar one forced by MNV4_CPU_ISA), and both schedules of the
-# fused pass (MNV4_UIB_SPLIT: row bands with a rolling window, mid-channel slices with a reduction, or
-# several whole channels_last images per task),
+# The microkernel tables end to end (scalar, and avx2 on a CPU whose default is avx512, forced by
+# MNV4_CPU_ISA), and the schedules of the fused pass (MNV4_UIB_SPLIT: row bands with a rolling window,
+# mid-channel slices with a reduction, or several whole channels_last images per task),
 # whatever this machine's thread count would pick, with 1 and 3 threads.
 @pytest.mark.parametrize("env,threads,half", [
     ({"MNV4_CPU_ISA": "scalar"}, 2, 0),
+    ({"MNV4_CPU_ISA": "avx2"}, 2, 1),
     ({"MNV4_CPU_ISA": "scalar", "MNV4_UIB_SPLIT": "mid"}, 3, 1),
     ({"MNV4_UIB_SPLIT": "mid"}, 3, 0),
     ({"MNV4_UIB_SPLIT": "mid"}, 2, 1),
@@ -224,7 +227,7 @@ ENV_SCRIPT = textwrap.dedent(r"""
     ({"MNV4_UIB_SPLIT": "rows"}, 1, 0),
     ({"MNV4_UIB_SPLIT": "images"}, 2, 0),
     ({"MNV4_UIB_SPLIT": "images"}, 1, 1),
-], ids=["scalar", "scalar-mid", "mid-3t", "mid-2t", "rows-3t", "rows-1t", "images-2t", "images-1t"])
+], ids=["scalar", "avx2", "scalar-mid", "mid-3t", "mid-2t", "rows-3t", "rows-1t", "images-2t", "images-1t"])
 def test_forced_paths_end_to_end(env, threads, half):
     e = dict(os.environ, **env)
     run_script(ENV_SCRIPT, str(threads), str(half), timeout=600, env=e)

@@ -364,13 +364,12 @@ inline void pw_slab(int64_t M, int64_t K, const float* a, int64_t lda, const flo
   }
 }
 
-// Rows in blocks of PW_MB (the block's rows of A stay in L2 while every column slab passes over them; a
-// 3136-pixel A re-read from L3 per slab ran at 0.8x the speed), column slabs inside a block.
-constexpr int64_t PW_MB = 32 * 6;
-
+// Rows in blocks of PW_MB = 32 register tiles (the block's rows of A stay in L2 while every column slab
+// passes over them; a 3136-pixel A re-read from L3 per slab ran at 0.8x the speed), column slabs inside.
 template <int MR, int NV, Act A, bool RES>
 void pw_impl(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
              int64_t ldc, const float* bias, const float* r, int64_t ldr) {
+  constexpr int64_t PW_MB = 32 * MR;
   if (M <= 0 || N <= 0) return;
   if (M > PW_MB + PW_MB / 2) {
     for (int64_t m0 = 0; m0 < M; m0 += PW_MB) {

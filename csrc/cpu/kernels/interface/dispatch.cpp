@@ -1,5 +1,6 @@
-// Picks the microkernel table for the running CPU: AVX2+FMA when __builtin_cpu_supports says so (x86-64),
-// NEON on aarch64 (always present there), the scalar fallback otherwise. MNV4_CPU_ISA=scalar|avx2|neon|auto
+// Picks the microkernel table for the running CPU: AVX-512 (NHWC kernels; the rest AVX2) or AVX2+FMA when
+// __builtin_cpu_supports says so (x86-64), NEON on aarch64 (always present there), the scalar fallback
+// otherwise. MNV4_CPU_ISA=scalar|avx2|avx512|neon|auto
 // overrides (read once, at the first call); an unavailable request falls back to the best table.
 #include <atomic>
 #include <cstdlib>
@@ -18,6 +19,10 @@ static const UKernels kScalar{Isa::Scalar, "scalar", 1, 1, f32_gemm__scalar, f32
 static const UKernels kAvx2{Isa::Avx2Fma, "avx2_fma", 6, 16, f32_gemm_6x16__avx2_fma, f32_dwconv__avx2_fma,
                             x32_transpose__avx2, f32_pwconv_nhwc_6x16__avx2_fma,
                             f32_dwconv_nhwc__avx2_fma};
+#endif
+#if defined(__x86_64__) || defined(_M_X64)
+static const UKernels kAvx512{Isa::Avx512, "avx512", 7, 32, f32_gemm_6x16__avx2_fma, f32_dwconv__avx2_fma,
+                              x32_transpose__avx2, f32_pwconv_nhwc_7x32__avx512, f32_dwconv_nhwc__avx512};
 #endif
 #if defined(__aarch64__)
 static const UKernels kNeon{Isa::Neon, "neon", 6, 16, f32_gemm_6x16__neon, f32_dwconv__neon, x32_transpose__neon,
@@ -38,12 +43,18 @@ const UKernels* ukernels_for(Isa isa) {
       return &kNeon;
 #endif
       return nullptr;
+    case Isa::Avx512:
+#if defined(__x86_64__) || defined(_M_X64)
+      if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return &kAvx512;
+#endif
+      return nullptr;
   }
   return nullptr;
 }
 
 static const UKernels* best() {
-  for (Isa isa : {Isa::Avx2Fma, Isa::Neon})
+  for (Isa isa : {Isa::Avx512, Isa::Avx2Fma, Isa::Neon})
     if (const UKernels* k = ukernels_for(isa)) return k;
   return &kScalar;
 }
@@ -53,6 +64,7 @@ static const UKernels* initial() {
   const UKernels* k = nullptr;
   if (env && std::strcmp(env, "scalar") == 0) k = ukernels_for(Isa::Scalar);
   if (env && std::strcmp(env, "avx2") == 0) k = ukernels_for(Isa::Avx2Fma);
+  if (env && std::strcmp(env, "avx512") == 0) k = ukernels_for(Isa::Avx512);
   if (env && std::strcmp(env, "neon") == 0) k = ukernels_for(Isa::Neon);
   return k ? k : best();
 }

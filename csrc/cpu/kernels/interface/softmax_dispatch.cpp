@@ -19,6 +19,7 @@ const SoftmaxUKernels* softmax_ukernels_for(Isa isa) {
     case Isa::Scalar:
       return &kScalarSoftmax;
     case Isa::Avx2Fma:
+    case Isa::Avx512:  // its table keeps the AVX2 kernels outside the NHWC path, the softmax included
 #if defined(__x86_64__) || defined(_M_X64)
       return &kAvx2Softmax;
 #endif

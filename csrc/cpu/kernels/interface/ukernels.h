@@ -9,7 +9,8 @@
 // Every kernel exists as a scalar fallback (fallback/, the oracle), AVX2+FMA (x86/, run-time detected) and
 // NEON (aarch64/, only on aarch64 builds). `ukernels()` returns the table for the running CPU;
 // `ukernels_for(isa)` a specific one (nullptr when it is not compiled in or the CPU lacks it).
-// The environment variable MNV4_CPU_ISA=scalar|avx2|neon (read once) forces a table; unset/auto = best.
+// The environment variable MNV4_CPU_ISA=scalar|avx2|avx512|neon (read once) forces a table; unset/auto =
+// best (avx512 where the CPU has AVX-512F, else avx2_fma on x86-64).
 #pragma once
 
 #include <cstddef>
@@ -20,7 +21,8 @@ namespace cpu {
 
 enum class Act : int { None = 0, Relu = 1, Gelu = 2 };  // Gelu is the exact (erf) form
 
-enum class Isa : int { Scalar = 0, Avx2Fma = 1, Neon = 2 };
+// Avx512: the AVX2+FMA table with the NHWC kernels (pwconv_nhwc, dwconv_nhwc) in AVX-512F.
+enum class Isa : int { Scalar = 0, Avx2Fma = 1, Neon = 2, Avx512 = 3 };
 
 // GEMM: C[m*ldc + n] = act(sum_k A[m*lda + k] * B[k*ldb + n] + bias[m]) + R[m*ldr + n]
 //   for m < M, n < N. A row-major (lda >= K), B row-major (ldb >= N), C row-major (ldc >= N); unit stride
@@ -80,7 +82,7 @@ using f32_dwconv_nhwc_fn = void (*)(int64_t channels, int k, int s, const float*
 
 struct UKernels {
   Isa isa;
-  const char* name;          // "scalar", "avx2_fma", "neon"
+  const char* name;          // "scalar", "avx2_fma", "avx512", "neon"
   int gemm_mr, gemm_nr;      // register tile of the GEMM microkernel (rows of A x columns of B)
   f32_gemm_fn gemm;
   f32_dwconv_fn dwconv;
@@ -117,6 +119,10 @@ void f32_gemm_6x16__avx2_fma(int64_t, int64_t, int64_t, const float*, int64_t, c
 void f32_dwconv__avx2_fma(int64_t, int, int, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
                           const float*, const float*, Act, float*, int64_t, int64_t, int64_t, int64_t, float*);
 void x32_transpose__avx2(int64_t, int64_t, const float*, int64_t, float*, int64_t);
+void f32_pwconv_nhwc_7x32__avx512(int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t, float*,
+                                  int64_t, const float*, Act, const float*, int64_t);
+void f32_dwconv_nhwc__avx512(int64_t, int, int, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
+                             const float*, int64_t, const float*, Act, float*, int64_t, int64_t, int64_t, int64_t);
 void f32_pwconv_nhwc_6x16__avx2_fma(int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t,
                                    float*, int64_t, const float*, Act, const float*, int64_t);
 void f32_dwconv_nhwc__avx2_fma(int64_t, int, int, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,

@@ -353,7 +353,7 @@ int main(int argc, char** argv) {
       std::printf("FAIL scalar dwconv_nhwc oracle (band)\n"); ++failures; }
   }
   int tables = 0;
-  for (Isa isa : {Isa::Avx2Fma, Isa::Neon}) {
+  for (Isa isa : {Isa::Avx2Fma, Isa::Avx512, Isa::Neon}) {
     const UKernels* uk = ukernels_for(isa);
     if (!uk) continue;
     ++tables;

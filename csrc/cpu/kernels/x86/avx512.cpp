@@ -1,0 +1,56 @@
+// AVX-512F microkernels for the NHWC path: f32_pwconv_nhwc_7x32__avx512 (7 pixels x 2 zmm = 14 accumulators;
+// 7 rows because every MobileNetV4 plane, 7x7 to 112x112, has a multiple of 7 pixels: no short row tile)
+// and f32_dwconv_nhwc__avx512 (16 channels per zmm). The code is the shared template in
+// ../common/simd_impl.h with V = Avx512Vec. Only this file is compiled for AVX-512 (the pragma below);
+// interface/dispatch.cpp calls in here only when __builtin_cpu_supports says the CPU has avx512f. The
+// channel-major (NCHW) kernels of the same table stay the AVX2 ones.
+#if defined(__x86_64__) || defined(_M_X64)
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "../interface/ukernels.h"
+
+#include <immintrin.h>
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,fma")
+// GCC 12's avx512fintrin.h builds _mm512_max_ps etc. on an intentionally undefined vector, which
+// -Wmaybe-uninitialized reports at every inlined use; nothing of ours is uninitialised.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#include "vec_avx512.h"
+
+namespace mnv4 {
+namespace cpu {
+namespace avx512 {
+
+using V = Avx512Vec;
+
+#include "../common/simd_impl.h"
+
+}  // namespace avx512
+
+void f32_pwconv_nhwc_7x32__avx512(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+                                  int64_t ldb, float* C, int64_t ldc, const float* bias, Act act, const float* R,
+                                  int64_t ldr) {
+  avx512::pw_dispatch<7, 2>(M, N, K, A, lda, B, ldb, C, ldc, bias, act, R, ldr);
+}
+
+void f32_dwconv_nhwc__avx512(int64_t channels, int k, int s, const float* in, int64_t in_ps, int64_t in_rs,
+                             int64_t in_r0, int64_t in_h, int64_t in_w, const float* w, int64_t ldw,
+                             const float* bias, Act act, float* out, int64_t out_ps, int64_t out_rs, int64_t oy0,
+                             int64_t oy1) {
+  avx512::dwn_dispatch(channels, k, s, in, in_ps, in_rs, in_r0, in_h, in_w, w, ldw, bias, act, out, out_ps, out_rs,
+                       oy0, oy1);
+}
+
+}  // namespace cpu
+}  // namespace mnv4
+
+#pragma GCC pop_options
+
+#endif  // x86-64
