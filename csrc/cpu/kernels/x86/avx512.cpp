@@ -19,8 +19,9 @@
 #pragma GCC push_options
 #pragma GCC target("avx512f,fma")
 // GCC 12's avx512fintrin.h builds _mm512_max_ps etc. on an intentionally undefined vector, which
-// -Wmaybe-uninitialized reports at every inlined use; nothing of ours is uninitialised.
+// -W(maybe-)uninitialized report at every inlined use; nothing of ours is uninitialised.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 #include "vec_avx512.h"
 
