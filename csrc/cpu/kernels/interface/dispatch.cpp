@@ -21,7 +21,7 @@ static const UKernels kAvx2{Isa::Avx2Fma, "avx2_fma", 6, 16, f32_gemm_6x16__avx2
                             f32_dwconv_nhwc__avx2_fma};
 #endif
 #if defined(__x86_64__) || defined(_M_X64)
-static const UKernels kAvx512{Isa::Avx512, "avx512", 7, 32, f32_gemm_6x16__avx2_fma, f32_dwconv__avx2_fma,
+static const UKernels kAvx512{Isa::Avx512, "avx512", 7, 32, f32_gemm_8x32__avx512, f32_dwconv__avx2_fma,
                               x32_transpose__avx2, f32_pwconv_nhwc_7x32__avx512, f32_dwconv_nhwc__avx512};
 #endif
 #if defined(__aarch64__)

@@ -21,7 +21,7 @@ namespace cpu {
 
 enum class Act : int { None = 0, Relu = 1, Gelu = 2 };  // Gelu is the exact (erf) form
 
-// Avx512: the AVX2+FMA table with the NHWC kernels (pwconv_nhwc, dwconv_nhwc) in AVX-512F.
+// Avx512: the AVX2+FMA table with both GEMMs (gemm, pwconv_nhwc) and dwconv_nhwc in AVX-512F.
 enum class Isa : int { Scalar = 0, Avx2Fma = 1, Neon = 2, Avx512 = 3 };
 
 // GEMM: C[m*ldc + n] = act(sum_k A[m*lda + k] * B[k*ldb + n] + bias[m]) + R[m*ldr + n]
@@ -83,7 +83,7 @@ using f32_dwconv_nhwc_fn = void (*)(int64_t channels, int k, int s, const float*
 struct UKernels {
   Isa isa;
   const char* name;          // "scalar", "avx2_fma", "avx512", "neon"
-  int gemm_mr, gemm_nr;      // register tile of the GEMM microkernel (rows of A x columns of B)
+  int gemm_mr, gemm_nr;      // register tile of the NHWC GEMM microkernel (pixels x channels)
   f32_gemm_fn gemm;
   f32_dwconv_fn dwconv;
   x32_transpose_fn transpose;
@@ -119,6 +119,8 @@ void f32_gemm_6x16__avx2_fma(int64_t, int64_t, int64_t, const float*, int64_t, c
 void f32_dwconv__avx2_fma(int64_t, int, int, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
                           const float*, const float*, Act, float*, int64_t, int64_t, int64_t, int64_t, float*);
 void x32_transpose__avx2(int64_t, int64_t, const float*, int64_t, float*, int64_t);
+void f32_gemm_8x32__avx512(int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t, float*, int64_t,
+                           const float*, Act, const float*, int64_t);
 void f32_pwconv_nhwc_7x32__avx512(int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t, float*,
                                   int64_t, const float*, Act, const float*, int64_t);
 void f32_dwconv_nhwc__avx512(int64_t, int, int, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,

@@ -1,9 +1,10 @@
-// AVX-512F microkernels for the NHWC path: f32_pwconv_nhwc_7x32__avx512 (7 pixels x 2 zmm = 14 accumulators;
-// 7 rows because every MobileNetV4 plane, 7x7 to 112x112, has a multiple of 7 pixels: no short row tile)
-// and f32_dwconv_nhwc__avx512 (16 channels per zmm). The code is the shared template in
-// ../common/simd_impl.h with V = Avx512Vec. Only this file is compiled for AVX-512 (the pragma below);
-// interface/dispatch.cpp calls in here only when __builtin_cpu_supports says the CPU has avx512f. The
-// channel-major (NCHW) kernels of the same table stay the AVX2 ones.
+// AVX-512F microkernels: f32_pwconv_nhwc_7x32__avx512 (7 pixels x 2 zmm = 14 accumulators; 7 rows because
+// every MobileNetV4 plane, 7x7 to 112x112, has a multiple of 7 pixels: no short row tile),
+// f32_dwconv_nhwc__avx512 (16 channels per zmm) and the channel-major f32_gemm_8x32__avx512 (the mqa op's
+// products, the NCHW uib path). The code is the shared template in ../common/simd_impl.h with
+// V = Avx512Vec. Only this file is compiled for AVX-512 (the pragma below); interface/dispatch.cpp calls in
+// here only when __builtin_cpu_supports says the CPU has avx512f. The channel-major depthwise conv and the
+// transpose of the same table stay the AVX2 ones.
 #if defined(__x86_64__) || defined(_M_X64)
 
 #include <algorithm>
@@ -34,6 +35,11 @@ using V = Avx512Vec;
 #include "../common/simd_impl.h"
 
 }  // namespace avx512
+
+void f32_gemm_8x32__avx512(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
+                           float* C, int64_t ldc, const float* bias, Act act, const float* R, int64_t ldr) {
+  avx512::gemm_dispatch<8, 2>(M, N, K, A, lda, B, ldb, C, ldc, bias, act, R, ldr);
+}
 
 void f32_pwconv_nhwc_7x32__avx512(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
                                   int64_t ldb, float* C, int64_t ldc, const float* bias, Act act, const float* R,
