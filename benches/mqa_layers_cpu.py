@@ -24,6 +24,7 @@ import torch
 import mnv4_kernels
 from mnv4_kernels import baselines, report
 from mnv4_kernels.layers import layer_table, unique_layers
+from mnv4_kernels.bench import measure_ceilings
 from mnv4_kernels.timing import geomean, interleaved
 from mnv4_reference import functional as F
 from mnv4_reference.testing import rel_err
@@ -39,6 +40,9 @@ def distinct_mqa_layers():
 
 def bench_layers(batches, repeats, max_seconds, threads):
     torch.set_num_threads(threads)
+    # fp32 FMA ceiling at these threads (torch.mm 2048^3): composite_ms / (flops / ceiling) bounds any speedup
+    ceiling = measure_ceilings("cpu", torch.float32)["gemm_gflops"]
+    print(f"t{threads} GEMM ceiling {ceiling:.1f} GFLOP/s", flush=True)
     rows = []
     gen = torch.Generator().manual_seed(0)
     with torch.inference_mode():
@@ -57,13 +61,17 @@ def bench_layers(batches, repeats, max_seconds, threads):
                                  name=layer.name, form=layer.form, count=count, batch=batch,
                                  in_shape=list(layer.in_shape), fused_ms=tf, composite_ms=tc, speedup=tc / tf, rel_err=err,
                                  fused=t["fused"].as_dict(), composite=t["composite"].as_dict(),
-                                 gflops_fused=layer.flops(batch) / tf * 1e-6))
+                                 gflops_fused=layer.flops(batch) / tf * 1e-6, gemm_ceiling_gflops=ceiling,
+                                 speedup_bound_at_ceiling=tc / (layer.flops(batch) / ceiling * 1e-6)))
                 print(f"t{threads} b{batch} {layer.label:58s} x{count}  fused {tf:8.3f} ms  composite {tc:8.3f} ms  "
                       f"x{tc / tf:5.2f}  err {err:.1e}", flush=True)
     geo = {}
     for batch in batches:
         geo[str(batch)] = geomean([r["speedup"] for r in rows if r["batch"] == batch])
-        print(f"threads {threads} batch {batch}: geomean speedup fused/composite x{geo[str(batch)]:.2f}", flush=True)
+        bound = geomean([r["speedup_bound_at_ceiling"] for r in rows if r["batch"] == batch])
+        geo[f"{batch}_bound_at_ceiling"] = bound
+        print(f"threads {threads} batch {batch}: geomean speedup fused/composite x{geo[str(batch)]:.2f} "
+              f"(at the FMA ceiling: x{bound:.2f})", flush=True)
     return rows, geo
 
 
