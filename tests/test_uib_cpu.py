@@ -279,3 +279,45 @@ def test_weight_strides(case, layout, kind):
     out = torch.ops.mnv4.uib(*args)
     assert rel_err(out, ref) <= FP32_TOL
     assert out.stride() == _expected_strides(args)
+
+
+# The NHWC path packs the 1x1 weights once per weight tensor (csrc/cpu/weight_cache.h). A stale entry would
+# silently compute with old weights: these tests change, free and replace weights between calls.
+def _cl_args(seed, **kw):
+    return list(random_uib_args(1, 16, 7, 7, 48, 16, k_start=3, k_mid=3, channels_last=True, seed=seed, **kw))
+
+
+def test_packed_weights_follow_in_place_updates():
+    args = _cl_args(21)
+    assert rel_err(torch.ops.mnv4.uib(*args), F.uib(*args)) <= FP32_TOL
+    before = torch.ops.mnv4.uib(*args)
+    with torch.no_grad():
+        args[3].mul_(1.5)   # expand_w, in place: same storage, new version
+        args[7][:, :5].neg_()  # proj_w, part of it through a view
+    after = torch.ops.mnv4.uib(*args)
+    assert rel_err(after, F.uib(*args)) <= FP32_TOL
+    assert rel_err(after, before) > 1e-2
+
+
+def test_packed_weights_of_freed_tensors_are_not_reused():
+    import gc
+    for seed in range(6):  # new weights, often at the addresses of the previous ones
+        args = _cl_args(100 + seed)
+        assert rel_err(torch.ops.mnv4.uib(*args), F.uib(*args)) <= FP32_TOL, seed
+        del args
+        gc.collect()
+    args = _cl_args(200)
+    torch.ops.mnv4.uib(*args)
+    n = torch.ops.mnv4_cpu.packed_cache_entries()
+    assert n >= 2
+    del args
+    gc.collect()
+    assert torch.ops.mnv4_cpu.packed_cache_entries() <= n - 2  # the freed weights' entries are gone
+
+
+def test_inference_mode_weights_are_read_in_place():
+    with torch.inference_mode():
+        args = _cl_args(300)  # inference tensors: no version counter, so never cached
+        assert rel_err(torch.ops.mnv4.uib(*args), F.uib(*args)) <= FP32_TOL
+        args[3].mul_(0.5)
+        assert rel_err(torch.ops.mnv4.uib(*args), F.uib(*args)) <= FP32_TOL

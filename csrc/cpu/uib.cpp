@@ -40,6 +40,7 @@
 
 #include "../params.h"
 #include "kernels/interface/ukernels.h"
+#include "weight_cache.h"
 
 namespace mnv4 {
 namespace {
@@ -149,10 +150,21 @@ void plan(Geometry& g, int64_t threads) {
   g.cap_e = window_rows(g, best_sb);
 }
 
+// The NHWC path's GEMM operand B: a 1x1 weight as [K][N], either read in place (rows ldb apart) or from
+// its cached copy packed in slabs of `slab` columns (weight_cache.h).
+struct BMat {
+  const float* plain;
+  int64_t ldb;
+  const float* packed;  // nullptr: read `plain`
+  int64_t K, slab;
+};
+
 // fp32 weight pointers. Channel-major path: torch's layouts (ew [mid][Cin], pw [Cout][mid], dw [C][k*k]).
-// NHWC path: transposed (ew [Cin][mid], pw [mid][Cout], dw [k*k][C]; see nhwc_weight).
+// NHWC path: transposed (ew [Cin][mid], pw [mid][Cout], dw [k*k][C]; see nhwc_weight), and the 1x1 ones as
+// BMat (eB, pB).
 struct Weights {
   const float *sw, *sb, *ew, *eb, *mw, *mb, *pw, *pb;
+  BMat eB, pB;
 };
 
 // One task: image n, output rows [OY0, OY1), in steps of g.sb rows. The expanded rows live in a rolling
@@ -334,6 +346,25 @@ inline int64_t tile_stride(int64_t c) {
   return lines * 16;
 }
 
+// C[m][n] = act(A[m] . B[k0:k0+Kc, n0+n] + bias[n]) (+ R[m][n]) for m < M, n < Nc. Packed B: one kernel call
+// per slab (a plain [Kc][slab] matrix) and block of 32 register tiles of rows (their A stays in L2 while
+// the slabs pass); n0 is then a multiple of the slab width.
+void gemm_b(const cpu::UKernels& uk, int64_t M, int64_t Nc, int64_t Kc, const float* A, int64_t lda, const BMat& b,
+            int64_t k0, int64_t n0, float* C, int64_t ldc, const float* bias, Act act, const float* R, int64_t ldr) {
+  if (!b.packed) {
+    uk.pwconv_nhwc(M, Nc, Kc, A, lda, b.plain + k0 * b.ldb + n0, b.ldb, C, ldc, bias, act, R, ldr);
+    return;
+  }
+  const int64_t mb_rows = 32 * std::max(1, uk.gemm_mr);
+  for (int64_t m0 = 0; m0 < M; m0 += mb_rows) {
+    const int64_t mb = std::min(mb_rows, M - m0);
+    for (int64_t j = 0; j < Nc; j += b.slab)
+      uk.pwconv_nhwc(mb, std::min(b.slab, Nc - j), Kc, A + m0 * lda, lda,
+                     b.packed + (n0 + j) / b.slab * b.K * b.slab + k0 * b.slab, b.slab, C + m0 * ldc + j, ldc,
+                     bias ? bias + j : nullptr, act, R ? R + m0 * ldr + j : nullptr, ldr);
+  }
+}
+
 void run_task_nhwc(const Geometry& g, const Weights& wt, const float* x, float* out, int64_t n, int64_t OY0,
                    int64_t OY1, float* buf, const Sizes& z) {
   const cpu::UKernels& uk = cpu::ukernels();
@@ -368,7 +399,7 @@ void run_task_nhwc(const Geometry& g, const Weights& wt, const float* x, float* 
         S = st;
         s_ps = sps;
       }
-      uk.pwconv_nhwc(pe, g.mid, g.Cin, S, s_ps, wt.ew, g.mid, et + (n0 - ew0) * ers, eps, wt.eb, g.act, nullptr, 0);
+      gemm_b(uk, pe, g.mid, g.Cin, S, s_ps, wt.eB, 0, 0, et + (n0 - ew0) * ers, eps, wt.eb, g.act, nullptr, 0);
       ew1 = e1;
     }
     const int64_t po = (oy1 - oy0) * g.Wo;
@@ -380,8 +411,8 @@ void run_task_nhwc(const Geometry& g, const Weights& wt, const float* x, float* 
     }
     // residual => stride 1, Cin == Cout, W == Wo: x's pixels line up with the output's
     const float* R = g.residual ? xn + oy0 * g.W * g.Cin : nullptr;
-    uk.pwconv_nhwc(po, g.Cout, g.mid, Mp, eps, wt.pw, g.Cout, out + (n * g.Ho + oy0) * g.Wo * g.Cout, g.Cout, wt.pb,
-                   Act::None, R, g.Cin);
+    gemm_b(uk, po, g.Cout, g.mid, Mp, eps, wt.pB, 0, 0, out + (n * g.Ho + oy0) * g.Wo * g.Cout, g.Cout, wt.pb,
+           Act::None, R, g.Cin);
   }
 }
 
@@ -398,7 +429,8 @@ Sizes scratch_sizes_nhwc(const Geometry& g) {
 void run_mid_split_nhwc(const Geometry& g, const Weights& wt, const float* x, float* out, int64_t threads) {
   const cpu::UKernels& uk = cpu::ukernels();
   const int64_t T = std::max<int64_t>(1, std::min((threads + g.N - 1) / g.N, (g.mid + 7) / 8));
-  const int64_t mc = ((g.mid + T - 1) / T + 7) / 8 * 8;  // slice width, a multiple of 8
+  const int64_t q = std::max<int64_t>(8, wt.eB.packed ? wt.eB.slab : 8);  // slices: whole slabs of packed B
+  const int64_t mc = ((g.mid + T - 1) / T + q - 1) / q * q;
   const int64_t slices = (g.mid + mc - 1) / mc;
   const int64_t P = g.Ho * g.Wo, PS = g.Hs * g.Ws, PX = g.H * g.W;
   const int64_t sps = tile_stride(g.Cin), cps = tile_stride(mc);
@@ -424,11 +456,11 @@ void run_mid_split_nhwc(const Geometry& g, const Weights& wt, const float* x, fl
         S = st;
         s_ps = sps;
       }
-      uk.pwconv_nhwc(PS, cm, g.Cin, S, s_ps, wt.ew + m0, g.mid, et, cps, wt.eb + m0, g.act, nullptr, 0);
+      gemm_b(uk, PS, cm, g.Cin, S, s_ps, wt.eB, 0, m0, et, cps, wt.eb + m0, g.act, nullptr, 0);
       uk.dwconv_nhwc(cm, int(g.km), int(g.ms), et, cps, g.Ws * cps, 0, g.Hs, g.Ws, wt.mw + m0, g.mid, wt.mb + m0, g.act,
                      mt, cps, g.Wo * cps, 0, g.Ho);
-      uk.pwconv_nhwc(P, g.Cout, cm, mt, cps, wt.pw + m0 * g.Cout, g.Cout, partial + t * P * g.Cout, g.Cout, nullptr,
-                     Act::None, nullptr, 0);
+      gemm_b(uk, P, g.Cout, cm, mt, cps, wt.pB, m0, 0, partial + t * P * g.Cout, g.Cout, nullptr, Act::None, nullptr,
+             0);
     }
   });
   at::parallel_for(0, g.N * P, 8, [&](int64_t begin, int64_t end) {
@@ -466,7 +498,7 @@ void run_images_nhwc(const Geometry& g, const Weights& wt, const float* x, float
     S = st;
     s_ps = sps;
   }
-  uk.pwconv_nhwc(G * PS, g.mid, g.Cin, S, s_ps, wt.ew, g.mid, et, eps, wt.eb, g.act, nullptr, 0);
+  gemm_b(uk, G * PS, g.mid, g.Cin, S, s_ps, wt.eB, 0, 0, et, eps, wt.eb, g.act, nullptr, 0);
   const float* Mp = et;  // no mid dw: P == PS
   if (g.km) {
     for (int64_t i = 0; i < G; ++i)
@@ -474,8 +506,8 @@ void run_images_nhwc(const Geometry& g, const Weights& wt, const float* x, float
                      wt.mb, g.act, mt + i * P * eps, eps, g.Wo * eps, 0, g.Ho);
     Mp = mt;
   }
-  uk.pwconv_nhwc(G * P, g.Cout, g.mid, Mp, eps, wt.pw, g.Cout, out + n0 * P * g.Cout, g.Cout, wt.pb, Act::None,
-                 g.residual ? X : nullptr, g.Cin);
+  gemm_b(uk, G * P, g.Cout, g.mid, Mp, eps, wt.pB, 0, 0, out + n0 * P * g.Cout, g.Cout, wt.pb, Act::None,
+         g.residual ? X : nullptr, g.Cin);
 }
 
 int64_t images_scratch_nhwc(const Geometry& g, int64_t G) {
@@ -499,9 +531,19 @@ void uib_nhwc(const Geometry& g, const at::Tensor& xf, at::Tensor& out, const c1
   if (g.ks) sw = nhwc_weight(*start_dw_w), sb = f32(*start_dw_b);
   if (g.km) mw = nhwc_weight(*mid_dw_w), mb = f32(*mid_dw_b);
   const at::Tensor ew = nhwc_weight(expand_w), eb = f32(expand_b), pw = nhwc_weight(proj_w), pb = f32(proj_b);
-  Weights wt{g.ks ? sw.data_ptr<float>() : nullptr, g.ks ? sb.data_ptr<float>() : nullptr, ew.data_ptr<float>(),
-                 eb.data_ptr<float>(), g.km ? mw.data_ptr<float>() : nullptr, g.km ? mb.data_ptr<float>() : nullptr,
-                 pw.data_ptr<float>(), pb.data_ptr<float>()};
+  // the 1x1 weights packed in slabs of the microkernel's column tile, cached per weight tensor
+  const int64_t slab = std::max(1, cpu::ukernels().gemm_nr);
+  const auto ewp = packed_slabs(expand_w, ew, slab), pwp = packed_slabs(proj_w, pw, slab);
+  Weights wt{g.ks ? sw.data_ptr<float>() : nullptr,
+             g.ks ? sb.data_ptr<float>() : nullptr,
+             ew.data_ptr<float>(),
+             eb.data_ptr<float>(),
+             g.km ? mw.data_ptr<float>() : nullptr,
+             g.km ? mb.data_ptr<float>() : nullptr,
+             pw.data_ptr<float>(),
+             pb.data_ptr<float>(),
+             BMat{ew.data_ptr<float>(), g.mid, ewp ? ewp->data() : nullptr, g.Cin, slab},
+             BMat{pw.data_ptr<float>(), g.Cout, pwp ? pwp->data() : nullptr, g.mid, slab}};
   const float* xp = xf.data_ptr<float>();
   float* op = out.data_ptr<float>();
   const int64_t threads = at::get_num_threads();

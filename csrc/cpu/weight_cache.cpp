@@ -1,0 +1,98 @@
+// See weight_cache.h.
+#include "weight_cache.h"
+
+#include <c10/core/Storage.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <tuple>
+
+namespace mnv4 {
+namespace {
+
+using Key = std::tuple<const void*, int64_t, std::vector<int64_t>, std::vector<int64_t>, int, int64_t>;
+
+struct Entry {
+  c10::weak_intrusive_ptr<c10::StorageImpl> storage;
+  int64_t version;
+  std::shared_ptr<const std::vector<float>> data;
+  uint64_t last_use;
+};
+
+constexpr size_t kCapBytes = size_t(512) << 20;
+
+std::mutex mu;
+std::map<Key, Entry>& cache() {
+  static std::map<Key, Entry> c;
+  return c;
+}
+uint64_t clock_ = 0;
+
+void pack(const at::Tensor& kn, int64_t slab, std::vector<float>& dst) {
+  const int64_t K = kn.size(0), N = kn.size(1), slabs = (N + slab - 1) / slab;
+  dst.assign(static_cast<size_t>(K * slabs * slab), 0.f);
+  const float* src = kn.data_ptr<float>();
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t j = 0; j < slabs; ++j) {
+      const int64_t n0 = j * slab, w = std::min(slab, N - n0);
+      std::memcpy(dst.data() + (j * K + k) * slab, src + k * N + n0, w * sizeof(float));
+    }
+}
+
+void evict_locked() {
+  auto& c = cache();
+  size_t bytes = 0;
+  for (auto it = c.begin(); it != c.end();) {
+    if (it->second.storage.expired()) {
+      it = c.erase(it);
+    } else {
+      bytes += it->second.data->size() * sizeof(float);
+      ++it;
+    }
+  }
+  while (bytes > kCapBytes && !c.empty()) {
+    auto lru = std::min_element(c.begin(), c.end(),
+                                [](const auto& a, const auto& b) { return a.second.last_use < b.second.last_use; });
+    bytes -= lru->second.data->size() * sizeof(float);
+    c.erase(lru);
+  }
+}
+
+}  // namespace
+
+std::shared_ptr<const std::vector<float>> packed_slabs(const at::Tensor& weight, const at::Tensor& kn, int64_t slab) {
+  if (weight.is_inference() || !weight.has_storage() || weight.device().type() != c10::DeviceType::CPU)
+    return nullptr;
+  const Key key{weight.storage().unsafeGetStorageImpl(), weight.storage_offset(), weight.sizes().vec(),
+                weight.strides().vec(), static_cast<int>(weight.scalar_type()), slab};
+  const int64_t version = weight._version();
+  std::lock_guard<std::mutex> lock(mu);
+  auto& c = cache();
+  auto it = c.find(key);
+  if (it != c.end() && !it->second.storage.expired() && it->second.version == version) {
+    it->second.last_use = ++clock_;
+    return it->second.data;
+  }
+  auto data = std::make_shared<std::vector<float>>();
+  pack(kn, slab, *data);
+  if (it != c.end()) c.erase(it);
+  evict_locked();
+  c.emplace(key, Entry{weight.storage().getWeakStorageImpl(), version, data, ++clock_});
+  return data;
+}
+
+int64_t packed_cache_entries() {
+  std::lock_guard<std::mutex> lock(mu);
+  evict_locked();
+  return static_cast<int64_t>(cache().size());
+}
+
+TORCH_LIBRARY_FRAGMENT(mnv4_cpu, m) {
+  // tests: entries of the packed-weight cache (csrc/cpu/weight_cache.h) whose weights are still alive
+  m.def("packed_cache_entries() -> int", [] { return packed_cache_entries(); });
+}
+
+}  // namespace mnv4

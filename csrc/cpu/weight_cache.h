@@ -1,0 +1,35 @@
+// Packed copies of constant 1x1 weights, made once per weight tensor and reused by every later call.
+//
+// The NHWC GEMM reads its B (the weight, [K][N]) in column slabs: packed, a slab is one contiguous run the
+// hardware prefetchers stream from DRAM; read in place from [K][N], each slab row is a separate 64-byte
+// line, rows often a page apart, one DRAM miss at a time. In a whole model the weights are cold (Conv-M's
+// 39 MB exceed the L3) and that read was most of the difference between a block's time alone and in the
+// model. Packing per call costs a full read and write of the weight (measured slower at batch 1), hence
+// the cache.
+//
+// Validity: an entry is keyed by the weight's storage (held by a weak reference, so no other storage can
+// take its address while the entry exists), offset, sizes, strides, dtype and slab width, and remembers
+// the tensor's version counter: an in-place update of the weight (w.mul_(2), copy_, ...) makes the next
+// call repack. Writes that bypass the version counter (through .data or a raw pointer) are not seen; the
+// same holds for any prepacked-weight cache. Inference tensors carry no version counter: they are not
+// cached (the caller reads the weight in place). Entries of freed weights are dropped on the next insert,
+// and the least recently used ones beyond 512 MB in total.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace mnv4 {
+
+// `kn`: the fp32 [K][N] row-major contiguous matrix form of `weight`. Returns it packed in slabs of `slab`
+// columns: element (k, n) at [(n / slab) * K * slab + k * slab + n % slab], the last slab zero-padded;
+// nullptr when `weight` cannot be cached (see above).
+std::shared_ptr<const std::vector<float>> packed_slabs(const at::Tensor& weight, const at::Tensor& kn, int64_t slab);
+
+// Number of live entries (tests).
+int64_t packed_cache_entries();
+
+}  // namespace mnv4
