@@ -160,8 +160,8 @@ struct BMat {
 };
 
 // fp32 weight pointers. Channel-major path: torch's layouts (ew [mid][Cin], pw [Cout][mid], dw [C][k*k]).
-// NHWC path: transposed (ew [Cin][mid], pw [mid][Cout], dw [k*k][C]; see nhwc_weight), and the 1x1 ones as
-// BMat (eB, pB).
+// NHWC path: the dw ones transposed (dw [k*k][C]; see nhwc_weight), the 1x1 ones only as BMat (eB, pB; ew
+// and pw unused).
 struct Weights {
   const float *sw, *sb, *ew, *eb, *mw, *mb, *pw, *pb;
   BMat eB, pB;
@@ -530,20 +530,23 @@ void uib_nhwc(const Geometry& g, const at::Tensor& xf, at::Tensor& out, const c1
   at::Tensor sw, sb, mw, mb;
   if (g.ks) sw = nhwc_weight(*start_dw_w), sb = f32(*start_dw_b);
   if (g.km) mw = nhwc_weight(*mid_dw_w), mb = f32(*mid_dw_b);
-  const at::Tensor ew = nhwc_weight(expand_w), eb = f32(expand_b), pw = nhwc_weight(proj_w), pb = f32(proj_b);
-  // the 1x1 weights packed in slabs of the microkernel's column tile, cached per weight tensor
+  const at::Tensor eb = f32(expand_b), pb = f32(proj_b);
+  // The 1x1 weights packed in slabs of the microkernel's column tile, cached per weight tensor; without a
+  // cache entry (inference tensors) read in place as [K][N] (nhwc_weight).
   const int64_t slab = std::max(1, cpu::ukernels().gemm_nr);
-  const auto ewp = packed_slabs(expand_w, ew, slab), pwp = packed_slabs(proj_w, pw, slab);
+  const auto ewp = packed_slabs(expand_w, slab, [&] { return nhwc_weight(expand_w); });
+  const auto pwp = packed_slabs(proj_w, slab, [&] { return nhwc_weight(proj_w); });
+  const at::Tensor ew = ewp ? at::Tensor() : nhwc_weight(expand_w), pw = pwp ? at::Tensor() : nhwc_weight(proj_w);
   Weights wt{g.ks ? sw.data_ptr<float>() : nullptr,
              g.ks ? sb.data_ptr<float>() : nullptr,
-             ew.data_ptr<float>(),
+             nullptr,
              eb.data_ptr<float>(),
              g.km ? mw.data_ptr<float>() : nullptr,
              g.km ? mb.data_ptr<float>() : nullptr,
-             pw.data_ptr<float>(),
+             nullptr,
              pb.data_ptr<float>(),
-             BMat{ew.data_ptr<float>(), g.mid, ewp ? ewp->data() : nullptr, g.Cin, slab},
-             BMat{pw.data_ptr<float>(), g.Cout, pwp ? pwp->data() : nullptr, g.mid, slab}};
+             BMat{ewp ? nullptr : ew.data_ptr<float>(), g.mid, ewp ? ewp->data() : nullptr, g.Cin, slab},
+             BMat{pwp ? nullptr : pw.data_ptr<float>(), g.Cout, pwp ? pwp->data() : nullptr, g.mid, slab}};
   const float* xp = xf.data_ptr<float>();
   float* op = out.data_ptr<float>();
   const int64_t threads = at::get_num_threads();

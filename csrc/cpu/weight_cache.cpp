@@ -63,7 +63,8 @@ void evict_locked() {
 
 }  // namespace
 
-std::shared_ptr<const std::vector<float>> packed_slabs(const at::Tensor& weight, const at::Tensor& kn, int64_t slab) {
+std::shared_ptr<const std::vector<float>> packed_slabs(const at::Tensor& weight, int64_t slab,
+                                                       const std::function<at::Tensor()>& make_kn) {
   if (weight.is_inference() || !weight.has_storage() || weight.device().type() != c10::DeviceType::CPU)
     return nullptr;
   const Key key{weight.storage().unsafeGetStorageImpl(), weight.storage_offset(), weight.sizes().vec(),
@@ -77,7 +78,7 @@ std::shared_ptr<const std::vector<float>> packed_slabs(const at::Tensor& weight,
     return it->second.data;
   }
   auto data = std::make_shared<std::vector<float>>();
-  pack(kn, slab, *data);
+  pack(make_kn(), slab, *data);
   if (it != c.end()) c.erase(it);
   evict_locked();
   c.emplace(key, Entry{weight.storage().getWeakStorageImpl(), version, data, ++clock_});

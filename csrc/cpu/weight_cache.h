@@ -19,15 +19,17 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
 namespace mnv4 {
 
-// `kn`: the fp32 [K][N] row-major contiguous matrix form of `weight`. Returns it packed in slabs of `slab`
-// columns: element (k, n) at [(n / slab) * K * slab + k * slab + n % slab], the last slab zero-padded;
-// nullptr when `weight` cannot be cached (see above).
-std::shared_ptr<const std::vector<float>> packed_slabs(const at::Tensor& weight, const at::Tensor& kn, int64_t slab);
+// `make_kn()` gives the fp32 [K][N] row-major contiguous matrix form of `weight` (called only to pack).
+// Returns that matrix packed in slabs of `slab` columns: element (k, n) at [(n / slab) * K * slab + k * slab
+// + n % slab], the last slab zero-padded; nullptr when `weight` cannot be cached (see above).
+std::shared_ptr<const std::vector<float>> packed_slabs(const at::Tensor& weight, int64_t slab,
+                                                       const std::function<at::Tensor()>& make_kn);
 
 // Number of live entries (tests).
 int64_t packed_cache_entries();
