@@ -280,3 +280,19 @@ BAD_INPUT_SCRIPT = textwrap.dedent(r"""
 
 def test_bad_input_raises_in_subprocess():
     assert "checked 12" in run_script(BAD_INPUT_SCRIPT).stdout
+
+
+def test_packed_weight_follows_in_place_updates():
+    """The op packs the weight once per weight tensor (csrc/cpu/weight_cache.h): an in-place update of the
+    weight must reach the next call (pixel and channel schedules; the head schedule reads in place)."""
+    for p, o in ((200, 40), (3, 96)):
+        x = torch.randn(p, 24)
+        w = torch.randn(o, 24)
+        b = torch.randn(o)
+        first = pointwise(x, w, b, "relu")
+        assert rel_err(first, reference(x, w, b, "relu")) <= FP32_TOL
+        with torch.no_grad():
+            w[: o // 2].mul_(-2.0)
+        second = pointwise(x, w, b, "relu")
+        assert rel_err(second, reference(x, w, b, "relu")) <= FP32_TOL
+        assert rel_err(second, first) > 1e-2

@@ -18,6 +18,7 @@
 
 #include "../params.h"
 #include "kernels/interface/ukernels.h"
+#include "weight_cache.h"
 
 namespace mnv4 {
 namespace {
@@ -81,17 +82,23 @@ at::Tensor pointwise_cpu(const at::Tensor& x, const at::Tensor& weight, const c1
       });
       for (int64_t q = 0; q < P; ++q)
         uk.pwconv_nhwc(1, O, T, ones.data(), T, pp + q * O, P * O, op + q * O, O, bp, a, nullptr, 0);
-    } else if (P >= pblk * threads || O < 16 * threads) {
-      at::parallel_for(0, (P + pblk - 1) / pblk, 1, [&](int64_t b, int64_t e) {
-        const int64_t p0 = b * pblk, p1 = std::min(P, e * pblk);
-        uk.pwconv_nhwc(p1 - p0, O, C, xp + p0 * C, C, wp, O, op + p0 * O, O, bp, a, nullptr, 0);
-      });
     } else {
-      const int64_t oblk = 16;
-      at::parallel_for(0, (O + oblk - 1) / oblk, 1, [&](int64_t b, int64_t e) {
-        const int64_t o0 = b * oblk, o1 = std::min(O, e * oblk);
-        uk.pwconv_nhwc(P, o1 - o0, C, xp, C, wp + o0, O, op + o0, O, bp ? bp + o0 : nullptr, a, nullptr, 0);
-      });
+      // The weight packed in column slabs, cached per weight tensor (weight_cache.h), else read in place.
+      const int64_t slab = std::max(1, uk.gemm_nr);
+      const auto pk = packed_slabs(weight, slab, [&] { return wt; });
+      const BMat B{wp, O, pk ? pk->data() : nullptr, C, slab};
+      if (P >= pblk * threads || O < 16 * threads) {
+        at::parallel_for(0, (P + pblk - 1) / pblk, 1, [&](int64_t b, int64_t e) {
+          const int64_t p0 = b * pblk, p1 = std::min(P, e * pblk);
+          gemm_b(uk, p1 - p0, O, C, xp + p0 * C, C, B, 0, 0, op + p0 * O, O, bp, a, nullptr, 0);
+        });
+      } else {  // blocks of whole slabs of output channels
+        const int64_t oblk = std::max<int64_t>(16, slab);
+        at::parallel_for(0, (O + oblk - 1) / oblk, 1, [&](int64_t b, int64_t e) {
+          const int64_t o0 = b * oblk, o1 = std::min(O, e * oblk);
+          gemm_b(uk, P, o1 - o0, C, xp, C, B, 0, o0, op + o0, O, bp ? bp + o0 : nullptr, a, nullptr, 0);
+        });
+      }
     }
   }
   if (four_d && !cl)  // NCHW result: a fresh contiguous tensor (out may already count as contiguous when

@@ -150,15 +150,6 @@ void plan(Geometry& g, int64_t threads) {
   g.cap_e = window_rows(g, best_sb);
 }
 
-// The NHWC path's GEMM operand B: a 1x1 weight as [K][N], either read in place (rows ldb apart) or from
-// its cached copy packed in slabs of `slab` columns (weight_cache.h).
-struct BMat {
-  const float* plain;
-  int64_t ldb;
-  const float* packed;  // nullptr: read `plain`
-  int64_t K, slab;
-};
-
 // fp32 weight pointers. Channel-major path: torch's layouts (ew [mid][Cin], pw [Cout][mid], dw [C][k*k]).
 // NHWC path: the dw ones transposed (dw [k*k][C]; see nhwc_weight), the 1x1 ones only as BMat (eB, pB; ew
 // and pw unused).
@@ -344,25 +335,6 @@ inline int64_t tile_stride(int64_t c) {
   int64_t lines = (c + 15) / 16;
   if (lines % 2 == 0) ++lines;
   return lines * 16;
-}
-
-// C[m][n] = act(A[m] . B[k0:k0+Kc, n0+n] + bias[n]) (+ R[m][n]) for m < M, n < Nc. Packed B: one kernel call
-// per slab (a plain [Kc][slab] matrix) and block of 32 register tiles of rows (their A stays in L2 while
-// the slabs pass); n0 is then a multiple of the slab width.
-void gemm_b(const cpu::UKernels& uk, int64_t M, int64_t Nc, int64_t Kc, const float* A, int64_t lda, const BMat& b,
-            int64_t k0, int64_t n0, float* C, int64_t ldc, const float* bias, Act act, const float* R, int64_t ldr) {
-  if (!b.packed) {
-    uk.pwconv_nhwc(M, Nc, Kc, A, lda, b.plain + k0 * b.ldb + n0, b.ldb, C, ldc, bias, act, R, ldr);
-    return;
-  }
-  const int64_t mb_rows = 32 * std::max(1, uk.gemm_mr);
-  for (int64_t m0 = 0; m0 < M; m0 += mb_rows) {
-    const int64_t mb = std::min(mb_rows, M - m0);
-    for (int64_t j = 0; j < Nc; j += b.slab)
-      uk.pwconv_nhwc(mb, std::min(b.slab, Nc - j), Kc, A + m0 * lda, lda,
-                     b.packed + (n0 + j) / b.slab * b.K * b.slab + k0 * b.slab, b.slab, C + m0 * ldc + j, ldc,
-                     bias ? bias + j : nullptr, act, R ? R + m0 * ldr + j : nullptr, ldr);
-  }
 }
 
 void run_task_nhwc(const Geometry& g, const Weights& wt, const float* x, float* out, int64_t n, int64_t OY0,
