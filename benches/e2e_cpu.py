@@ -3,8 +3,10 @@
 The cases of the CPU issues' targets: Conv-S@224 batch 1 (target <= 0.8x onnxruntime's time), Conv-M@224
 batch 1 and 8 (<= 1.0x), Hybrid-M@256 batch 1 (<= 0.8x). fp32, torch.set_num_threads(2) and onnxruntime's
 intra-op threads = 2; fused / onnxruntime (CPU provider, ONNX export of the reference) / reference eager
-(channels_last) interleaved in one process in blocks of --inner calls (after 2 settling calls, so one
-runtime's spinning worker threads do not steal the cores from the next), medians. Writes benches/results/e2e-<machine>.json.
+(channels_last) interleaved in one process in blocks of --inner (10) calls after --settle (4) untimed
+ones and a --gap (50 ms) sleep, so one runtime's spinning worker threads have gone idle and do not steal
+the cores from the next (without the gap, onnxruntime's Hybrid-M time moved between 14.8 and 20.4 ms from
+run to run; with it, it matches its time run alone, 14.6-14.9 ms), medians. Writes benches/results/e2e-<machine>.json.
 
     .venv/bin/python benches/e2e_cpu.py [--repeats 40] [--threads 2] [--cases conv_small@224:1,...]
 """
@@ -39,7 +41,9 @@ def main():
     ap.add_argument("--cases", default="conv_small@224:1,conv_medium@224:1,conv_medium@224:8,hybrid_medium@256:1")
     ap.add_argument("--repeats", type=int, default=40)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--inner", type=int, default=5, help="back-to-back calls per sample (see timing.interleaved)")
+    ap.add_argument("--inner", type=int, default=10, help="back-to-back calls per sample (see timing.interleaved)")
+    ap.add_argument("--settle", type=int, default=4, help="untimed calls before each sample (timing.interleaved)")
+    ap.add_argument("--gap", type=float, default=0.05, help="seconds of sleep before each sample (timing.interleaved)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -54,7 +58,7 @@ def main():
         with torch.inference_mode():
             err = rel_err(fused(x), ref(x))
             t = interleaved({"fused": lambda: fused(x), "onnxruntime": lambda: ort(x), "eager": lambda: eager(x)},
-                            warmup=5, repeats=args.repeats, inner=args.inner, settle=2)
+                            warmup=5, repeats=args.repeats, inner=args.inner, settle=args.settle, gap_s=args.gap)
         rec = dict(kind="e2e", model=name, res=res, batch=batch, dtype="float32", threads=args.threads,
                    rel_err_vs_reference=err, backends=sorted({b for _, k, b in fused.block_backends
                                                                if k in ("uib", "mqa")}),

@@ -43,15 +43,17 @@ def _quantile(xs, q):
 
 def interleaved(candidates: Dict[str, Callable[[], object]], *, warmup: int = 3, repeats: int = 20,
                 device="cpu", min_seconds: float = 0.0, max_seconds: Optional[float] = None,
-                progress: Optional[str] = None, inner: int = 1, settle: int = 0,
+                progress: Optional[str] = None, inner: int = 1, settle: int = 0, gap_s: float = 0.0,
                 clock: Callable[[], float] = time.perf_counter) -> Dict[str, Timing]:
     """Time each zero-argument callable; returns {name: Timing}.
 
     Each round calls every candidate once, in a rotating order so no candidate always runs first.
     With `inner` > 1 a sample is the mean of that many back-to-back calls, after `settle` untimed calls:
     candidates with their own thread pools (onnxruntime's spinning workers, torch's OpenMP team) otherwise
-    steal the cores from whoever runs right after them on a small machine. `clock` = time.process_time
-    measures CPU time (all threads) instead of wall time: less sensitive to other processes, for 1 thread.
+    steal the cores from whoever runs right after them on a small machine; `gap_s` > 0 also sleeps that long
+    before each candidate's calls, so the previous candidate's spinning threads have gone idle.
+    `clock` = time.process_time measures CPU time (all threads) instead of wall time: less sensitive to other
+    processes, for 1 thread.
     Stops after `repeats` rounds, but keeps going until `min_seconds` have passed, and stops early (with
     at least 3 rounds) once `max_seconds` have passed. `progress` prints a one-line status to stderr.
     """
@@ -67,6 +69,8 @@ def interleaved(candidates: Dict[str, Callable[[], object]], *, warmup: int = 3,
     while True:
         order = names[r % len(names):] + names[:r % len(names)]
         for n in order:
+            if gap_s > 0:
+                time.sleep(gap_s)
             for _ in range(settle):
                 candidates[n]()
             sync()
