@@ -97,7 +97,8 @@ def bench_e2e(repeats, max_seconds):
         notes["onnxruntime"] = str(e)
     eager = baselines.eager(ref)  # (moves the reference model to channels_last: after the ONNX export)
     cands["eager"] = lambda: eager(x)
-    t = interleaved(cands, warmup=3, repeats=repeats, max_seconds=max_seconds, progress="e2e", inner=5, settle=2)
+    t = interleaved(cands, warmup=3, repeats=repeats, max_seconds=max_seconds, progress="e2e", inner=10, settle=4,
+                    gap_s=0.05)  # as benches/e2e_cpu.py: each runtime's threads idle before the next
     res = {n: v.as_dict() for n, v in t.items()}
     line = "  ".join(f"{n} {v.median_ms:8.2f} ms" for n, v in t.items())
     print(f"e2e {E2E_MODEL}@{E2E_RES} b1: {line}", flush=True)
