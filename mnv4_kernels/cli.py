@@ -125,10 +125,13 @@ def cmd_run(args):
         except baselines.BaselineUnavailable as e:
             skipped["onnxruntime (CPU)"] = str(e)
     with torch.inference_mode():
-        # blocks of 3 calls after a settling call: onnxruntime's and torch's worker threads spin after a
-        # call and would otherwise steal the cores from the candidate that runs next
+        # on the CPU, blocks of 5 calls after 2 settling calls and a 50 ms pause: onnxruntime's and torch's
+        # worker threads spin after a call and would otherwise steal the cores from the candidate that runs
+        # next (benches/e2e_cpu.py measures the same way, with longer blocks)
+        cpu = device.type == "cpu"
         times = interleaved(cands, warmup=3, repeats=args.repeats, device=device, max_seconds=args.max_seconds,
-                            progress="timing", inner=3 if device.type == "cpu" else 1, settle=1)
+                            progress="timing", inner=5 if cpu else 1, settle=2 if cpu else 0,
+                            gap_s=0.05 if cpu else 0.0)
     base = times["reference eager (channels_last)"].median_ms
     rows = []
     for name, t in times.items():
