@@ -606,7 +606,9 @@ at::Tensor uib_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& start_d
   g.Ws = conv_out_size(g.W, g.ss);
   g.residual = p.residual;
   g.act = to_act(p.activation);
-  g.nhwc = p.channels_last;
+  // NHWC path for channels_last input, and for a 1x1 output plane from an input that is channels_last too
+  // (e.g. 1x1 planes, both formats at once: the NCHW output then has the NHWC memory layout)
+  g.nhwc = p.channels_last || (x.is_contiguous(at::MemoryFormat::ChannelsLast) && g.Ho * g.Wo == 1);
   plan(g, at::get_num_threads());
 
   const at::Tensor xf = x.to(at::kFloat).contiguous(fmt);
