@@ -158,6 +158,21 @@ struct Weights {
   BMat eB, pB;
 };
 
+// The rolling window of expanded rows [ew0, ew1) before a step that needs rows [e0, e1): keeps the rows
+// [e0, ew1) it still has (shift(rows to drop, rows to keep) moves them to the front of the window) or starts
+// empty at e0. The caller then computes rows [ew1, e1).
+template <class Shift>
+inline void advance_window(int64_t e0, int64_t& ew0, int64_t& ew1, Shift shift) {
+  if (e0 >= ew0 && e0 < ew1) {
+    if (e0 > ew0) {
+      shift(e0 - ew0, ew1 - e0);
+      ew0 = e0;
+    }
+  } else {
+    ew0 = ew1 = e0;
+  }
+}
+
 // One task: image n, output rows [OY0, OY1), in steps of g.sb rows. The expanded rows live in a rolling
 // window E [mid][cap_e rows * Ws] (rows [ew0, ew1)); a step shifts the rows it still needs to the front
 // and computes only the new ones, so inside a band every expanded row is computed once.
@@ -174,15 +189,10 @@ void run_task(const Geometry& g, const Weights& wt, const float* x, float* out, 
     const int64_t oy1 = std::min(OY1, oy0 + g.sb);
     int64_t e0, e1;
     expanded_rows(g, oy0, oy1, e0, e1);
-    if (e0 >= ew0 && e0 < ew1) {  // keep rows [e0, ew1)
-      if (e0 > ew0) {
-        const int64_t keep = (ew1 - e0) * g.Ws, off = (e0 - ew0) * g.Ws;
-        for (int64_t c = 0; c < g.mid; ++c) std::memmove(et + c * ecs, et + c * ecs + off, keep * sizeof(float));
-        ew0 = e0;
-      }
-    } else {
-      ew0 = ew1 = e0;
-    }
+    advance_window(e0, ew0, ew1, [&](int64_t drop, int64_t keep) {  // per channel plane
+      for (int64_t c = 0; c < g.mid; ++c)
+        std::memmove(et + c * ecs, et + c * ecs + drop * g.Ws, keep * g.Ws * sizeof(float));
+    });
     if (ew1 < e1) {  // compute expanded rows [ew1, e1)
       const int64_t n0 = ew1;
       int64_t r0, r1;
@@ -351,14 +361,9 @@ void run_task_nhwc(const Geometry& g, const Weights& wt, const float* x, float* 
     const int64_t oy1 = std::min(OY1, oy0 + g.sb);
     int64_t e0, e1;
     expanded_rows(g, oy0, oy1, e0, e1);
-    if (e0 >= ew0 && e0 < ew1) {  // keep rows [e0, ew1)
-      if (e0 > ew0) {
-        std::memmove(et, et + (e0 - ew0) * ers, (ew1 - e0) * ers * sizeof(float));
-        ew0 = e0;
-      }
-    } else {
-      ew0 = ew1 = e0;
-    }
+    advance_window(e0, ew0, ew1, [&](int64_t drop, int64_t keep) {  // rows are contiguous: one move
+      std::memmove(et, et + drop * ers, keep * ers * sizeof(float));
+    });
     if (ew1 < e1) {  // compute expanded rows [ew1, e1)
       const int64_t n0 = ew1, pe = (e1 - n0) * g.Ws;
       const float* S = xn + n0 * g.W * g.Cin;  // no start dw: expanded rows = input rows

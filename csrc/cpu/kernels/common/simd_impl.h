@@ -30,6 +30,23 @@ inline typename V::T act_vec(typename V::T v) {
   return v;
 }
 
+// Row i of a register tile: act, + residual (after the act), stored; TAIL: only the first nrem columns
+// (and only those read from the residual). Shared by both GEMMs' epilogues.
+template <int NV, Act A, bool RES, bool TAIL>
+inline void store_tile_row(const typename V::T* acc, float* ci, const float* ri, int nrem) {
+  constexpr int W = V::W;
+  for (int v = 0; v < NV; ++v) {
+    const int n = TAIL ? nrem - v * W : W;
+    if (TAIL && n <= 0) break;
+    typename V::T y = act_vec<A>(acc[v]);
+    if (RES) y = V::add(y, TAIL ? V::loadn(ri + v * W, n) : V::loadu(ri + v * W));
+    if (TAIL && n < W)
+      V::storen(ci + v * W, y, n);
+    else
+      V::storeu(ci + v * W, y);
+  }
+}
+
 // One MR x (NV*W) register tile over the whole K. b: a packed panel (row k at b + k*ldb, every lane valid:
 // zero padded). TAIL: only the first nrem columns are stored (and read from the residual).
 template <int MR, int NV, Act A, bool RES, bool TAIL>
@@ -50,20 +67,8 @@ inline void gemm_tile(int64_t K, const float* a, int64_t lda, const float* b, in
       for (int v = 0; v < NV; ++v) acc[i][v] = V::fma(av, bv[v], acc[i][v]);
     }
   }
-  for (int i = 0; i < MR; ++i) {
-    float* ci = c + i * ldc;
-    const float* ri = RES ? r + i * ldr : nullptr;
-    for (int v = 0; v < NV; ++v) {
-      const int n = TAIL ? nrem - v * W : W;
-      if (TAIL && n <= 0) break;
-      typename V::T y = act_vec<A>(acc[i][v]);
-      if (RES) y = V::add(y, TAIL ? V::loadn(ri + v * W, n) : V::loadu(ri + v * W));
-      if (TAIL && n < W)
-        V::storen(ci + v * W, y, n);
-      else
-        V::storeu(ci + v * W, y);
-    }
-  }
+  for (int i = 0; i < MR; ++i)
+    store_tile_row<NV, A, RES, TAIL>(acc[i], c + i * ldc, RES ? r + i * ldr : nullptr, nrem);
 }
 
 // Rows [0, MR) of C over all columns, from the packed panels of B (panel p: columns [p*NR, p*NR + NR)).
@@ -321,20 +326,8 @@ inline void pw_tile(int64_t K, const float* a, int64_t lda, const float* b, int6
       for (int v = 0; v < NV; ++v) acc[i][v] = V::fma(av, bv[v], acc[i][v]);
     }
   }
-  for (int i = 0; i < MR; ++i) {
-    float* ci = c + i * ldc;
-    const float* ri = RES ? r + i * ldr : nullptr;
-    for (int v = 0; v < NV; ++v) {
-      const int n = TAIL ? nrem - v * W : W;
-      if (TAIL && n <= 0) break;
-      typename V::T y = act_vec<A>(acc[i][v]);
-      if (RES) y = V::add(y, TAIL ? V::loadn(ri + v * W, n) : V::loadu(ri + v * W));
-      if (TAIL && n < W)
-        V::storen(ci + v * W, y, n);
-      else
-        V::storeu(ci + v * W, y);
-    }
-  }
+  for (int i = 0; i < MR; ++i)
+    store_tile_row<NV, A, RES, TAIL>(acc[i], c + i * ldc, RES ? r + i * ldr : nullptr, nrem);
 }
 
 // All M rows of one column slab. pf: the next slab (or nullptr), prefetched during the first row tile: a
