@@ -68,6 +68,7 @@ at::Tensor pointwise_cpu(const at::Tensor& x, const at::Tensor& weight, const c1
       // Conv-M ran at half onnxruntime's speed). Then out = act(bias + sum of the partials): a K = T product
       // with a ones vector, so the activation is the kernel's vectorised one.
       const int64_t T = std::min<int64_t>(threads, C / 32);
+      const int64_t nr = std::max(1, uk.gemm_nr);  // row-major B: slab stride = the kernel's column tile
       const int64_t kc = (C + T - 1) / T;
       std::vector<float> part(static_cast<size_t>(T * P * O), 0.f), ones(static_cast<size_t>(T), 1.f);
       float* pp = part.data();
@@ -76,12 +77,12 @@ at::Tensor pointwise_cpu(const at::Tensor& x, const at::Tensor& weight, const c1
           float* pt = pp + t * P * O;
           for (int64_t k = t * kc; k < std::min(C, (t + 1) * kc); k += 32) {
             const int64_t kn = std::min<int64_t>(32, std::min(C, (t + 1) * kc) - k);
-            uk.pwconv_nhwc(P, O, kn, xp + k, C, wp + k * O, O, pt, O, nullptr, cpu::Act::None, pt, O);
+            uk.pwconv_nhwc(P, O, kn, xp + k, C, wp + k * O, O, nr, pt, O, nullptr, cpu::Act::None, pt, O);
           }
         }
       });
       for (int64_t q = 0; q < P; ++q)
-        uk.pwconv_nhwc(1, O, T, ones.data(), T, pp + q * O, P * O, op + q * O, O, bp, a, nullptr, 0);
+        uk.pwconv_nhwc(1, O, T, ones.data(), T, pp + q * O, P * O, nr, op + q * O, O, bp, a, nullptr, 0);
     } else {
       // The weight packed in column slabs, cached per weight tensor (weight_cache.h), else read in place.
       const int64_t slab = std::max(1, uk.gemm_nr);

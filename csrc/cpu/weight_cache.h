@@ -47,24 +47,17 @@ struct BMat {
   int64_t K, slab;
 };
 
-// C[m][n] = act(A[m] . B[k0:k0+Kc, n0+n] + bias[n]) (+ R[m][n]) for m < M, n < Nc. Packed B: one kernel call
-// per slab (a plain [Kc][slab] matrix) and block of 32 register tiles of rows (their A stays in L2 while
-// the slabs pass); n0 is then a multiple of the slab width.
+// C[m][n] = act(A[m] . B[k0:k0+Kc, n0+n] + bias[n]) (+ R[m][n]) for m < M, n < Nc: one microkernel call,
+// B as it is stored (packed: n0 a multiple of the slab width, which is the table's gemm_nr).
 inline void gemm_b(const cpu::UKernels& uk, int64_t M, int64_t Nc, int64_t Kc, const float* A, int64_t lda,
                    const BMat& b, int64_t k0, int64_t n0, float* C, int64_t ldc, const float* bias, cpu::Act act,
                    const float* R, int64_t ldr) {
-  if (!b.packed) {
-    uk.pwconv_nhwc(M, Nc, Kc, A, lda, b.plain + k0 * b.ldb + n0, b.ldb, C, ldc, bias, act, R, ldr);
-    return;
-  }
-  const int64_t mb_rows = 32 * std::max(1, uk.gemm_mr);
-  for (int64_t m0 = 0; m0 < M; m0 += mb_rows) {
-    const int64_t mb = std::min(mb_rows, M - m0);
-    for (int64_t j = 0; j < Nc; j += b.slab)
-      uk.pwconv_nhwc(mb, std::min(b.slab, Nc - j), Kc, A + m0 * lda, lda,
-                     b.packed + (n0 + j) / b.slab * b.K * b.slab + k0 * b.slab, b.slab, C + m0 * ldc + j, ldc,
-                     bias ? bias + j : nullptr, act, R ? R + m0 * ldr + j : nullptr, ldr);
-  }
+  if (b.packed)
+    uk.pwconv_nhwc(M, Nc, Kc, A, lda, b.packed + n0 / b.slab * b.K * b.slab + k0 * b.slab, b.slab, b.K * b.slab, C,
+                   ldc, bias, act, R, ldr);
+  else
+    uk.pwconv_nhwc(M, Nc, Kc, A, lda, b.plain + k0 * b.ldb + n0, b.ldb, std::max(1, uk.gemm_nr), C, ldc, bias, act,
+                   R, ldr);
 }
 
 }  // namespace mnv4

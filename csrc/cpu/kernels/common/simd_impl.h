@@ -359,15 +359,17 @@ inline void pw_slab(int64_t M, int64_t K, const float* a, int64_t lda, const flo
 
 // Rows in blocks of PW_MB = 32 register tiles (the block's rows of A stay in L2 while every column slab
 // passes over them; a 3136-pixel A re-read from L3 per slab ran at 0.8x the speed), column slabs inside.
+// Slab j (columns [j*NR, j*NR + NR)) of B starts at b + j*bss (see f32_pwconv_nhwc_fn): bss = NR for a
+// row-major B, K*NR for packed slabs; either way the next slab is prefetched during a slab's first tile.
 template <int MR, int NV, Act A, bool RES>
-void pw_impl(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
-             int64_t ldc, const float* bias, const float* r, int64_t ldr) {
+void pw_impl(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t bss,
+             float* c, int64_t ldc, const float* bias, const float* r, int64_t ldr) {
   constexpr int64_t PW_MB = 32 * MR;
   if (M <= 0 || N <= 0) return;
   if (M > PW_MB + PW_MB / 2) {
     for (int64_t m0 = 0; m0 < M; m0 += PW_MB) {
       const int64_t mb = M - m0 < PW_MB + PW_MB / 2 ? M - m0 : PW_MB;  // no short last block
-      pw_impl<MR, NV, A, RES>(mb, N, K, a + m0 * lda, lda, b, ldb, c + m0 * ldc, ldc, bias,
+      pw_impl<MR, NV, A, RES>(mb, N, K, a + m0 * lda, lda, b, ldb, bss, c + m0 * ldc, ldc, bias,
                               RES ? r + m0 * ldr : nullptr, ldr);
       if (mb != PW_MB) break;
     }
@@ -375,33 +377,34 @@ void pw_impl(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const
   }
   constexpr int NR = NV * V::W;
   int64_t j = 0;
-  for (; j + NR <= N; j += NR)
-    pw_slab<MR, NV, A, RES, false>(M, K, a, lda, b + j, ldb, c + j, ldc, bias ? bias + j : nullptr,
-                                   RES ? r + j : nullptr, ldr, NR, j + NR < N ? b + j + NR : nullptr);
+  const float* bj = b;  // slab j / NR
+  for (; j + NR <= N; j += NR, bj += bss)
+    pw_slab<MR, NV, A, RES, false>(M, K, a, lda, bj, ldb, c + j, ldc, bias ? bias + j : nullptr,
+                                   RES ? r + j : nullptr, ldr, NR, j + NR < N ? bj + bss : nullptr);
   if (j == N) return;
   const int rem = static_cast<int>(N - j);
   if (rem <= V::W)
-    pw_slab<MR, 1, A, RES, true>(M, K, a, lda, b + j, ldb, c + j, ldc, bias ? bias + j : nullptr,
+    pw_slab<MR, 1, A, RES, true>(M, K, a, lda, bj, ldb, c + j, ldc, bias ? bias + j : nullptr,
                                  RES ? r + j : nullptr, ldr, rem, nullptr);
   else
-    pw_slab<MR, NV, A, RES, true>(M, K, a, lda, b + j, ldb, c + j, ldc, bias ? bias + j : nullptr,
+    pw_slab<MR, NV, A, RES, true>(M, K, a, lda, bj, ldb, c + j, ldc, bias ? bias + j : nullptr,
                                   RES ? r + j : nullptr, ldr, rem, nullptr);
 }
 
 template <int MR, int NV>
-void pw_dispatch(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
-                 int64_t ldc, const float* bias, Act act, const float* r, int64_t ldr) {
+void pw_dispatch(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb,
+                 int64_t bss, float* c, int64_t ldc, const float* bias, Act act, const float* r, int64_t ldr) {
   const bool res = r != nullptr;
   switch (act) {
     case Act::None:
-      return res ? pw_impl<MR, NV, Act::None, true>(M, N, K, a, lda, b, ldb, c, ldc, bias, r, ldr)
-                 : pw_impl<MR, NV, Act::None, false>(M, N, K, a, lda, b, ldb, c, ldc, bias, r, ldr);
+      return res ? pw_impl<MR, NV, Act::None, true>(M, N, K, a, lda, b, ldb, bss, c, ldc, bias, r, ldr)
+                 : pw_impl<MR, NV, Act::None, false>(M, N, K, a, lda, b, ldb, bss, c, ldc, bias, r, ldr);
     case Act::Relu:
-      return res ? pw_impl<MR, NV, Act::Relu, true>(M, N, K, a, lda, b, ldb, c, ldc, bias, r, ldr)
-                 : pw_impl<MR, NV, Act::Relu, false>(M, N, K, a, lda, b, ldb, c, ldc, bias, r, ldr);
+      return res ? pw_impl<MR, NV, Act::Relu, true>(M, N, K, a, lda, b, ldb, bss, c, ldc, bias, r, ldr)
+                 : pw_impl<MR, NV, Act::Relu, false>(M, N, K, a, lda, b, ldb, bss, c, ldc, bias, r, ldr);
     case Act::Gelu:
-      return res ? pw_impl<MR, NV, Act::Gelu, true>(M, N, K, a, lda, b, ldb, c, ldc, bias, r, ldr)
-                 : pw_impl<MR, NV, Act::Gelu, false>(M, N, K, a, lda, b, ldb, c, ldc, bias, r, ldr);
+      return res ? pw_impl<MR, NV, Act::Gelu, true>(M, N, K, a, lda, b, ldb, bss, c, ldc, bias, r, ldr)
+                 : pw_impl<MR, NV, Act::Gelu, false>(M, N, K, a, lda, b, ldb, bss, c, ldc, bias, r, ldr);
   }
 }
 

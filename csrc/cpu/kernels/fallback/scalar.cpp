@@ -70,12 +70,12 @@ void x32_transpose__scalar(int64_t rows, int64_t cols, const float* src, int64_t
 }
 
 void f32_pwconv_nhwc__scalar(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
-                             int64_t ldb, float* C, int64_t ldc, const float* bias, Act act, const float* R,
-                             int64_t ldr) {
+                             int64_t ldb, int64_t bss, float* C, int64_t ldc, const float* bias, Act act,
+                             const float* R, int64_t ldr) {  // NR = 1: B(k, n) = B[n * bss + k * ldb]
   for (int64_t m = 0; m < M; ++m) {
     for (int64_t n = 0; n < N; ++n) {
       float acc = bias ? bias[n] : 0.f;
-      for (int64_t k = 0; k < K; ++k) acc += A[m * lda + k] * B[k * ldb + n];
+      for (int64_t k = 0; k < K; ++k) acc += A[m * lda + k] * B[n * bss + k * ldb];
       float y = apply_act(acc, act);
       if (R) y += R[m * ldr + n];
       C[m * ldc + n] = y;

@@ -61,13 +61,16 @@ int64_t f32_dwconv_scratch_floats(int k, int s, int64_t in_w, int64_t out_rows);
 // whatever the plane's width).
 //
 // Pointwise conv (a GEMM with a per-column bias):
-//   C[m*ldc + n] = act(sum_k A[m*lda + k] * B[k*ldb + n] + bias[n]) + R[m*ldr + n]   for m < M, n < N.
-//   A: M pixels x K channels (lda = pixel stride), B: [K][N] (ldb >= N), unit stride along n in B, C, R.
+//   C[m*ldc + n] = act(sum_k A[m*lda + k] * B(k, n) + bias[n]) + R[m*ldr + n]   for m < M, n < N.
+//   A: M pixels x K channels (lda = pixel stride). B in column slabs of NR = the table's gemm_nr columns:
+//   B(k, n) = B[(n / NR) * bss + k * ldb + n % NR]. A row-major [K][ldb] matrix (ldb >= N) is bss = NR;
+//   slabs packed one after the other (each K x NR, zero-padded) are ldb = NR, bss = K * NR. Unit stride
+//   along n in C and R.
 //   bias: N floats or nullptr; R: nullptr or the residual (after the activation). C must not alias A, B or
 //   bias; C == R is allowed when ldr == ldc. K == 0 gives act(bias) + R. Writes C[m][n], m < M, n < N only.
 using f32_pwconv_nhwc_fn = void (*)(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
-                                    int64_t ldb, float* C, int64_t ldc, const float* bias, Act act, const float* R,
-                                    int64_t ldr);
+                                    int64_t ldb, int64_t bss, float* C, int64_t ldc, const float* bias, Act act,
+                                    const float* R, int64_t ldr);
 
 // Depthwise k x k conv (k odd), stride s (1 or 2), zero padding k/2, over `channels` contiguous channels.
 //   Input pixel (y, x) of the logical in_h x in_w image, channel c: in[(y - in_r0)*in_rs + x*in_ps + c]
@@ -109,8 +112,8 @@ void f32_gemm__scalar(int64_t, int64_t, int64_t, const float*, int64_t, const fl
 void f32_dwconv__scalar(int64_t, int, int, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
                         const float*, const float*, Act, float*, int64_t, int64_t, int64_t, int64_t, float*);
 void x32_transpose__scalar(int64_t, int64_t, const float*, int64_t, float*, int64_t);
-void f32_pwconv_nhwc__scalar(int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t, float*,
-                             int64_t, const float*, Act, const float*, int64_t);
+void f32_pwconv_nhwc__scalar(int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t, int64_t,
+                             float*, int64_t, const float*, Act, const float*, int64_t);
 void f32_dwconv_nhwc__scalar(int64_t, int, int, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
                              const float*, int64_t, const float*, Act, float*, int64_t, int64_t, int64_t, int64_t);
 #if defined(__x86_64__) || defined(_M_X64)
@@ -121,12 +124,12 @@ void f32_dwconv__avx2_fma(int64_t, int, int, const float*, int64_t, int64_t, int
 void x32_transpose__avx2(int64_t, int64_t, const float*, int64_t, float*, int64_t);
 void f32_gemm_8x32__avx512(int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t, float*, int64_t,
                            const float*, Act, const float*, int64_t);
-void f32_pwconv_nhwc_7x32__avx512(int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t, float*,
-                                  int64_t, const float*, Act, const float*, int64_t);
+void f32_pwconv_nhwc_7x32__avx512(int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t, int64_t,
+                                  float*, int64_t, const float*, Act, const float*, int64_t);
 void f32_dwconv_nhwc__avx512(int64_t, int, int, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
                              const float*, int64_t, const float*, Act, float*, int64_t, int64_t, int64_t, int64_t);
 void f32_pwconv_nhwc_6x16__avx2_fma(int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t,
-                                   float*, int64_t, const float*, Act, const float*, int64_t);
+                                   int64_t, float*, int64_t, const float*, Act, const float*, int64_t);
 void f32_dwconv_nhwc__avx2_fma(int64_t, int, int, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
                                const float*, int64_t, const float*, Act, float*, int64_t, int64_t, int64_t, int64_t);
 #endif
@@ -137,7 +140,7 @@ void f32_dwconv__neon(int64_t, int, int, const float*, int64_t, int64_t, int64_t
                       const float*, const float*, Act, float*, int64_t, int64_t, int64_t, int64_t, float*);
 void x32_transpose__neon(int64_t, int64_t, const float*, int64_t, float*, int64_t);
 void f32_pwconv_nhwc_6x16__neon(int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t,
-                                   float*, int64_t, const float*, Act, const float*, int64_t);
+                                   int64_t, float*, int64_t, const float*, Act, const float*, int64_t);
 void f32_dwconv_nhwc__neon(int64_t, int, int, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
                                const float*, int64_t, const float*, Act, float*, int64_t, int64_t, int64_t, int64_t);
 #endif

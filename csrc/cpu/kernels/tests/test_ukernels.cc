@@ -168,7 +168,17 @@ static std::vector<float> rand_strided(int64_t rows, int64_t ld, int64_t cols) {
   return v;
 }
 
+// B [K][ldb] packed into column slabs of nr (each K x nr, zero-padded): B(k, n) at [(n/nr)*K*nr + k*nr + n%nr].
+static std::vector<float> pack_slabs(const std::vector<float>& B, int64_t K, int64_t N, int64_t ldb, int64_t nr) {
+  const int64_t slabs = (N + nr - 1) / nr;
+  std::vector<float> p(static_cast<size_t>(slabs * K * nr), 0.f);
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t n = 0; n < N; ++n) p[(n / nr) * K * nr + k * nr + n % nr] = B[k * ldb + n];
+  return p;
+}
+
 static void test_pwconv_nhwc(const UKernels& uk) {
+  const int64_t nr = uk.gemm_nr;  // B's slab width for this table: plain row-major B has bss = nr
   const int64_t Ms[] = {1, 2, 5, 6, 7, 11, 12, 13, 16, 23, 49, 64};  // 16, 23, 64: the 8-row tiles of avx512
   const int64_t Ns[] = {1, 3, 7, 8, 9, 15, 16, 17, 24, 31, 33, 40};
   const int64_t Ks[] = {0, 1, 3, 16, 37};
@@ -190,40 +200,49 @@ static void test_pwconv_nhwc(const UKernels& uk) {
           std::vector<float> want(cn, kNaN), got(cn, kNaN), mag(cn, kNaN);
           const float* bp = has_bias ? bias.data() : nullptr;
           const float* rp = res ? R.data() : nullptr;
-          f32_pwconv_nhwc__scalar(M, N, K, A.data(), lda, B.data(), ldb, want.data(), ldc, bp, act, rp, ldr);
+          f32_pwconv_nhwc__scalar(M, N, K, A.data(), lda, B.data(), ldb, 1, want.data(), ldc, bp, act, rp, ldr);
           auto aA = abs_vec(A), aB = abs_vec(B), ab = abs_vec(bias), aR = abs_vec(R);
-          f32_pwconv_nhwc__scalar(M, N, K, aA.data(), lda, aB.data(), ldb, mag.data(), ldc,
+          f32_pwconv_nhwc__scalar(M, N, K, aA.data(), lda, aB.data(), ldb, 1, mag.data(), ldc,
                                   has_bias ? ab.data() : nullptr, Act::None, res ? aR.data() : nullptr, ldr);
+          // every other case: B packed in slabs (ldb = nr, bss = K * nr), the layout of the weight cache
+          const bool packed = (M + N + K + variant) % 2 == 0;
+          const std::vector<float> Bp = packed ? pack_slabs(B, K, N, ldb, nr) : std::vector<float>();
+          const float* b = packed ? Bp.data() : B.data();
+          const int64_t ldb_k = packed ? nr : ldb, bss = packed ? K * nr : nr;
           if (res == 2) {  // C starts as the residual (NaN between rows and after the end)
             for (int64_t m = 0; m < M; ++m)
               for (int64_t n = 0; n < N; ++n) got[m * ldc + n] = R[m * ldr + n];
-            uk.pwconv_nhwc(M, N, K, A.data(), lda, B.data(), ldb, got.data(), ldc, bp, act, got.data(), ldc);
+            uk.pwconv_nhwc(M, N, K, A.data(), lda, b, ldb_k, bss, got.data(), ldc, bp, act, got.data(), ldc);
           } else {
-            uk.pwconv_nhwc(M, N, K, A.data(), lda, B.data(), ldb, got.data(), ldc, bp, act, rp, ldr);
+            uk.pwconv_nhwc(M, N, K, A.data(), lda, b, ldb_k, bss, got.data(), ldc, bp, act, rp, ldr);
           }
           char what[240];
           std::snprintf(what, sizeof what,
-                        "%s pwconv_nhwc M=%lld N=%lld K=%lld act=%s res=%s bias=%d lda=%lld ldb=%lld ldc=%lld ldr=%lld",
+                        "%s pwconv_nhwc M=%lld N=%lld K=%lld act=%s res=%s bias=%d lda=%lld ldb=%lld ldc=%lld ldr=%lld"
+                        " packed=%d",
                         uk.name, (long long)M, (long long)N, (long long)K, act_name(act),
                         res == 0 ? "none" : res == 1 ? "separate" : "in-place", has_bias, (long long)lda,
-                        (long long)ldb, (long long)ldc, (long long)ldr);
+                        (long long)ldb, (long long)ldc, (long long)ldr, int(packed));
           compare(got, want, mag, 2.5e-7f * (K + 3), [&](size_t i) {
             return i < size_t(M * ldc) && int64_t(i % ldc) < N; }, what);
           ++cases;
         }
   // larger products (several full column slabs and row tiles, a masked tail; M = 700: row blocks of 192
   // with a longer last one), in place
-  for (int64_t M : {100, 700}) {
+  for (int64_t M : {100, 700, 701}) {  // 701: packed B
     const int64_t N = 200, K = 96, lda = K + 2, ldb = N + 8, ldc = N + 3;
+    const bool packed = M == 701;
     auto A = rand_strided(M, lda, K), B = rand_strided(K, ldb, N), bias = rand_vec(N), R = rand_strided(M, ldc, N);
     std::vector<float> want(M * ldc + 5, kNaN), got = want, mag = want;
-    f32_pwconv_nhwc__scalar(M, N, K, A.data(), lda, B.data(), ldb, want.data(), ldc, bias.data(), Act::Gelu,
+    f32_pwconv_nhwc__scalar(M, N, K, A.data(), lda, B.data(), ldb, 1, want.data(), ldc, bias.data(), Act::Gelu,
                             R.data(), ldc);
     auto aA = abs_vec(A), aB = abs_vec(B), ab = abs_vec(bias), aR = abs_vec(R);
-    f32_pwconv_nhwc__scalar(M, N, K, aA.data(), lda, aB.data(), ldb, mag.data(), ldc, ab.data(), Act::None,
+    f32_pwconv_nhwc__scalar(M, N, K, aA.data(), lda, aB.data(), ldb, 1, mag.data(), ldc, ab.data(), Act::None,
                             aR.data(), ldc);
     std::copy(R.begin(), R.end(), got.begin());
-    uk.pwconv_nhwc(M, N, K, A.data(), lda, B.data(), ldb, got.data(), ldc, bias.data(), Act::Gelu, got.data(), ldc);
+    const std::vector<float> Bp = packed ? pack_slabs(B, K, N, ldb, nr) : std::vector<float>();
+    uk.pwconv_nhwc(M, N, K, A.data(), lda, packed ? Bp.data() : B.data(), packed ? nr : ldb, packed ? K * nr : nr,
+                   got.data(), ldc, bias.data(), Act::Gelu, got.data(), ldc);
     compare(got, want, mag, 2.5e-7f * (K + 3), [&](size_t i) { return i < size_t(M * ldc) && int64_t(i % ldc) < N; },
             std::string(uk.name) + " pwconv_nhwc in-place residual N=200 K=96 M=" + std::to_string(M));
     ++cases;
@@ -325,7 +344,7 @@ int main(int argc, char** argv) {
     // NHWC pointwise: per-COLUMN bias, relu, then the residual
     const float R[4] = {10, 20, 30, 40}, pbias[2] = {0.5f, -1.f};
     float P[4];
-    f32_pwconv_nhwc__scalar(2, 2, 3, A, 3, B, 2, P, 2, pbias, Act::Relu, R, 2);
+    f32_pwconv_nhwc__scalar(2, 2, 3, A, 3, B, 2, 1, P, 2, pbias, Act::Relu, R, 2);
     const float wp[4] = {0 + 10, 2 + 20, 2.5f + 30, 3.5f + 40};  // pre-act -0.5, 2 | 2.5, 3.5
     for (int i = 0; i < 4; ++i)
       if (std::fabs(P[i] - wp[i]) > 1e-6f) { std::printf("FAIL scalar pwconv_nhwc oracle %d\n", i); ++failures; }

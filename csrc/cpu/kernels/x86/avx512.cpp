@@ -43,15 +43,15 @@ void f32_gemm_8x32__avx512(int64_t M, int64_t N, int64_t K, const float* A, int6
 }
 
 void f32_pwconv_nhwc_7x32__avx512(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
-                                  int64_t ldb, float* C, int64_t ldc, const float* bias, Act act, const float* R,
-                                  int64_t ldr) {
+                                  int64_t ldb, int64_t bss, float* C, int64_t ldc, const float* bias, Act act,
+                                  const float* R, int64_t ldr) {
   // 7 rows per tile, or 8 where that leaves fewer rows of the last tile empty (8x8 and 16x16 planes of the
   // 256-pixel models: 64 = 8 x 8, not 9 x 7 + 1)
   const int64_t waste7 = (M + 6) / 7 * 7 - M, waste8 = (M + 7) / 8 * 8 - M;
   if (waste8 < waste7)
-    avx512::pw_dispatch<8, 2>(M, N, K, A, lda, B, ldb, C, ldc, bias, act, R, ldr);
+    avx512::pw_dispatch<8, 2>(M, N, K, A, lda, B, ldb, bss, C, ldc, bias, act, R, ldr);
   else
-    avx512::pw_dispatch<7, 2>(M, N, K, A, lda, B, ldb, C, ldc, bias, act, R, ldr);
+    avx512::pw_dispatch<7, 2>(M, N, K, A, lda, B, ldb, bss, C, ldc, bias, act, R, ldr);
 }
 
 void f32_dwconv_nhwc__avx512(int64_t channels, int k, int s, const float* in, int64_t in_ps, int64_t in_rs,
