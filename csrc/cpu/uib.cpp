@@ -331,10 +331,10 @@ at::Tensor f32(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
 
 // ---- channels_last: pixel-major (NHWC) tiles ----
 // The same three schedules on [pixels][channels] tiles with the NHWC kernels: the input and the output are
-// used in place (no transposes), a 1x1 conv is a GEMM with pixels as rows and the transposed weight as B
-// ([Cin][Cout], in place when fuse() stored it so; see nhwc_weights), the depthwise convs run along the
-// channels. Rows of an NHWC tile are contiguous, so the rolling window shifts with one memmove.
-
+// used in place (no transposes), a 1x1 conv is a GEMM with pixels as rows and the weight as B ([Cin][Cout],
+// packed once per weight tensor into the kernel's column slabs and cached: weight_cache.h, gemm_b), the
+// depthwise convs run along the channels (weights as [k*k][C]: nhwc_weight). Rows of an NHWC tile are
+// contiguous, so the rolling window shifts with one memmove.
 
 // Pixel stride (floats) of an NHWC scratch tile of c channels: c rounded up to whole 64-byte lines, plus a
 // line when that makes an even number, so consecutive pixels fall in different L1 sets. (A 1024-channel

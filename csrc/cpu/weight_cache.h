@@ -3,9 +3,9 @@
 // The NHWC GEMM reads its B (the weight, [K][N]) in column slabs: packed, a slab is one contiguous run the
 // hardware prefetchers stream from DRAM; read in place from [K][N], each slab row is a separate 64-byte
 // line, rows often a page apart, one DRAM miss at a time. In a whole model the weights are cold (Conv-M's
-// 39 MB exceed the L3) and that read was most of the difference between a block's time alone and in the
-// model. Packing per call costs a full read and write of the weight (measured slower at batch 1), hence
-// the cache.
+// 39 MB exceed the L3): with the cache Conv-M@224 b1's blocks took 10.34 ms in the model instead of 10.95
+// (sum of per-block medians), and Conv-M's blocks.3.1 alone 281 us instead of 350. Packing per call costs
+// a full read and write of the weight (measured slower at batch 1), hence the cache.
 //
 // Validity: an entry is keyed by the weight's storage (held by a weak reference, so no other storage can
 // take its address while the entry exists), offset, sizes, strides, dtype and slab width, and remembers
