@@ -36,8 +36,9 @@ def _two_threads():
 def test_uib_layer(benchmark, layer, batch, candidate):
     l = LAYERS[NAMES.index(layer)]
     x = torch.randn(batch, *l.in_shape).contiguous(memory_format=torch.channels_last)
-    a = (x,) + l.args()
-    fn = (lambda: torch.ops.mnv4.uib(*a)) if candidate == "fused" else (lambda: F.uib(*a))
+    a = (x,) + l.args()  # the composite: contiguous weights; the op: as the fused CPU model stores them
+    a_op = (x,) + l.args(cpu_layout=True)
+    fn = (lambda: torch.ops.mnv4.uib(*a_op)) if candidate == "fused" else (lambda: F.uib(*a))
     benchmark.extra_info.update(form=l.form, in_shape=list(l.in_shape))
     with torch.inference_mode():
         out = benchmark(fn)
