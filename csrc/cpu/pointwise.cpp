@@ -46,11 +46,13 @@ at::Tensor pointwise_cpu(const at::Tensor& x, const at::Tensor& weight, const c1
     // rows = pixels: channels_last (or [N, C]) is [P][C] with unit channel stride
     const at::Tensor xf = four_d ? x.to(at::kFloat).contiguous(at::MemoryFormat::ChannelsLast)
                                  : x.to(at::kFloat).contiguous();
-    at::Tensor wt = weight.to(at::kFloat).reshape({O, C}).t();  // [C][O]
-    if (!wt.is_contiguous()) wt = wt.contiguous();
+    // the weight as [C][O]: a view of a weight stored output-channel innermost, else a transposed copy
+    auto make_wt = [&] {
+      at::Tensor t = weight.to(at::kFloat).reshape({O, C}).t();
+      return t.is_contiguous() ? t : t.contiguous();
+    };
     at::Tensor bf = bias.has_value() ? bias->to(at::kFloat).contiguous() : at::Tensor();
     const float* xp = xf.data_ptr<float>();
-    const float* wp = wt.data_ptr<float>();
     const float* bp = bias.has_value() ? bf.data_ptr<float>() : nullptr;
     float* op = out.data_ptr<float>();
     const cpu::Act a = act == Activation::Relu ? cpu::Act::Relu : act == Activation::Gelu ? cpu::Act::Gelu
@@ -60,13 +62,15 @@ at::Tensor pointwise_cpu(const at::Tensor& x, const at::Tensor& weight, const c1
     // for a few rows (a batch-1 head: matrix-vector products, bound by reading the weight, often from
     // DRAM) blocks of input channels, see below; else blocks of output channels.
     const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-    const int64_t pblk = 6 * 8;  // pixel rows per task: 8 register tiles
+    const int64_t pblk = 48;  // pixel rows per task
     if (P <= 4 && C >= 64) {
       // Each task streams a contiguous block of rows of the [C][O] weight, 32 rows per kernel call,
       // accumulating into its own partial sums (the kernel's in-place residual); sequential memory, which
       // the hardware prefetchers follow (splitting by columns steps one page per weight row: the head of
       // Conv-M ran at half onnxruntime's speed). Then out = act(bias + sum of the partials): a K = T product
       // with a ones vector, so the activation is the kernel's vectorised one.
+      const at::Tensor wt = make_wt();  // read row by row, in place
+      const float* wp = wt.data_ptr<float>();
       const int64_t T = std::min<int64_t>(threads, C / 32);
       const int64_t nr = std::max(1, uk.gemm_nr);  // row-major B: slab stride = the kernel's column tile
       const int64_t kc = (C + T - 1) / T;
@@ -86,8 +90,9 @@ at::Tensor pointwise_cpu(const at::Tensor& x, const at::Tensor& weight, const c1
     } else {
       // The weight packed in column slabs, cached per weight tensor (weight_cache.h), else read in place.
       const int64_t slab = std::max(1, uk.gemm_nr);
-      const auto pk = packed_slabs(weight, slab, [&] { return wt; });
-      const BMat B{wp, O, pk ? pk->data() : nullptr, C, slab};
+      const auto pk = packed_slabs(weight, slab, make_wt);
+      const at::Tensor wt = pk ? at::Tensor() : make_wt();  // only without a cache entry
+      const BMat B{pk ? nullptr : wt.data_ptr<float>(), O, pk ? pk->data() : nullptr, C, slab};
       if (P >= pblk * threads || O < 16 * threads) {
         at::parallel_for(0, (P + pblk - 1) / pblk, 1, [&](int64_t b, int64_t e) {
           const int64_t p0 = b * pblk, p1 = std::min(P, e * pblk);
