@@ -86,11 +86,11 @@ using f32_dwconv_nhwc_fn = void (*)(int64_t channels, int k, int s, const float*
 struct UKernels {
   Isa isa;
   const char* name;          // "scalar", "avx2_fma", "avx512", "neon"
-  int gemm_mr, gemm_nr;      // register tile of the NHWC GEMM microkernel (pixels x channels)
+  int gemm_nr;               // columns (channels) of the NHWC GEMM's register tile: B's slab width
   f32_gemm_fn gemm;
   f32_dwconv_fn dwconv;
   x32_transpose_fn transpose;
-  f32_pwconv_nhwc_fn pwconv_nhwc;  // register tile gemm_mr pixels x gemm_nr channels
+  f32_pwconv_nhwc_fn pwconv_nhwc;
   f32_dwconv_nhwc_fn dwconv_nhwc;
 };
 
