@@ -48,13 +48,13 @@ def _pointwise(x, w, b, act: str):
     return torch.ops.mnv4_cpu.pointwise(x, w, b, act)
 
 
-def _conv_act(mod: nn.Module, x, weight, bias, stride: int, padding: int, groups: int, act: str):
-    """act(conv2d(x, weight, bias)). With mod.prepack (a model fused for the CPU) and an fp32 channels_last
+def _conv_act(mod: nn.Module, prepack: bool, x, weight, bias, stride: int, padding: int, groups: int, act: str):
+    """act(conv2d(x, weight, bias)). With prepack (a model fused for the CPU) and an fp32 channels_last
     CPU input outside torch.compile/export: oneDNN's fused conv + activation on the weight reordered once per
     input shape into oneDNN's blocked layout (what inductor's freezing does), cached on the module (keyed by
     shape, storage and version of the weight buffer, which stays the source of truth). F.conv2d reorders the
     weight and runs the activation as a second pass on every call (benches/e2e_cpu.py measures the model)."""
-    if (getattr(mod, "prepack", False) and x.device.type == "cpu" and x.dtype == torch.float32
+    if (prepack and x.device.type == "cpu" and x.dtype == torch.float32
             and x.is_contiguous(memory_format=torch.channels_last) and not torch.compiler.is_compiling()):
         key = (tuple(x.shape), weight.data_ptr(), weight._version)
         cache = mod._packed
@@ -97,7 +97,8 @@ class FusedConv(_PackedCache, nn.Module):
         if self.pointwise:
             x = _pointwise(x, self.weight, self.bias, self.act)
         else:
-            x = _conv_act(self, x, self.weight, self.bias, self.stride, self.padding, self.groups, self.act)
+            x = _conv_act(self, self.prepack, x, self.weight, self.bias, self.stride, self.padding, self.groups,
+                          self.act)
         return self.aa(x) if self.aa is not None else x
 
 
@@ -114,11 +115,11 @@ class FusedEdgeResidual(_PackedCache, nn.Module):
             self.register_buffer(k, v)
         self.stride, self.act, self.residual, self.aa = stride, act, residual, aa
         self.padding = exp_w.shape[-1] // 2
-        self.cpu_ops = self.prepack = cpu_ops
+        self.cpu_ops = cpu_ops
         self._packed = None
 
     def forward(self, x):
-        h = _conv_act(self, x, self.exp_w, self.exp_b, self.stride, self.padding, 1, self.act)
+        h = _conv_act(self, self.cpu_ops, x, self.exp_w, self.exp_b, self.stride, self.padding, 1, self.act)
         if self.aa is not None:
             h = self.aa(h)
         h = _pointwise(h, self.pwl_w, self.pwl_b, "none") if self.cpu_ops else F.conv2d(h, self.pwl_w, self.pwl_b)
