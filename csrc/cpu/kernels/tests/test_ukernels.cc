@@ -179,7 +179,7 @@ static std::vector<float> pack_slabs(const std::vector<float>& B, int64_t K, int
 
 static void test_pwconv_nhwc(const UKernels& uk) {
   const int64_t nr = uk.gemm_nr;  // B's slab width for this table: plain row-major B has bss = nr
-  const int64_t Ms[] = {1, 2, 5, 6, 7, 11, 12, 13, 16, 23, 49, 64};  // 16, 23, 64: the 8-row tiles of avx512
+  const int64_t Ms[] = {1, 2, 5, 6, 7, 11, 12, 13, 16, 23, 49, 64};  // 49, 64: the 7x7 / 8x8 planes
   const int64_t Ns[] = {1, 3, 7, 8, 9, 15, 16, 17, 24, 31, 33, 40};
   const int64_t Ks[] = {0, 1, 3, 16, 37};
   int cases = 0;
