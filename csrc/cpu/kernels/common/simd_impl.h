@@ -301,11 +301,13 @@ inline void dwconv_dispatch(int64_t channels, int k, int s, const float* in, int
 // transposed weight, used in place: row k of a 16-column slab is one 64-byte line). Loop order: column
 // slabs outer, so a K x NR slab of the weights stays in L1 while the pixels' rows stream past it. The
 // last slab (N not a multiple of NR) uses masked loads and stores; the last rows (M % MR) their own
-// instantiation.
+// instantiation. The same tile is the dense k x k conv (f32_conv_nhwc_fn): T taps, each a K-deep product
+// of the pixels' rows shifted by off[t] with the next K rows of B, summed in the same registers; the
+// pointwise conv is T = 1, off = {0}.
 
 template <int MR, int NV, Act A, bool RES, bool TAIL>
-inline void pw_tile(int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
-                    const float* bias, const float* r, int64_t ldr, int nrem, const float* pf) {
+inline void pw_tile(int64_t K, int T, const int64_t* off, const float* a, int64_t lda, const float* b, int64_t ldb,
+                    float* c, int64_t ldc, const float* bias, const float* r, int64_t ldr, int nrem, const float* pf) {
   constexpr int W = V::W;
   typename V::T acc[MR][NV];
   for (int v = 0; v < NV; ++v) {
@@ -313,17 +315,22 @@ inline void pw_tile(int64_t K, const float* a, int64_t lda, const float* b, int6
         bias ? (TAIL ? V::loadn(bias + v * W, nrem - v * W) : V::loadu(bias + v * W)) : V::zero();
     for (int i = 0; i < MR; ++i) acc[i][v] = b0;
   }
-  for (int64_t k = 0; k < K; ++k) {
-    typename V::T bv[NV];
-    const float* bk = b + k * ldb;
-    if (pf) {  // the next slab's row k, towards L2 (both ends: a row may straddle two lines)
-      __builtin_prefetch(pf + k * ldb, 0, 2);
-      __builtin_prefetch(pf + k * ldb + NV * W - 1, 0, 2);
-    }
-    for (int v = 0; v < NV; ++v) bv[v] = TAIL ? V::loadn(bk + v * W, nrem - v * W) : V::loadu(bk + v * W);
-    for (int i = 0; i < MR; ++i) {
-      const typename V::T av = V::set1(a[i * lda + k]);
-      for (int v = 0; v < NV; ++v) acc[i][v] = V::fma(av, bv[v], acc[i][v]);
+  for (int t = 0; t < T; ++t) {  // taps: B's rows [t*K, t*K + K) against A shifted by off[t]
+    const float* at = a + off[t];
+    const float* bt = b + t * K * ldb;
+    const float* pft = pf ? pf + t * K * ldb : nullptr;
+    for (int64_t k = 0; k < K; ++k) {
+      typename V::T bv[NV];
+      const float* bk = bt + k * ldb;
+      if (pft) {  // the next slab's row, towards L2 (both ends: a row may straddle two lines)
+        __builtin_prefetch(pft + k * ldb, 0, 2);
+        __builtin_prefetch(pft + k * ldb + NV * W - 1, 0, 2);
+      }
+      for (int v = 0; v < NV; ++v) bv[v] = TAIL ? V::loadn(bk + v * W, nrem - v * W) : V::loadu(bk + v * W);
+      for (int i = 0; i < MR; ++i) {
+        const typename V::T av = V::set1(at[i * lda + k]);
+        for (int v = 0; v < NV; ++v) acc[i][v] = V::fma(av, bv[v], acc[i][v]);
+      }
     }
   }
   for (int i = 0; i < MR; ++i)
@@ -335,11 +342,11 @@ inline void pw_tile(int64_t K, const float* a, int64_t lda, const float* b, int6
 // (Conv-M blocks 2.1 / 3.1 at batch 1 after a 48 MB cache sweep, before the weight cache: 564 / 411-429 us
 // without, 547-555 / 393-408 us with).
 template <int MR, int NV, Act A, bool RES, bool TAIL>
-inline void pw_slab(int64_t M, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+inline void pw_slab(int64_t M, int64_t K, int T, const int64_t* off, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
                     int64_t ldc, const float* bias, const float* r, int64_t ldr, int nrem, const float* pf) {
   int64_t i = 0;
   for (; i + MR <= M; i += MR, pf = nullptr)
-    pw_tile<MR, NV, A, RES, TAIL>(K, a + i * lda, lda, b, ldb, c + i * ldc, ldc, bias, RES ? r + i * ldr : nullptr,
+    pw_tile<MR, NV, A, RES, TAIL>(K, T, off, a + i * lda, lda, b, ldb, c + i * ldc, ldc, bias, RES ? r + i * ldr : nullptr,
                                   ldr, nrem, pf);
   const int rem = static_cast<int>(M - i);
   if (rem == 0) return;
@@ -349,7 +356,7 @@ inline void pw_slab(int64_t M, int64_t K, const float* a, int64_t lda, const flo
   switch (rem) {
 #define MNV4_PW_ROWS(R)                                                                                   \
   case R:                                                                                                 \
-    if (R < MR) pw_tile<(R < MR ? R : 1), NV, A, RES, TAIL>(K, a, lda, b, ldb, c, ldc, bias, r, ldr, nrem, pf); \
+    if (R < MR) pw_tile<(R < MR ? R : 1), NV, A, RES, TAIL>(K, T, off, a, lda, b, ldb, c, ldc, bias, r, ldr, nrem, pf); \
     break;
     MNV4_PW_ROWS(1) MNV4_PW_ROWS(2) MNV4_PW_ROWS(3) MNV4_PW_ROWS(4) MNV4_PW_ROWS(5) MNV4_PW_ROWS(6)
     MNV4_PW_ROWS(7)
@@ -363,14 +370,14 @@ inline void pw_slab(int64_t M, int64_t K, const float* a, int64_t lda, const flo
 // Slab j (columns [j*NR, j*NR + NR)) of B starts at b + j*bss (see f32_pwconv_nhwc_fn): bss = NR for a
 // row-major B, K*NR for packed slabs; either way the next slab is prefetched during a slab's first tile.
 template <int MR, int NV, Act A, bool RES>
-void pw_impl(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t bss,
+void pw_impl(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t bss,
              float* c, int64_t ldc, const float* bias, const float* r, int64_t ldr) {
   constexpr int64_t PW_MB = 32 * MR;
   if (M <= 0 || N <= 0) return;
   if (M > PW_MB + PW_MB / 2) {
     for (int64_t m0 = 0; m0 < M; m0 += PW_MB) {
       const int64_t mb = M - m0 < PW_MB + PW_MB / 2 ? M - m0 : PW_MB;  // no short last block
-      pw_impl<MR, NV, A, RES>(mb, N, K, a + m0 * lda, lda, b, ldb, bss, c + m0 * ldc, ldc, bias,
+      pw_impl<MR, NV, A, RES>(mb, N, K, T, off, a + m0 * lda, lda, b, ldb, bss, c + m0 * ldc, ldc, bias,
                               RES ? r + m0 * ldr : nullptr, ldr);
       if (mb != PW_MB) break;
     }
@@ -380,32 +387,32 @@ void pw_impl(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const
   int64_t j = 0;
   const float* bj = b;  // slab j / NR
   for (; j + NR <= N; j += NR, bj += bss)
-    pw_slab<MR, NV, A, RES, false>(M, K, a, lda, bj, ldb, c + j, ldc, bias ? bias + j : nullptr,
+    pw_slab<MR, NV, A, RES, false>(M, K, T, off, a, lda, bj, ldb, c + j, ldc, bias ? bias + j : nullptr,
                                    RES ? r + j : nullptr, ldr, NR, j + NR < N ? bj + bss : nullptr);
   if (j == N) return;
   const int rem = static_cast<int>(N - j);
   if (rem <= V::W)
-    pw_slab<MR, 1, A, RES, true>(M, K, a, lda, bj, ldb, c + j, ldc, bias ? bias + j : nullptr,
+    pw_slab<MR, 1, A, RES, true>(M, K, T, off, a, lda, bj, ldb, c + j, ldc, bias ? bias + j : nullptr,
                                  RES ? r + j : nullptr, ldr, rem, nullptr);
   else
-    pw_slab<MR, NV, A, RES, true>(M, K, a, lda, bj, ldb, c + j, ldc, bias ? bias + j : nullptr,
+    pw_slab<MR, NV, A, RES, true>(M, K, T, off, a, lda, bj, ldb, c + j, ldc, bias ? bias + j : nullptr,
                                   RES ? r + j : nullptr, ldr, rem, nullptr);
 }
 
 template <int MR, int NV>
-void pw_dispatch(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb,
+void pw_dispatch(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const float* a, int64_t lda, const float* b, int64_t ldb,
                  int64_t bss, float* c, int64_t ldc, const float* bias, Act act, const float* r, int64_t ldr) {
   const bool res = r != nullptr;
   switch (act) {
     case Act::None:
-      return res ? pw_impl<MR, NV, Act::None, true>(M, N, K, a, lda, b, ldb, bss, c, ldc, bias, r, ldr)
-                 : pw_impl<MR, NV, Act::None, false>(M, N, K, a, lda, b, ldb, bss, c, ldc, bias, r, ldr);
+      return res ? pw_impl<MR, NV, Act::None, true>(M, N, K, T, off, a, lda, b, ldb, bss, c, ldc, bias, r, ldr)
+                 : pw_impl<MR, NV, Act::None, false>(M, N, K, T, off, a, lda, b, ldb, bss, c, ldc, bias, r, ldr);
     case Act::Relu:
-      return res ? pw_impl<MR, NV, Act::Relu, true>(M, N, K, a, lda, b, ldb, bss, c, ldc, bias, r, ldr)
-                 : pw_impl<MR, NV, Act::Relu, false>(M, N, K, a, lda, b, ldb, bss, c, ldc, bias, r, ldr);
+      return res ? pw_impl<MR, NV, Act::Relu, true>(M, N, K, T, off, a, lda, b, ldb, bss, c, ldc, bias, r, ldr)
+                 : pw_impl<MR, NV, Act::Relu, false>(M, N, K, T, off, a, lda, b, ldb, bss, c, ldc, bias, r, ldr);
     case Act::Gelu:
-      return res ? pw_impl<MR, NV, Act::Gelu, true>(M, N, K, a, lda, b, ldb, bss, c, ldc, bias, r, ldr)
-                 : pw_impl<MR, NV, Act::Gelu, false>(M, N, K, a, lda, b, ldb, bss, c, ldc, bias, r, ldr);
+      return res ? pw_impl<MR, NV, Act::Gelu, true>(M, N, K, T, off, a, lda, b, ldb, bss, c, ldc, bias, r, ldr)
+                 : pw_impl<MR, NV, Act::Gelu, false>(M, N, K, T, off, a, lda, b, ldb, bss, c, ldc, bias, r, ldr);
   }
 }
 

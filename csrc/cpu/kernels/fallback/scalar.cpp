@@ -83,6 +83,21 @@ void f32_pwconv_nhwc__scalar(int64_t M, int64_t N, int64_t K, const float* A, in
   }
 }
 
+void f32_conv_nhwc__scalar(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const float* A, int64_t lda,
+                           const float* B, int64_t ldb, int64_t bss, float* C, int64_t ldc, const float* bias, Act act,
+                           const float* R, int64_t ldr) {  // NR = 1: B(k, n) = B[n * bss + k * ldb]
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t n = 0; n < N; ++n) {
+      float acc = bias ? bias[n] : 0.f;
+      for (int t = 0; t < T; ++t)
+        for (int64_t k = 0; k < K; ++k) acc += A[m * lda + off[t] + k] * B[n * bss + (t * K + k) * ldb];
+      float y = apply_act(acc, act);
+      if (R) y += R[m * ldr + n];
+      C[m * ldc + n] = y;
+    }
+  }
+}
+
 void f32_dwconv_nhwc__scalar(int64_t channels, int k, int s, const float* in, int64_t in_ps, int64_t in_rs,
                              int64_t in_r0, int64_t in_h, int64_t in_w, const float* w, int64_t ldw, const float* bias,
                              Act act, float* out, int64_t out_ps, int64_t out_rs, int64_t oy0, int64_t oy1) {

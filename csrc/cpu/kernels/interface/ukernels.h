@@ -72,6 +72,15 @@ using f32_pwconv_nhwc_fn = void (*)(int64_t M, int64_t N, int64_t K, const float
                                     int64_t ldb, int64_t bss, float* C, int64_t ldc, const float* bias, Act act,
                                     const float* R, int64_t ldr);
 
+// Dense conv as T shifted pointwise products (an implicit GEMM: no im2col), same B and epilogue contract:
+//   C[m*ldc + n] = act(sum_{t<T} sum_{k<K} A[m*lda + off[t] + k] * B(t*K + k, n) + bias[n]) + R[m*ldr + n].
+//   For a k x k conv over a zero-padded NHWC row band with Cin channels and padded width Wp, stride s: K = Cin,
+//   T = k*k, off[ky*k + kx] = (ky*Wp + kx)*Cin, lda = s*Cin (M output pixels of one row), B = the weight as
+//   [ky][kx][Cin][Cout]. T == 1 with off = {0} is f32_pwconv_nhwc_fn.
+using f32_conv_nhwc_fn = void (*)(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const float* A,
+                                  int64_t lda, const float* B, int64_t ldb, int64_t bss, float* C, int64_t ldc,
+                                  const float* bias, Act act, const float* R, int64_t ldr);
+
 // Depthwise k x k conv (k odd), stride s (1 or 2), zero padding k/2, over `channels` contiguous channels.
 //   Input pixel (y, x) of the logical in_h x in_w image, channel c: in[(y - in_r0)*in_rs + x*in_ps + c]
 //   (rows [oy0*s - k/2, (oy1-1)*s + k/2] that lie inside [0, in_h) must be stored);
@@ -92,6 +101,7 @@ struct UKernels {
   x32_transpose_fn transpose;
   f32_pwconv_nhwc_fn pwconv_nhwc;
   f32_dwconv_nhwc_fn dwconv_nhwc;
+  f32_conv_nhwc_fn conv_nhwc;
 };
 
 // The table for the running CPU (honours MNV4_CPU_ISA; an unavailable request falls back to the best one).
@@ -114,6 +124,8 @@ void f32_dwconv__scalar(int64_t, int, int, const float*, int64_t, int64_t, int64
 void x32_transpose__scalar(int64_t, int64_t, const float*, int64_t, float*, int64_t);
 void f32_pwconv_nhwc__scalar(int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t, int64_t,
                              float*, int64_t, const float*, Act, const float*, int64_t);
+void f32_conv_nhwc__scalar(int64_t, int64_t, int64_t, int, const int64_t*, const float*, int64_t, const float*, int64_t, int64_t, float*,
+                       int64_t, const float*, Act, const float*, int64_t);
 void f32_dwconv_nhwc__scalar(int64_t, int, int, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
                              const float*, int64_t, const float*, Act, float*, int64_t, int64_t, int64_t, int64_t);
 #if defined(__x86_64__) || defined(_M_X64)
@@ -126,10 +138,14 @@ void f32_gemm_8x32__avx512(int64_t, int64_t, int64_t, const float*, int64_t, con
                            const float*, Act, const float*, int64_t);
 void f32_pwconv_nhwc_7x32__avx512(int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t, int64_t,
                                   float*, int64_t, const float*, Act, const float*, int64_t);
+void f32_conv_nhwc_7x32__avx512(int64_t, int64_t, int64_t, int, const int64_t*, const float*, int64_t, const float*, int64_t, int64_t, float*,
+                       int64_t, const float*, Act, const float*, int64_t);
 void f32_dwconv_nhwc__avx512(int64_t, int, int, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
                              const float*, int64_t, const float*, Act, float*, int64_t, int64_t, int64_t, int64_t);
 void f32_pwconv_nhwc_6x16__avx2_fma(int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t,
                                    int64_t, float*, int64_t, const float*, Act, const float*, int64_t);
+void f32_conv_nhwc_6x16__avx2_fma(int64_t, int64_t, int64_t, int, const int64_t*, const float*, int64_t, const float*, int64_t, int64_t, float*,
+                       int64_t, const float*, Act, const float*, int64_t);
 void f32_dwconv_nhwc__avx2_fma(int64_t, int, int, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
                                const float*, int64_t, const float*, Act, float*, int64_t, int64_t, int64_t, int64_t);
 #endif
@@ -141,6 +157,8 @@ void f32_dwconv__neon(int64_t, int, int, const float*, int64_t, int64_t, int64_t
 void x32_transpose__neon(int64_t, int64_t, const float*, int64_t, float*, int64_t);
 void f32_pwconv_nhwc_6x16__neon(int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t,
                                    int64_t, float*, int64_t, const float*, Act, const float*, int64_t);
+void f32_conv_nhwc_6x16__neon(int64_t, int64_t, int64_t, int, const int64_t*, const float*, int64_t, const float*, int64_t, int64_t, float*,
+                       int64_t, const float*, Act, const float*, int64_t);
 void f32_dwconv_nhwc__neon(int64_t, int, int, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
                                const float*, int64_t, const float*, Act, float*, int64_t, int64_t, int64_t, int64_t);
 #endif

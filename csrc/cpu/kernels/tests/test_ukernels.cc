@@ -1,6 +1,6 @@
 // Self-checking tests of every SIMD microkernel table compiled in and supported here (AVX2+FMA natively on
 // x86-64, NEON on aarch64 / under qemu-aarch64) against the scalar fallback, over the edge-case battery.
-// Usage: test_ukernels {gemm|dwconv|transpose|pwconv_nhwc|dwconv_nhwc|all}. Exit status 0 = all passed; failures are printed.
+// Usage: test_ukernels {gemm|dwconv|transpose|pwconv_nhwc|dwconv_nhwc|conv_nhwc|all}. Exit status 0 = all passed; failures are printed.
 // (.cc, not .cpp: setup.py globs csrc/cpu/kernels/**/*.cpp into the torch extension; this has a main.)
 //
 // Every output buffer is poisoned with NaN (and has a poisoned margin past each row and after the end):
@@ -250,6 +250,67 @@ static void test_pwconv_nhwc(const UKernels& uk) {
   std::printf("%s pwconv_nhwc: %d cases\n", uk.name, cases);
 }
 
+// Dense k x k conv as taps (f32_conv_nhwc_fn) over a zero-padded row band: rows*Wp pixels, pixel stride ps
+// >= Cin (NaN between pixels: a read of the gap poisons C), M output pixels of one row at stride s. The
+// expected values come from a direct loop over the band (no kernel); the scalar oracle is checked too.
+static void test_conv_nhwc(const UKernels& uk) {
+  const int64_t nr = uk.gemm_nr;
+  int cases = 0;
+  std::uniform_real_distribution<float> d(-1.f, 1.f);
+  for (int k : {1, 3, 5})
+    for (int s : {1, 2})
+      for (int64_t Cin : {1, 3, 8, 17, 32})
+        for (int64_t N : {1, 7, 16, 24, 33, 48})
+          for (int64_t M : {1, 5, 7, 13, 56}) {
+            const int variant = cases % 6;
+            const Act act = static_cast<Act>(variant % 3);
+            const bool res = variant >= 3, has_bias = (Cin + N + M) % 4 != 0;
+            const int64_t ps = Cin + (cases % 2), Wp = (M - 1) * s + k + (cases % 3), T = int64_t(k) * k;
+            const int64_t ldc = N + (cases % 3), ldr = N + 1, Kt = T * Cin;
+            std::vector<float> band(size_t(k * Wp * ps), kNaN);
+            for (int64_t p = 0; p < k * Wp; ++p)
+              for (int64_t c = 0; c < Cin; ++c) band[p * ps + c] = d(rng);
+            std::vector<int64_t> off(T);
+            for (int ky = 0; ky < k; ++ky)
+              for (int kx = 0; kx < k; ++kx) off[ky * k + kx] = (ky * Wp + kx) * ps;
+            auto B = rand_strided(Kt, N, N), bias = rand_vec(N), R = rand_strided(M, ldr, N);
+            const float* bp = has_bias ? bias.data() : nullptr;
+            std::vector<float> want(M * ldc + 3, kNaN), mag = want, got = want, sc = want;
+            for (int64_t m = 0; m < M; ++m)
+              for (int64_t n = 0; n < N; ++n) {
+                double acc = bp ? bp[n] : 0.0, am = bp ? std::fabs(bp[n]) : 0.0;
+                for (int ky = 0; ky < k; ++ky)
+                  for (int kx = 0; kx < k; ++kx)
+                    for (int64_t c = 0; c < Cin; ++c) {
+                      const double a = band[((ky * Wp) + m * s + kx) * ps + c], b = B[((ky * k + kx) * Cin + c) * N + n];
+                      acc += a * b;
+                      am += std::fabs(a * b);
+                    }
+                float y = act == Act::Relu ? std::max(0.f, float(acc)) : act == Act::Gelu ? gelu_exact(float(acc))
+                                                                                          : float(acc);
+                if (res) y += R[m * ldr + n], am += std::fabs(R[m * ldr + n]);
+                want[m * ldc + n] = y;
+                mag[m * ldc + n] = float(am);
+              }
+            const float* rp = res ? R.data() : nullptr;
+            f32_conv_nhwc__scalar(M, N, Cin, int(T), off.data(), band.data(), s * ps, B.data(), N, 1, sc.data(), ldc,
+                                  bp, act, rp, ldr);
+            const bool packed = cases % 2 == 0;  // the weight cache's slabs, else row-major in place
+            const std::vector<float> Bp = packed ? pack_slabs(B, Kt, N, N, nr) : std::vector<float>();
+            uk.conv_nhwc(M, N, Cin, int(T), off.data(), band.data(), s * ps, packed ? Bp.data() : B.data(),
+                         packed ? nr : N, packed ? Kt * nr : nr, got.data(), ldc, bp, act, rp, ldr);
+            char what[200];
+            std::snprintf(what, sizeof what, "%s conv_nhwc k=%d s=%d Cin=%lld N=%lld M=%lld act=%s res=%d bias=%d packed=%d",
+                          uk.name, k, s, (long long)Cin, (long long)N, (long long)M, act_name(act), int(res),
+                          int(has_bias), int(packed));
+            auto inside = [&](size_t i) { return i < size_t(M * ldc) && int64_t(i % ldc) < N; };
+            compare(sc, want, mag, 2.5e-7f * (Kt + 3), inside, std::string("scalar oracle: ") + what);
+            compare(got, want, mag, 2.5e-7f * (Kt + 3), inside, what);
+            ++cases;
+          }
+  std::printf("%s conv_nhwc: %d cases\n", uk.name, cases);
+}
+
 static void test_dwconv_nhwc(const UKernels& uk) {
   int cases = 0, idx = 0;
   for (int64_t C : {1, 3, 4, 5, 8, 9, 15, 16, 17, 24, 33})
@@ -381,6 +442,7 @@ int main(int argc, char** argv) {
     if (group == "transpose" || group == "all") test_transpose(*uk);
     if (group == "pwconv_nhwc" || group == "all") test_pwconv_nhwc(*uk);
     if (group == "dwconv_nhwc" || group == "all") test_dwconv_nhwc(*uk);
+    if (group == "conv_nhwc" || group == "all") test_conv_nhwc(*uk);
   }
   if (tables == 0) {
     std::printf("FAIL: no SIMD kernel table is available on this CPU/build (nothing was tested)\n");
