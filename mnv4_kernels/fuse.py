@@ -155,12 +155,16 @@ def fuse(reference_model: nn.Module, backend: str = "auto", dtype=None) -> Fused
     def c(t):
         return None if t is None else t.to(dtype).contiguous()
 
-    # A model fused for the CPU ops also runs its 1x1 convs and head through mnv4_cpu::pointwise, with the
-    # weights stored output-channel innermost (the layout the NHWC kernels read in place).
+    # A model fused for the CPU ops also runs its dense convs through mnv4_cpu::conv and its 1x1 convs and
+    # head through mnv4_cpu::pointwise, with the weights stored output-channel innermost (the layout the
+    # NHWC kernels read in place).
     cpu_pw = chosen["uib"][0] == "cpu"
 
+    def ci(t):  # a weight in the CPU ops' layout (same values)
+        return channels_innermost(c(t)) if cpu_pw else c(t)
+
     w, b = _fold(ref.conv_stem.weight, ref.bn1)
-    stem = FusedConv(c(w), c(b), ref.conv_stem.stride[0], act, prepack=cpu_pw)
+    stem = FusedConv(ci(w), c(b), ref.conv_stem.stride[0], act, cpu_ops=cpu_pw)
 
     blocks = []
     for name, blk in ref.named_blocks():
@@ -168,9 +172,7 @@ def fuse(reference_model: nn.Module, backend: str = "auto", dtype=None) -> Fused
         if kind == "cn":
             w, b = _fold(blk.conv.weight, blk.bn1)
             aa = _aa_of(blk, blk.out_chs, aa_kind)
-            is_pw = cpu_pw and w.shape[-1] == 1 and blk.conv.stride[0] == 1
-            m = FusedConv(channels_innermost(c(w)) if is_pw else c(w), c(b), blk.conv.stride[0], act, aa,
-                          pointwise=is_pw, prepack=cpu_pw and not is_pw)
+            m = FusedConv(ci(w), c(b), blk.conv.stride[0], act, aa, cpu_ops=cpu_pw)
             if aa is not None:
                 aa.to(dtype)
             blocks.append((name, "cn", m))
@@ -178,8 +180,8 @@ def fuse(reference_model: nn.Module, backend: str = "auto", dtype=None) -> Fused
             ew, eb = _fold(blk.conv_exp.weight, blk.bn1)
             pw, pb = _fold(blk.conv_pwl.weight, blk.bn2)
             aa = _aa_of(blk, blk.mid_chs, aa_kind)
-            m = FusedEdgeResidual(c(ew), c(eb), channels_innermost(c(pw)) if cpu_pw else c(pw), c(pb),
-                                  blk.conv_exp.stride[0], act, blk.has_skip, aa, cpu_ops=cpu_pw)
+            m = FusedEdgeResidual(ci(ew), c(eb), ci(pw), c(pb), blk.conv_exp.stride[0], act, blk.has_skip, aa,
+                                  cpu_ops=cpu_pw)
             blocks.append((name, "er", m))
         elif kind == "uir":
             gamma = blk.layer_scale.gamma if blk.layer_scale is not None else None

@@ -48,65 +48,43 @@ def _pointwise(x, w, b, act: str):
     return torch.ops.mnv4_cpu.pointwise(x, w, b, act)
 
 
-def _conv_act(mod: nn.Module, prepack: bool, x, weight, bias, stride: int, padding: int, groups: int, act: str):
-    """act(conv2d(x, weight, bias)). With prepack (a model fused for the CPU) and an fp32 channels_last
-    CPU input outside torch.compile/export: oneDNN's fused conv + activation on the weight reordered once per
-    input shape into oneDNN's blocked layout (what inductor's freezing does), cached on the module (keyed by
-    shape, storage and version of the weight buffer, which stays the source of truth). F.conv2d reorders the
-    weight and runs the activation as a second pass on every call (benches/e2e_cpu.py measures the model)."""
-    if (prepack and x.device.type == "cpu" and x.dtype == torch.float32
-            and x.is_contiguous(memory_format=torch.channels_last) and not torch.compiler.is_compiling()):
-        key = (tuple(x.shape), weight.data_ptr(), weight._version)
-        cache = mod._packed
-        if cache is None or cache[0] != key:
-            packed = torch._C._nn.mkldnn_reorder_conv2d_weight(weight.to_mkldnn(), [padding] * 2, [stride] * 2,
-                                                               [1, 1], groups, list(x.shape))
-            cache = mod._packed = (key, packed)
-        return torch.ops.mkldnn._convolution_pointwise(x, cache[1], bias, [padding] * 2, [stride] * 2, [1, 1],
-                                                       groups, act if act in ("relu", "gelu") else "none", [],
-                                                       "none" if act == "gelu" else "")
-    return _act(F.conv2d(x, weight, bias, stride, padding, 1, groups), act)
+def _conv(x, weight, bias, stride: int, act: str, proj_w=None, proj_b=None, residual: bool = False):
+    """act(conv2d(x, weight, bias)) [-> 1x1 proj_w + proj_b] [+ x] through the CPU conv op
+    (csrc/cpu/conv.cpp: implicit GEMM on the NHWC microkernels, weights packed once per tensor)."""
+    return torch.ops.mnv4_cpu.conv(x, weight, bias, stride, act, proj_w, proj_b, residual)
 
 
-class _PackedCache:
-    """Drops the prepacked-weight cache of _conv_act from pickles and deep copies (it is rebuilt on use)."""
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_packed"] = None
-        return state
-
-
-class FusedConv(_PackedCache, nn.Module):
+class FusedConv(nn.Module):
     """conv + folded BN (weight, bias) + activation [+ anti-alias pool]: the stem and `cn` blocks.
 
-    For a model fused for the CPU ops: pointwise=True (1x1) runs mnv4_cpu::pointwise on the weight stored
-    output-channel innermost; prepack=True (k x k) runs the cached prepacked oneDNN conv (_conv_act).
-    Otherwise F.conv2d + activation."""
+    For a model fused for the CPU ops (cpu_ops=True) the weight is stored output-channel innermost and runs
+    mnv4_cpu::pointwise (1x1) or mnv4_cpu::conv (k x k, groups 1). Otherwise F.conv2d + activation."""
 
     def __init__(self, weight, bias, stride, act, aa: Optional[AAPool] = None, groups: int = 1,
-                 pointwise: bool = False, prepack: bool = False):
+                 cpu_ops: bool = False):
         super().__init__()
         self.register_buffer("weight", weight)
         self.register_buffer("bias", bias)
         self.stride, self.padding, self.act, self.groups = stride, weight.shape[-1] // 2, act, groups
         self.aa = aa
-        self.pointwise, self.prepack, self._packed = pointwise, prepack, None
+        self.cpu_ops = cpu_ops and groups == 1
 
     def forward(self, x):
-        if self.pointwise:
+        if not self.cpu_ops:
+            x = _act(F.conv2d(x, self.weight, self.bias, self.stride, self.padding, 1, self.groups), self.act)
+        elif self.weight.shape[-1] == 1 and self.stride == 1:
             x = _pointwise(x, self.weight, self.bias, self.act)
         else:
-            x = _conv_act(self, self.prepack, x, self.weight, self.bias, self.stride, self.padding, self.groups,
-                          self.act)
+            x = _conv(x, self.weight, self.bias, self.stride, self.act)
         return self.aa(x) if self.aa is not None else x
 
 
-class FusedEdgeResidual(_PackedCache, nn.Module):
+class FusedEdgeResidual(nn.Module):
     """FusedIB: conv_exp k x k + folded bn1 + act [+ aa] -> conv_pwl 1x1 + folded bn2 (+ x).
 
-    cpu_ops=True (a model fused for the CPU): conv_exp through the prepacked oneDNN conv (_conv_act), conv_pwl
-    through mnv4_cpu::pointwise with pwl_w stored output-channel innermost."""
+    cpu_ops=True (a model fused for the CPU, weights stored output-channel innermost): the whole block in one
+    mnv4_cpu::conv call (the expanded tensor never written out); with an anti-alias pool between them,
+    mnv4_cpu::conv, the pool, then mnv4_cpu::pointwise."""
 
     def __init__(self, exp_w, exp_b, pwl_w, pwl_b, stride, act, residual, aa: Optional[AAPool] = None,
                  cpu_ops: bool = False):
@@ -116,13 +94,18 @@ class FusedEdgeResidual(_PackedCache, nn.Module):
         self.stride, self.act, self.residual, self.aa = stride, act, residual, aa
         self.padding = exp_w.shape[-1] // 2
         self.cpu_ops = cpu_ops
-        self._packed = None
 
     def forward(self, x):
-        h = _conv_act(self, self.cpu_ops, x, self.exp_w, self.exp_b, self.stride, self.padding, 1, self.act)
-        if self.aa is not None:
-            h = self.aa(h)
-        h = _pointwise(h, self.pwl_w, self.pwl_b, "none") if self.cpu_ops else F.conv2d(h, self.pwl_w, self.pwl_b)
+        if self.cpu_ops and self.aa is None:
+            return _conv(x, self.exp_w, self.exp_b, self.stride, self.act, self.pwl_w, self.pwl_b, self.residual)
+        if self.cpu_ops:
+            h = self.aa(_conv(x, self.exp_w, self.exp_b, self.stride, self.act))
+            h = _pointwise(h, self.pwl_w, self.pwl_b, "none")
+        else:
+            h = _act(F.conv2d(x, self.exp_w, self.exp_b, self.stride, self.padding), self.act)
+            if self.aa is not None:
+                h = self.aa(h)
+            h = F.conv2d(h, self.pwl_w, self.pwl_b)
         return h + x if self.residual else h
 
 

@@ -89,7 +89,17 @@ def _pointwise_fake(x, weight, bias=None, activation="none"):
                        memory_format=output_memory_format(x))
 
 
+def _conv_fake(x, weight, bias=None, stride=1, activation="none", proj_weight=None, proj_bias=None,
+               residual=False):
+    torch._check(x.dim() == 4, lambda: f"mnv4_cpu::conv: x must be 4-D; got ndim {x.dim()}")
+    n, _, h, w = x.shape
+    out = weight.shape[0] if proj_weight is None else proj_weight.shape[0]
+    return torch.empty((n, out, _conv_out(h, stride), _conv_out(w, stride)), dtype=x.dtype, device=x.device,
+                       memory_format=output_memory_format(x))
+
+
 def register_fakes():
     torch.library.register_fake("mnv4::uib")(_uib_fake)
     torch.library.register_fake("mnv4::mqa")(_mqa_fake)
     torch.library.register_fake("mnv4_cpu::pointwise")(_pointwise_fake)
+    torch.library.register_fake("mnv4_cpu::conv")(_conv_fake)

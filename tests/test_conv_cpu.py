@@ -1,0 +1,277 @@
+"""torch.ops.mnv4_cpu.conv on the CPU (csrc/cpu/conv.cpp) against plain torch in float64: act(conv2d(x, weight,
+bias, stride, padding k // 2)) [-> 1x1 projection + bias] [+ x].
+
+Correctness over a shape battery (kernel 1 / 3 / 5 / 7, stride 1 / 2, channels 1, 3, below / at / above the
+vector widths, images 1x1, odd, even and wider than tall, so every border case of the in-place / padded-strip
+split is hit; with and without the fused projection and the residual; weights contiguous and output-channel
+innermost; 1 and 2 threads), the real MobileNetV4 shapes (stem, Conv-S cn convs, FusedIB), x layouts
+(NCHW, channels_last, non-contiguous) with the output strides vs the fake kernel, fp16 / bf16, in-place weight
+updates after the weight was packed, opcheck, torch.compile / torch.export, zero batch, and rejected input (in
+a subprocess that must exit normally).
+"""
+
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import mnv4_kernels  # noqa: F401  (registers the op and its fake)
+from mnv4_kernels import ops as mops
+from mnv4_reference.testing import NON_CONTIGUOUS_KINDS, OpModule, non_contiguous, rel_err, run_script
+
+conv = torch.ops.mnv4_cpu.conv
+FP32_TOL = 1e-5
+UNIT_ROUNDOFF = {torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8}  # see test_pointwise_cpu.py
+ACTS = {"relu": torch.relu, "gelu": lambda t: TF.gelu(t, approximate="none"), "none": lambda t: t}
+
+
+def reference(x, weight, bias, stride, activation, proj_w=None, proj_b=None, residual=False,
+              dtype=torch.float64):
+    def t(v):
+        return None if v is None else v.to(dtype)
+
+    k = weight.shape[-1]
+    y = ACTS[activation](TF.conv2d(t(x), t(weight), t(bias), stride, k // 2))
+    if proj_w is not None:
+        y = TF.conv2d(y, t(proj_w), t(proj_b))
+    return y + t(x) if residual else y
+
+
+def random_conv_args(n, c, o, hw, k=3, stride=1, proj=None, bias=True, proj_bias=True, residual=False,
+                     activation="relu", innermost=False, channels_last=False, dtype=torch.float32, seed=0):
+    """(x, weight, bias, stride, activation, proj_w, proj_b, residual): fresh random values, never 0."""
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g) * scale).to(dtype)
+
+    x = rnd(n, c, *hw)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = rnd(o, c, k, k, scale=(c * k * k) ** -0.5)
+    pw = rnd(proj, o, 1, 1, scale=o ** -0.5) if proj else None
+    if innermost:
+        w = mops.channels_innermost(w)
+        pw = None if pw is None else mops.channels_innermost(pw)
+    b = rnd(o, scale=0.5) if bias else None
+    pb = rnd(proj, scale=0.5) if proj and proj_bias else None
+    return x, w, b, stride, activation, pw, pb, residual
+
+
+def _battery():
+    geoms = [(1, (1, 1)), (2, (7, 7)), (1, (5, 3)), (1, (8, 9)), (2, (13, 10)), (1, (2, 6))]
+    chans = [(1, 1), (3, 16), (3, 33), (8, 16), (17, 33), (32, 48), (16, 7)]
+    cases = []
+    i = 0
+    for k in (1, 3, 5):
+        for s in (1, 2):
+            for c, o in chans:
+                n, hw = geoms[i % len(geoms)]
+                proj = (None, 7, 48)[i % 3]
+                out = proj or o
+                residual = s == 1 and out == c and i % 2 == 0
+                cases.append(dict(n=n, c=c, o=o, hw=hw, k=k, stride=s, proj=proj, residual=residual,
+                                  activation=("relu", "gelu", "none")[(i // 2) % 3], bias=i % 4 != 3,
+                                  proj_bias=i % 5 != 4, innermost=i % 2 == 1, channels_last=i % 3 == 1, seed=i))
+                i += 1
+    # residual cases (stride 1, out channels == in channels), with and without the projection
+    for k, c, o, proj, hw in ((3, 16, 16, None, (6, 5)), (3, 16, 40, 16, (7, 7)), (5, 24, 24, None, (9, 4)),
+                              (1, 8, 32, 8, (3, 3))):
+        cases.append(dict(n=2, c=c, o=o, hw=hw, k=k, stride=1, proj=proj, residual=True, activation="relu",
+                          innermost=True, channels_last=True, seed=i))
+        i += 1
+    # an even kernel is rejected; an odd one above 5 runs (k = 7 on a 5x5 image: every pixel is a border one)
+    cases.append(dict(n=1, c=4, o=9, hw=(5, 5), k=7, stride=2, activation="gelu", seed=i))
+    cases.append(dict(n=1, c=4, o=9, hw=(11, 12), k=7, stride=1, proj=5, activation="relu", seed=i + 1))
+    return cases
+
+
+BATTERY = _battery()
+# The MobileNetV4 shapes (batch 1, fp32): Conv-M stem 3 -> 32 s2 at 224; Conv-S cn 3x3 s2 32 -> 32 at 112,
+# 32 -> 96 at 56; Conv-M FusedIB 3x3 s2 32 -> 128 -> 48 at 112 (Conv-L: 24 -> 96 -> 48, GELU in hybrid_large).
+REAL = {
+    "stem": dict(n=1, c=3, o=32, hw=(224, 224), stride=2, innermost=True, channels_last=True),
+    "cn0": dict(n=1, c=32, o=32, hw=(112, 112), stride=2, innermost=True, channels_last=True),
+    "cn1": dict(n=1, c=32, o=96, hw=(56, 56), stride=2, innermost=True, channels_last=True),
+    "fused_ib": dict(n=2, c=32, o=128, hw=(112, 112), stride=2, proj=48, innermost=True, channels_last=True),
+    "fused_ib_gelu": dict(n=1, c=24, o=96, hw=(96, 96), stride=2, proj=48, activation="gelu", innermost=True),
+}
+
+
+def _ids(cases):
+    return [f"{i}-n{c['n']}-c{c['c']}-o{c['o']}-{c['hw'][0]}x{c['hw'][1]}-k{c.get('k', 3)}s{c.get('stride', 1)}"
+            f"{'-p' + str(c['proj']) if c.get('proj') else ''}{'-res' if c.get('residual') else ''}"
+            f"-{c.get('activation', 'relu')}" for i, c in enumerate(cases)]
+
+
+@pytest.fixture
+def num_threads(request):
+    old = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    try:
+        yield request.param
+    finally:
+        torch.set_num_threads(old)
+
+
+def _check(args, tol=FP32_TOL):
+    out = conv(*args)
+    fake = mops._conv_fake(*args)
+    assert out.dtype == args[0].dtype and out.shape == fake.shape
+    assert out.stride() == fake.stride()
+    assert rel_err(out, reference(*args)) <= tol
+    return out
+
+
+def test_battery_covers_borders_and_options():
+    assert {c["k"] for c in BATTERY} >= {1, 3, 5, 7} and {c["stride"] for c in BATTERY} == {1, 2}
+    assert any(c["proj"] and c["residual"] for c in BATTERY) and any(c["residual"] and not c["proj"] for c in BATTERY)
+    # images smaller than the kernel window (no interior pixel) and images with an interior
+    assert any(c["hw"][0] <= c["k"] // 2 * 2 for c in BATTERY) and any(c["hw"][0] > c["k"] + 2 for c in BATTERY)
+
+
+@pytest.mark.parametrize("num_threads", [1, 2], indirect=True, ids=["1t", "2t"])
+@pytest.mark.parametrize("case", BATTERY, ids=_ids(BATTERY))
+def test_battery_fp32(case, num_threads):
+    _check(random_conv_args(**case))
+
+
+@pytest.mark.parametrize("name", list(REAL))
+def test_mobilenetv4_shapes(name):
+    _check(random_conv_args(**REAL[name], seed=7))
+
+
+@pytest.mark.parametrize("isa", ["scalar", "avx2", "avx512"])
+def test_other_kernel_tables(isa):
+    """The same op on the other microkernel tables of this CPU (MNV4_CPU_ISA is read once per process)."""
+    script = textwrap.dedent(f"""
+        import os, sys
+        os.environ["MNV4_CPU_ISA"] = "{isa}"
+        import torch, mnv4_kernels
+        sys.path.insert(0, {repr(__file__.rsplit('/', 1)[0])})
+        from test_conv_cpu import BATTERY, REAL, random_conv_args, reference
+        from mnv4_reference.testing import rel_err
+        worst = 0.0
+        for case in BATTERY[::3] + [REAL["fused_ib_gelu"], REAL["cn1"]]:
+            args = random_conv_args(**case)
+            worst = max(worst, rel_err(torch.ops.mnv4_cpu.conv(*args), reference(*args)))
+        print("worst", worst)
+        raise SystemExit(0 if worst <= 1e-5 else 1)
+    """)
+    assert "worst" in run_script(script).stdout
+
+
+X_LAYOUTS = ("nchw", "channels_last") + NON_CONTIGUOUS_KINDS
+
+
+@pytest.mark.parametrize("layout", X_LAYOUTS)
+@pytest.mark.parametrize("proj", [None, 12])
+def test_x_layouts(layout, proj):
+    args = list(random_conv_args(2, 8, 16, (9, 7), stride=2, proj=proj, activation="gelu",
+                                 channels_last=layout == "channels_last", seed=3))
+    if layout in NON_CONTIGUOUS_KINDS:
+        args[0] = non_contiguous(args[0], layout)
+        assert not args[0].is_contiguous() and not args[0].is_contiguous(memory_format=torch.channels_last)
+    out = _check(tuple(args))
+    want_cl = layout == "channels_last"
+    assert out.is_contiguous(memory_format=torch.channels_last if want_cl else torch.contiguous_format)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("case", BATTERY[::5], ids=_ids(BATTERY[::5]))
+def test_battery_low_precision(case, dtype):
+    args = random_conv_args(**dict(case, dtype=dtype))
+    out = conv(*args)
+    assert out.dtype == dtype and out.stride() == mops._conv_fake(*args).stride()
+    up = tuple(a.float() if isinstance(a, torch.Tensor) else a for a in args)
+    assert rel_err(out, reference(*up, dtype=torch.float32)) <= UNIT_ROUNDOFF[dtype] + FP32_TOL
+
+
+def test_packed_weights_follow_in_place_updates():
+    """Both weights are packed once per weight tensor (csrc/cpu/weight_cache.h): in-place updates of either
+    must reach the next call."""
+    args = random_conv_args(1, 8, 24, (10, 10), stride=2, proj=16, innermost=False, seed=5)
+    first = _check(args)
+    w, pw = args[1], args[5]
+    with torch.no_grad():
+        w[:12].mul_(-2.0)
+    second = _check(args)
+    assert rel_err(second, first) > 1e-2
+    with torch.no_grad():
+        pw.mul_(0.5)
+    third = _check(args)
+    assert rel_err(third, second) > 1e-2
+
+
+OPCHECK_CASES = {
+    "nchw": dict(n=2, c=5, o=8, hw=(6, 5), stride=2),
+    "channels_last_proj": dict(n=2, c=8, o=12, hw=(5, 5), proj=6, activation="gelu", innermost=True,
+                               channels_last=True),
+    "residual": dict(n=1, c=6, o=6, hw=(4, 7), k=5, residual=True, activation="none", bias=False),
+}
+
+
+@pytest.mark.parametrize("name", list(OPCHECK_CASES))
+def test_opcheck(name):
+    torch.library.opcheck(conv.default, random_conv_args(**OPCHECK_CASES[name]))
+
+
+def test_compile_and_export():
+    x, *rest = random_conv_args(2, 16, 32, (9, 8), stride=2, proj=24, activation="gelu", innermost=True,
+                                channels_last=True, seed=11)
+    m = OpModule(conv, tuple(rest)).eval()
+    want = torch.relu(reference(x, *rest)) + 1.0
+    compiled = torch.compile(m, fullgraph=True, backend="inductor")
+    assert rel_err(compiled(x), want) <= FP32_TOL
+    ep = torch.export.export(m, (x,))
+    assert any("mnv4_cpu.conv" in str(n.target) for n in ep.graph.nodes)
+    assert rel_err(ep.module()(x), want) <= FP32_TOL
+
+
+@pytest.mark.parametrize("cl", [False, True], ids=["nchw", "cl"])
+def test_zero_batch(cl):
+    args = list(random_conv_args(1, 8, 12, (5, 4), stride=2, proj=4, channels_last=cl))
+    args[0] = args[0][:0]
+    out = conv(*args)
+    assert out.shape == (0, 4, 3, 2) and out.dtype == torch.float32
+    assert out.stride() == mops._conv_fake(*args).stride()
+
+
+BAD_INPUT_SCRIPT = textwrap.dedent(r"""
+    import torch, mnv4_kernels
+    from mnv4_reference.testing import check_rejections
+    conv = torch.ops.mnv4_cpu.conv
+    x = torch.randn(2, 8, 5, 4)
+    good = dict(x=x, weight=torch.randn(16, 8, 3, 3), bias=torch.randn(16), stride=2, act="relu",
+                pw=torch.randn(4, 16, 1, 1), pb=torch.randn(4), res=False)
+    def call(**kw):
+        a = dict(good, **kw)
+        return conv(a["x"], a["weight"], a["bias"], a["stride"], a["act"], a["pw"], a["pb"], a["res"])
+    cases = {
+        "x must be 4-D [N, C, H, W]; got ndim 3": dict(x=x[0]),
+        "x must be float32, float16 or bfloat16; got Int": dict(x=x.int()),
+        "x must have at least one channel, row and column": dict(x=x[:, :, :0]),
+        "weight must be [out, 8, k, k] (x has 8 channels); got shape [16, 7, 3, 3]": dict(weight=torch.randn(16, 7, 3, 3)),
+        "weight must be [out, 8, k, k] (x has 8 channels); got shape [16, 8, 3]": dict(weight=torch.randn(16, 8, 3)),
+        "weight must have a square, odd kernel; got shape [16, 8, 4, 4]": dict(weight=torch.randn(16, 8, 4, 4)),
+        "weight must have a square, odd kernel; got shape [16, 8, 3, 5]": dict(weight=torch.randn(16, 8, 3, 5)),
+        "weight must have at least one output channel": dict(weight=torch.randn(0, 8, 3, 3), bias=None, pw=None, pb=None),
+        "bias must have shape [16]; got [15]": dict(bias=torch.randn(15)),
+        "stride must be 1 or 2; got 3": dict(stride=3),
+        "activation must be one of": dict(act="swish"),
+        "proj_weight must have 16 input channels; got shape [4, 15, 1, 1]": dict(pw=torch.randn(4, 15, 1, 1)),
+        "proj_weight must be a 1x1 conv weight [out, in, 1, 1]; got shape [4, 16, 3, 3]": dict(pw=torch.randn(4, 16, 3, 3)),
+        "proj_bias must have shape [4]; got [5]": dict(pb=torch.randn(5)),
+        "proj_bias given without proj_weight": dict(pw=None),
+        "residual needs stride 1 and as many output channels as x has (8); got stride 2 and 4": dict(res=True),
+        "residual needs stride 1 and as many output channels as x has (8); got stride 1 and 4": dict(res=True, stride=1),
+        "weight has dtype Half but x has dtype Float": dict(weight=torch.randn(16, 8, 3, 3).half()),
+        "proj_bias has dtype BFloat16 but x has dtype Float": dict(pb=torch.randn(4).bfloat16()),
+    }
+    raise SystemExit(check_rejections(call, cases))
+""")
+
+
+def test_bad_input_raises_in_subprocess():
+    assert "checked 19" in run_script(BAD_INPUT_SCRIPT).stdout
