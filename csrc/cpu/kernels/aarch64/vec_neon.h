@@ -19,7 +19,10 @@ struct NeonVec {
     float t[4] = {0.f, 0.f, 0.f, 0.f};
     for (int i = 0; i < n; ++i) t[i] = p[i];
     return vld1q_f32(t);
-  }
+  }  using Mask = int;  // no masked loads: loadm is loadn
+  static inline Mask tail_mask(int n) { return n; }
+  static inline T loadm(const float* p, Mask m) { return loadn(p, m); }
+
   static inline void storen(float* p, T v, int n) {
     if (n >= W) return vst1q_f32(p, v);
     float t[4];

@@ -5,7 +5,8 @@
 //
 // V provides: T (register), W (lanes), zero(), set1(f), loadu(p), storeu(p, v), loadn(p, n) (first n lanes,
 // rest 0; n may be <= 0 or >= W), storen(p, v, n) (first n lanes only), fma(a, b, c) = a*b + c, add(a, b),
-// max(a, b), deinterleave2(p, even, odd) (2W floats at p -> lanes p[0], p[2], ... and p[1], p[3], ...).
+// max(a, b), deinterleave2(p, even, odd) (2W floats at p -> lanes p[0], p[2], ... and p[1], p[3], ...),
+// Mask, tail_mask(n) and loadm(p, m) (= loadn(p, n) with the mask made once, outside a loop).
 //
 // GEMM (see f32_gemm_fn): register tile MR rows x NV vectors; the k loop broadcasts A[r][k] for r < MR and
 // loads NV vectors of B's row k, MR*NV FMAs per k. B (the activations, small) is packed per call into
@@ -305,12 +306,18 @@ inline void dwconv_dispatch(int64_t channels, int k, int s, const float* in, int
 // of the pixels' rows shifted by off[t] with the next K rows of B, summed in the same registers; the
 // pointwise conv is T = 1, off = {0}.
 
-template <int MR, int NV, Act A, bool RES, bool TAIL>
+template <int MR, int NV, Act A, bool RES, bool TAIL, bool MASKB>
 inline void pw_tile(int64_t K, int T, const int64_t* off, const float* a, int64_t lda, const float* b, int64_t ldb,
                     float* c, int64_t ldc, const float* bias, const float* r, int64_t ldr, int nrem, const float* pf) {
   constexpr int W = V::W;
   typename V::T acc[MR][NV];
+  // MASKB (a tail slab of a row-major B, whose rows end at column N): B's vectors through masked loads.
+  // A packed B's slabs are zero-padded to NR columns, so its tail slab is read with full loads: the masked
+  // loads made GCC keep the accumulators in memory, stored every k (a 16-column tail slab ran at 39
+  // GFLOP/s, with full loads 96, against 98 for full slabs; one thread, 6272 x 160 x 16 vs x 64).
+  typename V::Mask vm[NV];
   for (int v = 0; v < NV; ++v) {
+    vm[v] = V::tail_mask(MASKB ? nrem - v * W : V::W);
     const typename V::T b0 =
         bias ? (TAIL ? V::loadn(bias + v * W, nrem - v * W) : V::loadu(bias + v * W)) : V::zero();
     for (int i = 0; i < MR; ++i) acc[i][v] = b0;
@@ -326,7 +333,7 @@ inline void pw_tile(int64_t K, int T, const int64_t* off, const float* a, int64_
         __builtin_prefetch(pft + k * ldb, 0, 2);
         __builtin_prefetch(pft + k * ldb + NV * W - 1, 0, 2);
       }
-      for (int v = 0; v < NV; ++v) bv[v] = TAIL ? V::loadn(bk + v * W, nrem - v * W) : V::loadu(bk + v * W);
+      for (int v = 0; v < NV; ++v) bv[v] = MASKB ? V::loadm(bk + v * W, vm[v]) : V::loadu(bk + v * W);
       for (int i = 0; i < MR; ++i) {
         const typename V::T av = V::set1(at[i * lda + k]);
         for (int v = 0; v < NV; ++v) acc[i][v] = V::fma(av, bv[v], acc[i][v]);
@@ -341,12 +348,12 @@ inline void pw_tile(int64_t K, int T, const int64_t* off, const float* a, int64_
 // row-major B's slab rows are ldb apart, often a page or more, where the hardware prefetchers do not follow
 // (Conv-M blocks 2.1 / 3.1 at batch 1 after a 48 MB cache sweep, before the weight cache: 564 / 411-429 us
 // without, 547-555 / 393-408 us with).
-template <int MR, int NV, Act A, bool RES, bool TAIL>
+template <int MR, int NV, Act A, bool RES, bool TAIL, bool MASKB = TAIL>
 inline void pw_slab(int64_t M, int64_t K, int T, const int64_t* off, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
                     int64_t ldc, const float* bias, const float* r, int64_t ldr, int nrem, const float* pf) {
   int64_t i = 0;
   for (; i + MR <= M; i += MR, pf = nullptr)
-    pw_tile<MR, NV, A, RES, TAIL>(K, T, off, a + i * lda, lda, b, ldb, c + i * ldc, ldc, bias, RES ? r + i * ldr : nullptr,
+    pw_tile<MR, NV, A, RES, TAIL, MASKB>(K, T, off, a + i * lda, lda, b, ldb, c + i * ldc, ldc, bias, RES ? r + i * ldr : nullptr,
                                   ldr, nrem, pf);
   const int rem = static_cast<int>(M - i);
   if (rem == 0) return;
@@ -356,7 +363,7 @@ inline void pw_slab(int64_t M, int64_t K, int T, const int64_t* off, const float
   switch (rem) {
 #define MNV4_PW_ROWS(R)                                                                                   \
   case R:                                                                                                 \
-    if (R < MR) pw_tile<(R < MR ? R : 1), NV, A, RES, TAIL>(K, T, off, a, lda, b, ldb, c, ldc, bias, r, ldr, nrem, pf); \
+    if (R < MR) pw_tile<(R < MR ? R : 1), NV, A, RES, TAIL, MASKB>(K, T, off, a, lda, b, ldb, c, ldc, bias, r, ldr, nrem, pf); \
     break;
     MNV4_PW_ROWS(1) MNV4_PW_ROWS(2) MNV4_PW_ROWS(3) MNV4_PW_ROWS(4) MNV4_PW_ROWS(5) MNV4_PW_ROWS(6)
     MNV4_PW_ROWS(7)
@@ -391,12 +398,18 @@ void pw_impl(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const f
                                    RES ? r + j : nullptr, ldr, NR, j + NR < N ? bj + bss : nullptr);
   if (j == N) return;
   const int rem = static_cast<int>(N - j);
-  if (rem <= V::W)
-    pw_slab<MR, 1, A, RES, true>(M, K, T, off, a, lda, bj, ldb, c + j, ldc, bias ? bias + j : nullptr,
-                                 RES ? r + j : nullptr, ldr, rem, nullptr);
-  else
-    pw_slab<MR, NV, A, RES, true>(M, K, T, off, a, lda, bj, ldb, c + j, ldc, bias ? bias + j : nullptr,
-                                  RES ? r + j : nullptr, ldr, rem, nullptr);
+  // a packed B (contract: slabs of T*K rows x NR, zero-padded) has all NR columns of its last slab readable;
+  // with T*K == 1 a row-major B of one row can look the same (ldb = bss = NR), so that one stays masked
+  const bool padded = ldb == NR && bss == int64_t(T) * K * NR && int64_t(T) * K > 1;
+#define MNV4_PW_TAIL(NVT, MB)                                                                                   \
+  pw_slab<MR, NVT, A, RES, true, MB>(M, K, T, off, a, lda, bj, ldb, c + j, ldc, bias ? bias + j : nullptr,     \
+                                     RES ? r + j : nullptr, ldr, rem, nullptr)
+  if (rem <= V::W) {
+    if (padded) MNV4_PW_TAIL(1, false); else MNV4_PW_TAIL(1, true);
+  } else {
+    if (padded) MNV4_PW_TAIL(NV, false); else MNV4_PW_TAIL(NV, true);
+  }
+#undef MNV4_PW_TAIL
 }
 
 template <int MR, int NV>

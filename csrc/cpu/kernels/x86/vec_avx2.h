@@ -19,6 +19,9 @@ struct Avx2Vec {
   static inline T loadu(const float* p) { return _mm256_loadu_ps(p); }
   static inline void storeu(float* p, T v) { _mm256_storeu_ps(p, v); }
   static inline T loadn(const float* p, int n) { return n >= W ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, mask(n)); }
+  using Mask = __m256i;  // tail_mask(n) once, loadm(p, m) in a loop: see loadm in ../common/simd_impl.h
+  static inline Mask tail_mask(int n) { return mask(n); }
+  static inline T loadm(const float* p, Mask m) { return _mm256_maskload_ps(p, m); }
   static inline void storen(float* p, T v, int n) {
     if (n >= W) return _mm256_storeu_ps(p, v);
     // through the stack: vmaskmovps stores are microcoded and slow on AMD cores

@@ -20,6 +20,9 @@ struct Avx512Vec {
   static inline T loadu(const float* p) { return _mm512_loadu_ps(p); }
   static inline void storeu(float* p, T v) { _mm512_storeu_ps(p, v); }
   static inline T loadn(const float* p, int n) { return n >= W ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(mask(n), p); }
+  using Mask = __mmask16;  // tail_mask(n) once, loadm(p, m) in a loop: see loadm in ../common/simd_impl.h
+  static inline Mask tail_mask(int n) { return mask(n); }
+  static inline T loadm(const float* p, Mask m) { return _mm512_maskz_loadu_ps(m, p); }
   static inline void storen(float* p, T v, int n) {
     if (n >= W) return _mm512_storeu_ps(p, v);
     _mm512_mask_storeu_ps(p, mask(n), v);
