@@ -66,10 +66,12 @@ def _pixels(case):
 
 def _schedule(case, threads):
     # Mirrors the task split in csrc/cpu/pointwise.cpp (input-channel blocks for <= 4 rows and >= 64 input
-    # channels, 48-pixel blocks, else 16-channel blocks); used only to check that the battery runs all three.
+    # channels, 48-pixel blocks when there are at least as many pixels as output channels, else channel
+    # blocks); used only to check that the battery runs all three.
     if _pixels(case) <= 4 and case["c"] >= 64:
         return "k"
-    return "pixels" if _pixels(case) >= 48 * threads or case["o"] < 16 * threads else "channels"
+    p = _pixels(case)
+    return "pixels" if (p >= 48 * threads and p >= case["o"]) or case["o"] < 16 * threads else "channels"
 
 
 def _battery():
