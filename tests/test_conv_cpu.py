@@ -252,20 +252,26 @@ BAD_INPUT_SCRIPT = textwrap.dedent(r"""
         "x must be 4-D [N, C, H, W]; got ndim 3": dict(x=x[0]),
         "x must be float32, float16 or bfloat16; got Int": dict(x=x.int()),
         "x must have at least one channel, row and column": dict(x=x[:, :, :0]),
-        "weight must be [out, 8, k, k] (x has 8 channels); got shape [16, 7, 3, 3]": dict(weight=torch.randn(16, 7, 3, 3)),
-        "weight must be [out, 8, k, k] (x has 8 channels); got shape [16, 8, 3]": dict(weight=torch.randn(16, 8, 3)),
+        "weight must be [out, 8, k, k] (x has 8 channels); got shape [16, 7, 3, 3]":
+            dict(weight=torch.randn(16, 7, 3, 3)),
+        "weight must be [out, 8, k, k] (x has 8 channels); got shape [16, 8, 3]":
+            dict(weight=torch.randn(16, 8, 3)),
         "weight must have a square, odd kernel; got shape [16, 8, 4, 4]": dict(weight=torch.randn(16, 8, 4, 4)),
         "weight must have a square, odd kernel; got shape [16, 8, 3, 5]": dict(weight=torch.randn(16, 8, 3, 5)),
-        "weight must have at least one output channel": dict(weight=torch.randn(0, 8, 3, 3), bias=None, pw=None, pb=None),
+        "weight must have at least one output channel":
+            dict(weight=torch.randn(0, 8, 3, 3), bias=None, pw=None, pb=None),
         "bias must have shape [16]; got [15]": dict(bias=torch.randn(15)),
         "stride must be 1 or 2; got 3": dict(stride=3),
         "activation must be one of": dict(act="swish"),
         "proj_weight must have 16 input channels; got shape [4, 15, 1, 1]": dict(pw=torch.randn(4, 15, 1, 1)),
-        "proj_weight must be a 1x1 conv weight [out, in, 1, 1]; got shape [4, 16, 3, 3]": dict(pw=torch.randn(4, 16, 3, 3)),
+        "proj_weight must be a 1x1 conv weight [out, in, 1, 1]; got shape [4, 16, 3, 3]":
+            dict(pw=torch.randn(4, 16, 3, 3)),
         "proj_bias must have shape [4]; got [5]": dict(pb=torch.randn(5)),
         "proj_bias given without proj_weight": dict(pw=None),
-        "residual needs stride 1 and as many output channels as x has (8); got stride 2 and 4": dict(res=True),
-        "residual needs stride 1 and as many output channels as x has (8); got stride 1 and 4": dict(res=True, stride=1),
+        "residual needs stride 1 and as many output channels as x has (8); got stride 2 and 4":
+            dict(res=True),
+        "residual needs stride 1 and as many output channels as x has (8); got stride 1 and 4":
+            dict(res=True, stride=1),
         "weight has dtype Half but x has dtype Float": dict(weight=torch.randn(16, 8, 3, 3).half()),
         "proj_bias has dtype BFloat16 but x has dtype Float": dict(pb=torch.randn(4).bfloat16()),
     }

@@ -85,7 +85,8 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
                 "); got stride ", stride, " and ", P, " output channels");
   const int64_t Ho = conv_out_size(H, stride), Wo = conv_out_size(W, stride);
   const bool cl = wants_channels_last(x);
-  at::Tensor out = at::empty({N, P, Ho, Wo}, x.options().dtype(at::kFloat).memory_format(at::MemoryFormat::ChannelsLast));
+  at::Tensor out =
+      at::empty({N, P, Ho, Wo}, x.options().dtype(at::kFloat).memory_format(at::MemoryFormat::ChannelsLast));
   if (N > 0) {
     const at::Tensor xf = x.to(at::kFloat).contiguous(at::MemoryFormat::ChannelsLast);
     const cpu::UKernels& uk = cpu::ukernels();
@@ -110,7 +111,8 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
     // the others (the border: rows oy < oy_lo or >= oy_hi, columns ox < ox_lo or >= ox_hi) read a
     // zero-padded copy of their window (a "strip", per thread).
     const int64_t oy_lo = (p + stride - 1) / stride, oy_hi = std::max(oy_lo, (H - 1 - p) / stride + 1);
-    const int64_t ox_lo = std::min(Wo, (p + stride - 1) / stride), ox_hi = std::max(ox_lo, std::min(Wo, (W - 1 - p) / stride + 1));
+    const int64_t ox_lo = std::min(Wo, (p + stride - 1) / stride);
+    const int64_t ox_hi = std::max(ox_lo, std::min(Wo, (W - 1 - p) / stride + 1));
     // The microkernel's taps are the kernel's rows: row ky's k taps of one output pixel are k * C contiguous
     // floats (k neighbouring pixels), so each tap is one K = k * C product (B's rows [ky][kx][C] in order).
     // Stem, 3 input channels: 27 products of K = 1 would be 3 of K = 9.

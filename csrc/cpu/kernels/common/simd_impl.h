@@ -349,11 +349,13 @@ inline void pw_tile(int64_t K, int T, const int64_t* off, const float* a, int64_
 // (Conv-M blocks 2.1 / 3.1 at batch 1 after a 48 MB cache sweep, before the weight cache: 564 / 411-429 us
 // without, 547-555 / 393-408 us with).
 template <int MR, int NV, Act A, bool RES, bool TAIL, bool MASKB = TAIL>
-inline void pw_slab(int64_t M, int64_t K, int T, const int64_t* off, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+inline void pw_slab(int64_t M, int64_t K, int T, const int64_t* off, const float* a, int64_t lda, const float* b,
+                    int64_t ldb, float* c,
                     int64_t ldc, const float* bias, const float* r, int64_t ldr, int nrem, const float* pf) {
   int64_t i = 0;
   for (; i + MR <= M; i += MR, pf = nullptr)
-    pw_tile<MR, NV, A, RES, TAIL, MASKB>(K, T, off, a + i * lda, lda, b, ldb, c + i * ldc, ldc, bias, RES ? r + i * ldr : nullptr,
+    pw_tile<MR, NV, A, RES, TAIL, MASKB>(K, T, off, a + i * lda, lda, b, ldb, c + i * ldc, ldc, bias,
+                                         RES ? r + i * ldr : nullptr,
                                   ldr, nrem, pf);
   const int rem = static_cast<int>(M - i);
   if (rem == 0) return;
@@ -363,7 +365,8 @@ inline void pw_slab(int64_t M, int64_t K, int T, const int64_t* off, const float
   switch (rem) {
 #define MNV4_PW_ROWS(R)                                                                                   \
   case R:                                                                                                 \
-    if (R < MR) pw_tile<(R < MR ? R : 1), NV, A, RES, TAIL, MASKB>(K, T, off, a, lda, b, ldb, c, ldc, bias, r, ldr, nrem, pf); \
+    if (R < MR)                                                                                           \
+      pw_tile<(R < MR ? R : 1), NV, A, RES, TAIL, MASKB>(K, T, off, a, lda, b, ldb, c, ldc, bias, r, ldr, nrem, pf); \
     break;
     MNV4_PW_ROWS(1) MNV4_PW_ROWS(2) MNV4_PW_ROWS(3) MNV4_PW_ROWS(4) MNV4_PW_ROWS(5) MNV4_PW_ROWS(6)
     MNV4_PW_ROWS(7)
@@ -377,7 +380,8 @@ inline void pw_slab(int64_t M, int64_t K, int T, const int64_t* off, const float
 // Slab j (columns [j*NR, j*NR + NR)) of B starts at b + j*bss (see f32_pwconv_nhwc_fn): bss = NR for a
 // row-major B, K*NR for packed slabs; either way the next slab is prefetched during a slab's first tile.
 template <int MR, int NV, Act A, bool RES>
-void pw_impl(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t bss,
+void pw_impl(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const float* a, int64_t lda, const float* b,
+             int64_t ldb, int64_t bss,
              float* c, int64_t ldc, const float* bias, const float* r, int64_t ldr) {
   constexpr int64_t PW_MB = 32 * MR;
   if (M <= 0 || N <= 0) return;
@@ -413,7 +417,8 @@ void pw_impl(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const f
 }
 
 template <int MR, int NV>
-void pw_dispatch(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const float* a, int64_t lda, const float* b, int64_t ldb,
+void pw_dispatch(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const float* a, int64_t lda,
+                 const float* b, int64_t ldb,
                  int64_t bss, float* c, int64_t ldc, const float* bias, Act act, const float* r, int64_t ldr) {
   const bool res = r != nullptr;
   switch (act) {

@@ -124,8 +124,8 @@ void f32_dwconv__scalar(int64_t, int, int, const float*, int64_t, int64_t, int64
 void x32_transpose__scalar(int64_t, int64_t, const float*, int64_t, float*, int64_t);
 void f32_pwconv_nhwc__scalar(int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t, int64_t,
                              float*, int64_t, const float*, Act, const float*, int64_t);
-void f32_conv_nhwc__scalar(int64_t, int64_t, int64_t, int, const int64_t*, const float*, int64_t, const float*, int64_t, int64_t, float*,
-                       int64_t, const float*, Act, const float*, int64_t);
+void f32_conv_nhwc__scalar(int64_t, int64_t, int64_t, int, const int64_t*, const float*, int64_t,
+                       const float*, int64_t, int64_t, float*, int64_t, const float*, Act, const float*, int64_t);
 void f32_dwconv_nhwc__scalar(int64_t, int, int, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
                              const float*, int64_t, const float*, Act, float*, int64_t, int64_t, int64_t, int64_t);
 #if defined(__x86_64__) || defined(_M_X64)
@@ -138,14 +138,14 @@ void f32_gemm_8x32__avx512(int64_t, int64_t, int64_t, const float*, int64_t, con
                            const float*, Act, const float*, int64_t);
 void f32_pwconv_nhwc_7x32__avx512(int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t, int64_t,
                                   float*, int64_t, const float*, Act, const float*, int64_t);
-void f32_conv_nhwc_7x32__avx512(int64_t, int64_t, int64_t, int, const int64_t*, const float*, int64_t, const float*, int64_t, int64_t, float*,
-                       int64_t, const float*, Act, const float*, int64_t);
+void f32_conv_nhwc_7x32__avx512(int64_t, int64_t, int64_t, int, const int64_t*, const float*, int64_t,
+                       const float*, int64_t, int64_t, float*, int64_t, const float*, Act, const float*, int64_t);
 void f32_dwconv_nhwc__avx512(int64_t, int, int, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
                              const float*, int64_t, const float*, Act, float*, int64_t, int64_t, int64_t, int64_t);
 void f32_pwconv_nhwc_6x16__avx2_fma(int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t,
                                    int64_t, float*, int64_t, const float*, Act, const float*, int64_t);
-void f32_conv_nhwc_6x16__avx2_fma(int64_t, int64_t, int64_t, int, const int64_t*, const float*, int64_t, const float*, int64_t, int64_t, float*,
-                       int64_t, const float*, Act, const float*, int64_t);
+void f32_conv_nhwc_6x16__avx2_fma(int64_t, int64_t, int64_t, int, const int64_t*, const float*, int64_t,
+                       const float*, int64_t, int64_t, float*, int64_t, const float*, Act, const float*, int64_t);
 void f32_dwconv_nhwc__avx2_fma(int64_t, int, int, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
                                const float*, int64_t, const float*, Act, float*, int64_t, int64_t, int64_t, int64_t);
 #endif
@@ -157,8 +157,8 @@ void f32_dwconv__neon(int64_t, int, int, const float*, int64_t, int64_t, int64_t
 void x32_transpose__neon(int64_t, int64_t, const float*, int64_t, float*, int64_t);
 void f32_pwconv_nhwc_6x16__neon(int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t,
                                    int64_t, float*, int64_t, const float*, Act, const float*, int64_t);
-void f32_conv_nhwc_6x16__neon(int64_t, int64_t, int64_t, int, const int64_t*, const float*, int64_t, const float*, int64_t, int64_t, float*,
-                       int64_t, const float*, Act, const float*, int64_t);
+void f32_conv_nhwc_6x16__neon(int64_t, int64_t, int64_t, int, const int64_t*, const float*, int64_t,
+                       const float*, int64_t, int64_t, float*, int64_t, const float*, Act, const float*, int64_t);
 void f32_dwconv_nhwc__neon(int64_t, int, int, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
                                const float*, int64_t, const float*, Act, float*, int64_t, int64_t, int64_t, int64_t);
 #endif

@@ -1,6 +1,7 @@
 // Self-checking tests of every SIMD microkernel table compiled in and supported here (AVX2+FMA natively on
 // x86-64, NEON on aarch64 / under qemu-aarch64) against the scalar fallback, over the edge-case battery.
-// Usage: test_ukernels {gemm|dwconv|transpose|pwconv_nhwc|dwconv_nhwc|conv_nhwc|all}. Exit status 0 = all passed; failures are printed.
+// Usage: test_ukernels {gemm|dwconv|transpose|pwconv_nhwc|dwconv_nhwc|conv_nhwc|all}.
+// Exit status 0 = all passed; failures are printed.
 // (.cc, not .cpp: setup.py globs csrc/cpu/kernels/**/*.cpp into the torch extension; this has a main.)
 //
 // Every output buffer is poisoned with NaN (and has a poisoned margin past each row and after the end):
@@ -282,7 +283,8 @@ static void test_conv_nhwc(const UKernels& uk) {
                 for (int ky = 0; ky < k; ++ky)
                   for (int kx = 0; kx < k; ++kx)
                     for (int64_t c = 0; c < Cin; ++c) {
-                      const double a = band[((ky * Wp) + m * s + kx) * ps + c], b = B[((ky * k + kx) * Cin + c) * N + n];
+                      const double a = band[((ky * Wp) + m * s + kx) * ps + c];
+                      const double b = B[((ky * k + kx) * Cin + c) * N + n];
                       acc += a * b;
                       am += std::fabs(a * b);
                     }
@@ -300,7 +302,8 @@ static void test_conv_nhwc(const UKernels& uk) {
             uk.conv_nhwc(M, N, Cin, int(T), off.data(), band.data(), s * ps, packed ? Bp.data() : B.data(),
                          packed ? nr : N, packed ? Kt * nr : nr, got.data(), ldc, bp, act, rp, ldr);
             char what[200];
-            std::snprintf(what, sizeof what, "%s conv_nhwc k=%d s=%d Cin=%lld N=%lld M=%lld act=%s res=%d bias=%d packed=%d",
+            std::snprintf(what, sizeof what,
+                          "%s conv_nhwc k=%d s=%d Cin=%lld N=%lld M=%lld act=%s res=%d bias=%d packed=%d",
                           uk.name, k, s, (long long)Cin, (long long)N, (long long)M, act_name(act), int(res),
                           int(has_bias), int(packed));
             auto inside = [&](size_t i) { return i < size_t(M * ldc) && int64_t(i % ldc) < N; };
