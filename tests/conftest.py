@@ -34,3 +34,14 @@ def shared_dir():
     if not os.path.isdir(SHARED):
         pytest.fail(f"the shared folder is missing: expected {SHARED} (set MNV4_SHARED)")
     return SHARED
+
+
+@pytest.fixture
+def num_threads(request):
+    """torch's intra-op thread count set to the (indirect) parameter for one test, then restored."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    try:
+        yield request.param
+    finally:
+        torch.set_num_threads(old)

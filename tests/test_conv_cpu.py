@@ -105,16 +105,6 @@ def _ids(cases):
             f"-{c.get('activation', 'relu')}" for i, c in enumerate(cases)]
 
 
-@pytest.fixture
-def num_threads(request):
-    old = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    try:
-        yield request.param
-    finally:
-        torch.set_num_threads(old)
-
-
 def _check(args, tol=FP32_TOL):
     out = conv(*args)
     fake = mops._conv_fake(*args)

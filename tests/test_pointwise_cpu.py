@@ -112,16 +112,6 @@ def _ids(cases):
     return [one(i, c) for i, c in enumerate(cases)]
 
 
-@pytest.fixture
-def num_threads(request):
-    old = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    try:
-        yield request.param
-    finally:
-        torch.set_num_threads(old)
-
-
 def test_pointwise_registered():
     assert "pointwise" in dir(torch.ops.mnv4_cpu)
     x, w, b, act = random_pointwise_args(2, 4, 3)
