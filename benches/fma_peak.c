@@ -1,28 +1,36 @@
 /* The machine's fp32 multiply-add peak: each thread runs 12 independent chains of vector FMAs on registers
  * (no memory traffic), so the rate is the FMA units' throughput at the clock the cores hold under load.
- * Portable (GCC vector extensions, 64-byte vectors: zmm with AVX-512, pairs of ymm with AVX2, four q
- * registers on NEON); built with -O2 -march=native by benches/e2e_cpu.py.
+ * Portable (GCC vector extensions of the machine's widest vector: 64 bytes with AVX-512, 32 with AVX, else
+ * 16 (SSE, NEON); wider types than the registers would split and spill the 12 chains: 64-byte vectors on an
+ * AVX2 core measured 11 of 115 GFLOP/s); built with -O2 -march=native by benches/e2e_cpu.py.
  *     fma_peak THREADS  ->  prints "<GFLOP/s> <seconds>" (best of 3 runs)                                  */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
-typedef float v16 __attribute__((vector_size(64)));
-enum { CHAINS = 12 };
+#if defined(__AVX512F__)
+#define VBYTES 64
+#elif defined(__AVX__)
+#define VBYTES 32
+#else
+#define VBYTES 16
+#endif
+typedef float vec __attribute__((vector_size(VBYTES)));
+enum { CHAINS = 12, LANES = VBYTES / 4 };
 static const long ITERS = 60000000;
 
 static void* run(void* out) {
-  v16 a[CHAINS], m, c;
-  for (int i = 0; i < 16; ++i) m[i] = 0.999999f, c[i] = 1e-7f;
+  vec a[CHAINS], m, c;
+  for (int i = 0; i < LANES; ++i) m[i] = 0.999999f, c[i] = 1e-7f;
   for (int j = 0; j < CHAINS; ++j)
-    for (int i = 0; i < 16; ++i) a[j][i] = (float)(i + j);
+    for (int i = 0; i < LANES; ++i) a[j][i] = (float)(i + j);
   for (long k = 0; k < ITERS; ++k)
 #pragma GCC unroll 12
     for (int j = 0; j < CHAINS; ++j) a[j] = a[j] * m + c;
   float s = 0;
   for (int j = 0; j < CHAINS; ++j)
-    for (int i = 0; i < 16; ++i) s += a[j][i];
+    for (int i = 0; i < LANES; ++i) s += a[j][i];
   *(float*)out = s; /* keeps the chains alive */
   return NULL;
 }
@@ -44,6 +52,6 @@ int main(int argc, char** argv) {
     free(t);
     free(sink);
   }
-  printf("%.2f %.4f\n", 2.0 * 16 * CHAINS * ITERS * threads / best / 1e9, best);
+  printf("%.2f %.4f\n", 2.0 * LANES * CHAINS * ITERS * threads / best / 1e9, best);
   return 0;
 }

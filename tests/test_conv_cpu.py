@@ -10,6 +10,7 @@ updates after the weight was packed, opcheck, torch.compile / torch.export, zero
 a subprocess that must exit normally).
 """
 
+import platform
 import textwrap
 
 import pytest
@@ -84,6 +85,11 @@ def _battery():
     # an even kernel is rejected; an odd one above 5 runs (k = 7 on a 5x5 image: every pixel is a border one)
     cases.append(dict(n=1, c=4, o=9, hw=(5, 5), k=7, stride=2, activation="gelu", seed=i))
     cases.append(dict(n=1, c=4, o=9, hw=(11, 12), k=7, stride=1, proj=5, activation="relu", seed=i + 1))
+    cases.append(dict(n=1, c=4, o=9, hw=(15, 16), k=7, stride=2, activation="relu", seed=i + 2))  # interior rows
+    # interior rows without an interior column (W <= 2 * (k // 2) < H), and the transpose of that
+    cases.append(dict(n=2, c=5, o=17, hw=(6, 2), k=3, stride=1, proj=6, activation="gelu", seed=i + 3))
+    cases.append(dict(n=1, c=5, o=17, hw=(9, 6), k=7, stride=1, activation="relu", seed=i + 4))
+    cases.append(dict(n=1, c=5, o=17, hw=(2, 6), k=3, stride=1, activation="none", seed=i + 5))
     return cases
 
 
@@ -146,10 +152,14 @@ def test_other_kernel_tables(isa):
         for case in BATTERY[::3] + [REAL["fused_ib_gelu"], REAL["cn1"]]:
             args = random_conv_args(**case)
             worst = max(worst, rel_err(torch.ops.mnv4_cpu.conv(*args), reference(*args)))
-        print("worst", worst)
+        print("worst", worst, "table", torch.ops.mnv4_cpu.isa())
         raise SystemExit(0 if worst <= 1e-5 else 1)
     """)
-    assert "worst" in run_script(script).stdout
+    out = run_script(script).stdout
+    table = out.split("table")[-1].strip()
+    # scalar always exists, avx2 on every x86-64 CPU this runs on; avx512 falls back where the CPU lacks it
+    want = {"scalar": "scalar", "avx2": "avx2_fma" if platform.machine() in ("x86_64", "AMD64") else table}
+    assert table == want.get(isa, table), out
 
 
 X_LAYOUTS = ("nchw", "channels_last") + NON_CONTIGUOUS_KINDS
@@ -192,6 +202,19 @@ def test_packed_weights_follow_in_place_updates():
         pw.mul_(0.5)
     third = _check(args)
     assert rel_err(third, second) > 1e-2
+
+
+@pytest.mark.parametrize("proj", [None, 12])
+def test_inference_mode_weights_are_read_in_place(proj):
+    """Inference tensors carry no version counter, so the op reads them unpacked (row-major, in place): the
+    path a model built under torch.inference_mode() takes."""
+    for innermost in (False, True):
+        with torch.inference_mode():
+            args = random_conv_args(2, 8, 40, (9, 10), stride=2, proj=proj, innermost=innermost, seed=9)
+            assert args[1].is_inference()
+            _check(args)
+            args[1].mul_(-0.5)  # in place: read again, not from a cache
+            _check(args)
 
 
 OPCHECK_CASES = {

@@ -115,17 +115,24 @@ def test_fp16_weights():
     assert all(b.dtype == torch.float16 for b in fused.buffers() if b.is_floating_point())
 
 
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
 @pytest.mark.parametrize("name", ["mobilenetv4_conv_small_035", "mobilenetv4_hybrid_medium_075",
                                   "mobilenetv4_conv_blur_medium"])
-def test_compile_and_export(name):
+def test_compile_and_export(name, backend):
+    """The fused model (with backend="cpu": the mnv4 ops and the mnv4_cpu conv / pointwise ops through their
+    fake kernels) under torch.compile(fullgraph=True) and torch.export."""
     ref, x = _subject(name)
-    fused = fuse(ref, backend="reference")
+    fused = fuse(ref, backend=backend)
     with torch.no_grad():
         want = fused(x)
+        assert rel_err(want, ref(x)) <= 1e-5
         compiled = torch.compile(fused, fullgraph=True, backend="aot_eager")
         assert rel_err(compiled(x), want) <= 1e-6
         ep = torch.export.export(fused, (x,))
         assert rel_err(ep.module()(x), want) <= 1e-6
+    if backend == "cpu":  # the CPU ops are in the graph, not decomposed or replaced
+        targets = {str(n.target) for n in ep.graph.nodes}
+        assert any("mnv4_cpu.conv" in t for t in targets) and any("mnv4.uib" in t for t in targets), targets
 
 
 def test_backend_selection_auto_cpu():
