@@ -402,9 +402,10 @@ void pw_impl(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const f
                                    RES ? r + j : nullptr, ldr, NR, j + NR < N ? bj + bss : nullptr);
   if (j == N) return;
   const int rem = static_cast<int>(N - j);
-  // a packed B (contract: slabs of T*K rows x NR, zero-padded) has all NR columns of its last slab readable;
-  // with T*K == 1 a row-major B of one row can look the same (ldb = bss = NR), so that one stays masked
-  const bool padded = ldb == NR && bss == int64_t(T) * K * NR && int64_t(T) * K > 1;
+  // A packed B (slabs of K' >= T*K rows x NR, zero-padded; K' > T*K when the caller reads a range of its
+  // rows) has all NR columns of its last slab readable. A row-major B has bss = NR: with T*K == 1 and
+  // ldb == NR it would look the same, so that one stays masked.
+  const bool padded = ldb == NR && bss >= int64_t(T) * K * NR && int64_t(T) * K > 1;
 #define MNV4_PW_TAIL(NVT, MB)                                                                                   \
   pw_slab<MR, NVT, A, RES, true, MB>(M, K, T, off, a, lda, bj, ldb, c + j, ldc, bias ? bias + j : nullptr,     \
                                      RES ? r + j : nullptr, ldr, rem, nullptr)

@@ -205,11 +205,21 @@ static void test_pwconv_nhwc(const UKernels& uk) {
           auto aA = abs_vec(A), aB = abs_vec(B), ab = abs_vec(bias), aR = abs_vec(R);
           f32_pwconv_nhwc__scalar(M, N, K, aA.data(), lda, aB.data(), ldb, 1, mag.data(), ldc,
                                   has_bias ? ab.data() : nullptr, Act::None, res ? aR.data() : nullptr, ldr);
-          // every other case: B packed in slabs (ldb = nr, bss = K * nr), the layout of the weight cache
-          const bool packed = (M + N + K + variant) % 2 == 0;
-          const std::vector<float> Bp = packed ? pack_slabs(B, K, N, ldb, nr) : std::vector<float>();
-          const float* b = packed ? Bp.data() : B.data();
-          const int64_t ldb_k = packed ? nr : ldb, bss = packed ? K * nr : nr;
+          // every other case: B packed in slabs (ldb = nr, bss = K * nr), the layout of the weight cache; half
+          // of those read rows [2, 2 + K) of a packed matrix with 3 more (NaN) rows, as a caller that slices
+          // the weight's input channels does (bss = (K + 3) * nr)
+          const bool packed = (M + N + K + variant) % 2 == 0, sliced = packed && (M + variant) % 2 == 0;
+          std::vector<float> Bs;
+          if (sliced) {
+            Bs.assign(span(K + 3, ldb, N), kNaN);
+            for (int64_t k = 0; k < K; ++k)
+              for (int64_t n = 0; n < N; ++n) Bs[(k + 2) * ldb + n] = B[k * ldb + n];
+          }
+          const std::vector<float> Bp = !packed ? std::vector<float>()
+                                        : sliced ? pack_slabs(Bs, K + 3, N, ldb, nr)
+                                                 : pack_slabs(B, K, N, ldb, nr);
+          const float* b = !packed ? B.data() : sliced ? Bp.data() + 2 * nr : Bp.data();
+          const int64_t ldb_k = packed ? nr : ldb, bss = !packed ? nr : sliced ? (K + 3) * nr : K * nr;
           if (res == 2) {  // C starts as the residual (NaN between rows and after the end)
             for (int64_t m = 0; m < M; ++m)
               for (int64_t n = 0; n < N; ++n) got[m * ldc + n] = R[m * ldr + n];
@@ -220,10 +230,10 @@ static void test_pwconv_nhwc(const UKernels& uk) {
           char what[240];
           std::snprintf(what, sizeof what,
                         "%s pwconv_nhwc M=%lld N=%lld K=%lld act=%s res=%s bias=%d lda=%lld ldb=%lld ldc=%lld ldr=%lld"
-                        " packed=%d",
+                        " packed=%d sliced=%d",
                         uk.name, (long long)M, (long long)N, (long long)K, act_name(act),
                         res == 0 ? "none" : res == 1 ? "separate" : "in-place", has_bias, (long long)lda,
-                        (long long)ldb, (long long)ldc, (long long)ldr, int(packed));
+                        (long long)ldb, (long long)ldc, (long long)ldr, int(packed), int(sliced));
           compare(got, want, mag, 2.5e-7f * (K + 3), [&](size_t i) {
             return i < size_t(M * ldc) && int64_t(i % ldc) < N; }, what);
           ++cases;
