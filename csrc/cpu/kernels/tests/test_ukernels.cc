@@ -61,7 +61,7 @@ static bool compare(const std::vector<float>& got, const std::vector<float>& wan
 
 static void test_gemm(const UKernels& uk) {
   const int64_t Ms[] = {1, 2, 5, 6, 7, 11, 12, 13};
-  const int64_t Ns[] = {1, 3, 7, 8, 9, 15, 16, 17, 31, 33};
+  const int64_t Ns[] = {1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 40, 72};  // 40, 72: 32-column tiles + 8
   const int64_t Ks[] = {0, 1, 3, 16, 37};
   int cases = 0;
   for (int64_t M : Ms)

@@ -40,6 +40,15 @@ using V = Avx512Vec;
 
 void f32_gemm_8x32__avx512(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
                            float* C, int64_t ldc, const float* bias, Act act, const float* R, int64_t ldr) {
+  // The last 1..8 columns through the AVX2 kernel's 8-wide tile: a zmm tile would compute 16 columns for
+  // them, and Zen 4 issues two ymm FMAs per cycle but one zmm (the mqa op's 72-column query tiles: 64 + 8).
+  const int64_t tail = N % 32;
+  if (N > 32 && tail > 0 && tail <= 8) {
+    avx512::gemm_dispatch<8, 2>(M, N - tail, K, A, lda, B, ldb, C, ldc, bias, act, R, ldr);
+    const int64_t j = N - tail;
+    f32_gemm_6x16__avx2_fma(M, tail, K, A, lda, B + j, ldb, C + j, ldc, bias, act, R ? R + j : nullptr, ldr);
+    return;
+  }
   avx512::gemm_dispatch<8, 2>(M, N, K, A, lda, B, ldb, C, ldc, bias, act, R, ldr);
 }
 
