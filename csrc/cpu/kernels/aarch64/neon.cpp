@@ -24,13 +24,6 @@ using V = NeonVec;
 
 }  // namespace neon
 
-void f32_pwconv_nhwc_6x16__neon(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
-                                   int64_t ldb, int64_t bss, float* C, int64_t ldc, const float* bias, Act act,
-                                   const float* R, int64_t ldr) {
-  static const int64_t zero = 0;
-  neon::pw_dispatch<6, 4>(M, N, K, 1, &zero, A, lda, B, ldb, bss, C, ldc, bias, act, R, ldr);
-}
-
 void f32_conv_nhwc_6x16__neon(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const float* A,
     int64_t lda, const float* B, int64_t ldb, int64_t bss, float* C, int64_t ldc, const float* bias, Act act,
     const float* R, int64_t ldr) {

@@ -1,5 +1,5 @@
-// AVX-512F microkernels: f32_pwconv_nhwc_7x32__avx512 (7 pixels x 2 zmm = 14 accumulators; 7 rows because
-// every plane of the 224-pixel models, 7x7 to 112x112, has a multiple of 7 pixels: no short row tile; an
+// AVX-512F microkernels: f32_conv_nhwc_7x32__avx512 (the NHWC GEMM; a pointwise conv is one tap; 7 pixels
+// x 2 zmm = 14 accumulators; 7 rows because every plane of the 224-pixel models, 7x7 to 112x112, has a multiple of 7 pixels: no short row tile; an
 // 8-row tile for the 256-pixel models' 64-pixel planes measured 108.9 -> 110.7 GFLOP/s, within noise, so
 // there is one tile),
 // f32_dwconv_nhwc__avx512 (16 channels per zmm) and the channel-major f32_gemm_8x32__avx512 (the mqa op's
@@ -50,13 +50,6 @@ void f32_gemm_8x32__avx512(int64_t M, int64_t N, int64_t K, const float* A, int6
     return;
   }
   avx512::gemm_dispatch<8, 2>(M, N, K, A, lda, B, ldb, C, ldc, bias, act, R, ldr);
-}
-
-void f32_pwconv_nhwc_7x32__avx512(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
-                                  int64_t ldb, int64_t bss, float* C, int64_t ldc, const float* bias, Act act,
-                                  const float* R, int64_t ldr) {
-  static const int64_t zero = 0;
-  avx512::pw_dispatch<7, 2>(M, N, K, 1, &zero, A, lda, B, ldb, bss, C, ldc, bias, act, R, ldr);
 }
 
 void f32_conv_nhwc_7x32__avx512(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const float* A,
