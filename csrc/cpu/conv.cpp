@@ -36,27 +36,6 @@ namespace {
 
 constexpr const char* kOp = "mnv4_cpu::conv";
 
-// A weight as the microkernels read it: cached packed slabs, else an fp32 [K][N] matrix read in place.
-struct Operand {
-  at::Tensor plain;  // holds the in-place matrix alive
-  std::shared_ptr<const std::vector<float>> packed;
-  const float* b;
-  int64_t ldb, bss;
-};
-
-Operand operand(const at::Tensor& weight, int64_t K, int64_t N, const std::function<at::Tensor()>& make_kn,
-                int64_t slab) {
-  Operand o;
-  o.packed = packed_slabs(weight, slab, make_kn);
-  if (o.packed) {
-    o.b = o.packed->data(), o.ldb = slab, o.bss = K * slab;
-  } else {
-    o.plain = make_kn();
-    o.b = o.plain.data_ptr<float>(), o.ldb = N, o.bss = slab;
-  }
-  return o;
-}
-
 at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                     int64_t stride, std::string activation, const c10::optional<at::Tensor>& proj_weight,
                     const c10::optional<at::Tensor>& proj_bias, bool residual) {
@@ -92,13 +71,13 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
     const cpu::UKernels& uk = cpu::ukernels();
     const int64_t slab = std::max(1, uk.gemm_nr), Kt = k * k * C;
     // [ky][kx][C][O]: a view of a weight stored output-channel innermost (ops.channels_innermost)
-    const Operand wb = operand(weight, Kt, O, [&] {
+    const WeightOperand wo = weight_operand(weight, Kt, O, slab, [&] {
       return weight.to(at::kFloat).permute({2, 3, 1, 0}).reshape({Kt, O}).contiguous();
-    }, slab);
-    Operand pb{};
-    if (proj_weight.has_value())
-      pb = operand(*proj_weight, O, P, [&] { return proj_weight->to(at::kFloat).reshape({P, O}).t().contiguous(); },
-                   slab);
+    });
+    const WeightOperand po = proj_weight.has_value() ? weight_operand(*proj_weight, O, P, slab, [&] {
+      return proj_weight->to(at::kFloat).reshape({P, O}).t().contiguous();
+    }) : WeightOperand{};
+    const BMat& wb = wo.mat;
     const at::Tensor bf = bias.has_value() ? bias->to(at::kFloat).contiguous() : at::Tensor();
     const at::Tensor pbf = proj_bias.has_value() ? proj_bias->to(at::kFloat).contiguous() : at::Tensor();
     const float* bp = bias.has_value() ? bf.data_ptr<float>() : nullptr;
@@ -146,8 +125,8 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
           std::memset(row + c1 * C, 0, sizeof(float) * (ws - c1) * C);
         }
         for (int64_t ky = 0; ky < k; ++ky) off_strip[ky] = ky * ws * C;
-        uk.conv_nhwc(e1 - e0, O, k * C, static_cast<int>(k), off_strip.data(), strip.data(), stride * C, wb.b, wb.ldb,
-                     wb.bss, dst, ldd, b, act_, r, C);
+        uk.conv_nhwc(e1 - e0, O, k * C, static_cast<int>(k), off_strip.data(), strip.data(), stride * C, wb.ptr(0, 0),
+                     wb.row_stride(), wb.slab_stride(), dst, ldd, b, act_, r, C);
       };
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t n = t / nb, oy0 = (t % nb) * RB, oy1 = std::min(Ho, oy0 + RB);
@@ -166,12 +145,13 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
             border(oy, 0, ox_lo, crow, O, bp, ca, crr);
             if (ox_hi > ox_lo)
               uk.conv_nhwc(ox_hi - ox_lo, O, k * C, static_cast<int>(k), off_in.data(),
-                           img + ((oy * stride - p) * W + ox_lo * stride - p) * C, stride * C, wb.b, wb.ldb, wb.bss,
+                           img + ((oy * stride - p) * W + ox_lo * stride - p) * C, stride * C, wb.ptr(0, 0),
+                           wb.row_stride(), wb.slab_stride(),
                            crow + ox_lo * O, O, bp, ca, crr ? crr + ox_lo * C : nullptr, C);
             border(oy, ox_hi, Wo, crow + ox_hi * O, O, bp, ca, crr ? crr + ox_hi * C : nullptr);
           }
           if (proj_weight.has_value())
-            uk.pwconv_nhwc(Wo, P, O, hid.data(), O, pb.b, pb.ldb, pb.bss, orow, P, pbp, cpu::Act::None, rrow, C);
+            gemm_b(uk, Wo, P, O, hid.data(), O, po.mat, 0, 0, orow, P, pbp, cpu::Act::None, rrow, C);
         }
       }
     });

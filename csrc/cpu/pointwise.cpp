@@ -91,9 +91,8 @@ at::Tensor pointwise_cpu(const at::Tensor& x, const at::Tensor& weight, const c1
     } else {
       // The weight packed in column slabs, cached per weight tensor (weight_cache.h), else read in place.
       const int64_t slab = std::max(1, uk.gemm_nr);
-      const auto pk = packed_slabs(weight, slab, make_wt);
-      const at::Tensor wt = pk ? at::Tensor() : make_wt();  // only without a cache entry
-      const BMat B{pk ? nullptr : wt.data_ptr<float>(), O, pk ? pk->data() : nullptr, C, slab};
+      const WeightOperand wo = weight_operand(weight, C, O, slab, make_wt);
+      const BMat& B = wo.mat;
       // Pixel blocks re-read the whole weight per block, channel blocks the whole x per block: split the
       // larger operand (Conv-M blocks.4.0 at batch 8, 392 pixels x 256 -> 960: pixel blocks 1.2 ms, channel
       // blocks 0.9 ms).

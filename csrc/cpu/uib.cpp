@@ -511,9 +511,8 @@ void uib_nhwc(const Geometry& g, const at::Tensor& xf, at::Tensor& out, const c1
   // The 1x1 weights packed in slabs of the microkernel's column tile, cached per weight tensor; without a
   // cache entry (inference tensors) read in place as [K][N] (nhwc_weight).
   const int64_t slab = std::max(1, cpu::ukernels().gemm_nr);
-  const auto ewp = packed_slabs(expand_w, slab, [&] { return nhwc_weight(expand_w); });
-  const auto pwp = packed_slabs(proj_w, slab, [&] { return nhwc_weight(proj_w); });
-  const at::Tensor ew = ewp ? at::Tensor() : nhwc_weight(expand_w), pw = pwp ? at::Tensor() : nhwc_weight(proj_w);
+  const WeightOperand eo = weight_operand(expand_w, g.Cin, g.mid, slab, [&] { return nhwc_weight(expand_w); });
+  const WeightOperand po = weight_operand(proj_w, g.mid, g.Cout, slab, [&] { return nhwc_weight(proj_w); });
   Weights wt{g.ks ? sw.data_ptr<float>() : nullptr,
              g.ks ? sb.data_ptr<float>() : nullptr,
              nullptr,
@@ -522,8 +521,8 @@ void uib_nhwc(const Geometry& g, const at::Tensor& xf, at::Tensor& out, const c1
              g.km ? mb.data_ptr<float>() : nullptr,
              nullptr,
              pb.data_ptr<float>(),
-             BMat{ewp ? nullptr : ew.data_ptr<float>(), g.mid, ewp ? ewp->data() : nullptr, g.Cin, slab},
-             BMat{pwp ? nullptr : pw.data_ptr<float>(), g.Cout, pwp ? pwp->data() : nullptr, g.mid, slab}};
+             eo.mat,
+             po.mat};
   const float* xp = xf.data_ptr<float>();
   float* op = out.data_ptr<float>();
   const int64_t threads = at::get_num_threads();

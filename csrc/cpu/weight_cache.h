@@ -38,26 +38,43 @@ std::shared_ptr<const std::vector<float>> packed_slabs(const at::Tensor& weight,
 // Number of live entries (tests).
 int64_t packed_cache_entries();
 
-// A GEMM operand B of the NHWC kernels: a 1x1 weight as [K][N], either read in place (rows ldb apart) or
-// from its cached copy packed in slabs of `slab` columns (packed_slabs).
+// A GEMM operand B of the NHWC kernels: a 1x1 (or [ky][kx][C] x N) weight as [K][N], either read in place
+// (rows ldb apart) or from its cached copy packed in slabs of `slab` columns (packed_slabs). ptr / row_stride
+// / slab_stride give the B, ldb, bss of the microkernel contract for the block starting at row k0, column n0
+// (packed: n0 a multiple of the slab width, which is the table's gemm_nr; read in place, bss = slab too).
 struct BMat {
   const float* plain;
   int64_t ldb;
   const float* packed;  // nullptr: read `plain`
   int64_t K, slab;
+  const float* ptr(int64_t k0, int64_t n0) const {
+    return packed ? packed + n0 / slab * K * slab + k0 * slab : plain + k0 * ldb + n0;
+  }
+  int64_t row_stride() const { return packed ? slab : ldb; }
+  int64_t slab_stride() const { return packed ? K * slab : slab; }
 };
 
-// C[m][n] = act(A[m] . B[k0:k0+Kc, n0+n] + bias[n]) (+ R[m][n]) for m < M, n < Nc: one microkernel call,
-// B as it is stored (packed: n0 a multiple of the slab width, which is the table's gemm_nr).
+// `weight` as a BMat with K rows and N columns, plus what keeps its memory alive: the cache entry, or the
+// fp32 [K][N] matrix `make_kn()` returns (a view of a weight stored that way, else a copy made here).
+struct WeightOperand {
+  std::shared_ptr<const std::vector<float>> packed;
+  at::Tensor plain;
+  BMat mat;
+};
+inline WeightOperand weight_operand(const at::Tensor& weight, int64_t K, int64_t N, int64_t slab,
+                                    const std::function<at::Tensor()>& make_kn) {
+  WeightOperand o;
+  o.packed = packed_slabs(weight, slab, make_kn);
+  if (!o.packed) o.plain = make_kn();
+  o.mat = BMat{o.packed ? nullptr : o.plain.data_ptr<float>(), N, o.packed ? o.packed->data() : nullptr, K, slab};
+  return o;
+}
+
+// C[m][n] = act(A[m] . B[k0:k0+Kc, n0+n] + bias[n]) (+ R[m][n]) for m < M, n < Nc: one microkernel call.
 inline void gemm_b(const cpu::UKernels& uk, int64_t M, int64_t Nc, int64_t Kc, const float* A, int64_t lda,
                    const BMat& b, int64_t k0, int64_t n0, float* C, int64_t ldc, const float* bias, cpu::Act act,
                    const float* R, int64_t ldr) {
-  if (b.packed)
-    uk.pwconv_nhwc(M, Nc, Kc, A, lda, b.packed + n0 / b.slab * b.K * b.slab + k0 * b.slab, b.slab, b.K * b.slab, C,
-                   ldc, bias, act, R, ldr);
-  else
-    uk.pwconv_nhwc(M, Nc, Kc, A, lda, b.plain + k0 * b.ldb + n0, b.ldb, std::max(1, uk.gemm_nr), C, ldc, bias, act,
-                   R, ldr);
+  uk.pwconv_nhwc(M, Nc, Kc, A, lda, b.ptr(k0, n0), b.row_stride(), b.slab_stride(), C, ldc, bias, act, R, ldr);
 }
 
 }  // namespace mnv4
