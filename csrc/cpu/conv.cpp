@@ -14,9 +14,10 @@
 // border run (left / right columns, whole top / bottom rows) reading a small zero-padded copy of its window.
 // The row goes to the output, or (projection) to a one-row scratch that the pointwise GEMM turns into the
 // output row while it is in L1. Weights packed in column slabs once per weight tensor (weight_cache.h).
-// Output layout follows x (as for uib). Against oneDNN's prepacked conv + our pointwise (scratch timing,
-// 2 threads, Conv-M FusedIB 3x3 s2 32 -> 128 -> 48 at 112 px): 1.39 vs 1.41 ms at batch 1, 11.7 vs 12.5 ms at
-// batch 8; copying whole padded row bands instead of reading in place cost 4% (stem: 12%).
+// Output layout follows x (as for uib). Against oneDNN's prepacked conv (+ our pointwise for FusedIB), which
+// the fused model used before: benches/kernels_cpu.py (results/kernels-*.json: 1.05-1.24x faster on the
+// MobileNetV4 dense convs at batch 1 and 8, 2 threads). Copying whole padded row bands instead of reading x in
+// place measured 4% slower (stem: 12%).
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>

@@ -314,7 +314,8 @@ inline void pw_tile(int64_t K, int T, const int64_t* off, const float* a, int64_
   // MASKB (a tail slab of a row-major B, whose rows end at column N): B's vectors through masked loads.
   // A packed B's slabs are zero-padded to NR columns, so its tail slab is read with full loads: the masked
   // loads made GCC keep the accumulators in memory, stored every k (a 16-column tail slab ran at 39
-  // GFLOP/s, with full loads 96, against 98 for full slabs; one thread, 6272 x 160 x 16 vs x 64).
+  // GFLOP/s, with full loads 96, against 98 for full slabs; one thread, 6272 x 160 x 16 vs x 64; the
+  // widths' rates now: benches/kernels_cpu.py).
   typename V::Mask vm[NV];
   for (int v = 0; v < NV; ++v) {
     vm[v] = V::tail_mask(MASKB ? nrem - v * W : V::W);

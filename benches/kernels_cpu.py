@@ -1,0 +1,116 @@
+"""CPU helper-op microbenchmarks behind the design choices quoted in csrc/cpu (conv.cpp, simd_impl.h, avx512.cpp).
+
+1. mnv4_cpu::conv against what the fused model used before it, oneDNN's fused conv + activation on a weight
+   prepacked once (torch.ops.mkldnn._convolution_pointwise) followed, for FusedIB, by mnv4_cpu::pointwise:
+   the MobileNetV4 dense convs (stems, Conv-S `cn` 3x3 s2, the FusedIB blocks) at batch 1 and 8, channels_last,
+   fp32, --threads threads, interleaved (timing.interleaved), medians, and the max relative error of each
+   against float64 torch.
+2. The NHWC GEMM's rate per output width N (mnv4_cpu::pointwise, 6272 x 160 -> N, 1 thread): widths that
+   leave a partial last column slab (16, 48, 80, 112) against full ones (64, 128).
+
+    .venv/bin/python benches/kernels_cpu.py [--threads 2] [--repeats 15]
+Writes benches/results/kernels-cpu-<machine>.json.
+"""
+
+import argparse
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+import mnv4_kernels  # noqa: F401  (registers the ops)
+from mnv4_kernels import report
+from mnv4_kernels.ops import channels_innermost
+from mnv4_kernels.timing import interleaved
+
+# (name, batch, in channels, out channels, resolution, kernel, stride, projection channels or None)
+CONVS = [
+    ("conv_small/medium stem", 1, 3, 32, 224, 3, 2, None),
+    ("conv_small blocks.0.0 cn", 1, 32, 32, 112, 3, 2, None),
+    ("conv_small blocks.1.0 cn", 1, 32, 96, 56, 3, 2, None),
+    ("conv_medium blocks.0.0 FusedIB", 1, 32, 128, 112, 3, 2, 48),
+    ("conv_large blocks.0.0 FusedIB", 1, 24, 96, 192, 3, 2, 48),
+    ("conv_medium stem", 8, 3, 32, 224, 3, 2, None),
+    ("conv_medium blocks.0.0 FusedIB", 8, 32, 128, 112, 3, 2, 48),
+]
+PW_WIDTHS = [16, 48, 64, 80, 112, 128]
+
+
+def conv_case(name, n, c, o, res, k, s, proj, repeats):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, c, res, res, generator=g).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(o, c, k, k, generator=g) / (c * k * k) ** 0.5
+    b = torch.randn(o, generator=g)
+    pw = torch.randn(proj, o, 1, 1, generator=g) / o ** 0.5 if proj else None
+    pb = torch.randn(proj, generator=g) if proj else None
+    wi, pwi = channels_innermost(w), channels_innermost(pw) if proj else None
+    want = F.relu(F.conv2d(x.double(), w.double(), b.double(), s, k // 2))
+    if proj:
+        want = F.conv2d(want, pw.double(), pb.double())
+    packed = torch._C._nn.mkldnn_reorder_conv2d_weight(w.to_mkldnn(), [k // 2] * 2, [s] * 2, [1, 1], 1,
+                                                       list(x.shape))
+
+    def ours():
+        return torch.ops.mnv4_cpu.conv(x, wi, b, s, "relu", pwi, pb, False)
+
+    def onednn():
+        h = torch.ops.mkldnn._convolution_pointwise(x, packed, b, [k // 2] * 2, [s] * 2, [1, 1], 1, "relu", [], "")
+        return torch.ops.mnv4_cpu.pointwise(h, pwi, pb, "none") if proj else h
+
+    def err(y):
+        return ((y.double() - want).abs().max() / want.abs().max()).item()
+
+    with torch.inference_mode():
+        errs = {"ours": err(ours()), "onednn": err(onednn())}
+        t = interleaved({"ours": ours, "onednn": onednn}, warmup=3, repeats=repeats, inner=5, settle=2, gap_s=0.02)
+    ho = (res - 1) // s + 1
+    flops = 2 * n * ho * ho * (o * c * k * k + (o * proj if proj else 0))
+    rec = dict(kind="conv", name=name, batch=n, cin=c, cout=o, res=res, k=k, stride=s, proj=proj, gflop=flops / 1e9,
+               ours_ms=t["ours"].median_ms, onednn_ms=t["onednn"].median_ms,
+               ours_gflops=flops / t["ours"].median_ms / 1e6, onednn_gflops=flops / t["onednn"].median_ms / 1e6,
+               onednn_over_ours=t["onednn"].median_ms / t["ours"].median_ms, max_rel_err=errs)
+    print(f"{name:32s} b{n}: ours {rec['ours_ms'] * 1e3:7.0f} us ({rec['ours_gflops']:5.0f} GFLOP/s)  oneDNN "
+          f"{rec['onednn_ms'] * 1e3:7.0f} us ({rec['onednn_gflops']:5.0f})  oneDNN/ours {rec['onednn_over_ours']:.2f}"
+          f"  err {errs['ours']:.1e}", flush=True)
+    return rec
+
+
+def pointwise_widths(repeats):
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(6272, 160, generator=g)
+    cands, flops = {}, {}
+    for n in PW_WIDTHS:
+        w, b = channels_innermost(torch.randn(n, 160, generator=g)), torch.randn(n, generator=g)
+        cands[str(n)] = (lambda w=w, b=b: torch.ops.mnv4_cpu.pointwise(x, w, b, "none"))
+        flops[str(n)] = 2 * 6272 * 160 * n
+    t = interleaved(cands, warmup=3, repeats=repeats, inner=3, settle=1)
+    torch.set_num_threads(old)
+    recs = [dict(kind="pointwise_width", m=6272, k=160, n=int(n), threads=1, ms=t[n].median_ms,
+                 gflops=flops[n] / t[n].median_ms / 1e6) for n in cands]
+    print("pointwise 6272 x 160 -> N, 1 thread: " + ", ".join(f"N={r['n']} {r['gflops']:.0f}" for r in recs)
+          + " GFLOP/s", flush=True)
+    return recs
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    records = [conv_case(*case, repeats=args.repeats) for case in CONVS]
+    records += pointwise_widths(args.repeats)
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                   f"kernels-{report.machine_tag()}.json")
+    report.write_json(out, dict(env=report.env_info(), threads=args.threads, isa=torch.ops.mnv4_cpu.isa(),
+                                command="benches/kernels_cpu.py " + " ".join(sys.argv[1:]), records=records))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
