@@ -7,6 +7,8 @@
    against float64 torch.
 2. The NHWC GEMM's rate per output width N (mnv4_cpu::pointwise, 6272 x 160 -> N, 1 thread): widths that
    leave a partial last column slab (16, 48, 80, 112) against full ones (64, 128).
+3. The fixed cost of one fused UIB block call (Conv-S blocks.2.1 on a 1x1 input, so the arithmetic is
+   negligible): the module call (model.FusedUIB.forward) against the op called with the weights at hand.
 
     .venv/bin/python benches/kernels_cpu.py [--threads 2] [--repeats 15]
 Writes benches/results/kernels-cpu-<machine>.json.
@@ -95,6 +97,36 @@ def pointwise_widths(repeats):
     return recs
 
 
+def call_overhead(repeats):
+    import time
+
+    from mnv4_reference import create_model
+
+    fused = mnv4_kernels.fuse(create_model("mobilenetv4_conv_small"))
+    blk = dict(zip(fused.block_names, fused.blocks))["blocks.2.1"]
+    x = torch.randn(1, 96, 1, 1).contiguous(memory_format=torch.channels_last)
+    b = blk._buffers
+    args = [b[k] for k in ("start_dw_w", "start_dw_b", "expand_w", "expand_b", "mid_dw_w", "mid_dw_b", "proj_w",
+                           "proj_b")]
+    op = torch.ops.mnv4.uib.default
+
+    def per_call_us(fn, n=2000):
+        best = float("inf")
+        for _ in range(max(3, repeats // 3)):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            best = min(best, (time.perf_counter() - t0) / n * 1e6)
+        return best
+
+    with torch.inference_mode():
+        module_us = per_call_us(lambda: blk(x))
+        op_us = per_call_us(lambda: op(x, *args, blk.stride, blk.residual, blk.activation))
+    print(f"fused UIB block call on a 1x1 input: module {module_us:.1f} us, op alone {op_us:.1f} us", flush=True)
+    return [dict(kind="call_overhead", block="conv_small blocks.2.1", input=[1, 96, 1, 1], module_us=module_us,
+                 op_us=op_us)]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -104,6 +136,7 @@ def main():
     torch.set_num_threads(args.threads)
     records = [conv_case(*case, repeats=args.repeats) for case in CONVS]
     records += pointwise_widths(args.repeats)
+    records += call_overhead(args.repeats)
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                    f"kernels-{report.machine_tag()}.json")
     report.write_json(out, dict(env=report.env_info(), threads=args.threads, isa=torch.ops.mnv4_cpu.isa(),

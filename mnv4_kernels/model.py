@@ -117,7 +117,7 @@ _MQA_KEYS = ("norm_scale", "norm_shift", "q_w", "k_dw_w", "k_dw_b", "k_w", "v_dw
 def _register_optional(module, names, tensors):
     """Every name as a buffer, absent ones as None buffers (not in the state dict), so forward can read them
     all from module._buffers: nn.Module.__getattr__ costs ~0.5 us per buffer (4.4 us for a UIB's 8
-    weights, a third of a 14x14 UIB call's fixed cost; scratch timing)."""
+    weights, a third of a 14x14 UIB call's fixed cost then; benches/kernels_cpu.py times a block call now)."""
     for k in names:
         module.register_buffer(k, tensors.get(k))
 
