@@ -231,25 +231,28 @@ void run_task(const Geometry& g, const Weights& wt, const float* x, float* out, 
 
 // ---- Mid-channel split: few images, small planes ----
 // With fewer images than threads, row bands would each recompute the mid dw's halo of expanded rows
-// (on a 7x7 plane split in two, a 5x5 mid dw makes the expand GEMM ~1.6x the work). Instead each task takes
-// one image and a slice [m0, m1) of the mid channels: start dw (whole plane), expand rows m0..m1, mid dw on
-// them, and the projection's partial sum over that slice, Cout x pixels, into its own buffer. The
-// projection has no activation, so a second pass adds the slices' partials + bias (+ x) into the output.
-// The expanded tensor still never exists in full: a task holds (m1 - m0) channels of one image.
+// (on a 7x7 plane split in two, a 5x5 mid dw makes the expand GEMM ~1.6x the work), and without a mid dw
+// they are uneven on a plane of few rows (7 rows in two bands: 4 + 3, the larger 14% over an even share).
+// Instead each task takes one image and a slice [m0, m1) of the mid channels: start dw (whole plane),
+// expand rows m0..m1, mid dw on them (if any), and the projection's partial sum over that slice,
+// Cout x pixels, into its own buffer. The projection has no activation, so a second pass adds the slices'
+// partials + bias (+ x) into the output. The expanded tensor still never exists in full: a task holds
+// (m1 - m0) channels of one image.
 
 bool use_mid_split(const Geometry& g, int64_t threads) {
   if (const char* e = std::getenv("MNV4_UIB_SPLIT")) {  // tests: force one schedule
-    if (std::strcmp(e, "mid") == 0) return g.km != 0;
+    if (std::strcmp(e, "mid") == 0) return true;
     if (std::strcmp(e, "rows") == 0) return false;
   }
-  if (g.N >= threads || !g.km || g.nb < 2) return false;
-  int64_t computed = 0;  // expanded rows the row bands would compute
+  if (g.N >= threads || g.nb < 2) return false;
+  int64_t computed = 0;  // expanded rows the row bands would compute (the largest band counted nb times)
   for (int64_t b = 0; b < g.nb; ++b) {
     int64_t e0, e1;
     expanded_rows(g, b * g.bh, std::min(g.Ho, (b + 1) * g.bh), e0, e1);
     computed += e1 - e0;
   }
-  return computed * 10 > g.Hs * 11 && g.mid * g.Hs * g.Ws <= 256 * 1024;  // > 10% recompute, slice fits L2
+  if (!g.km) computed = g.bh * g.nb;
+  return computed * 10 > g.Hs * 11 && g.mid * g.Hs * g.Ws <= 256 * 1024;  // > 10% over, slice fits L2
 }
 
 void run_mid_split(const Geometry& g, const Weights& wt, const float* x, float* out, int64_t threads) {
@@ -263,9 +266,9 @@ void run_mid_split(const Geometry& g, const Weights& wt, const float* x, float* 
   thread_local std::vector<float> partial_buf;
   if (int64_t(partial_buf.size()) < g.N * slices * g.Cout * P) partial_buf.resize(g.N * slices * g.Cout * P);
   float* const partial = partial_buf.data();
-  const int64_t zs = g.ks ? g.Cin * PS : 0, ze = mc * PS, zm = mc * P;
+  const int64_t zs = g.ks ? g.Cin * PS : 0, ze = mc * PS, zm = g.km ? mc * P : 0;
   const int64_t zdw = std::max(g.ks ? cpu::f32_dwconv_scratch_floats(int(g.ks), int(g.ss), g.W, g.Hs) : 0,
-                               cpu::f32_dwconv_scratch_floats(int(g.km), int(g.ms), g.Ws, g.Ho));
+                               g.km ? cpu::f32_dwconv_scratch_floats(int(g.km), int(g.ms), g.Ws, g.Ho) : 0);
   at::parallel_for(0, g.N * slices, 1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> buf;
     if (int64_t(buf.size()) < zs + ze + zm + zdw) buf.resize(zs + ze + zm + zdw);
@@ -280,9 +283,13 @@ void run_mid_split(const Geometry& g, const Weights& wt, const float* x, float* 
         S = st;
       }
       uk.gemm(cm, PS, g.Cin, wt.ew + m0 * g.Cin, g.Cin, S, PS, et, PS, wt.eb + m0, g.act, nullptr, 0);
-      uk.dwconv(cm, int(g.km), int(g.ms), et, PS, g.Ws, 0, g.Hs, g.Ws, wt.mw + m0 * g.km * g.km, wt.mb + m0, g.act, mt,
-                P, g.Wo, 0, g.Ho, dws);
-      uk.gemm(g.Cout, P, cm, wt.pw + m0, g.mid, mt, P, partial + t * g.Cout * P, P, nullptr, Act::None, nullptr,
+      const float* Mt = et;  // no mid dw: P == PS
+      if (g.km) {
+        uk.dwconv(cm, int(g.km), int(g.ms), et, PS, g.Ws, 0, g.Hs, g.Ws, wt.mw + m0 * g.km * g.km, wt.mb + m0, g.act,
+                  mt, P, g.Wo, 0, g.Ho, dws);
+        Mt = mt;
+      }
+      uk.gemm(g.Cout, P, cm, wt.pw + m0, g.mid, Mt, P, partial + t * g.Cout * P, P, nullptr, Act::None, nullptr,
               0);
     }
   });
@@ -417,7 +424,7 @@ void run_mid_split_nhwc(const Geometry& g, const Weights& wt, const float* x, fl
   thread_local std::vector<float> partial_buf;
   if (int64_t(partial_buf.size()) < g.N * slices * P * g.Cout) partial_buf.resize(g.N * slices * P * g.Cout);
   float* const partial = partial_buf.data();
-  const int64_t zs = g.ks ? PS * sps : 0, ze = PS * cps, zm = P * cps;
+  const int64_t zs = g.ks ? PS * sps : 0, ze = PS * cps, zm = g.km ? P * cps : 0;
   at::parallel_for(0, g.N * slices, 1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> buf;
     if (int64_t(buf.size()) < zs + ze + zm) buf.resize(zs + ze + zm);
@@ -434,9 +441,13 @@ void run_mid_split_nhwc(const Geometry& g, const Weights& wt, const float* x, fl
         s_ps = sps;
       }
       gemm_b(uk, PS, cm, g.Cin, S, s_ps, wt.eB, 0, m0, et, cps, wt.eb + m0, g.act, nullptr, 0);
-      uk.dwconv_nhwc(cm, int(g.km), int(g.ms), et, cps, g.Ws * cps, 0, g.Hs, g.Ws, wt.mw + m0, g.mid, wt.mb + m0, g.act,
-                     mt, cps, g.Wo * cps, 0, g.Ho);
-      gemm_b(uk, P, g.Cout, cm, mt, cps, wt.pB, m0, 0, partial + t * P * g.Cout, g.Cout, nullptr, Act::None, nullptr,
+      const float* Mt = et;  // no mid dw: P == PS
+      if (g.km) {
+        uk.dwconv_nhwc(cm, int(g.km), int(g.ms), et, cps, g.Ws * cps, 0, g.Hs, g.Ws, wt.mw + m0, g.mid, wt.mb + m0,
+                       g.act, mt, cps, g.Wo * cps, 0, g.Ho);
+        Mt = mt;
+      }
+      gemm_b(uk, P, g.Cout, cm, Mt, cps, wt.pB, m0, 0, partial + t * P * g.Cout, g.Cout, nullptr, Act::None, nullptr,
              0);
     }
   });
