@@ -39,9 +39,10 @@ def reference(x, weight, bias, activation, dtype=torch.float64):
 
 
 def random_pointwise_args(n, c, o, hw=None, bias=True, activation="relu", weight_dim=None, innermost=False,
-                          channels_last=False, dtype=torch.float32, seed=0):
+                          channels_last=False, dtype=torch.float32, seed=0, inference=False):
     """(x, weight, bias, activation): x [n, c] (hw None) or [n, c, *hw]; weight [o, c] or [o, c, 1, 1]
-    (weight_dim, default: as x), optionally stored output-channel innermost. Fresh random values, never 0."""
+    (weight_dim, default: as x), optionally stored output-channel innermost, optionally an inference tensor
+    (not cacheable: the op reads it in place). Fresh random values, never 0."""
     g = torch.Generator().manual_seed(seed)
 
     def rnd(*shape, scale=1.0):
@@ -56,6 +57,10 @@ def random_pointwise_args(n, c, o, hw=None, bias=True, activation="relu", weight
         w = w.reshape(o, c, 1, 1)
     if innermost:
         w = mops.channels_innermost(w)
+    if inference:
+        with torch.inference_mode():
+            w = w.clone(memory_format=torch.preserve_format)
+        assert w.is_inference()
     b = rnd(o, scale=0.5) if bias else None
     return x, w, b, activation
 
@@ -66,9 +71,9 @@ def _pixels(case):
 
 def _schedule(case, threads):
     # Mirrors the task split in csrc/cpu/pointwise.cpp (input-channel blocks for <= 4 rows and >= 64 input
-    # channels, 48-pixel blocks when there are at least as many pixels as output channels, else channel
-    # blocks); used only to check that the battery runs all three.
-    if _pixels(case) <= 4 and case["c"] >= 64:
+    # channels from a weight read in place, 48-pixel blocks when there are at least as many pixels as output
+    # channels, else channel blocks); used only to check that the battery runs all three.
+    if _pixels(case) <= 4 and case["c"] >= 64 and case.get("inference"):
         return "k"
     p = _pixels(case)
     return "pixels" if (p >= 48 * threads and p >= case["o"]) or case["o"] < 16 * threads else "channels"
@@ -86,12 +91,12 @@ def _battery():
                               channels_last=hw is not None and i % 3 == 1, seed=i))
             i += 1
     # the real classifier head (batch 1): conv_head 960 -> 1280 (1x1 on the pooled map, or a linear) + act,
-    # and the classifier 1280 -> 1000
+    # and the classifier 1280 -> 1000; weights packed (cached) and read in place (inference tensors)
     for n, c, o, hw, act in ((1, 960, 1280, None, "relu"), (1, 960, 1280, (1, 1), "gelu"),
                              (1, 1280, 1000, None, "none"), (2, 1280, 1000, None, "none")):
-        for innermost in (False, True):
+        for innermost, inference in ((False, False), (True, False), (False, True), (True, True)):
             cases.append(dict(n=n, c=c, o=o, hw=hw, activation=act, bias=True, weight_dim=None,
-                              innermost=innermost, channels_last=False, seed=i))
+                              innermost=innermost, channels_last=False, seed=i, inference=inference))
             i += 1
     # many pixels with many output channels (the pixel schedule with several blocks and a remainder)
     cases.append(dict(n=2, c=40, o=72, hw=(9, 11), activation="gelu", bias=True, weight_dim=None,
@@ -108,7 +113,8 @@ def _ids(cases):
     def one(i, c):
         geo = "x".join(map(str, c["hw"])) if c["hw"] else "2d"
         return (f"{i}-n{c['n']}-c{c['c']}-o{c['o']}-{geo}-{c['activation']}{'' if c['bias'] else '-nobias'}"
-                f"-w{c['weight_dim'] or 'x'}d{'-inner' if c['innermost'] else ''}{'-cl' if c['channels_last'] else ''}")
+                f"-w{c['weight_dim'] or 'x'}d{'-inner' if c['innermost'] else ''}{'-cl' if c['channels_last'] else ''}"
+                f"{'-inf' if c.get('inference') else ''}")
     return [one(i, c) for i, c in enumerate(cases)]
 
 
@@ -276,7 +282,7 @@ def test_bad_input_raises_in_subprocess():
 
 def test_packed_weight_follows_in_place_updates():
     """The op packs the weight once per weight tensor (csrc/cpu/weight_cache.h): an in-place update of the
-    weight must reach the next call (pixel and channel schedules; the head schedule reads in place)."""
+    weight must reach the next call (pixel and channel schedules; the input-channel schedule reads in place)."""
     for p, o in ((200, 40), (3, 96)):
         x = torch.randn(p, 24)
         w = torch.randn(o, 24)

@@ -58,22 +58,25 @@ at::Tensor pointwise_cpu(const at::Tensor& x, const at::Tensor& weight, const c1
     const cpu::Act a = act == Activation::Relu ? cpu::Act::Relu : act == Activation::Gelu ? cpu::Act::Gelu
                                                                                            : cpu::Act::None;
     const cpu::UKernels& uk = cpu::ukernels();
+    // The weight packed in column slabs, cached per weight tensor (weight_cache.h), else read in place.
+    const int64_t slab = std::max(1, uk.gemm_nr);
+    const WeightOperand wo = weight_operand(weight, C, O, slab, make_wt);
+    const BMat& B = wo.mat;
     // Tasks: blocks of pixels when there are enough of them and more pixels than output channels (the
-    // weight slab stays in L1 across a block); for a few rows (a batch-1 head: matrix-vector products,
-    // bound by reading the weight, often from DRAM) blocks of input channels, see below; else blocks of
-    // output channels.
+    // weight slab stays in L1 across a block); else blocks of whole slabs of output channels, which for a
+    // few rows (a batch-1 head: matrix-vector products, bound by reading the weight from DRAM) stream each
+    // thread's slabs as one contiguous run; except for a few rows from a weight read in place (not
+    // cacheable: an inference tensor), see below.
     const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
     const int64_t pblk = 48;  // pixel rows per task
-    if (P <= 4 && C >= 64) {
-      // Each task streams a contiguous block of rows of the [C][O] weight, 32 rows per kernel call,
-      // accumulating into its own partial sums (the kernel's in-place residual); sequential memory, which
-      // the hardware prefetchers follow (splitting by columns steps one page per weight row: the head of
-      // Conv-M ran at half onnxruntime's speed). Then out = act(bias + sum of the partials): a K = T product
-      // with a ones vector, so the activation is the kernel's vectorised one.
-      const at::Tensor wt = make_wt();  // read row by row, in place
-      const float* wp = wt.data_ptr<float>();
+    if (!B.packed && P <= 4 && C >= 64) {
+      // Column blocks of a row-major [C][O] weight step one page per weight row (Conv-M's head ran at half
+      // onnxruntime's speed so). Instead each task streams a contiguous block of rows, 32 rows per kernel
+      // call, accumulating into its own partial sums (the kernel's in-place residual); then out = act(bias +
+      // sum of the partials): a K = T product with a ones vector, so the activation is the kernel's
+      // vectorised one.
+      const float* wp = B.plain;
       const int64_t T = std::min<int64_t>(threads, C / 32);
-      const int64_t nr = std::max(1, uk.gemm_nr);  // row-major B: slab stride = the kernel's column tile
       const int64_t kc = (C + T - 1) / T;
       std::vector<float> part(static_cast<size_t>(T * P * O), 0.f), ones(static_cast<size_t>(T), 1.f);
       float* pp = part.data();
@@ -82,32 +85,26 @@ at::Tensor pointwise_cpu(const at::Tensor& x, const at::Tensor& weight, const c1
           float* pt = pp + t * P * O;
           for (int64_t k = t * kc; k < std::min(C, (t + 1) * kc); k += 32) {
             const int64_t kn = std::min<int64_t>(32, std::min(C, (t + 1) * kc) - k);
-            uk.pwconv_nhwc(P, O, kn, xp + k, C, wp + k * O, O, nr, pt, O, nullptr, cpu::Act::None, pt, O);
+            uk.pwconv_nhwc(P, O, kn, xp + k, C, wp + k * O, O, slab, pt, O, nullptr, cpu::Act::None, pt, O);
           }
         }
       });
       for (int64_t q = 0; q < P; ++q)
-        uk.pwconv_nhwc(1, O, T, ones.data(), T, pp + q * O, P * O, nr, op + q * O, O, bp, a, nullptr, 0);
-    } else {
-      // The weight packed in column slabs, cached per weight tensor (weight_cache.h), else read in place.
-      const int64_t slab = std::max(1, uk.gemm_nr);
-      const WeightOperand wo = weight_operand(weight, C, O, slab, make_wt);
-      const BMat& B = wo.mat;
+        uk.pwconv_nhwc(1, O, T, ones.data(), T, pp + q * O, P * O, slab, op + q * O, O, bp, a, nullptr, 0);
+    } else if ((P >= pblk * threads && P >= O) || O < 16 * threads) {
       // Pixel blocks re-read the whole weight per block, channel blocks the whole x per block: split the
       // larger operand (Conv-M blocks.4.0 at batch 8, 392 pixels x 256 -> 960: pixel blocks 1.2 ms, channel
       // blocks 0.9 ms).
-      if ((P >= pblk * threads && P >= O) || O < 16 * threads) {
-        at::parallel_for(0, (P + pblk - 1) / pblk, 1, [&](int64_t b, int64_t e) {
-          const int64_t p0 = b * pblk, p1 = std::min(P, e * pblk);
-          gemm_b(uk, p1 - p0, O, C, xp + p0 * C, C, B, 0, 0, op + p0 * O, O, bp, a, nullptr, 0);
-        });
-      } else {  // blocks of whole slabs of output channels
-        const int64_t oblk = std::max<int64_t>(16, slab);
-        at::parallel_for(0, (O + oblk - 1) / oblk, 1, [&](int64_t b, int64_t e) {
-          const int64_t o0 = b * oblk, o1 = std::min(O, e * oblk);
-          gemm_b(uk, P, o1 - o0, C, xp, C, B, 0, o0, op + o0, O, bp ? bp + o0 : nullptr, a, nullptr, 0);
-        });
-      }
+      at::parallel_for(0, (P + pblk - 1) / pblk, 1, [&](int64_t b, int64_t e) {
+        const int64_t p0 = b * pblk, p1 = std::min(P, e * pblk);
+        gemm_b(uk, p1 - p0, O, C, xp + p0 * C, C, B, 0, 0, op + p0 * O, O, bp, a, nullptr, 0);
+      });
+    } else {  // blocks of whole slabs of output channels
+      const int64_t oblk = std::max<int64_t>(16, slab);
+      at::parallel_for(0, (O + oblk - 1) / oblk, 1, [&](int64_t b, int64_t e) {
+        const int64_t o0 = b * oblk, o1 = std::min(O, e * oblk);
+        gemm_b(uk, P, o1 - o0, C, xp, C, B, 0, o0, op + o0, O, bp ? bp + o0 : nullptr, a, nullptr, 0);
+      });
     }
   }
   if (four_d && !cl)  // NCHW result: a fresh contiguous tensor (out may already count as contiguous when
