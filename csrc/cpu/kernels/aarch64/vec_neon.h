@@ -10,6 +10,7 @@ namespace cpu {
 struct NeonVec {
   using T = float32x4_t;
   static constexpr int W = 4;
+  static constexpr int kRegs = 32;  // vector registers (register-blocking budgets)
   static inline T zero() { return vdupq_n_f32(0.f); }
   static inline T set1(float f) { return vdupq_n_f32(f); }
   static inline T loadu(const float* p) { return vld1q_f32(p); }

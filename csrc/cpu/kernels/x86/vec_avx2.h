@@ -11,6 +11,7 @@ namespace cpu {
 struct Avx2Vec {
   using T = __m256;
   static constexpr int W = 8;
+  static constexpr int kRegs = 16;  // vector registers (register-blocking budgets)
   static inline __m256i mask(int n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   }

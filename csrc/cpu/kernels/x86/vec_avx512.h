@@ -12,6 +12,7 @@ namespace cpu {
 struct Avx512Vec {
   using T = __m512;
   static constexpr int W = 16;
+  static constexpr int kRegs = 32;  // vector registers (register-blocking budgets)
   static inline __mmask16 mask(int n) {
     return n <= 0 ? __mmask16(0) : n >= W ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u);
   }
