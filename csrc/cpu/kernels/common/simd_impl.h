@@ -126,7 +126,6 @@ void gemm_impl(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, con
     gemm_rows<MR, NV, A, RES>(N, K, a + i * lda, lda, packed, c + i * ldc, ldc, bias ? bias + i : nullptr,
                               RES ? r + i * ldr : nullptr, ldr);
   const int rem = static_cast<int>(M - i);
-  if (rem == 0) return;
   a += i * lda;
   c += i * ldc;
   if (bias) bias += i;
@@ -306,9 +305,13 @@ inline void dwconv_dispatch(int64_t channels, int k, int s, const float* in, int
 // of the pixels' rows shifted by off[t] with the next K rows of B, summed in the same registers; the
 // pointwise conv is T = 1, off = {0}.
 
+// pf / pf_lines: what the tile prefetches (towards L2) while it runs: pf_lines >= 0: that many 64-byte lines
+// from pf, spread evenly over its T*K k steps (a packed next slab, shared out among the slab's row tiles);
+// pf_lines < 0: the rows of a row-major slab, ldb apart, one row per k step.
 template <int MR, int NV, Act A, bool RES, bool TAIL, bool MASKB>
 inline void pw_tile(int64_t K, int T, const int64_t* off, const float* a, int64_t lda, const float* b, int64_t ldb,
-                    float* c, int64_t ldc, const float* bias, const float* r, int64_t ldr, int nrem, const float* pf) {
+                    float* c, int64_t ldc, const float* bias, const float* r, int64_t ldr, int nrem, const float* pf,
+                    int64_t pf_lines) {
   constexpr int W = V::W;
   typename V::T acc[MR][NV];
   // MASKB (a tail slab of a row-major B, whose rows end at column N): B's vectors through masked loads.
@@ -323,16 +326,20 @@ inline void pw_tile(int64_t K, int T, const int64_t* off, const float* a, int64_
         bias ? (TAIL ? V::loadn(bias + v * W, nrem - v * W) : V::loadu(bias + v * W)) : V::zero();
     for (int i = 0; i < MR; ++i) acc[i][v] = b0;
   }
+  const int64_t KT = int64_t(T) * K;
+  int64_t pacc = 0;  // flat prefetch: Bresenham over the k steps, pf_lines lines in KT steps
   for (int t = 0; t < T; ++t) {  // taps: B's rows [t*K, t*K + K) against A shifted by off[t]
     const float* at = a + off[t];
     const float* bt = b + t * K * ldb;
-    const float* pft = pf ? pf + t * K * ldb : nullptr;
+    const float* pft = pf && pf_lines < 0 ? pf + t * K * ldb : nullptr;
     for (int64_t k = 0; k < K; ++k) {
       typename V::T bv[NV];
       const float* bk = bt + k * ldb;
       if (pft) {  // the next slab's row, towards L2 (both ends: a row may straddle two lines)
         __builtin_prefetch(pft + k * ldb, 0, 2);
         __builtin_prefetch(pft + k * ldb + NV * W - 1, 0, 2);
+      } else if (pf_lines > 0) {
+        for (pacc += pf_lines; pacc >= KT; pacc -= KT, pf += 16) __builtin_prefetch(pf, 0, 2);
       }
       for (int v = 0; v < NV; ++v) bv[v] = MASKB ? V::loadm(bk + v * W, vm[v]) : V::loadu(bk + v * W);
       for (int i = 0; i < MR; ++i) {
@@ -345,21 +352,36 @@ inline void pw_tile(int64_t K, int T, const int64_t* off, const float* a, int64_
     store_tile_row<NV, A, RES, TAIL>(acc[i], c + i * ldc, RES ? r + i * ldr : nullptr, nrem);
 }
 
-// All M rows of one column slab. pf: the next slab (or nullptr), prefetched during the first row tile: a
-// row-major B's slab rows are ldb apart, often a page or more, where the hardware prefetchers do not follow
-// (Conv-M blocks 2.1 / 3.1 at batch 1 after a 48 MB cache sweep, before the weight cache: 564 / 411-429 us
-// without, 547-555 / 393-408 us with).
+// All M rows of one column slab. pf: the next slab (or nullptr), prefetched while this one runs. A row-major
+// B's slab rows are ldb apart, often a page or more, where the hardware prefetchers do not follow (Conv-M
+// blocks 2.1 / 3.1 at batch 1 after a 48 MB cache sweep, before the weight cache: 564 / 411-429 us without,
+// 547-555 / 393-408 us with): its rows during the first row tile. A packed next slab (pf_lines >= 0: its
+// 64-byte lines, contiguous) is shared out evenly among all the row tiles: all of it during the first tile
+// asked DRAM for a whole slab (up to 128 KB) in one tile's time, more than a core's miss buffers can
+// have in flight, so the first tile stalled on it.
 template <int MR, int NV, Act A, bool RES, bool TAIL, bool MASKB = TAIL>
 inline void pw_slab(int64_t M, int64_t K, int T, const int64_t* off, const float* a, int64_t lda, const float* b,
                     int64_t ldb, float* c,
-                    int64_t ldc, const float* bias, const float* r, int64_t ldr, int nrem, const float* pf) {
-  int64_t i = 0;
-  for (; i + MR <= M; i += MR, pf = nullptr)
+                    int64_t ldc, const float* bias, const float* r, int64_t ldr, int nrem, const float* pf,
+                    int64_t pf_lines) {
+  const int64_t tiles = (M + MR - 1) / MR;
+  int64_t i = 0, tile = 0, done = 0;  // flat prefetch: lines [done, next) for this tile
+  auto share = [&](int64_t t) { return pf_lines < 0 ? (t == 0 ? pf : nullptr) : pf ? pf + done * 16 : nullptr; };
+  auto lines = [&](int64_t t) -> int64_t {
+    if (pf_lines < 0 || !pf) return pf_lines < 0 ? pf_lines : 0;
+    const int64_t next = pf_lines * (t + 1) / tiles, n = next - done;
+    done = next;
+    return n;
+  };
+  for (; i + MR <= M; i += MR, ++tile) {
+    const float* p = share(tile);
     pw_tile<MR, NV, A, RES, TAIL, MASKB>(K, T, off, a + i * lda, lda, b, ldb, c + i * ldc, ldc, bias,
-                                         RES ? r + i * ldr : nullptr,
-                                  ldr, nrem, pf);
+                                         RES ? r + i * ldr : nullptr, ldr, nrem, p, lines(tile));
+  }
+  if (i == M) return;
+  pf = share(tile);
+  pf_lines = lines(tile);
   const int rem = static_cast<int>(M - i);
-  if (rem == 0) return;
   a += i * lda;
   c += i * ldc;
   if (RES) r += i * ldr;
@@ -367,7 +389,8 @@ inline void pw_slab(int64_t M, int64_t K, int T, const int64_t* off, const float
 #define MNV4_PW_ROWS(R)                                                                                   \
   case R:                                                                                                 \
     if (R < MR)                                                                                           \
-      pw_tile<(R < MR ? R : 1), NV, A, RES, TAIL, MASKB>(K, T, off, a, lda, b, ldb, c, ldc, bias, r, ldr, nrem, pf); \
+      pw_tile<(R < MR ? R : 1), NV, A, RES, TAIL, MASKB>(K, T, off, a, lda, b, ldb, c, ldc, bias, r, ldr, nrem, pf, \
+                                                         pf_lines);                                              \
     break;
     MNV4_PW_ROWS(1) MNV4_PW_ROWS(2) MNV4_PW_ROWS(3) MNV4_PW_ROWS(4) MNV4_PW_ROWS(5) MNV4_PW_ROWS(6)
     MNV4_PW_ROWS(7)
@@ -396,20 +419,22 @@ void pw_impl(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const f
     return;
   }
   constexpr int NR = NV * V::W;
-  int64_t j = 0;
-  const float* bj = b;  // slab j / NR
-  for (; j + NR <= N; j += NR, bj += bss)
-    pw_slab<MR, NV, A, RES, false>(M, K, T, off, a, lda, bj, ldb, c + j, ldc, bias ? bias + j : nullptr,
-                                   RES ? r + j : nullptr, ldr, NR, j + NR < N ? bj + bss : nullptr);
-  if (j == N) return;
-  const int rem = static_cast<int>(N - j);
   // A packed B (slabs of K' >= T*K rows x NR, zero-padded; K' > T*K when the caller reads a range of its
   // rows) has all NR columns of its last slab readable. A row-major B has bss = NR: with T*K == 1 and
   // ldb == NR it would look the same, so that one stays masked.
   const bool padded = ldb == NR && bss >= int64_t(T) * K * NR && int64_t(T) * K > 1;
+  // the rows a slab uses, T*K x NR floats, are contiguous in a packed B: prefetched as flat lines
+  const int64_t pf_lines = padded ? (int64_t(T) * K * NR + 15) / 16 : -1;
+  int64_t j = 0;
+  const float* bj = b;  // slab j / NR
+  for (; j + NR <= N; j += NR, bj += bss)
+    pw_slab<MR, NV, A, RES, false>(M, K, T, off, a, lda, bj, ldb, c + j, ldc, bias ? bias + j : nullptr,
+                                   RES ? r + j : nullptr, ldr, NR, j + NR < N ? bj + bss : nullptr, pf_lines);
+  if (j == N) return;
+  const int rem = static_cast<int>(N - j);
 #define MNV4_PW_TAIL(NVT, MB)                                                                                   \
   pw_slab<MR, NVT, A, RES, true, MB>(M, K, T, off, a, lda, bj, ldb, c + j, ldc, bias ? bias + j : nullptr,     \
-                                     RES ? r + j : nullptr, ldr, rem, nullptr)
+                                     RES ? r + j : nullptr, ldr, rem, nullptr, -1)
   if (rem <= V::W) {
     if (padded) MNV4_PW_TAIL(1, false); else MNV4_PW_TAIL(1, true);
   } else {
