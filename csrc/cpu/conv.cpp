@@ -30,6 +30,7 @@
 
 #include "../params.h"
 #include "kernels/interface/ukernels.h"
+#include "scratch.h"
 #include "weight_cache.h"
 
 namespace mnv4 {
@@ -132,12 +133,12 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t n = t / nb, oy0 = (t % nb) * RB, oy1 = std::min(Ho, oy0 + RB);
         img = xp + n * H * W * C;
-        if (proj_weight.has_value()) hid.resize(static_cast<size_t>(Wo * O));
+        float* const hp = proj_weight.has_value() ? aligned_scratch(hid, Wo * O) : nullptr;
         for (int64_t oy = oy0; oy < oy1; ++oy) {
           float* orow = op + ((n * Ho + oy) * Wo) * P;
           const float* rrow = residual ? img + oy * W * C : nullptr;  // stride 1: the same pixels
           // the conv's row: the output row itself, or (projection) a one-row scratch
-          float* crow = proj_weight.has_value() ? hid.data() : orow;
+          float* crow = proj_weight.has_value() ? hp : orow;
           const float* crr = proj_weight.has_value() ? nullptr : rrow;
           const cpu::Act ca = a;
           if (oy < oy_lo || oy >= oy_hi) {
@@ -152,7 +153,7 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
             border(oy, ox_hi, Wo, crow + ox_hi * O, O, bp, ca, crr ? crr + ox_hi * C : nullptr);
           }
           if (proj_weight.has_value())
-            gemm_b(uk, Wo, P, O, hid.data(), O, po.mat, 0, 0, orow, P, pbp, cpu::Act::None, rrow, C);
+            gemm_b(uk, Wo, P, O, hp, O, po.mat, 0, 0, orow, P, pbp, cpu::Act::None, rrow, C);
         }
       }
     });

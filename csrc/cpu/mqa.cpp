@@ -34,6 +34,7 @@
 #include "../params.h"
 #include "kernels/interface/softmax.h"
 #include "kernels/interface/ukernels.h"
+#include "scratch.h"
 
 namespace mnv4 {
 namespace {
@@ -308,14 +309,14 @@ at::Tensor mqa_cpu(const at::Tensor& x, const at::Tensor& norm_scale, const at::
   const KvScratch zk = kv_scratch(g);
   const QScratch zq = q_scratch(g);
   auto kv = [&](int64_t t, std::vector<float>& buf) {
-    if (int64_t(buf.size()) < zk.total()) buf.resize(zk.total());
+    float* const sp = aligned_scratch(buf, zk.total());
     const int64_t n = t / g.kv_bands, y0 = (t % g.kv_bands) * g.kv_rows;
-    kv_task(g, wt, xp, xnp, ktp, vp, n, y0, std::min(g.Hk, y0 + g.kv_rows), buf.data(), zk);
+    kv_task(g, wt, xp, xnp, ktp, vp, n, y0, std::min(g.Hk, y0 + g.kv_rows), sp, zk);
   };
   auto query = [&](int64_t t, std::vector<float>& buf) {
-    if (int64_t(buf.size()) < zq.total()) buf.resize(zq.total());
+    float* const sp = aligned_scratch(buf, zq.total());
     const int64_t n = t / g.q_tiles, p0 = (t % g.q_tiles) * g.qt;
-    query_task(g, wt, xp, xnp, ktp, vp, op, n, p0, std::min(g.P, p0 + g.qt) - p0, buf.data(), zq);
+    query_task(g, wt, xp, xnp, ktp, vp, op, n, p0, std::min(g.P, p0 + g.qt) - p0, sp, zq);
   };
   if (g.per_image) {
     at::parallel_for(0, g.N, 1, [&](int64_t begin, int64_t end) {

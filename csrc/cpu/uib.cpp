@@ -40,6 +40,7 @@
 
 #include "../params.h"
 #include "kernels/interface/ukernels.h"
+#include "scratch.h"
 #include "weight_cache.h"
 
 namespace mnv4 {
@@ -264,8 +265,7 @@ void run_mid_split(const Geometry& g, const Weights& wt, const float* x, float* 
   // kept by the calling thread between calls (see run_mid_split_nhwc); the workers use the pointer (a
   // thread_local named inside the lambdas would be each worker's own)
   thread_local std::vector<float> partial_buf;
-  if (int64_t(partial_buf.size()) < g.N * slices * g.Cout * P) partial_buf.resize(g.N * slices * g.Cout * P);
-  float* const partial = partial_buf.data();
+  float* const partial = aligned_scratch(partial_buf, g.N * slices * g.Cout * P);
   const int64_t zs = g.ks ? g.Cin * PS : 0, ze = mc * PS, zm = g.km ? mc * P : 0;
   const int64_t zdw = std::max(g.ks ? cpu::f32_dwconv_scratch_floats(int(g.ks), int(g.ss), g.W, g.Hs) : 0,
                                g.km ? cpu::f32_dwconv_scratch_floats(int(g.km), int(g.ms), g.Ws, g.Ho) : 0);
@@ -400,11 +400,14 @@ void run_task_nhwc(const Geometry& g, const Weights& wt, const float* x, float* 
   }
 }
 
+// whole 64-byte lines, so that each part of a line-aligned scratch (aligned_scratch) starts on a line
+inline int64_t lines16(int64_t floats) { return (floats + 15) / 16 * 16; }
+
 Sizes scratch_sizes_nhwc(const Geometry& g) {
   Sizes z{};
-  z.s = g.ks ? g.cap_e * g.Ws * tile_stride(g.Cin) : 0;
-  z.e = g.cap_e * g.Ws * tile_stride(g.mid);
-  z.m = g.km ? g.sb * g.Wo * tile_stride(g.mid) : 0;
+  z.s = g.ks ? lines16(g.cap_e * g.Ws * tile_stride(g.Cin)) : 0;
+  z.e = lines16(g.cap_e * g.Ws * tile_stride(g.mid));
+  z.m = g.km ? lines16(g.sb * g.Wo * tile_stride(g.mid)) : 0;
   return z;
 }
 
@@ -422,13 +425,11 @@ void run_mid_split_nhwc(const Geometry& g, const Weights& wt, const float* x, fl
   // (> 128 KB) would be mmapped and unmapped by malloc per call, page faults and TLB shootdowns included.
   // The workers use the pointer (a thread_local named inside the lambdas would be each worker's own).
   thread_local std::vector<float> partial_buf;
-  if (int64_t(partial_buf.size()) < g.N * slices * P * g.Cout) partial_buf.resize(g.N * slices * P * g.Cout);
-  float* const partial = partial_buf.data();
-  const int64_t zs = g.ks ? PS * sps : 0, ze = PS * cps, zm = g.km ? P * cps : 0;
+  float* const partial = aligned_scratch(partial_buf, g.N * slices * P * g.Cout);
+  const int64_t zs = g.ks ? lines16(PS * sps) : 0, ze = lines16(PS * cps), zm = g.km ? lines16(P * cps) : 0;
   at::parallel_for(0, g.N * slices, 1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> buf;
-    if (int64_t(buf.size()) < zs + ze + zm) buf.resize(zs + ze + zm);
-    float *st = buf.data(), *et = st + zs, *mt = et + ze;
+    float *st = aligned_scratch(buf, zs + ze + zm), *et = st + zs, *mt = et + ze;
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n = t / slices, m0 = (t % slices) * mc, cm = std::min(g.mid, m0 + mc) - m0;
       const float* X = x + n * PX * g.Cin;
@@ -474,8 +475,8 @@ void run_images_nhwc(const Geometry& g, const Weights& wt, const float* x, float
   const int64_t G = n1 - n0, PX = g.H * g.W, PS = g.Hs * g.Ws, P = g.Ho * g.Wo;
   const int64_t sps = tile_stride(g.Cin), eps = tile_stride(g.mid);
   float* st = buf;
-  float* et = st + (g.ks ? G * PS * sps : 0);
-  float* mt = et + G * PS * eps;
+  float* et = st + (g.ks ? lines16(G * PS * sps) : 0);
+  float* mt = et + lines16(G * PS * eps);
   const float* X = x + n0 * PX * g.Cin;
   const float* S = X;  // no start dw: PS == PX
   int64_t s_ps = g.Cin;
@@ -500,7 +501,8 @@ void run_images_nhwc(const Geometry& g, const Weights& wt, const float* x, float
 
 int64_t images_scratch_nhwc(const Geometry& g, int64_t G) {
   const int64_t PS = g.Hs * g.Ws, P = g.Ho * g.Wo;
-  return G * ((g.ks ? PS * tile_stride(g.Cin) : 0) + (PS + (g.km ? P : 0)) * tile_stride(g.mid));
+  return (g.ks ? lines16(G * PS * tile_stride(g.Cin)) : 0) + lines16(G * PS * tile_stride(g.mid)) +
+         (g.km ? G * P * tile_stride(g.mid) : 0);
 }
 
 // A 1x1 weight [O, I, 1, 1] as the fp32 matrix [I][O], or a depthwise weight [C, 1, k, k] as [k*k][C]: in
@@ -542,9 +544,8 @@ void uib_nhwc(const Geometry& g, const at::Tensor& xf, at::Tensor& out, const c1
     const int64_t zt = images_scratch_nhwc(g, G);
     at::parallel_for(0, (g.N + G - 1) / G, 1, [&](int64_t begin, int64_t end) {
       thread_local std::vector<float> buf;
-      if (int64_t(buf.size()) < zt) buf.resize(zt);
-      for (int64_t t = begin; t < end; ++t)
-        run_images_nhwc(g, wt, xp, op, t * G, std::min(g.N, (t + 1) * G), buf.data());
+      float* const sp = aligned_scratch(buf, zt);
+      for (int64_t t = begin; t < end; ++t) run_images_nhwc(g, wt, xp, op, t * G, std::min(g.N, (t + 1) * G), sp);
     });
   } else if (use_mid_split(g, threads)) {
     run_mid_split_nhwc(g, wt, xp, op, threads);
@@ -552,10 +553,10 @@ void uib_nhwc(const Geometry& g, const at::Tensor& xf, at::Tensor& out, const c1
     const Sizes z = scratch_sizes_nhwc(g);
     at::parallel_for(0, g.N * g.nb, 1, [&](int64_t begin, int64_t end) {
       thread_local std::vector<float> buf;  // per-thread scratch, kept between calls
-      if (int64_t(buf.size()) < z.total()) buf.resize(z.total());
+      float* const sp = aligned_scratch(buf, z.total());
       for (int64_t t = begin; t < end; ++t) {
         const int64_t n = t / g.nb, oy0 = (t % g.nb) * g.bh;
-        run_task_nhwc(g, wt, xp, op, n, oy0, std::min(g.Ho, oy0 + g.bh), buf.data(), z);
+        run_task_nhwc(g, wt, xp, op, n, oy0, std::min(g.Ho, oy0 + g.bh), sp, z);
       }
     });
   }
