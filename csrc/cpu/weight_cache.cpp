@@ -1,6 +1,7 @@
 // See weight_cache.h.
 #include "weight_cache.h"
 
+#include <ATen/ops/zeros.h>
 #include <c10/core/Storage.h>
 #include <torch/library.h>
 
@@ -9,6 +10,7 @@
 #include <map>
 #include <mutex>
 #include <tuple>
+#include <vector>
 
 namespace mnv4 {
 namespace {
@@ -18,7 +20,7 @@ using Key = std::tuple<const void*, int64_t, std::vector<int64_t>, std::vector<i
 struct Entry {
   c10::weak_intrusive_ptr<c10::StorageImpl> storage;
   int64_t version;
-  std::shared_ptr<const std::vector<float>> data;
+  at::Tensor data;  // the packed copy (a tensor: its memory starts on a 64-byte line)
   uint64_t last_use;
 };
 
@@ -31,15 +33,17 @@ std::map<Key, Entry>& cache() {
 }
 uint64_t clock_ = 0;
 
-void pack(const at::Tensor& kn, int64_t slab, std::vector<float>& dst) {
+at::Tensor pack(const at::Tensor& kn, int64_t slab) {
   const int64_t K = kn.size(0), N = kn.size(1), slabs = (N + slab - 1) / slab;
-  dst.assign(static_cast<size_t>(K * slabs * slab), 0.f);
+  at::Tensor packed = at::zeros({K * slabs * slab}, kn.options().dtype(at::kFloat));
+  float* dst = packed.data_ptr<float>();
   const float* src = kn.data_ptr<float>();
   for (int64_t k = 0; k < K; ++k)
     for (int64_t j = 0; j < slabs; ++j) {
       const int64_t n0 = j * slab, w = std::min(slab, N - n0);
-      std::memcpy(dst.data() + (j * K + k) * slab, src + k * N + n0, w * sizeof(float));
+      std::memcpy(dst + (j * K + k) * slab, src + k * N + n0, w * sizeof(float));
     }
+  return packed;
 }
 
 void evict_locked() {
@@ -49,24 +53,23 @@ void evict_locked() {
     if (it->second.storage.expired()) {
       it = c.erase(it);
     } else {
-      bytes += it->second.data->size() * sizeof(float);
+      bytes += it->second.data.numel() * sizeof(float);
       ++it;
     }
   }
   while (bytes > kCapBytes && !c.empty()) {
     auto lru = std::min_element(c.begin(), c.end(),
                                 [](const auto& a, const auto& b) { return a.second.last_use < b.second.last_use; });
-    bytes -= lru->second.data->size() * sizeof(float);
+    bytes -= lru->second.data.numel() * sizeof(float);
     c.erase(lru);
   }
 }
 
 }  // namespace
 
-std::shared_ptr<const std::vector<float>> packed_slabs(const at::Tensor& weight, int64_t slab,
-                                                       const std::function<at::Tensor()>& make_kn) {
+at::Tensor packed_slabs(const at::Tensor& weight, int64_t slab, const std::function<at::Tensor()>& make_kn) {
   if (weight.is_inference() || !weight.has_storage() || weight.device().type() != c10::DeviceType::CPU)
-    return nullptr;
+    return at::Tensor();
   const Key key{weight.storage().unsafeGetStorageImpl(), weight.storage_offset(), weight.sizes().vec(),
                 weight.strides().vec(), static_cast<int>(weight.scalar_type()), slab};
   const int64_t version = weight._version();
@@ -77,8 +80,7 @@ std::shared_ptr<const std::vector<float>> packed_slabs(const at::Tensor& weight,
     it->second.last_use = ++clock_;
     return it->second.data;
   }
-  auto data = std::make_shared<std::vector<float>>();
-  pack(make_kn(), slab, *data);
+  at::Tensor data = pack(make_kn(), slab);
   if (it != c.end()) c.erase(it);
   evict_locked();
   c.emplace(key, Entry{weight.storage().getWeakStorageImpl(), version, data, ++clock_});

@@ -22,8 +22,6 @@
 
 #include <cstdint>
 #include <functional>
-#include <memory>
-#include <vector>
 
 #include "kernels/interface/ukernels.h"
 
@@ -31,9 +29,9 @@ namespace mnv4 {
 
 // `make_kn()` gives the fp32 [K][N] row-major contiguous matrix form of `weight` (called only to pack).
 // Returns that matrix packed in slabs of `slab` columns: element (k, n) at [(n / slab) * K * slab + k * slab
-// + n % slab], the last slab zero-padded; nullptr when `weight` cannot be cached (see above).
-std::shared_ptr<const std::vector<float>> packed_slabs(const at::Tensor& weight, int64_t slab,
-                                                       const std::function<at::Tensor()>& make_kn);
+// + n % slab], the last slab zero-padded, as a 1-D fp32 tensor (its memory starts on a 64-byte line);
+// undefined when `weight` cannot be cached (see above).
+at::Tensor packed_slabs(const at::Tensor& weight, int64_t slab, const std::function<at::Tensor()>& make_kn);
 
 // Number of live entries (tests).
 int64_t packed_cache_entries();
@@ -57,7 +55,7 @@ struct BMat {
 // `weight` as a BMat with K rows and N columns, plus what keeps its memory alive: the cache entry, or the
 // fp32 [K][N] matrix `make_kn()` returns (a view of a weight stored that way, else a copy made here).
 struct WeightOperand {
-  std::shared_ptr<const std::vector<float>> packed;
+  at::Tensor packed;
   at::Tensor plain;
   BMat mat;
 };
@@ -65,8 +63,9 @@ inline WeightOperand weight_operand(const at::Tensor& weight, int64_t K, int64_t
                                     const std::function<at::Tensor()>& make_kn) {
   WeightOperand o;
   o.packed = packed_slabs(weight, slab, make_kn);
-  if (!o.packed) o.plain = make_kn();
-  o.mat = BMat{o.packed ? nullptr : o.plain.data_ptr<float>(), N, o.packed ? o.packed->data() : nullptr, K, slab};
+  const bool packed = o.packed.defined();
+  if (!packed) o.plain = make_kn();
+  o.mat = BMat{packed ? nullptr : o.plain.data_ptr<float>(), N, packed ? o.packed.data_ptr<float>() : nullptr, K, slab};
   return o;
 }
 
