@@ -31,6 +31,7 @@
 #include "../params.h"
 #include "kernels/interface/ukernels.h"
 #include "scratch.h"
+#include "tasks.h"
 #include "weight_cache.h"
 
 namespace mnv4 {
@@ -103,7 +104,7 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
     const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
     const int64_t RB = std::max<int64_t>(1, std::min(Ho, (N * Ho) / (4 * threads)));
     const int64_t nb = (Ho + RB - 1) / RB;
-    at::parallel_for(0, N * nb, 1, [&](int64_t t0, int64_t t1) {
+    parallel_tasks(N * nb, [&](int64_t t0, int64_t t1) {
       thread_local std::vector<float> strip, hid;
       thread_local std::vector<int64_t> off_strip;
       off_strip.resize(static_cast<size_t>(k));

@@ -41,6 +41,7 @@
 #include "../params.h"
 #include "kernels/interface/ukernels.h"
 #include "scratch.h"
+#include "tasks.h"
 #include "weight_cache.h"
 
 namespace mnv4 {
@@ -542,7 +543,7 @@ void uib_nhwc(const Geometry& g, const at::Tensor& xf, at::Tensor& out, const c1
   const int64_t G = images_per_task(g, threads);
   if (G > 1) {
     const int64_t zt = images_scratch_nhwc(g, G);
-    at::parallel_for(0, (g.N + G - 1) / G, 1, [&](int64_t begin, int64_t end) {
+    parallel_tasks((g.N + G - 1) / G, [&](int64_t begin, int64_t end) {
       thread_local std::vector<float> buf;
       float* const sp = aligned_scratch(buf, zt);
       for (int64_t t = begin; t < end; ++t) run_images_nhwc(g, wt, xp, op, t * G, std::min(g.N, (t + 1) * G), sp);
@@ -551,7 +552,7 @@ void uib_nhwc(const Geometry& g, const at::Tensor& xf, at::Tensor& out, const c1
     run_mid_split_nhwc(g, wt, xp, op, threads);
   } else {
     const Sizes z = scratch_sizes_nhwc(g);
-    at::parallel_for(0, g.N * g.nb, 1, [&](int64_t begin, int64_t end) {
+    parallel_tasks(g.N * g.nb, [&](int64_t begin, int64_t end) {
       thread_local std::vector<float> buf;  // per-thread scratch, kept between calls
       float* const sp = aligned_scratch(buf, z.total());
       for (int64_t t = begin; t < end; ++t) {
