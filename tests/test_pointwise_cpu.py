@@ -71,9 +71,10 @@ def _pixels(case):
 
 def _schedule(case, threads):
     # Mirrors the task split in csrc/cpu/pointwise.cpp (input-channel blocks for <= 4 rows and >= 64 input
-    # channels from a weight read in place, 48-pixel blocks when there are at least as many pixels as output
-    # channels, else channel blocks); used only to check that the battery runs all three.
-    if _pixels(case) <= 4 and case["c"] >= 64 and case.get("inference"):
+    # channels from a weight read in place or with < 16 output channels per thread, 48-pixel blocks when
+    # there are at least as many pixels as output channels, else channel blocks); used only to check that
+    # the battery runs all three.
+    if _pixels(case) <= 4 and case["c"] >= 64 and (case.get("inference") or case["o"] < 16 * threads):
         return "k"
     p = _pixels(case)
     return "pixels" if (p >= 48 * threads and p >= case["o"]) or case["o"] < 16 * threads else "channels"
@@ -282,10 +283,10 @@ def test_bad_input_raises_in_subprocess():
 
 def test_packed_weight_follows_in_place_updates():
     """The op packs the weight once per weight tensor (csrc/cpu/weight_cache.h): an in-place update of the
-    weight must reach the next call (pixel and channel schedules; the input-channel schedule reads in place)."""
-    for p, o in ((200, 40), (3, 96)):
-        x = torch.randn(p, 24)
-        w = torch.randn(o, 24)
+    weight must reach the next call (pixel and channel schedules, and few rows from a packed head weight)."""
+    for p, c, o in ((200, 24, 40), (3, 24, 96), (2, 160, 128)):
+        x = torch.randn(p, c)
+        w = torch.randn(o, c)
         b = torch.randn(o)
         first = pointwise(x, w, b, "relu")
         assert rel_err(first, reference(x, w, b, "relu")) <= FP32_TOL

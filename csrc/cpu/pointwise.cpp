@@ -1,9 +1,11 @@
 // mnv4_cpu::pointwise: a 1x1 convolution (or a linear layer) + bias + activation on the CPU, through the
 // NHWC pointwise microkernel (kernels/interface/ukernels.h). The fused model runs its non-UIB 1x1 convs
 // (ConvBnAct 1x1, the FusedIB projection), the head's conv_head + norm_head and the classifier through it:
-// channels_last activations in place, the weight read as [Cin][Cout] (in place when stored with the output
-// channel innermost, mnv4_kernels.ops.channels_innermost; else a transposed copy per call), one parallel
-// region per call. A CPU-only helper op, not part of the mnv4 op contract.
+// channels_last activations in place, the weight as [Cin][Cout]: packed once per weight tensor into the
+// kernel's column slabs and cached (weight_cache.h); a weight that cannot be cached (an inference tensor)
+// read in place when stored with the output channel innermost (mnv4_kernels.ops.channels_innermost), else
+// through a transposed copy per call. One parallel region per call. A CPU-only helper op, not part of the
+// mnv4 op contract.
 //
 //   x [N, C] -> [N, O]      or      x [N, C, H, W] -> [N, O, H, W] (output layout follows x, as for uib)
 //   y = act(x W^T + bias);  weight [O, C] or [O, C, 1, 1]; bias [O] or None; activation relu|gelu|none.
@@ -66,16 +68,18 @@ at::Tensor pointwise_cpu(const at::Tensor& x, const at::Tensor& weight, const c1
     // weight slab stays in L1 across a block); else blocks of whole slabs of output channels, which for a
     // few rows (a batch-1 head: matrix-vector products, bound by reading the weight from DRAM) stream each
     // thread's slabs as one contiguous run; except for a few rows from a weight read in place (not
-    // cacheable: an inference tensor), see below.
+    // cacheable: an inference tensor) or with too few output channels for the threads, see below.
     const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
     const int64_t pblk = 48;  // pixel rows per task
-    if (!B.packed && P <= 4 && C >= 64) {
+    if (P <= 4 && C >= 64 && (!B.packed || O < 16 * threads)) {
       // Column blocks of a row-major [C][O] weight step one page per weight row (Conv-M's head ran at half
-      // onnxruntime's speed so). Instead each task streams a contiguous block of rows, 32 rows per kernel
-      // call, accumulating into its own partial sums (the kernel's in-place residual); then out = act(bias +
-      // sum of the partials): a K = T product with a ones vector, so the activation is the kernel's
-      // vectorised one.
-      const float* wp = B.plain;
+      // onnxruntime's speed so), and too few output channels leave threads idle. Instead each task streams
+      // a contiguous block of rows, 32 rows per kernel call, accumulating into its own partial sums (the
+      // kernel's in-place residual); then out = act(bias + sum of the partials): a K = T product with a
+      // ones vector, so the activation is the kernel's vectorised one. (A packed weight with so few output
+      // channels is read through its [C][O] form: a view, or a copy of a small matrix.)
+      const at::Tensor kn = B.packed ? make_wt() : at::Tensor();
+      const float* wp = B.packed ? kn.data_ptr<float>() : B.plain;
       const int64_t T = std::min<int64_t>(threads, C / 32);
       const int64_t kc = (C + T - 1) / T;
       std::vector<float> part(static_cast<size_t>(T * P * O), 0.f), ones(static_cast<size_t>(T), 1.f);

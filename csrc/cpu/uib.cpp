@@ -21,8 +21,8 @@
 //    band boundaries recompute the mid dw's halo. The step height minimises a small tile-cost model
 //    within a ~640 KB window.
 //  * mid-channel slices (batch < threads on small planes, where row bands would recompute much of the
-//    halo): a task = (image, slice of the mid channels) through the projection's partial sum, then a
-//    reduction pass adds the slices + bias (+ x). See use_mid_split().
+//    halo, or without a mid dw would be uneven): a task = (image, slice of the mid channels) through the
+//    projection's partial sum, then a reduction pass adds the slices + bias (+ x). See use_mid_split().
 //  * several whole images per task (channels_last, 7x7-sized planes, batch >= 2x threads): wider GEMMs,
 //    weights streamed once per image group. See images_per_task().
 // MNV4_UIB_SPLIT=rows|mid|images forces one (tests); MNV4_CPU_ISA=scalar|avx2|neon forces the microkernels.
@@ -247,13 +247,17 @@ bool use_mid_split(const Geometry& g, int64_t threads) {
     if (std::strcmp(e, "rows") == 0) return false;
   }
   if (g.N >= threads || g.nb < 2) return false;
-  int64_t computed = 0;  // expanded rows the row bands would compute (the largest band counted nb times)
-  for (int64_t b = 0; b < g.nb; ++b) {
-    int64_t e0, e1;
-    expanded_rows(g, b * g.bh, std::min(g.Ho, (b + 1) * g.bh), e0, e1);
-    computed += e1 - e0;
+  // the row bands' cost in expanded rows: with a mid dw, the rows each band computes (halos included);
+  // without one, the largest band's rows times the bands (the threads wait for it)
+  int64_t computed = g.bh * g.nb;
+  if (g.km) {
+    computed = 0;
+    for (int64_t b = 0; b < g.nb; ++b) {
+      int64_t e0, e1;
+      expanded_rows(g, b * g.bh, std::min(g.Ho, (b + 1) * g.bh), e0, e1);
+      computed += e1 - e0;
+    }
   }
-  if (!g.km) computed = g.bh * g.nb;
   return computed * 10 > g.Hs * 11 && g.mid * g.Hs * g.Ws <= 256 * 1024;  // > 10% over, slice fits L2
 }
 
@@ -583,12 +587,12 @@ void uib_nchw(const Geometry& g, const at::Tensor& xf, at::Tensor& out, const c1
     return;
   }
   const Sizes z = scratch_sizes(g);
-  at::parallel_for(0, g.N * g.nb, 1, [&](int64_t begin, int64_t end) {
+  parallel_tasks(g.N * g.nb, [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> buf;  // per-thread scratch, kept between calls
-    if (int64_t(buf.size()) < z.total()) buf.resize(z.total());
+    float* const sp = aligned_scratch(buf, z.total());
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n = t / g.nb, oy0 = (t % g.nb) * g.bh;
-      run_task(g, wt, xp, op, n, oy0, std::min(g.Ho, oy0 + g.bh), buf.data(), z);
+      run_task(g, wt, xp, op, n, oy0, std::min(g.Ho, oy0 + g.bh), sp, z);
     }
   });
 }

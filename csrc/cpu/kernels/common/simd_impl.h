@@ -126,6 +126,7 @@ void gemm_impl(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda, con
     gemm_rows<MR, NV, A, RES>(N, K, a + i * lda, lda, packed, c + i * ldc, ldc, bias ? bias + i : nullptr,
                               RES ? r + i * ldr : nullptr, ldr);
   const int rem = static_cast<int>(M - i);
+  if (rem == 0) return;
   a += i * lda;
   c += i * ldc;
   if (bias) bias += i;
@@ -390,8 +391,8 @@ inline void pw_slab(int64_t M, int64_t K, int T, const int64_t* off, const float
                                          RES ? r + i * ldr : nullptr, ldr, nrem, p, lines(tile));
   }
   if (i == M) return;
-  pf = share(tile);
-  pf_lines = lines(tile);
+  const float* const rem_pf = share(tile);
+  const int64_t rem_lines = lines(tile);
   const int rem = static_cast<int>(M - i);
   a += i * lda;
   c += i * ldc;
@@ -400,8 +401,8 @@ inline void pw_slab(int64_t M, int64_t K, int T, const int64_t* off, const float
 #define MNV4_PW_ROWS(R)                                                                                   \
   case R:                                                                                                 \
     if (R < MR)                                                                                           \
-      pw_tile<(R < MR ? R : 1), NV, A, RES, TAIL, MASKB>(K, T, off, a, lda, b, ldb, c, ldc, bias, r, ldr, nrem, pf, \
-                                                         pf_lines);                                              \
+      pw_tile<(R < MR ? R : 1), NV, A, RES, TAIL, MASKB>(K, T, off, a, lda, b, ldb, c, ldc, bias, r, ldr, nrem,     \
+                                                         rem_pf, rem_lines);                                     \
     break;
     MNV4_PW_ROWS(1) MNV4_PW_ROWS(2) MNV4_PW_ROWS(3) MNV4_PW_ROWS(4) MNV4_PW_ROWS(5) MNV4_PW_ROWS(6)
     MNV4_PW_ROWS(7)
@@ -413,7 +414,7 @@ inline void pw_slab(int64_t M, int64_t K, int T, const int64_t* off, const float
 // Rows in blocks of PW_MB = 32 register tiles (the block's rows of A stay in L2 while every column slab
 // passes over them; a 3136-pixel A re-read from L3 per slab ran at 0.8x the speed), column slabs inside.
 // Slab j (columns [j*NR, j*NR + NR)) of B starts at b + j*bss (see f32_pwconv_nhwc_fn): bss = NR for a
-// row-major B, K*NR for packed slabs; either way the next slab is prefetched during a slab's first tile.
+// row-major B, K*NR for packed slabs; either way the next slab is prefetched while a slab runs (see pw_slab).
 template <int MR, int NV, Act A, bool RES>
 void pw_impl(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const float* a, int64_t lda, const float* b,
              int64_t ldb, int64_t bss,
