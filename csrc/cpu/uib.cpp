@@ -276,8 +276,7 @@ void run_mid_split(const Geometry& g, const Weights& wt, const float* x, float* 
                                g.km ? cpu::f32_dwconv_scratch_floats(int(g.km), int(g.ms), g.Ws, g.Ho) : 0);
   at::parallel_for(0, g.N * slices, 1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> buf;
-    if (int64_t(buf.size()) < zs + ze + zm + zdw) buf.resize(zs + ze + zm + zdw);
-    float *st = buf.data(), *et = st + zs, *mt = et + ze, *dws = mt + zm;
+    float *st = aligned_scratch(buf, zs + ze + zm + zdw), *et = st + zs, *mt = et + ze, *dws = mt + zm;
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n = t / slices, m0 = (t % slices) * mc, m1 = std::min(g.mid, m0 + mc), cm = m1 - m0;
       const float* X = x + n * g.Cin * PX;

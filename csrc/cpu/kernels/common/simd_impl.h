@@ -327,9 +327,9 @@ inline void pw_tile(int64_t K, int T, const int64_t* off, const float* a, int64_
         bias ? (TAIL ? V::loadn(bias + v * W, nrem - v * W) : V::loadu(bias + v * W)) : V::zero();
     for (int i = 0; i < MR; ++i) acc[i][v] = b0;
   }
-  // Prefetches are issued per block of PW_KB k steps, outside the k loop itself: in it, their bookkeeping
-  // (more live scalars than the 16 general registers hold next to the MR row pointers) slowed warm calls by
-  // 3-4%. Flat: pf_lines spread evenly over the T*K steps.
+  // Prefetches are issued per block of PW_KB k steps, outside the k loop itself: with their bookkeeping in
+  // it, warm Conv-S blocks ran 3-4% slower than without spreading (in-process A/B, commit 5c3e448; likely
+  // register pressure next to the MR row pointers). Flat: pf_lines spread evenly over the T*K steps.
   constexpr int64_t PW_KB = 8;
   const int64_t KT = int64_t(T) * K;
   int64_t kdone = 0, issued = 0;
@@ -368,31 +368,31 @@ inline void pw_tile(int64_t K, int T, const int64_t* off, const float* a, int64_
 // B's slab rows are ldb apart, often a page or more, where the hardware prefetchers do not follow (Conv-M
 // blocks 2.1 / 3.1 at batch 1 after a 48 MB cache sweep, before the weight cache: 564 / 411-429 us without,
 // 547-555 / 393-408 us with): its rows during the first row tile. A packed next slab (pf_lines >= 0: its
-// 64-byte lines, contiguous) is shared out evenly among all the row tiles: all of it during the first tile
-// asked DRAM for a whole slab (up to 128 KB) in one tile's time, more than a core's miss buffers can
-// have in flight, so the first tile stalled on it.
+// 64-byte lines, contiguous) is shared out evenly among all the row tiles, tile t taking lines
+// [pf_lines * t / tiles, pf_lines * (t + 1) / tiles): all of it during the first tile asks DRAM for up to
+// 128 KB in one tile's time (Conv-M@224 b1 whole model 11.26 -> 10.92 ms with the spreading, in-process
+// A/B, commit 7e6324a; presumably the first tile stalled on the miss buffers).
 template <int MR, int NV, Act A, bool RES, bool TAIL, bool MASKB = TAIL>
 inline void pw_slab(int64_t M, int64_t K, int T, const int64_t* off, const float* a, int64_t lda, const float* b,
                     int64_t ldb, float* c,
                     int64_t ldc, const float* bias, const float* r, int64_t ldr, int nrem, const float* pf,
                     int64_t pf_lines) {
   const int64_t tiles = (M + MR - 1) / MR;
-  int64_t i = 0, tile = 0, done = 0;  // flat prefetch: lines [done, next) for this tile
-  auto share = [&](int64_t t) { return pf_lines < 0 ? (t == 0 ? pf : nullptr) : pf ? pf + done * 16 : nullptr; };
-  auto lines = [&](int64_t t) -> int64_t {
-    if (pf_lines < 0 || !pf) return pf_lines < 0 ? pf_lines : 0;
-    const int64_t next = pf_lines * (t + 1) / tiles, n = next - done;
-    done = next;
-    return n;
+  // tile t's prefetch: (pointer, pf_lines argument of pw_tile)
+  auto tile_pf = [&](int64_t t) -> std::pair<const float*, int64_t> {
+    if (pf_lines < 0) return {t == 0 ? pf : nullptr, -1};
+    if (!pf) return {nullptr, 0};
+    const int64_t lo = pf_lines * t / tiles, hi = pf_lines * (t + 1) / tiles;
+    return {pf + lo * 16, hi - lo};
   };
+  int64_t i = 0, tile = 0;
   for (; i + MR <= M; i += MR, ++tile) {
-    const float* p = share(tile);
+    const auto [p, n] = tile_pf(tile);
     pw_tile<MR, NV, A, RES, TAIL, MASKB>(K, T, off, a + i * lda, lda, b, ldb, c + i * ldc, ldc, bias,
-                                         RES ? r + i * ldr : nullptr, ldr, nrem, p, lines(tile));
+                                         RES ? r + i * ldr : nullptr, ldr, nrem, p, n);
   }
   if (i == M) return;
-  const float* const rem_pf = share(tile);
-  const int64_t rem_lines = lines(tile);
+  const auto [rem_pf, rem_lines] = tile_pf(tile);
   const int rem = static_cast<int>(M - i);
   a += i * lda;
   c += i * ldc;
