@@ -105,18 +105,20 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
     const int64_t RB = std::max<int64_t>(1, std::min(Ho, (N * Ho) / (4 * threads)));
     const int64_t nb = (Ho + RB - 1) / RB;
     parallel_tasks(N * nb, [&](int64_t t0, int64_t t1) {
-      thread_local std::vector<float> strip, hid;
       thread_local std::vector<int64_t> off_strip;
       off_strip.resize(static_cast<size_t>(k));
+      // task scratch: the projection's one-row output (hid), then the strip (at most a whole output row)
+      const int64_t hid_floats = proj_weight.has_value() ? (Wo * O + 15) / 16 * 16 : 0;
+      float* const hp = task_scratch(hid_floats + k * ((Wo - 1) * stride + k) * C);
+      float* const strip = hp + hid_floats;
       const float* img = nullptr;
       // Output pixels [e0, e1) of row oy of image `img` -> dst (ldd floats per pixel), through a strip.
       auto border = [&](int64_t oy, int64_t e0, int64_t e1, float* dst, int64_t ldd, const float* b, cpu::Act act_,
                         const float* r) {
         if (e1 <= e0) return;
         const int64_t ws = (e1 - 1 - e0) * stride + k, x0 = e0 * stride - p, y0 = oy * stride - p;
-        strip.resize(static_cast<size_t>(k * ws * C));
         for (int64_t ky = 0; ky < k; ++ky) {
-          float* row = strip.data() + ky * ws * C;
+          float* row = strip + ky * ws * C;
           const int64_t iy = y0 + ky;
           const int64_t c0 = std::max<int64_t>(0, -x0), c1 = (iy < 0 || iy >= H) ? 0 : std::min(ws, W - x0);
           if (c1 <= c0) {
@@ -128,13 +130,12 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
           std::memset(row + c1 * C, 0, sizeof(float) * (ws - c1) * C);
         }
         for (int64_t ky = 0; ky < k; ++ky) off_strip[ky] = ky * ws * C;
-        uk.conv_nhwc(e1 - e0, O, k * C, static_cast<int>(k), off_strip.data(), strip.data(), stride * C, wb.ptr(0, 0),
+        uk.conv_nhwc(e1 - e0, O, k * C, static_cast<int>(k), off_strip.data(), strip, stride * C, wb.ptr(0, 0),
                      wb.row_stride(), wb.slab_stride(), dst, ldd, b, act_, r, C);
       };
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t n = t / nb, oy0 = (t % nb) * RB, oy1 = std::min(Ho, oy0 + RB);
         img = xp + n * H * W * C;
-        float* const hp = proj_weight.has_value() ? aligned_scratch(hid, Wo * O) : nullptr;
         for (int64_t oy = oy0; oy < oy1; ++oy) {
           float* orow = op + ((n * Ho + oy) * Wo) * P;
           const float* rrow = residual ? img + oy * W * C : nullptr;  // stride 1: the same pixels

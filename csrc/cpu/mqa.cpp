@@ -308,32 +308,29 @@ at::Tensor mqa_cpu(const at::Tensor& x, const at::Tensor& norm_scale, const at::
 
   const KvScratch zk = kv_scratch(g);
   const QScratch zq = q_scratch(g);
-  auto kv = [&](int64_t t, std::vector<float>& buf) {
-    float* const sp = aligned_scratch(buf, zk.total());
+  auto kv = [&](int64_t t) {
+    float* const sp = task_scratch(zk.total());
     const int64_t n = t / g.kv_bands, y0 = (t % g.kv_bands) * g.kv_rows;
     kv_task(g, wt, xp, xnp, ktp, vp, n, y0, std::min(g.Hk, y0 + g.kv_rows), sp, zk);
   };
-  auto query = [&](int64_t t, std::vector<float>& buf) {
-    float* const sp = aligned_scratch(buf, zq.total());
+  auto query = [&](int64_t t) {
+    float* const sp = task_scratch(zq.total());
     const int64_t n = t / g.q_tiles, p0 = (t % g.q_tiles) * g.qt;
     query_task(g, wt, xp, xnp, ktp, vp, op, n, p0, std::min(g.P, p0 + g.qt) - p0, sp, zq);
   };
   if (g.per_image) {
     at::parallel_for(0, g.N, 1, [&](int64_t begin, int64_t end) {
-      thread_local std::vector<float> buf;  // per-thread scratch, kept between calls
       for (int64_t n = begin; n < end; ++n) {
-        for (int64_t t = n * g.kv_bands; t < (n + 1) * g.kv_bands; ++t) kv(t, buf);
-        for (int64_t t = n * g.q_tiles; t < (n + 1) * g.q_tiles; ++t) query(t, buf);
+        for (int64_t t = n * g.kv_bands; t < (n + 1) * g.kv_bands; ++t) kv(t);
+        for (int64_t t = n * g.q_tiles; t < (n + 1) * g.q_tiles; ++t) query(t);
       }
     });
   } else {
     at::parallel_for(0, g.N * g.kv_bands, 1, [&](int64_t begin, int64_t end) {
-      thread_local std::vector<float> buf;
-      for (int64_t t = begin; t < end; ++t) kv(t, buf);
+      for (int64_t t = begin; t < end; ++t) kv(t);
     });
     at::parallel_for(0, g.N * g.q_tiles, 1, [&](int64_t begin, int64_t end) {
-      thread_local std::vector<float> buf;
-      for (int64_t t = begin; t < end; ++t) query(t, buf);
+      for (int64_t t = begin; t < end; ++t) query(t);
     });
   }
   if (x.scalar_type() != at::kFloat) out = out.to(x.scalar_type());

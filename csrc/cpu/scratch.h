@@ -1,6 +1,15 @@
-// Per-thread scratch of the CPU ops, kept between calls in a std::vector and used from a 64-byte aligned
-// start: the NHWC tiles' pixel strides are whole cache lines (uib.cpp tile_stride), which keeps vector loads
-// inside one line only from a line-aligned base, and a std::vector's data is 16-byte aligned.
+// Per-thread scratch of the CPU ops: two arenas per thread, kept between calls, shared by every op and
+// schedule, used from a 64-byte aligned start.
+//   task_scratch: what one task works in (tiles, windows). One arena for all ops rather than one per call
+//     site: the lines an op's tasks write were then written by the op before it and are still in L2/L3.
+//     With a buffer per schedule, the first op of a schedule after a run of others (Conv-M b1 blocks.2.1,
+//     the first mid-channel split after row bands) wrote ~0.6 MB of lines last touched a pass earlier:
+//     0.72 -> 0.58 ms for that block with the shared arena (in-process A/B, whole-model passes).
+//   call_scratch: what an op's calling thread shares with its tasks (the mid split's partial sums). Its own
+//     arena, because the calling thread runs tasks too.
+// Aligned: the NHWC tiles' pixel strides are whole cache lines (uib.cpp tile_stride), which keeps vector
+// loads inside one line only from a line-aligned base, and a std::vector's data is 16-byte aligned.
+// A returned pointer is valid until the same arena is asked for again on this thread.
 #pragma once
 
 #include <cstdint>
@@ -12,6 +21,16 @@ inline float* aligned_scratch(std::vector<float>& v, int64_t floats) {
   if (int64_t(v.size()) < floats + 16) v.resize(static_cast<size_t>(floats + 16));
   const auto p = (reinterpret_cast<std::uintptr_t>(v.data()) + 63) & ~std::uintptr_t(63);
   return reinterpret_cast<float*>(p);
+}
+
+inline float* task_scratch(int64_t floats) {
+  thread_local std::vector<float> arena;
+  return aligned_scratch(arena, floats);
+}
+
+inline float* call_scratch(int64_t floats) {
+  thread_local std::vector<float> arena;
+  return aligned_scratch(arena, floats);
 }
 
 }  // namespace mnv4

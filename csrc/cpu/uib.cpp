@@ -22,7 +22,8 @@
 //    within a ~640 KB window.
 //  * mid-channel slices (batch < threads on small planes, where row bands would recompute much of the
 //    halo, or without a mid dw would be uneven): a task = (image, slice of the mid channels) through the
-//    projection's partial sum, then a reduction pass adds the slices + bias (+ x). See use_mid_split().
+//    projection's partial sum (slice 0's straight into the output with bias (+ x)), then a second pass adds
+//    the other slices' partials. See use_mid_split().
 //  * several whole images per task (channels_last, 7x7-sized planes, batch >= 2x threads): wider GEMMs,
 //    weights streamed once per image group. See images_per_task().
 // MNV4_UIB_SPLIT=rows|mid|images forces one (tests); MNV4_CPU_ISA=scalar|avx2|neon forces the microkernels.
@@ -237,8 +238,8 @@ void run_task(const Geometry& g, const Weights& wt, const float* x, float* out, 
 // they are uneven on a plane of few rows (7 rows in two bands: 4 + 3, the larger 14% over an even share).
 // Instead each task takes one image and a slice [m0, m1) of the mid channels: start dw (whole plane),
 // expand rows m0..m1, mid dw on them (if any), and the projection's partial sum over that slice,
-// Cout x pixels, into its own buffer. The projection has no activation, so a second pass adds the slices'
-// partials + bias (+ x) into the output. The expanded tensor still never exists in full: a task holds
+// Cout x pixels: slice 0's into the output with the bias (+ x), the others' into a buffer. The projection has
+// no activation, so a second pass adds those partials into the output. The expanded tensor still never exists in full: a task holds
 // (m1 - m0) channels of one image.
 
 bool use_mid_split(const Geometry& g, int64_t threads) {
@@ -267,16 +268,13 @@ void run_mid_split(const Geometry& g, const Weights& wt, const float* x, float* 
   const int64_t mc = ((g.mid + T - 1) / T + 7) / 8 * 8;  // slice width, a multiple of 8
   const int64_t slices = (g.mid + mc - 1) / mc;
   const int64_t P = g.Ho * g.Wo, PS = g.Hs * g.Ws, PX = g.H * g.W;
-  // kept by the calling thread between calls (see run_mid_split_nhwc); the workers use the pointer (a
-  // thread_local named inside the lambdas would be each worker's own)
-  thread_local std::vector<float> partial_buf;
-  float* const partial = aligned_scratch(partial_buf, g.N * slices * g.Cout * P);
+  // slice 0's projection into the output (see run_mid_split_nhwc), the others' partials [Cout][P] per image
+  float* const partial = call_scratch(g.N * (slices - 1) * g.Cout * P);
   const int64_t zs = g.ks ? g.Cin * PS : 0, ze = mc * PS, zm = g.km ? mc * P : 0;
   const int64_t zdw = std::max(g.ks ? cpu::f32_dwconv_scratch_floats(int(g.ks), int(g.ss), g.W, g.Hs) : 0,
                                g.km ? cpu::f32_dwconv_scratch_floats(int(g.km), int(g.ms), g.Ws, g.Ho) : 0);
   at::parallel_for(0, g.N * slices, 1, [&](int64_t begin, int64_t end) {
-    thread_local std::vector<float> buf;
-    float *st = aligned_scratch(buf, zs + ze + zm + zdw), *et = st + zs, *mt = et + ze, *dws = mt + zm;
+    float *st = task_scratch(zs + ze + zm + zdw), *et = st + zs, *mt = et + ze, *dws = mt + zm;
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n = t / slices, m0 = (t % slices) * mc, m1 = std::min(g.mid, m0 + mc), cm = m1 - m0;
       const float* X = x + n * g.Cin * PX;
@@ -293,27 +291,22 @@ void run_mid_split(const Geometry& g, const Weights& wt, const float* x, float* 
                   mt, P, g.Wo, 0, g.Ho, dws);
         Mt = mt;
       }
-      uk.gemm(g.Cout, P, cm, wt.pw + m0, g.mid, Mt, P, partial + t * g.Cout * P, P, nullptr, Act::None, nullptr,
-              0);
+      if (m0 == 0)
+        uk.gemm(g.Cout, P, cm, wt.pw, g.mid, Mt, P, out + n * g.Cout * P, P, wt.pb, Act::None,
+                g.residual ? X : nullptr, P);
+      else
+        uk.gemm(g.Cout, P, cm, wt.pw + m0, g.mid, Mt, P, partial + (t - n - 1) * g.Cout * P, P, nullptr, Act::None,
+                nullptr, 0);
     }
   });
-  // out = sum of the slices' partials + bias (+ x)
+  if (slices == 1) return;
   at::parallel_for(0, g.N * g.Cout, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
+    for (int64_t i = begin; i < end; ++i) {  // i = n * Cout + co
       const int64_t n = i / g.Cout, co = i % g.Cout;
-      const float* p0 = partial + (n * slices * g.Cout + co) * P;
-      float row[1024];
-      for (int64_t q0 = 0; q0 < P; q0 += 1024) {
-        const int64_t q1 = std::min(P, q0 + 1024);
-        for (int64_t q = q0; q < q1; ++q) row[q - q0] = wt.pb[co] + p0[q];
-        for (int64_t sl = 1; sl < slices; ++sl) {
-          const float* ps = p0 + sl * g.Cout * P;
-          for (int64_t q = q0; q < q1; ++q) row[q - q0] += ps[q];
-        }
-        float* o = out + (n * g.Cout + co) * P;
-        const float* r = x + (n * g.Cin + co) * P;
-        for (int64_t q = q0; q < q1; ++q) o[q] = row[q - q0] + (g.residual ? r[q] : 0.f);
-      }
+      const float* p1 = partial + (n * (slices - 1) * g.Cout + co) * P;
+      float* o = out + i * P;
+      for (int64_t sl = 0; sl < slices - 1; ++sl)
+        for (int64_t q = 0; q < P; ++q) o[q] += p1[sl * g.Cout * P + q];
     }
   });
 }
@@ -415,8 +408,8 @@ Sizes scratch_sizes_nhwc(const Geometry& g) {
   return z;
 }
 
-// Mid-channel slices (see use_mid_split): task = (image, slice [m0, m1)); the slices' projection partials
-// [P][Cout] are summed with bias (+ x) by a second pass.
+// Mid-channel slices (see use_mid_split): task = (image, slice [m0, m1)); slice 0's projection goes into the
+// output with bias (+ x), the other slices' partials [P][Cout] are added by a second pass.
 void run_mid_split_nhwc(const Geometry& g, const Weights& wt, const float* x, float* out, int64_t threads) {
   const cpu::UKernels& uk = cpu::ukernels();
   const int64_t T = std::max<int64_t>(1, std::min((threads + g.N - 1) / g.N, (g.mid + 7) / 8));
@@ -425,15 +418,12 @@ void run_mid_split_nhwc(const Geometry& g, const Weights& wt, const float* x, fl
   const int64_t slices = (g.mid + mc - 1) / mc;
   const int64_t P = g.Ho * g.Wo, PS = g.Hs * g.Ws, PX = g.H * g.W;
   const int64_t sps = tile_stride(g.Cin), cps = tile_stride(mc);
-  // Every element is written below. Kept by the calling thread between calls: a fresh buffer of this size
-  // (> 128 KB) would be mmapped and unmapped by malloc per call, page faults and TLB shootdowns included.
-  // The workers use the pointer (a thread_local named inside the lambdas would be each worker's own).
-  thread_local std::vector<float> partial_buf;
-  float* const partial = aligned_scratch(partial_buf, g.N * slices * P * g.Cout);
+  // Slice 0's projection goes straight into the output, with the bias and the residual; the other slices'
+  // partials [P][Cout] per image into the calling thread's scratch, added to the output by a second pass.
+  float* const partial = call_scratch(g.N * (slices - 1) * P * g.Cout);
   const int64_t zs = g.ks ? lines16(PS * sps) : 0, ze = lines16(PS * cps), zm = g.km ? lines16(P * cps) : 0;
   at::parallel_for(0, g.N * slices, 1, [&](int64_t begin, int64_t end) {
-    thread_local std::vector<float> buf;
-    float *st = aligned_scratch(buf, zs + ze + zm), *et = st + zs, *mt = et + ze;
+    float *st = task_scratch(zs + ze + zm), *et = st + zs, *mt = et + ze;
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n = t / slices, m0 = (t % slices) * mc, cm = std::min(g.mid, m0 + mc) - m0;
       const float* X = x + n * PX * g.Cin;
@@ -452,21 +442,22 @@ void run_mid_split_nhwc(const Geometry& g, const Weights& wt, const float* x, fl
                        g.act, mt, cps, g.Wo * cps, 0, g.Ho);
         Mt = mt;
       }
-      gemm_b(uk, P, g.Cout, cm, Mt, cps, wt.pB, m0, 0, partial + t * P * g.Cout, g.Cout, nullptr, Act::None, nullptr,
-             0);
+      if (m0 == 0)
+        gemm_b(uk, P, g.Cout, cm, Mt, cps, wt.pB, 0, 0, out + n * P * g.Cout, g.Cout, wt.pb, Act::None,
+               g.residual ? X : nullptr, g.Cin);
+      else
+        gemm_b(uk, P, g.Cout, cm, Mt, cps, wt.pB, m0, 0, partial + (t - n - 1) * P * g.Cout, g.Cout, nullptr,
+               Act::None, nullptr, 0);
     }
   });
+  if (slices == 1) return;
   at::parallel_for(0, g.N * P, 8, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {  // i = n * P + pixel
       const int64_t n = i / P, q = i % P;
-      const float* p0 = partial + (n * slices * P + q) * g.Cout;
-      const float* r = x + i * g.Cin;
+      const float* p1 = partial + (n * (slices - 1) * P + q) * g.Cout;
       float* o = out + i * g.Cout;
-      for (int64_t c = 0; c < g.Cout; ++c) o[c] = wt.pb[c] + p0[c];
-      for (int64_t sl = 1; sl < slices; ++sl)
-        for (int64_t c = 0; c < g.Cout; ++c) o[c] += p0[sl * P * g.Cout + c];
-      if (g.residual)
-        for (int64_t c = 0; c < g.Cout; ++c) o[c] += r[c];
+      for (int64_t sl = 0; sl < slices - 1; ++sl)
+        for (int64_t c = 0; c < g.Cout; ++c) o[c] += p1[sl * P * g.Cout + c];
     }
   });
 }
@@ -547,8 +538,7 @@ void uib_nhwc(const Geometry& g, const at::Tensor& xf, at::Tensor& out, const c1
   if (G > 1) {
     const int64_t zt = images_scratch_nhwc(g, G);
     parallel_tasks((g.N + G - 1) / G, [&](int64_t begin, int64_t end) {
-      thread_local std::vector<float> buf;
-      float* const sp = aligned_scratch(buf, zt);
+      float* const sp = task_scratch(zt);
       for (int64_t t = begin; t < end; ++t) run_images_nhwc(g, wt, xp, op, t * G, std::min(g.N, (t + 1) * G), sp);
     });
   } else if (use_mid_split(g, threads)) {
@@ -556,8 +546,7 @@ void uib_nhwc(const Geometry& g, const at::Tensor& xf, at::Tensor& out, const c1
   } else {
     const Sizes z = scratch_sizes_nhwc(g);
     parallel_tasks(g.N * g.nb, [&](int64_t begin, int64_t end) {
-      thread_local std::vector<float> buf;  // per-thread scratch, kept between calls
-      float* const sp = aligned_scratch(buf, z.total());
+      float* const sp = task_scratch(z.total());
       for (int64_t t = begin; t < end; ++t) {
         const int64_t n = t / g.nb, oy0 = (t % g.nb) * g.bh;
         run_task_nhwc(g, wt, xp, op, n, oy0, std::min(g.Ho, oy0 + g.bh), sp, z);
@@ -587,8 +576,7 @@ void uib_nchw(const Geometry& g, const at::Tensor& xf, at::Tensor& out, const c1
   }
   const Sizes z = scratch_sizes(g);
   parallel_tasks(g.N * g.nb, [&](int64_t begin, int64_t end) {
-    thread_local std::vector<float> buf;  // per-thread scratch, kept between calls
-    float* const sp = aligned_scratch(buf, z.total());
+    float* const sp = task_scratch(z.total());
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n = t / g.nb, oy0 = (t % g.nb) * g.bh;
       run_task(g, wt, xp, op, n, oy0, std::min(g.Ho, oy0 + g.bh), sp, z);
