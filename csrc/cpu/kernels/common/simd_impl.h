@@ -546,17 +546,19 @@ inline void dwn_block(int k, int s, int cn, int i0, int i1, const float* in, int
     }
 }
 
-// Stride 1, k = KC (3 or 5), where the registers hold DWN_ROW x CV accumulators and a tap row's weights
-// (AVX-512, NEON): output rows in segments of up to DWN_ROW pixels. In tap row i, input column t feeds the
-// segment's pixel q = t + p - j through tap j, so each input vector is loaded once per tap row and each
-// weight vector once per tap row; taps outside the image are never visited. dwn_block's blocks of DWN_PX = 4
+// k = KC (3 or 5), where the registers hold DWN_ROW x CV accumulators and a tap row's weights (AVX-512,
+// NEON): output rows in segments of up to DWN_ROW pixels. In tap row i, input column u of a segment feeds
+// its pixel q = (u - j) / s through tap j, so each input vector is loaded once per tap row and each weight
+// vector once per tap row; taps outside the image are never visited. dwn_block's blocks of DWN_PX = 4
 // loaded more per FMA, and a 7-wide row with a 5x5 kernel has no interior block of 4 at all (its edge path:
-// 1.25-1.5 vector loads per FMA). 1 thread, against dwn_block: 7x7 planes 5x5 2.3-2.5x faster (256-1024
-// channels), 3x3 1.9x; 14x14 planes 1.4-1.9x; 28x28 and 56x56 (3x3) 1.1-1.2x. Each accumulator sees its
-// taps in the same order as in dwn_block (tap rows, then increasing j): the same results.
-// dwn_rows: rows of at most DWN_ROW pixels, one segment starting at column 0 (the generic segment dwn_seg
-// ran these 1.1-1.4x slower). Both not inlined into dwn_impl: inlined, the other paths' loops ran 2-4%
-// slower (code layout).
+// 1.25-1.5 vector loads per FMA). 1 thread, against dwn_block: stride 1, 7x7 planes 5x5 2.3-2.5x faster
+// (256-1024 channels), 3x3 1.9x; 14x14 planes 1.4-1.9x; 28x28 and 56x56 (3x3) 1.1-1.2x. Stride 2: 14x14 ->
+// 7x7 and 16x16 -> 8x8 (5x5) 1.3-1.4x, but wider rows no faster (28 -> 14: 1.07x the time, 56 -> 28:
+// 0.96x), so dwn_impl keeps dwn_block for those. Each accumulator sees its taps in the same order as in
+// dwn_block (tap rows, then increasing j): the same results.
+// dwn_rows: stride 1, rows of at most DWN_ROW pixels, one segment starting at column 0 (the generic segment
+// dwn_seg ran these 1.1-1.4x slower). Both not inlined into dwn_impl: inlined, the other paths' loops ran
+// 2-4% slower (code layout).
 constexpr int DWN_ROW = 8;
 
 template <int KC, Act A, int CV, bool TAIL>
@@ -613,7 +615,7 @@ __attribute__((noinline)) void dwn_rows(int cn, const float* in, int64_t in_ps, 
 
 // One segment of npx <= DWN_ROW output pixels from column x0 (see dwn_rows): EDGE tests the image's edges
 // and npx, LEFT is the segment at x0 == 0 (its left edge known here); interior segments test nothing.
-template <int KC, Act A, int CV, bool TAIL, bool EDGE, bool LEFT>
+template <int KC, int SC, Act A, int CV, bool TAIL, bool EDGE, bool LEFT>
 inline void dwn_seg(int cn, int i0, int i1, const float* in, int64_t yoff, int64_t in_ps, int64_t in_rs,
                     int64_t in_w, int64_t x0, int npx, const float* w, int64_t ldw, const typename V::T* b0,
                     float* o0, int64_t out_ps) {
@@ -629,9 +631,9 @@ inline void dwn_seg(int cn, int i0, int i1, const float* in, int64_t yoff, int64
 #pragma GCC unroll 8
     for (int j = 0; j < KC; ++j)
       for (int v = 0; v < CV; ++v) wv[j][v] = ld(w + (i * KC + j) * ldw, v);
-#pragma GCC unroll 16
-    for (int u = 0; u < DWN_ROW + KC - 1; ++u) {
-      const int64_t x = (LEFT ? 0 : x0) - p + u;  // LEFT: x0 == 0, known here
+#pragma GCC unroll 24
+    for (int u = 0; u < (DWN_ROW - 1) * SC + KC; ++u) {
+      const int64_t x = (LEFT ? 0 : x0 * SC) - p + u;  // LEFT: x0 == 0, known here
       if (LEFT && u < p) continue;
       if (EDGE && !LEFT && x < 0) continue;
       if (EDGE && x >= in_w) break;  // x grows with u
@@ -639,8 +641,9 @@ inline void dwn_seg(int cn, int i0, int i1, const float* in, int64_t yoff, int64
       for (int v = 0; v < CV; ++v) xv[v] = ld(irow + x * in_ps, v);
 #pragma GCC unroll 8
       for (int j = 0; j < KC; ++j) {
-        const int q = u - j;
-        if (q < 0 || q >= DWN_ROW || (EDGE && q >= npx)) continue;
+        if (u < j || (u - j) % SC) continue;
+        const int q = (u - j) / SC;
+        if (q >= DWN_ROW || (EDGE && q >= npx)) continue;
         for (int v = 0; v < CV; ++v) acc[q][v] = V::fma(wv[j][v], xv[v], acc[q][v]);
       }
     }
@@ -660,31 +663,32 @@ inline void dwn_seg(int cn, int i0, int i1, const float* in, int64_t yoff, int64
   }
 }
 
-// Rows wider than DWN_ROW pixels (see dwn_rows).
-template <int KC, Act A, int CV, bool TAIL>
+// Stride SC, rows of any width (see dwn_rows).
+template <int KC, int SC, Act A, int CV, bool TAIL>
 __attribute__((noinline)) void dwn_segs(int cn, const float* in, int64_t in_ps, int64_t in_rs, int64_t in_r0,
                                         int64_t in_h, int64_t in_w, const float* w, int64_t ldw, const float* bias,
                                         float* out, int64_t out_ps, int64_t out_rs, int64_t oy0, int64_t oy1) {
   constexpr int W = V::W, p = KC / 2;
   using T = typename V::T;
+  const int64_t out_w = (in_w - 1) / SC + 1;
   T b0[CV];
   for (int v = 0; v < CV; ++v)
     b0[v] = bias ? (TAIL ? V::loadn(bias + v * W, cn - v * W) : V::loadu(bias + v * W)) : V::zero();
   for (int64_t oy = oy0; oy < oy1; ++oy) {
-    const int64_t yoff = oy - p - in_r0;  // stored row of tap row 0
-    const int i0 = static_cast<int>(std::max<int64_t>(0, p - oy));
-    const int i1 = static_cast<int>(std::min<int64_t>(KC, in_h - oy + p));
+    const int64_t yoff = oy * SC - p - in_r0;  // stored row of tap row 0
+    const int i0 = static_cast<int>(std::max<int64_t>(0, p - oy * SC));
+    const int i1 = static_cast<int>(std::min<int64_t>(KC, in_h - oy * SC + p));
     float* orow = out + (oy - oy0) * out_rs;
-    for (int64_t x0 = 0; x0 < in_w; x0 += DWN_ROW) {  // stride 1: out_w == in_w
-      const int npx = static_cast<int>(std::min<int64_t>(DWN_ROW, in_w - x0));
+    for (int64_t x0 = 0; x0 < out_w; x0 += DWN_ROW) {
+      const int npx = static_cast<int>(std::min<int64_t>(DWN_ROW, out_w - x0));
       if (x0 == 0)
-        dwn_seg<KC, A, CV, TAIL, true, true>(cn, i0, i1, in, yoff, in_ps, in_rs, in_w, x0, npx, w, ldw, b0,
+        dwn_seg<KC, SC, A, CV, TAIL, true, true>(cn, i0, i1, in, yoff, in_ps, in_rs, in_w, x0, npx, w, ldw, b0,
                                              orow + x0 * out_ps, out_ps);
-      else if (x0 + DWN_ROW - 1 + p < in_w)
-        dwn_seg<KC, A, CV, TAIL, false, false>(cn, i0, i1, in, yoff, in_ps, in_rs, in_w, x0, npx, w, ldw, b0,
+      else if ((x0 + DWN_ROW - 1) * SC + p < in_w)
+        dwn_seg<KC, SC, A, CV, TAIL, false, false>(cn, i0, i1, in, yoff, in_ps, in_rs, in_w, x0, npx, w, ldw, b0,
                                                orow + x0 * out_ps, out_ps);
       else
-        dwn_seg<KC, A, CV, TAIL, true, false>(cn, i0, i1, in, yoff, in_ps, in_rs, in_w, x0, npx, w, ldw, b0,
+        dwn_seg<KC, SC, A, CV, TAIL, true, false>(cn, i0, i1, in, yoff, in_ps, in_rs, in_w, x0, npx, w, ldw, b0,
                                               orow + x0 * out_ps, out_ps);
     }
   }
@@ -736,8 +740,8 @@ void dwn_impl(int64_t channels, int k, int s, const float* in, int64_t in_ps, in
   constexpr int W = V::W;
   if (oy1 <= oy0 || channels <= 0) return;
   int64_t c = 0;
-  if constexpr (SC == 1 && KC > 0 && (KC + DWN_ROW + 1) * DWN_CV + 2 <= V::kRegs) {
-    if (in_w <= DWN_ROW) {  // narrow rows: dwn_rows (stride 1: out_w == in_w)
+  if constexpr (SC > 0 && KC > 0 && (KC + DWN_ROW + 1) * DWN_CV + 2 <= V::kRegs) {
+    if (SC == 1 && in_w <= DWN_ROW) {  // narrow rows: dwn_rows (stride 1: out_w == in_w)
       const int ow = static_cast<int>(in_w);
       for (; c + DWN_CV * W <= channels; c += DWN_CV * W)
         dwn_rows<KC, A, DWN_CV, false>(DWN_CV * W, in + c, in_ps, in_rs, in_r0, in_h, ow, w + c, ldw,
@@ -747,13 +751,17 @@ void dwn_impl(int64_t channels, int k, int s, const float* in, int64_t in_ps, in
                                  in_h, ow, w + c, ldw, bias ? bias + c : nullptr, out + c, out_ps, out_rs, oy0, oy1);
       return;
     }
-    for (; c + DWN_CV * W <= channels; c += DWN_CV * W)
-      dwn_segs<KC, A, DWN_CV, false>(DWN_CV * W, in + c, in_ps, in_rs, in_r0, in_h, in_w, w + c, ldw,
-                                     bias ? bias + c : nullptr, out + c, out_ps, out_rs, oy0, oy1);
-    for (; c < channels; c += W)
-      dwn_segs<KC, A, 1, true>(static_cast<int>(std::min<int64_t>(W, channels - c)), in + c, in_ps, in_rs, in_r0,
-                               in_h, in_w, w + c, ldw, bias ? bias + c : nullptr, out + c, out_ps, out_rs, oy0, oy1);
-    return;
+    // stride 2: only rows of at most DWN_ROW outputs (one segment) gain, see dwn_rows
+    if (SC == 1 || (in_w - 1) / SC + 1 <= DWN_ROW) {
+      for (; c + DWN_CV * W <= channels; c += DWN_CV * W)
+        dwn_segs<KC, SC, A, DWN_CV, false>(DWN_CV * W, in + c, in_ps, in_rs, in_r0, in_h, in_w, w + c, ldw,
+                                           bias ? bias + c : nullptr, out + c, out_ps, out_rs, oy0, oy1);
+      for (; c < channels; c += W)
+        dwn_segs<KC, SC, A, 1, true>(static_cast<int>(std::min<int64_t>(W, channels - c)), in + c, in_ps, in_rs,
+                                     in_r0, in_h, in_w, w + c, ldw, bias ? bias + c : nullptr, out + c, out_ps, out_rs,
+                                     oy0, oy1);
+      return;
+    }
   }
   for (; c + DWN_CV * W <= channels; c += DWN_CV * W)
     dwn_chunk<KC, SC, A, DWN_CV, false>(k, s, DWN_CV * W, in + c, in_ps, in_rs, in_r0, in_h, in_w, w + c, ldw,
