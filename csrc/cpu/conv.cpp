@@ -95,6 +95,10 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
     const int64_t oy_lo = (p + stride - 1) / stride, oy_hi = std::max(oy_lo, (H - 1 - p) / stride + 1);
     const int64_t ox_lo = std::min(Wo, (p + stride - 1) / stride);
     const int64_t ox_hi = std::max(ox_lo, std::min(Wo, (W - 1 - p) / stride + 1));
+    // A short last register tile in the interior run (112 -> 56, stride 2: 55 = 7 x 7 + 6 pixels) and a
+    // one-pixel strip tile cost nearly two tiles: the left border's strip takes the interior's remainder.
+    const int64_t mr = std::max(1, uk.gemm_mr);
+    const int64_t ox_in = ox_lo > 0 ? std::min(ox_hi, ox_lo + (ox_hi - ox_lo) % mr) : ox_lo;
     // The microkernel's taps are the kernel's rows: row ky's k taps of one output pixel are k * C contiguous
     // floats (k neighbouring pixels), so each tap is one K = k * C product (B's rows [ky][kx][C] in order).
     // Stem, 3 input channels: 27 products of K = 1 would be 3 of K = 9.
@@ -146,12 +150,12 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
           if (oy < oy_lo || oy >= oy_hi) {
             border(oy, 0, Wo, crow, O, bp, ca, crr);
           } else {
-            border(oy, 0, ox_lo, crow, O, bp, ca, crr);
-            if (ox_hi > ox_lo)
-              uk.conv_nhwc(ox_hi - ox_lo, O, k * C, static_cast<int>(k), off_in.data(),
-                           img + ((oy * stride - p) * W + ox_lo * stride - p) * C, stride * C, wb.ptr(0, 0),
+            border(oy, 0, ox_in, crow, O, bp, ca, crr);
+            if (ox_hi > ox_in)
+              uk.conv_nhwc(ox_hi - ox_in, O, k * C, static_cast<int>(k), off_in.data(),
+                           img + ((oy * stride - p) * W + ox_in * stride - p) * C, stride * C, wb.ptr(0, 0),
                            wb.row_stride(), wb.slab_stride(),
-                           crow + ox_lo * O, O, bp, ca, crr ? crr + ox_lo * C : nullptr, C);
+                           crow + ox_in * O, O, bp, ca, crr ? crr + ox_in * C : nullptr, C);
             border(oy, ox_hi, Wo, crow + ox_hi * O, O, bp, ca, crr ? crr + ox_hi * C : nullptr);
           }
           if (proj_weight.has_value())

@@ -12,20 +12,20 @@
 namespace mnv4 {
 namespace cpu {
 
-static const UKernels kScalar{Isa::Scalar, "scalar", 1, f32_gemm__scalar, f32_dwconv__scalar,
+static const UKernels kScalar{Isa::Scalar, "scalar", 1, 1, f32_gemm__scalar, f32_dwconv__scalar,
                               x32_transpose__scalar, f32_dwconv_nhwc__scalar,
                               f32_conv_nhwc__scalar};
 #if defined(__x86_64__) || defined(_M_X64)
-static const UKernels kAvx2{Isa::Avx2Fma, "avx2_fma", 16, f32_gemm_6x16__avx2_fma, f32_dwconv__avx2_fma,
+static const UKernels kAvx2{Isa::Avx2Fma, "avx2_fma", 16, 6, f32_gemm_6x16__avx2_fma, f32_dwconv__avx2_fma,
                             x32_transpose__avx2, f32_dwconv_nhwc__avx2_fma,
                             f32_conv_nhwc_6x16__avx2_fma};
 #endif
 #if defined(__x86_64__) || defined(_M_X64)
-static const UKernels kAvx512{Isa::Avx512, "avx512", 32, f32_gemm_8x32__avx512, f32_dwconv__avx2_fma,
+static const UKernels kAvx512{Isa::Avx512, "avx512", 32, 7, f32_gemm_8x32__avx512, f32_dwconv__avx2_fma,
                               x32_transpose__avx2, f32_dwconv_nhwc__avx512, f32_conv_nhwc_7x32__avx512};
 #endif
 #if defined(__aarch64__)
-static const UKernels kNeon{Isa::Neon, "neon", 16, f32_gemm_6x16__neon, f32_dwconv__neon, x32_transpose__neon,
+static const UKernels kNeon{Isa::Neon, "neon", 16, 6, f32_gemm_6x16__neon, f32_dwconv__neon, x32_transpose__neon,
                             f32_dwconv_nhwc__neon, f32_conv_nhwc_6x16__neon};
 #endif
 

@@ -96,6 +96,7 @@ struct UKernels {
   Isa isa;
   const char* name;          // "scalar", "avx2_fma", "avx512", "neon"
   int gemm_nr;               // columns (channels) of the NHWC GEMM's register tile: B's slab width
+  int gemm_mr;               // rows (pixels) of the NHWC GEMM's register tile
   f32_gemm_fn gemm;
   f32_dwconv_fn dwconv;
   x32_transpose_fn transpose;
