@@ -93,7 +93,7 @@ def main(argv=None):
         bound = geomean([x["speedup_bound_at_ceiling"] for x in rows if x["batch"] == batch])
         geo_bound[str(batch)] = bound
         print(f"batch {batch}: geomean speedup fused/composite x{geo[str(batch)]:.2f} over {len(r)} layers "
-              f"(at the FMA ceiling: x{bound:.2f})")
+              f"(at the GEMM ceiling measured in this run: x{bound:.2f})")
     result = dict(
         benchmark="uib_layers_cpu", model=MODEL, resolution=RES, dtype="float32", memory_format="channels_last",
         env=report.env_info(), isa=torch.ops.mnv4_cpu.isa(), clock=args.clock, loadavg_start=load_start,
