@@ -56,8 +56,9 @@ def main(argv=None):
     load_start = os.getloadavg()
     torch.set_num_threads(args.threads)
     layers = [l for l in uib_layers() if not args.layers or re.search(args.layers, l.name)]
-    # The machine's fp32 FMA ceiling, now, at these threads (torch.mm 2048^3): no implementation runs a layer
-    # in less than flops / ceiling, so composite_ms / (flops / ceiling) bounds any speedup over the composite.
+    # The machine's fp32 GEMM ceiling, now, at these threads (the best of torch.mm 2048^3 and our GEMM,
+    # bench.measure_ceilings): a layer running at it takes flops / ceiling, so composite_ms / (flops /
+    # ceiling) bounds the speedup over the composite (one measurement: on a noisy VM a rough guide).
     ceiling = measure_ceilings("cpu", torch.float32)["gemm_gflops"]
     print(f"GEMM ceiling {ceiling:.1f} GFLOP/s ({args.threads} threads)")
     rows = []

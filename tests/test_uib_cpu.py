@@ -216,18 +216,19 @@ ENV_SCRIPT = textwrap.dedent(r"""
 # The microkernel tables end to end (scalar, and avx2 on a CPU whose default is avx512, forced by
 # MNV4_CPU_ISA), and the schedules of the fused pass (MNV4_UIB_SPLIT: row bands with a rolling window,
 # mid-channel slices with a reduction, or several whole channels_last images per task),
-# whatever this machine's thread count would pick, with 1 and 3 threads.
+# whatever this machine's thread count would pick, with 1 to 6 threads (6: three slices per image at batch 2).
 @pytest.mark.parametrize("env,threads,half", [
     ({"MNV4_CPU_ISA": "scalar"}, 2, 0),
     ({"MNV4_CPU_ISA": "avx2"}, 2, 1),
     ({"MNV4_CPU_ISA": "scalar", "MNV4_UIB_SPLIT": "mid"}, 3, 1),
     ({"MNV4_UIB_SPLIT": "mid"}, 3, 0),
     ({"MNV4_UIB_SPLIT": "mid"}, 2, 1),
+    ({"MNV4_UIB_SPLIT": "mid"}, 6, 0),
     ({"MNV4_UIB_SPLIT": "rows"}, 3, 1),
     ({"MNV4_UIB_SPLIT": "rows"}, 1, 0),
     ({"MNV4_UIB_SPLIT": "images"}, 2, 0),
     ({"MNV4_UIB_SPLIT": "images"}, 1, 1),
-], ids=["scalar", "avx2", "scalar-mid", "mid-3t", "mid-2t", "rows-3t", "rows-1t", "images-2t", "images-1t"])
+], ids=["scalar", "avx2", "scalar-mid", "mid-3t", "mid-2t", "mid-6t", "rows-3t", "rows-1t", "images-2t", "images-1t"])
 def test_forced_paths_end_to_end(env, threads, half):
     e = dict(os.environ, **env)
     run_script(ENV_SCRIPT, str(threads), str(half), timeout=600, env=e)

@@ -239,8 +239,8 @@ void run_task(const Geometry& g, const Weights& wt, const float* x, float* out, 
 // Instead each task takes one image and a slice [m0, m1) of the mid channels: start dw (whole plane),
 // expand rows m0..m1, mid dw on them (if any), and the projection's partial sum over that slice,
 // Cout x pixels: slice 0's into the output with the bias (+ x), the others' into a buffer. The projection has
-// no activation, so a second pass adds those partials into the output. The expanded tensor still never exists in full: a task holds
-// (m1 - m0) channels of one image.
+// no activation, so a second pass adds those partials into the output. The expanded tensor still never
+// exists in full: a task holds (m1 - m0) channels of one image.
 
 bool use_mid_split(const Geometry& g, int64_t threads) {
   if (const char* e = std::getenv("MNV4_UIB_SPLIT")) {  // tests: force one schedule

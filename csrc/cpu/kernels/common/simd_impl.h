@@ -746,9 +746,12 @@ void dwn_impl(int64_t channels, int k, int s, const float* in, int64_t in_ps, in
       for (; c + DWN_CV * W <= channels; c += DWN_CV * W)
         dwn_rows<KC, A, DWN_CV, false>(DWN_CV * W, in + c, in_ps, in_rs, in_r0, in_h, ow, w + c, ldw,
                                        bias ? bias + c : nullptr, out + c, out_ps, out_rs, oy0, oy1);
-      for (; c < channels; c += W)
-        dwn_rows<KC, A, 1, true>(static_cast<int>(std::min<int64_t>(W, channels - c)), in + c, in_ps, in_rs, in_r0,
-                                 in_h, ow, w + c, ldw, bias ? bias + c : nullptr, out + c, out_ps, out_rs, oy0, oy1);
+      for (; c + W <= channels; c += W)
+        dwn_rows<KC, A, 1, false>(W, in + c, in_ps, in_rs, in_r0, in_h, ow, w + c, ldw, bias ? bias + c : nullptr,
+                                  out + c, out_ps, out_rs, oy0, oy1);
+      if (c < channels)
+        dwn_rows<KC, A, 1, true>(static_cast<int>(channels - c), in + c, in_ps, in_rs, in_r0, in_h, ow, w + c, ldw,
+                                 bias ? bias + c : nullptr, out + c, out_ps, out_rs, oy0, oy1);
       return;
     }
     // stride 2: only rows of at most DWN_ROW outputs (one segment) gain, see dwn_rows
@@ -756,10 +759,12 @@ void dwn_impl(int64_t channels, int k, int s, const float* in, int64_t in_ps, in
       for (; c + DWN_CV * W <= channels; c += DWN_CV * W)
         dwn_segs<KC, SC, A, DWN_CV, false>(DWN_CV * W, in + c, in_ps, in_rs, in_r0, in_h, in_w, w + c, ldw,
                                            bias ? bias + c : nullptr, out + c, out_ps, out_rs, oy0, oy1);
-      for (; c < channels; c += W)
-        dwn_segs<KC, SC, A, 1, true>(static_cast<int>(std::min<int64_t>(W, channels - c)), in + c, in_ps, in_rs,
-                                     in_r0, in_h, in_w, w + c, ldw, bias ? bias + c : nullptr, out + c, out_ps, out_rs,
-                                     oy0, oy1);
+      for (; c + W <= channels; c += W)
+        dwn_segs<KC, SC, A, 1, false>(W, in + c, in_ps, in_rs, in_r0, in_h, in_w, w + c, ldw,
+                                      bias ? bias + c : nullptr, out + c, out_ps, out_rs, oy0, oy1);
+      if (c < channels)
+        dwn_segs<KC, SC, A, 1, true>(static_cast<int>(channels - c), in + c, in_ps, in_rs, in_r0, in_h, in_w, w + c,
+                                     ldw, bias ? bias + c : nullptr, out + c, out_ps, out_rs, oy0, oy1);
       return;
     }
   }

@@ -12,6 +12,9 @@
 namespace mnv4 {
 namespace cpu {
 
+// gemm_nr / gemm_mr: the NHWC GEMM's register tile, as instantiated in each ISA's conv_nhwc entry point
+// (pw_dispatch<MR, NV>: AVX-512 <7, 2> x 16 lanes, AVX2 <6, 2> x 8, NEON <6, 4> x 4). gemm_mr only steers
+// schedules (conv.cpp); a wrong value costs speed, not results.
 static const UKernels kScalar{Isa::Scalar, "scalar", 1, 1, f32_gemm__scalar, f32_dwconv__scalar,
                               x32_transpose__scalar, f32_dwconv_nhwc__scalar,
                               f32_conv_nhwc__scalar};
