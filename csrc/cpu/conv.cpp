@@ -112,7 +112,7 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
       thread_local std::vector<int64_t> off_strip;
       off_strip.resize(static_cast<size_t>(k));
       // task scratch: the projection's one-row output (hid), then the strip (at most a whole output row)
-      const int64_t hid_floats = proj_weight.has_value() ? (Wo * O + 15) / 16 * 16 : 0;
+      const int64_t hid_floats = proj_weight.has_value() ? lines16(Wo * O) : 0;
       float* const hp = task_scratch(hid_floats + k * ((Wo - 1) * stride + k) * C);
       float* const strip = hp + hid_floats;
       const float* img = nullptr;

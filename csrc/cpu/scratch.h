@@ -23,6 +23,9 @@ inline float* aligned_scratch(std::vector<float>& v, int64_t floats) {
   return reinterpret_cast<float*>(p);
 }
 
+// `floats` rounded up to whole 64-byte lines: each part of a scratch carved in such sizes starts on a line.
+inline int64_t lines16(int64_t floats) { return (floats + 15) / 16 * 16; }
+
 inline float* task_scratch(int64_t floats) {
   thread_local std::vector<float> arena;
   return aligned_scratch(arena, floats);

@@ -397,9 +397,6 @@ void run_task_nhwc(const Geometry& g, const Weights& wt, const float* x, float* 
   }
 }
 
-// whole 64-byte lines, so that each part of a line-aligned scratch (aligned_scratch) starts on a line
-inline int64_t lines16(int64_t floats) { return (floats + 15) / 16 * 16; }
-
 Sizes scratch_sizes_nhwc(const Geometry& g) {
   Sizes z{};
   z.s = g.ks ? lines16(g.cap_e * g.Ws * tile_stride(g.Cin)) : 0;

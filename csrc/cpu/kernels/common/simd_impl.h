@@ -551,14 +551,17 @@ inline void dwn_block(int k, int s, int cn, int i0, int i1, const float* in, int
 // its pixel q = (u - j) / s through tap j, so each input vector is loaded once per tap row and each weight
 // vector once per tap row; taps outside the image are never visited. dwn_block's blocks of DWN_PX = 4
 // loaded more per FMA, and a 7-wide row with a 5x5 kernel has no interior block of 4 at all (its edge path:
-// 1.25-1.5 vector loads per FMA). 1 thread, against dwn_block: stride 1, 7x7 planes 5x5 2.3-2.5x faster
+// 1.25-1.5 vector loads per FMA). 1 thread, against dwn_block (a scratch timing loop linked against the
+// library before and after, min of 5 alternating runs; commits 0c82a53, d8f8c0e, 4ffea7c): stride 1, 7x7 planes 5x5 2.3-2.5x faster
 // (256-1024 channels), 3x3 1.9x; 14x14 planes 1.4-1.9x; 28x28 and 56x56 (3x3) 1.1-1.2x. Stride 2: 14x14 ->
 // 7x7 and 16x16 -> 8x8 (5x5) 1.3-1.4x, but wider rows no faster (28 -> 14: 1.07x the time, 56 -> 28:
 // 0.96x), so dwn_impl keeps dwn_block for those. Each accumulator sees its taps in the same order as in
 // dwn_block (tap rows, then increasing j): the same results.
 // dwn_rows: stride 1, rows of at most DWN_ROW pixels, one segment starting at column 0 (the generic segment
 // dwn_seg ran these 1.1-1.4x slower). Both not inlined into dwn_impl: inlined, the other paths' loops ran
-// 2-4% slower (code layout).
+// 2-4% slower (code layout). dwn_rows, dwn_seg and dwn_block repeat their weight-load and store lines, and
+// dwn_impl its three channel loops, on purpose: shared inline helpers for them (and a generic channel-chunk
+// loop) left the results alike but ran dwn_block's stride-2 rows 3-12% slower, again by code layout.
 constexpr int DWN_ROW = 8;
 
 template <int KC, Act A, int CV, bool TAIL>
