@@ -262,8 +262,8 @@ WEIGHT_STRIDE_CASES = [c for c in BATTERY if c["h"] > 1 and c["w"] > 1 and c["k_
 
 
 # The uib weights in other strides (the NHWC path reads channels_innermost weights in place, any others via a
-# copy): same result as the composite. Weight positions in the schema: start_dw_w 1, expand_w 3, mid_dw_w 5,
-# proj_w 7.
+# copy), the biases as every-other-element views: same result as the composite. Weight positions in the
+# schema: start_dw_w 1, expand_w 3, mid_dw_w 5, proj_w 7; their biases follow them.
 @pytest.mark.parametrize("kind", list(WEIGHT_STRIDE_KINDS))
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("case", WEIGHT_STRIDE_CASES, ids=_ids(WEIGHT_STRIDE_CASES))
@@ -277,9 +277,21 @@ def test_weight_strides(case, layout, kind):
             if kind != "innermost" or (args[i].shape[0] > 1 and args[i][0].numel() > 1):
                 assert not w.is_contiguous(), (i, kind, w.shape, w.stride())
             args[i] = w
+            b = args[i + 1]
+            args[i + 1] = torch.full((2 * b.numel(),), float("nan"), dtype=b.dtype)[::2].copy_(b)
     out = torch.ops.mnv4.uib(*args)
     assert rel_err(out, ref) <= FP32_TOL
     assert out.stride() == _expected_strides(args)
+
+
+def test_packed_weights_of_views_sharing_storage():
+    """proj_w as the transposed view of expand_w (one storage, one offset, other strides): the packed-weight
+    cache keys on the strides too, so each weight gets its own packed copy."""
+    for k_mid in (3, 0):
+        args = list(random_uib_args(2, 24, 5, 5, 24, 24, k_start=0, k_mid=k_mid, channels_last=True, seed=31))
+        args[7] = args[3].transpose(0, 1)
+        assert args[7].untyped_storage().data_ptr() == args[3].untyped_storage().data_ptr()
+        assert rel_err(torch.ops.mnv4.uib(*args), F.uib(*args)) <= FP32_TOL, k_mid
 
 
 # The NHWC path packs the 1x1 weights once per weight tensor (csrc/cpu/weight_cache.h). A stale entry would

@@ -8,9 +8,9 @@
 // a full read and write of the weight (measured slower at batch 1), hence the cache.
 //
 // Validity: an entry is keyed by the weight's storage (held by a weak reference, so no other storage can
-// take its address while the entry exists), offset, sizes, strides, dtype and slab width, and remembers
-// the tensor's version counter: an in-place update of the weight (w.mul_(2), copy_, ...) makes the next
-// call repack. Writes that bypass the version counter (through .data or a raw pointer) are not seen; the
+// take its address while the entry exists), offset, sizes, strides (weights of up to 4 dims; others are not
+// cached), dtype and slab width, and remembers the tensor's version counter: an in-place update of the
+// weight (w.mul_(2), copy_, ...) makes the next call repack. Writes that bypass the version counter (through .data or a raw pointer) are not seen; the
 // same holds for any prepacked-weight cache. Inference tensors carry no version counter: they are not
 // cached (the caller reads the weight in place). Entries of freed weights are dropped on the next insert,
 // and the least recently used ones beyond 512 MB in total.
