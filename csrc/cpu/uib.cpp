@@ -336,9 +336,11 @@ at::Tensor f32(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
 // A weight's fp32 data: read in place when it is fp32 and `in_place` (its strides are the layout the kernels
 // read), else from `convert()`'s tensor, kept alive in `hold`. Decided on the tensor's fields alone: the
 // tensor ops this replaces (to, reshape, t, contiguous, each through the dispatcher) cost ~10 us per block
-// with the caches cold after the previous block. Conv-M@224 b1, timestamps inside uib_cpu: the 21 blocks'
-// setup (entry to parallel region) 0.40 -> 0.12 ms a pass; in-process A/B, 600 alternating passes, whole
-// model 10.47 -> 10.38 and 9.94 -> 9.86 ms.
+// with the caches cold after the previous block. Conv-M@224 b1, temporary timestamps inside uib_cpu: the 21
+// blocks' setup (entry to parallel region) 0.40 -> 0.12 ms a pass; in-process A/B (a temporary toggle), 600
+// alternating passes, whole model 10.47 -> 10.38 and 9.94 -> 9.86 ms. Reproducible warm:
+// benches/kernels_cpu.py's block call on a 1x1 input, op alone 7.2-7.7 -> 5.7-6.0 us (8 processes each,
+// alternating with a build of the previous commit; issue 3's note).
 template <class Convert>
 const float* f32_data(const at::Tensor& t, bool in_place, at::Tensor& hold, const Convert& convert) {
   if (in_place && t.scalar_type() == at::kFloat) return t.data_ptr<float>();

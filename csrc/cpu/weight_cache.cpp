@@ -18,7 +18,7 @@ namespace {
 
 // (storage, offset, dims, sizes and strides of up to 4 dims, dtype, slab width), built without heap
 // allocations: with a key of two std::vectors the two lookups of a UIB call took 2-5 us with the caches
-// cold between blocks (Conv-M@224 b1, 21 blocks: 79 us a pass, now 41; timestamps inside uib_cpu)
+// cold between blocks (Conv-M@224 b1, 21 blocks: 79 us a pass, now 41; temporary timestamps inside uib_cpu)
 constexpr int64_t kMaxDims = 4;
 using Key = std::tuple<const void*, int64_t, int64_t, std::array<int64_t, 2 * kMaxDims>, int, int64_t>;
 
