@@ -7,7 +7,10 @@
    against float64 torch.
 2. The NHWC GEMM's rate per output width N (mnv4_cpu::pointwise, 6272 x 160 -> N, 1 thread): widths that
    leave a partial last column slab (16, 48, 80, 112) against full ones (64, 128).
-3. The fixed cost of one fused UIB block call (Conv-S blocks.2.1 on a 1x1 input, so the arithmetic is
+3. The NHWC GEMM against onnxruntime's (MLAS, on its NCHWc layout) on Conv-M's 1x1 conv shapes: a chain of
+   8 pointwise convs + ReLU (C -> 4C -> C, four times; onnxruntime reorders the layout once at each end),
+   mnv4_cpu::pointwise against onnxruntime on the ONNX export of the same chain, at 1 and --threads threads.
+4. The fixed cost of one fused UIB block call (Conv-S blocks.2.1 on a 1x1 input, so the arithmetic is
    negligible): the module call (model.FusedUIB.forward) against the op called with the weights at hand.
 
     .venv/bin/python benches/kernels_cpu.py [--threads 2] [--repeats 15]
@@ -15,6 +18,7 @@ Writes benches/results/kernels-cpu-<machine>.json.
 """
 
 import argparse
+import copy
 import os
 import sys
 
@@ -97,6 +101,57 @@ def pointwise_widths(repeats):
     return recs
 
 
+# (batch, resolution, channels C): the chains C -> 4C -> C of Conv-M's stages (blocks.2.x, 3.x, 4.x-sized)
+PW_CHAINS = [(8, 28, 80), (8, 14, 160), (8, 7, 256), (1, 28, 80), (1, 14, 160)]
+
+
+def pointwise_vs_onnxruntime(threads, repeats):
+    import torch.nn as nn
+
+    from mnv4_kernels import baselines
+
+    old = torch.get_num_threads()
+    recs = []
+    for t in sorted({1, threads}):
+        torch.set_num_threads(t)
+        for n, r, c in PW_CHAINS:
+            g = torch.Generator().manual_seed(2)
+            layers = []
+            for _ in range(4):
+                layers += [nn.Conv2d(c, 4 * c, 1), nn.ReLU(), nn.Conv2d(4 * c, c, 1), nn.ReLU()]
+            chain = nn.Sequential(*layers).eval()
+            for p in chain.parameters():
+                p.data = torch.randn(p.shape, generator=g) / (p.shape[1] if p.dim() > 1 else 1) ** 0.5
+            x = torch.randn(n, c, r, r, generator=g)
+            xc = x.contiguous(memory_format=torch.channels_last)
+            ws = [(channels_innermost(m.weight.detach()), m.bias.detach()) for m in chain if isinstance(m, nn.Conv2d)]
+            ort = baselines.onnxruntime_cpu(chain, x, threads=t)
+
+            def ours():
+                h = xc
+                for w, b in ws:
+                    h = torch.ops.mnv4_cpu.pointwise(h, w, b, "relu")
+                return h
+
+            with torch.inference_mode():
+                want = copy.deepcopy(chain).double()(x.double())
+                err = ((ours().double() - want).abs().max() / want.abs().max()).item()
+                tm = interleaved({"ours": ours, "onnxruntime": lambda: ort(x)}, warmup=3, repeats=repeats, inner=3,
+                                 settle=3, gap_s=0.05)
+            flops = 2 * n * r * r * c * 4 * c * 8
+            rec = dict(kind="pointwise_vs_onnxruntime", batch=n, res=r, channels=c, chain=f"{c}->{4 * c}->{c} x4",
+                       threads=t, ours_ms=tm["ours"].median_ms, onnxruntime_ms=tm["onnxruntime"].median_ms,
+                       ours_gflops=flops / tm["ours"].median_ms / 1e6,
+                       onnxruntime_gflops=flops / tm["onnxruntime"].median_ms / 1e6,
+                       ours_over_onnxruntime=tm["ours"].median_ms / tm["onnxruntime"].median_ms, max_rel_err=err)
+            recs.append(rec)
+            print(f"pointwise chain b{n} {r}x{r} {rec['chain']}, {t} thread(s): ours {rec['ours_gflops']:.0f} "
+                  f"GFLOP/s, onnxruntime {rec['onnxruntime_gflops']:.0f}, ours/onnxruntime "
+                  f"{rec['ours_over_onnxruntime']:.2f}  err {err:.1e}", flush=True)
+    torch.set_num_threads(old)
+    return recs
+
+
 def call_overhead(repeats):
     import time
 
@@ -136,6 +191,7 @@ def main():
     torch.set_num_threads(args.threads)
     records = [conv_case(*case, repeats=args.repeats) for case in CONVS]
     records += pointwise_widths(args.repeats)
+    records += pointwise_vs_onnxruntime(args.threads, args.repeats)
     records += call_overhead(args.repeats)
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                    f"kernels-{report.machine_tag()}.json")

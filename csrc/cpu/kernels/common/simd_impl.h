@@ -364,6 +364,28 @@ inline void pw_tile(int64_t K, int T, const int64_t* off, const float* a, int64_
     store_tile_row<NV, A, RES, TAIL>(acc[i], c + i * ldc, RES ? r + i * ldr : nullptr, nrem);
 }
 
+// The first NV vectors of `rows` rows of a tile's output C (for writing) and, with RES, of its residual R:
+// prefetched one tile ahead (pw_slab). Each output line is written exactly once, into a fresh tensor that
+// sits in L3 or DRAM, and without this every tile's stores waited on their read-for-ownership misses.
+// benches/kernels_cpu.py's pointwise chains against onnxruntime, 1 thread, three processes per build
+// alternating with a build of d49567a (before it): batch 8 28x28 80 -> 320 -> 80
+// ours/onnxruntime 1.33-1.53 -> 1.16-1.24, 14x14 160 -> 640 -> 160 1.09-1.28 -> 1.04-1.09. The fused
+// Conv-M@224 ran 0.96-0.99x the time at batch 8 and 0.98-0.99x at batch 1 (in-process A/Bs through a
+// temporary toggle, 60 and 300 alternating passes). Prefetching the next tile's input rows as well made it
+// slower (1.04x at batch 8, 1.02x at batch 1).
+template <int NV, bool RES>
+inline void prefetch_tile_rows(int64_t rows, float* c, int64_t ldc, const float* r, int64_t ldr) {
+  constexpr int n = NV * V::W;
+  for (int64_t q = 0; q < rows; ++q) {
+    for (int o = 0; o < n; o += 16) __builtin_prefetch(c + q * ldc + o, 1, 3);
+    __builtin_prefetch(c + q * ldc + n - 1, 1, 3);  // a row that is not line-aligned ends in one more line
+    if (RES) {
+      for (int o = 0; o < n; o += 16) __builtin_prefetch(r + q * ldr + o, 0, 3);
+      __builtin_prefetch(r + q * ldr + n - 1, 0, 3);
+    }
+  }
+}
+
 // All M rows of one column slab. pf: the next slab (or nullptr), prefetched while this one runs. A row-major
 // B's slab rows are ldb apart, often a page or more, where the hardware prefetchers do not follow (Conv-M
 // blocks 2.1 / 3.1 at batch 1 after a 48 MB cache sweep, before the weight cache: 564 / 411-429 us without,
@@ -388,6 +410,9 @@ inline void pw_slab(int64_t M, int64_t K, int T, const int64_t* off, const float
   int64_t i = 0, tile = 0;
   for (; i + MR <= M; i += MR, ++tile) {
     const auto [p, n] = tile_pf(tile);
+    if (i + MR < M)  // the next tile's output (and residual) rows: see prefetch_tile_rows
+      prefetch_tile_rows<NV, RES>(std::min<int64_t>(MR, M - i - MR), c + (i + MR) * ldc, ldc,
+                                  RES ? r + (i + MR) * ldr : nullptr, ldr);
     pw_tile<MR, NV, A, RES, TAIL, MASKB>(K, T, off, a + i * lda, lda, b, ldb, c + i * ldc, ldc, bias,
                                          RES ? r + i * ldr : nullptr, ldr, nrem, p, n);
   }

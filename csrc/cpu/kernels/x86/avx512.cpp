@@ -21,7 +21,7 @@
 #include <immintrin.h>
 
 #pragma GCC push_options
-#pragma GCC target("avx512f,fma")
+#pragma GCC target("avx512f,fma,prfchw")
 // GCC 12's avx512fintrin.h builds _mm512_max_ps etc. on an intentionally undefined vector, which
 // -W(maybe-)uninitialized report at every inlined use; nothing of ours is uninitialised.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
