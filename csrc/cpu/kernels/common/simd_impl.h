@@ -370,19 +370,19 @@ inline void pw_tile(int64_t K, int T, const int64_t* off, const float* a, int64_
 // benches/kernels_cpu.py's pointwise chains against onnxruntime, 1 thread, three processes per build
 // alternating with a build of d49567a (before it): batch 8 28x28 80 -> 320 -> 80
 // ours/onnxruntime 1.33-1.53 -> 1.16-1.24, 14x14 160 -> 640 -> 160 1.09-1.28 -> 1.04-1.09. The fused
-// Conv-M@224 ran 0.96-0.99x the time at batch 8 and 0.98-0.99x at batch 1 (in-process A/Bs through a
-// temporary toggle, 60 and 300 alternating passes). Prefetching the next tile's input rows as well made it
-// slower (1.04x at batch 8, 1.02x at batch 1).
+// Conv-M@224 ran 0.94-0.99x the time at batch 8 (three A/Bs of 40-60 alternating passes) and 0.98-0.99x at
+// batch 1 (two of 300), in one process through a temporary toggle. Prefetching the next tile's input rows as
+// well made it slower (1.04x at batch 8, 1.02x at batch 1).
+template <int RW>
+inline void prefetch_row(const float* p, int n) {  // every 64-byte line of p[0, n), for reading / writing
+  for (int o = 0; o < n; o += 16) __builtin_prefetch(p + o, RW, 3);
+  __builtin_prefetch(p + n - 1, RW, 3);  // a row that is not line-aligned ends in one more line
+}
 template <int NV, bool RES>
 inline void prefetch_tile_rows(int64_t rows, float* c, int64_t ldc, const float* r, int64_t ldr) {
-  constexpr int n = NV * V::W;
   for (int64_t q = 0; q < rows; ++q) {
-    for (int o = 0; o < n; o += 16) __builtin_prefetch(c + q * ldc + o, 1, 3);
-    __builtin_prefetch(c + q * ldc + n - 1, 1, 3);  // a row that is not line-aligned ends in one more line
-    if (RES) {
-      for (int o = 0; o < n; o += 16) __builtin_prefetch(r + q * ldr + o, 0, 3);
-      __builtin_prefetch(r + q * ldr + n - 1, 0, 3);
-    }
+    prefetch_row<1>(c + q * ldc, NV * V::W);
+    if (RES) prefetch_row<0>(r + q * ldr, NV * V::W);
   }
 }
 
