@@ -48,10 +48,12 @@ def _pointwise(x, w, b, act: str):
     return torch.ops.mnv4_cpu.pointwise(x, w, b, act)
 
 
-def _conv(x, weight, bias, stride: int, act: str, proj_w=None, proj_b=None, residual: bool = False):
+def _conv(x, weight, bias, stride: int, act: str, proj_w=None, proj_b=None, residual: bool = False,
+          channels_last: bool = False):
     """act(conv2d(x, weight, bias)) [-> 1x1 proj_w + proj_b] [+ x] through the CPU conv op
-    (csrc/cpu/conv.cpp: implicit GEMM on the NHWC microkernels, weights packed once per tensor)."""
-    return torch.ops.mnv4_cpu.conv(x, weight, bias, stride, act, proj_w, proj_b, residual)
+    (csrc/cpu/conv.cpp: implicit GEMM on the NHWC microkernels, weights packed once per tensor); the result
+    channels_last with channels_last=True, else in x's memory format."""
+    return torch.ops.mnv4_cpu.conv(x, weight, bias, stride, act, proj_w, proj_b, residual, channels_last)
 
 
 class FusedConv(nn.Module):
@@ -69,13 +71,17 @@ class FusedConv(nn.Module):
         self.aa = aa
         self.cpu_ops = cpu_ops and groups == 1
 
-    def forward(self, x):
-        if not self.cpu_ops:
-            x = _act(F.conv2d(x, self.weight, self.bias, self.stride, self.padding, 1, self.groups), self.act)
-        elif self.weight.shape[-1] == 1 and self.stride == 1:
-            x = _pointwise(x, self.weight, self.bias, self.act)
-        else:
-            x = _conv(x, self.weight, self.bias, self.stride, self.act)
+    def forward(self, x, channels_last: bool = False):
+        """channels_last=True: the result channels_last whatever x's layout (else it follows x's)."""
+        if not self.cpu_ops or (self.weight.shape[-1] == 1 and self.stride == 1):
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if not self.cpu_ops:
+                x = _act(F.conv2d(x, self.weight, self.bias, self.stride, self.padding, 1, self.groups), self.act)
+            else:
+                x = _pointwise(x, self.weight, self.bias, self.act)
+        else:  # the conv op reads an NCHW x as it is (no conversion pass) and can write channels_last
+            x = _conv(x, self.weight, self.bias, self.stride, self.act, channels_last=channels_last)
         return self.aa(x) if self.aa is not None else x
 
 
@@ -250,9 +256,11 @@ class FusedMobileNetV4(nn.Module):
         """Input -> output of the last (960-channel) stage, before pooling; x is cast to the model dtype.
 
         Runs channels_last throughout: the CPU ops read it in place (NHWC kernels), the ops' outputs follow
-        their input's layout, so one conversion here sets the layout of every block.
-        (Measured end to end by benches/e2e_cpu.py; the stem's own timing is in issue 3's note.)"""
-        x = self.stem(x.to(self.stem.weight.dtype).contiguous(memory_format=torch.channels_last))
+        their input's layout, so the stem's channels_last output sets the layout of every block. On the CPU
+        ops the stem converts an NCHW image itself, band by band inside its tasks (no separate pass); otherwise
+        x is converted first. (Measured end to end by benches/e2e_cpu.py; the stem's own timing is in issue 3's
+        note.)"""
+        x = self.stem(x.to(self.stem.weight.dtype), channels_last=True)
         for b in self.blocks:
             x = b(x)
         return x

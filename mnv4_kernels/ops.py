@@ -90,12 +90,13 @@ def _pointwise_fake(x, weight, bias=None, activation="none"):
 
 
 def _conv_fake(x, weight, bias=None, stride=1, activation="none", proj_weight=None, proj_bias=None,
-               residual=False):
+               residual=False, channels_last=False):
     torch._check(x.dim() == 4, lambda: f"mnv4_cpu::conv: x must be 4-D; got ndim {x.dim()}")
     n, _, h, w = x.shape
     out = weight.shape[0] if proj_weight is None else proj_weight.shape[0]
+    fmt = torch.channels_last if channels_last else output_memory_format(x)
     return torch.empty((n, out, _conv_out(h, stride), _conv_out(w, stride)), dtype=x.dtype, device=x.device,
-                       memory_format=output_memory_format(x))
+                       memory_format=fmt)
 
 
 def register_fakes():

@@ -112,11 +112,12 @@ def _ids(cases):
 
 
 def _check(args, tol=FP32_TOL):
+    """args: random_conv_args's 8, optionally + channels_last (the op's last argument, not the reference's)."""
     out = conv(*args)
     fake = mops._conv_fake(*args)
     assert out.dtype == args[0].dtype and out.shape == fake.shape
     assert out.stride() == fake.stride()
-    assert rel_err(out, reference(*args)) <= tol
+    assert rel_err(out, reference(*args[:8])) <= tol
     return out
 
 
@@ -165,17 +166,32 @@ def test_other_kernel_tables(isa):
 X_LAYOUTS = ("nchw", "channels_last") + NON_CONTIGUOUS_KINDS
 
 
+@pytest.mark.parametrize("cl_out", [False, True], ids=["follow_x", "cl_out"])
 @pytest.mark.parametrize("layout", X_LAYOUTS)
 @pytest.mark.parametrize("proj", [None, 12])
-def test_x_layouts(layout, proj):
+def test_x_layouts(layout, proj, cl_out):
+    """Every x layout (a channels_last x read in place, any other converted band by band inside the op), the
+    output following x's layout or, with channels_last=True, channels_last."""
     args = list(random_conv_args(2, 8, 16, (9, 7), stride=2, proj=proj, activation="gelu",
                                  channels_last=layout == "channels_last", seed=3))
     if layout in NON_CONTIGUOUS_KINDS:
         args[0] = non_contiguous(args[0], layout)
         assert not args[0].is_contiguous() and not args[0].is_contiguous(memory_format=torch.channels_last)
-    out = _check(tuple(args))
-    want_cl = layout == "channels_last"
+    out = _check(tuple(args) + (cl_out,))
+    want_cl = layout == "channels_last" or cl_out
     assert out.is_contiguous(memory_format=torch.channels_last if want_cl else torch.contiguous_format)
+
+
+@pytest.mark.parametrize("num_threads", [1, 2], indirect=True, ids=["1t", "2t"])
+@pytest.mark.parametrize("name", ["stem", "fused_ib"])
+def test_nchw_image_to_channels_last(name, num_threads):
+    """The fused models' stem call: the user's NCHW image in, channels_last out (row bands of 14 output rows
+    at 224 px, each task converting its input rows and their halo)."""
+    args = random_conv_args(**dict(REAL[name], channels_last=False), seed=8)
+    assert args[0].is_contiguous()
+    out = _check(args + (True,))
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out, conv(*args[:1], *args[1:8], False).contiguous(memory_format=torch.channels_last))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
@@ -225,9 +241,10 @@ OPCHECK_CASES = {
 }
 
 
+@pytest.mark.parametrize("cl_out", [False, True], ids=["follow_x", "cl_out"])
 @pytest.mark.parametrize("name", list(OPCHECK_CASES))
-def test_opcheck(name):
-    torch.library.opcheck(conv.default, random_conv_args(**OPCHECK_CASES[name]))
+def test_opcheck(name, cl_out):
+    torch.library.opcheck(conv.default, random_conv_args(**OPCHECK_CASES[name]) + (cl_out,))
 
 
 def test_compile_and_export():
@@ -242,9 +259,10 @@ def test_compile_and_export():
     assert rel_err(ep.module()(x), want) <= FP32_TOL
 
 
+@pytest.mark.parametrize("cl_out", [False, True], ids=["follow_x", "cl_out"])
 @pytest.mark.parametrize("cl", [False, True], ids=["nchw", "cl"])
-def test_zero_batch(cl):
-    args = list(random_conv_args(1, 8, 12, (5, 4), stride=2, proj=4, channels_last=cl))
+def test_zero_batch(cl, cl_out):
+    args = list(random_conv_args(1, 8, 12, (5, 4), stride=2, proj=4, channels_last=cl)) + [cl_out]
     args[0] = args[0][:0]
     out = conv(*args)
     assert out.shape == (0, 4, 3, 2) and out.dtype == torch.float32

@@ -7,6 +7,8 @@
 //   y = h                          without proj_weight
 //   y = conv2d(h, proj_weight, proj_bias)                             proj_weight [P, O, 1, 1]
 //   y = y + x                      with residual (stride 1, y's channels == C)
+// The output's memory format follows x's (as for uib), or is channels_last whatever x's with channels_last:
+// the fused models' stems take the user's NCHW image and give the blocks channels_last activations.
 //
 // Schedule: tasks are (image, band of output rows); per output row one implicit-GEMM microkernel call
 // (f32_conv_nhwc_fn: k shifted products, one per kernel row, with the weight as [ky][kx][C][O], summed in
@@ -14,7 +16,10 @@
 // border run (left / right columns, whole top / bottom rows) reading a small zero-padded copy of its window.
 // The row goes to the output, or (projection) to a one-row scratch that the pointwise GEMM turns into the
 // output row while it is in L1. Weights packed in column slabs once per weight tensor (weight_cache.h).
-// Output layout follows x (as for uib). Against oneDNN's prepacked conv (+ our pointwise for FusedIB), which
+// A channels_last x is read in place; any other x as NCHW, each task converting the input rows of its band to
+// NHWC in its scratch (no whole-tensor conversion pass before the conv; Conv-M@224's stem on an NCHW image,
+// in-process A/B of whole-model passes against x.contiguous(channels_last) + the stem: 0.986 / 0.983 of the
+// time at batch 1, 0.974 at batch 8). Against oneDNN's prepacked conv (+ our pointwise for FusedIB), which
 // the fused model used before: benches/kernels_cpu.py (results/kernels-*.json; oneDNN time / ours over three
 // runs, 2 threads: the FusedIB blocks and Conv-S's cn convs 1.01-1.24, the 3-channel stems 0.90-1.10).
 // Copying whole padded row bands instead of reading x in place measured 4% slower (stem: 12%).
@@ -39,9 +44,25 @@ namespace {
 
 constexpr const char* kOp = "mnv4_cpu::conv";
 
+// Rows [r0, r1) of one image of an NCHW tensor (C planes of H x W) as NHWC rows at dst (W * C floats each),
+// in blocks of 16 pixels: C input lines read, 16 * C contiguous floats written. (A 224 x 224 x 3 image: ~40
+// us on 2 threads, against ~80 us for the whole-tensor x.contiguous(channels_last) it replaces.)
+void nchw_rows_to_nhwc(const float* src, int64_t C, int64_t H, int64_t W, int64_t r0, int64_t r1, float* dst) {
+  for (int64_t y = r0; y < r1; ++y) {
+    float* d = dst + (y - r0) * W * C;
+    for (int64_t x0 = 0; x0 < W; x0 += 16) {
+      const int64_t x1 = std::min(W, x0 + 16);
+      for (int64_t c = 0; c < C; ++c) {
+        const float* sc = src + (c * H + y) * W;
+        for (int64_t xx = x0; xx < x1; ++xx) d[xx * C + c] = sc[xx];
+      }
+    }
+  }
+}
+
 at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                     int64_t stride, std::string activation, const c10::optional<at::Tensor>& proj_weight,
-                    const c10::optional<at::Tensor>& proj_bias, bool residual) {
+                    const c10::optional<at::Tensor>& proj_bias, bool residual, bool channels_last) {
   detail::check_input(x, kOp);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   detail::check_same(x, weight, kOp, "weight");
@@ -66,11 +87,15 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
     TORCH_CHECK(stride == 1 && P == C, kOp, ": residual needs stride 1 and as many output channels as x has (", C,
                 "); got stride ", stride, " and ", P, " output channels");
   const int64_t Ho = conv_out_size(H, stride), Wo = conv_out_size(W, stride);
-  const bool cl = wants_channels_last(x);
+  const bool cl = channels_last || wants_channels_last(x);
   at::Tensor out =
       at::empty({N, P, Ho, Wo}, x.options().dtype(at::kFloat).memory_format(at::MemoryFormat::ChannelsLast));
   if (N > 0) {
-    const at::Tensor xf = x.to(at::kFloat).contiguous(at::MemoryFormat::ChannelsLast);
+    // x is read in place when its fp32 data is channels_last; otherwise from an NCHW fp32 tensor, whose input
+    // rows each task converts to NHWC itself (see the tasks below).
+    at::Tensor xf = x.to(at::kFloat);
+    const bool nchw = !xf.is_contiguous(at::MemoryFormat::ChannelsLast);
+    if (nchw) xf = xf.contiguous();
     const cpu::UKernels& uk = cpu::ukernels();
     const int64_t slab = std::max(1, uk.gemm_nr), Kt = k * k * C;
     // [ky][kx][C][O]: a view of a weight stored output-channel innermost (ops.channels_innermost)
@@ -108,14 +133,22 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
     const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
     const int64_t RB = std::max<int64_t>(1, std::min(Ho, (N * Ho) / (4 * threads)));
     const int64_t nb = (Ho + RB - 1) / RB;
+    // NCHW x: a task's input rows, converted to NHWC (at most band_rows rows of W * C floats)
+    const int64_t band_rows = nchw ? std::min(H, (RB - 1) * stride + k) : 0;
     parallel_tasks(N * nb, [&](int64_t t0, int64_t t1) {
       thread_local std::vector<int64_t> off_strip;
       off_strip.resize(static_cast<size_t>(k));
-      // task scratch: the projection's one-row output (hid), then the strip (at most a whole output row)
+      // task scratch: the projection's one-row output (hid), the NHWC input rows (NCHW x), then the strip (at
+      // most a whole output row)
       const int64_t hid_floats = proj_weight.has_value() ? lines16(Wo * O) : 0;
-      float* const hp = task_scratch(hid_floats + k * ((Wo - 1) * stride + k) * C);
-      float* const strip = hp + hid_floats;
+      const int64_t band_floats = lines16(band_rows * W * C);
+      float* const hp = task_scratch(hid_floats + band_floats + k * ((Wo - 1) * stride + k) * C);
+      float* const band = hp + hid_floats;
+      float* const strip = band + band_floats;
+      // the image's NHWC input rows: row iy at img + (iy - img_r0) * W * C
       const float* img = nullptr;
+      int64_t img_r0 = 0;
+      auto in_row = [&](int64_t iy) { return img + (iy - img_r0) * W * C; };
       // Output pixels [e0, e1) of row oy of image `img` -> dst (ldd floats per pixel), through a strip.
       auto border = [&](int64_t oy, int64_t e0, int64_t e1, float* dst, int64_t ldd, const float* b, cpu::Act act_,
                         const float* r) {
@@ -130,7 +163,7 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
             continue;
           }
           std::memset(row, 0, sizeof(float) * c0 * C);
-          std::memcpy(row + c0 * C, img + (iy * W + x0 + c0) * C, sizeof(float) * (c1 - c0) * C);
+          std::memcpy(row + c0 * C, in_row(iy) + (x0 + c0) * C, sizeof(float) * (c1 - c0) * C);
           std::memset(row + c1 * C, 0, sizeof(float) * (ws - c1) * C);
         }
         for (int64_t ky = 0; ky < k; ++ky) off_strip[ky] = ky * ws * C;
@@ -139,10 +172,17 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
       };
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t n = t / nb, oy0 = (t % nb) * RB, oy1 = std::min(Ho, oy0 + RB);
-        img = xp + n * H * W * C;
+        if (nchw) {
+          img_r0 = std::max<int64_t>(0, oy0 * stride - p);
+          const int64_t r1 = std::min(H, (oy1 - 1) * stride - p + k);
+          nchw_rows_to_nhwc(xp + n * C * H * W, C, H, W, img_r0, r1, band);
+          img = band;
+        } else {
+          img = xp + n * H * W * C;
+        }
         for (int64_t oy = oy0; oy < oy1; ++oy) {
           float* orow = op + ((n * Ho + oy) * Wo) * P;
-          const float* rrow = residual ? img + oy * W * C : nullptr;  // stride 1: the same pixels
+          const float* rrow = residual ? in_row(oy) : nullptr;  // stride 1: the same pixels
           // the conv's row: the output row itself, or (projection) a one-row scratch
           float* crow = proj_weight.has_value() ? hp : orow;
           const float* crr = proj_weight.has_value() ? nullptr : rrow;
@@ -153,7 +193,7 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
             border(oy, 0, ox_in, crow, O, bp, ca, crr);
             if (ox_hi > ox_in)
               uk.conv_nhwc(ox_hi - ox_in, O, k * C, static_cast<int>(k), off_in.data(),
-                           img + ((oy * stride - p) * W + ox_in * stride - p) * C, stride * C, wb.ptr(0, 0),
+                           in_row(oy * stride - p) + (ox_in * stride - p) * C, stride * C, wb.ptr(0, 0),
                            wb.row_stride(), wb.slab_stride(),
                            crow + ox_in * O, O, bp, ca, crr ? crr + ox_in * C : nullptr, C);
             border(oy, ox_hi, Wo, crow + ox_hi * O, O, bp, ca, crr ? crr + ox_hi * C : nullptr);
@@ -174,7 +214,7 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
 TORCH_LIBRARY_FRAGMENT(mnv4_cpu, m) {
   m.def(
       "conv(Tensor x, Tensor weight, Tensor? bias=None, int stride=1, str activation=\"none\", "
-      "Tensor? proj_weight=None, Tensor? proj_bias=None, bool residual=False) -> Tensor");
+      "Tensor? proj_weight=None, Tensor? proj_bias=None, bool residual=False, bool channels_last=False) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(mnv4_cpu, CPU, m) { m.impl("conv", &conv_cpu); }
