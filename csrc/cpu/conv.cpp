@@ -17,9 +17,12 @@
 // The row goes to the output, or (projection) to a one-row scratch that the pointwise GEMM turns into the
 // output row while it is in L1. Weights packed in column slabs once per weight tensor (weight_cache.h).
 // A channels_last x is read in place; any other x as NCHW, each task converting the input rows of its band to
-// NHWC in its scratch (no whole-tensor conversion pass before the conv; Conv-M@224's stem on an NCHW image,
-// in-process A/B of whole-model passes against x.contiguous(channels_last) + the stem: 0.986 / 0.983 of the
-// time at batch 1, 0.974 at batch 8). Against oneDNN's prepacked conv (+ our pointwise for FusedIB), which
+// NHWC in its scratch (no whole-tensor conversion pass before the conv). The fused models' stems on an NCHW
+// image, in-process A/Bs of whole passes against x.contiguous(channels_last) + the stem: the stem alone at
+// batch 1 0.219 vs 0.257 ms; whole passes in blocks of 5 back to back 0.986 / 0.983 of the time at batch 1,
+// 0.974 at batch 8; in benches/e2e_cpu.py's harness (50 ms gaps, blocks of 10) Conv-S b1 0.984 / 0.982,
+// Conv-M b1 0.998 / 0.997, b8 1.002 / 1.006 (p10s 0.956 / 0.975), i.e. ~40-60 us a 224 px image.
+// Against oneDNN's prepacked conv (+ our pointwise for FusedIB), which
 // the fused model used before: benches/kernels_cpu.py (results/kernels-*.json; oneDNN time / ours over three
 // runs, 2 threads: the FusedIB blocks and Conv-S's cn convs 1.01-1.24, the 3-channel stems 0.90-1.10).
 // Copying whole padded row bands instead of reading x in place measured 4% slower (stem: 12%).
