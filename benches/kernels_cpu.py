@@ -10,7 +10,10 @@
 3. The NHWC GEMM against onnxruntime's (MLAS, on its NCHWc layout) on Conv-M's 1x1 conv shapes: a chain of
    8 pointwise convs + ReLU (C -> 4C -> C, four times; onnxruntime reorders the layout once at each end),
    mnv4_cpu::pointwise against onnxruntime on the ONNX export of the same chain, at 1 and --threads threads.
-4. The fixed cost of one fused UIB block call (Conv-S blocks.2.1 on a 1x1 input, so the arithmetic is
+4. The stem on the user's NCHW image (batch 1 and 8): mnv4_cpu::conv converting its input bands itself
+   (channels_last=True, as the fused model calls it) against x.contiguous(channels_last) + the conv, and
+   against an input that is channels_last already.
+5. The fixed cost of one fused UIB block call (Conv-S blocks.2.1 on a 1x1 input, so the arithmetic is
    negligible): the module call (model.FusedUIB.forward) against the op called with the weights at hand.
 
     .venv/bin/python benches/kernels_cpu.py [--threads 2] [--repeats 15]
@@ -43,6 +46,11 @@ CONVS = [
 PW_WIDTHS = [16, 48, 64, 80, 112, 128]
 
 
+def max_rel_err(y, want):
+    """max |y - want| / max |want|, want in float64."""
+    return ((y.double() - want).abs().max() / want.abs().max()).item()
+
+
 def conv_case(name, n, c, o, res, k, s, proj, repeats):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, c, res, res, generator=g).contiguous(memory_format=torch.channels_last)
@@ -64,11 +72,8 @@ def conv_case(name, n, c, o, res, k, s, proj, repeats):
         h = torch.ops.mkldnn._convolution_pointwise(x, packed, b, [k // 2] * 2, [s] * 2, [1, 1], 1, "relu", [], "")
         return torch.ops.mnv4_cpu.pointwise(h, pwi, pb, "none") if proj else h
 
-    def err(y):
-        return ((y.double() - want).abs().max() / want.abs().max()).item()
-
     with torch.inference_mode():
-        errs = {"ours": err(ours()), "onednn": err(onednn())}
+        errs = {"ours": max_rel_err(ours(), want), "onednn": max_rel_err(onednn(), want)}
         t = interleaved({"ours": ours, "onednn": onednn}, warmup=3, repeats=repeats, inner=5, settle=2, gap_s=0.02)
     ho = (res - 1) // s + 1
     flops = 2 * n * ho * ho * (o * c * k * k + (o * proj if proj else 0))
@@ -135,7 +140,7 @@ def pointwise_vs_onnxruntime(threads, repeats):
 
             with torch.inference_mode():
                 want = copy.deepcopy(chain).double()(x.double())
-                err = ((ours().double() - want).abs().max() / want.abs().max()).item()
+                err = max_rel_err(ours(), want)
                 tm = interleaved({"ours": ours, "onnxruntime": lambda: ort(x)}, warmup=3, repeats=repeats, inner=3,
                                  settle=3, gap_s=0.05)
             flops = 2 * n * r * r * c * 4 * c * 8
@@ -149,6 +154,37 @@ def pointwise_vs_onnxruntime(threads, repeats):
                   f"GFLOP/s, onnxruntime {rec['onnxruntime_gflops']:.0f}, ours/onnxruntime "
                   f"{rec['ours_over_onnxruntime']:.2f}  err {err:.1e}", flush=True)
     torch.set_num_threads(old)
+    return recs
+
+
+def stem_nchw(repeats):
+    """The fused models' stem on the user's NCHW image: mnv4_cpu::conv converting its bands itself
+    (channels_last=True, as forward_features calls it) against a whole-tensor x.contiguous(channels_last)
+    first (what forward_features did before), and against an input already channels_last (no conversion)."""
+    recs = []
+    for n in (1, 8):
+        g = torch.Generator().manual_seed(3)
+        x = torch.randn(n, 3, 224, 224, generator=g)
+        xc = x.contiguous(memory_format=torch.channels_last)
+        w = torch.randn(32, 3, 3, 3, generator=g) / 27 ** 0.5
+        b = torch.randn(32, generator=g)
+        wi = channels_innermost(w)
+        want = F.relu(F.conv2d(x.double(), w.double(), b.double(), 2, 1))
+        cands = {
+            "nchw_in": lambda: torch.ops.mnv4_cpu.conv(x, wi, b, 2, "relu", None, None, False, True),
+            "convert_then_conv": lambda: torch.ops.mnv4_cpu.conv(x.contiguous(memory_format=torch.channels_last),
+                                                                 wi, b, 2, "relu", None, None, False, False),
+            "channels_last_in": lambda: torch.ops.mnv4_cpu.conv(xc, wi, b, 2, "relu", None, None, False, False),
+        }
+        with torch.inference_mode():
+            errs = {k: max_rel_err(f(), want) for k, f in cands.items()}
+            t = interleaved(cands, warmup=3, repeats=repeats, inner=5, settle=2, gap_s=0.02)
+        rec = dict(kind="stem_nchw", batch=n, res=224, **{f"{k}_ms": t[k].median_ms for k in cands},
+                   max_rel_err=errs)
+        recs.append(rec)
+        print(f"stem 3 -> 32 s2 b{n}, NCHW image: converting its bands {rec['nchw_in_ms'] * 1e3:.0f} us, "
+              f"x.contiguous(channels_last) + conv {rec['convert_then_conv_ms'] * 1e3:.0f} us, channels_last "
+              f"input {rec['channels_last_in_ms'] * 1e3:.0f} us  err {max(errs.values()):.1e}", flush=True)
     return recs
 
 
@@ -192,6 +228,7 @@ def main():
     records = [conv_case(*case, repeats=args.repeats) for case in CONVS]
     records += pointwise_widths(args.repeats)
     records += pointwise_vs_onnxruntime(args.threads, args.repeats)
+    records += stem_nchw(args.repeats)
     records += call_overhead(args.repeats)
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                    f"kernels-{report.machine_tag()}.json")

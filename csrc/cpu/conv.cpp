@@ -17,11 +17,12 @@
 // The row goes to the output, or (projection) to a one-row scratch that the pointwise GEMM turns into the
 // output row while it is in L1. Weights packed in column slabs once per weight tensor (weight_cache.h).
 // A channels_last x is read in place; any other x as NCHW, each task converting the input rows of its band to
-// NHWC in its scratch (no whole-tensor conversion pass before the conv). The fused models' stems on an NCHW
-// image, in-process A/Bs of whole passes against x.contiguous(channels_last) + the stem: the stem alone at
-// batch 1 0.219 vs 0.257 ms; whole passes in blocks of 5 back to back 0.986 / 0.983 of the time at batch 1,
-// 0.974 at batch 8; in benches/e2e_cpu.py's harness (50 ms gaps, blocks of 10) Conv-S b1 0.984 / 0.982,
-// Conv-M b1 0.998 / 0.997, b8 1.002 / 1.006 (p10s 0.956 / 0.975), i.e. ~40-60 us a 224 px image.
+// NHWC in its scratch (no whole-tensor conversion pass before the conv). The stem (3 -> 32, s2, 224 px) on an
+// NCHW image, 2 threads (benches/kernels_cpu.py section 4, two runs): batch 1 241-247 us converting its bands
+// against 283-297 us for x.contiguous(channels_last) + the conv (188-197 us on a channels_last input); batch 8
+// 1871-1957 vs 2207-2467 (1701-1780).
+// Whole models, measured once against the code it replaced (e2e_cpu.py's harness, 50 ms gaps, blocks of 10):
+// Conv-S b1 0.984 / 0.982 of the time, Conv-M b1 0.998 / 0.997 and b8 1.002 / 1.006 (within the noise).
 // Against oneDNN's prepacked conv (+ our pointwise for FusedIB), which
 // the fused model used before: benches/kernels_cpu.py (results/kernels-*.json; oneDNN time / ours over three
 // runs, 2 threads: the FusedIB blocks and Conv-S's cn convs 1.01-1.24, the 3-channel stems 0.90-1.10).
@@ -48,8 +49,8 @@ namespace {
 constexpr const char* kOp = "mnv4_cpu::conv";
 
 // Rows [r0, r1) of one image of an NCHW tensor (C planes of H x W) as NHWC rows at dst (W * C floats each),
-// in blocks of 16 pixels: C input lines read, 16 * C contiguous floats written. (A 224 x 224 x 3 image: ~40
-// us on 2 threads, against ~80 us for the whole-tensor x.contiguous(channels_last) it replaces.)
+// in blocks of 16 pixels: C input lines read, 16 * C contiguous floats written. (Its cost and gain on the
+// stems: benches/kernels_cpu.py section 4, quoted in the header above.)
 void nchw_rows_to_nhwc(const float* src, int64_t C, int64_t H, int64_t W, int64_t r0, int64_t r1, float* dst) {
   for (int64_t y = r0; y < r1; ++y) {
     float* d = dst + (y - r0) * W * C;
