@@ -1,10 +1,13 @@
 // Hot-cache rate of the NHWC GEMM register tile (x86 AVX-512), shipped against prototypes: is the tile
 // or its loop the limit on Conv-M's early blocks (issue 3)? Not part of the library; built and run by
 // benches/tile_shapes_cpu.py (g++ -O3, this repo's csrc on the include path).
-//   tile_shapes_cpu M K N T REPS  ->  one JSON object per variant on stdout
+//   tile_shapes_cpu M K N T REPS [LDA TAP_OFFSET]  ->  one JSON object per variant on stdout
 // One call = C[M x N] = act(sum over T taps of A[M x K] (tap t at column t*K) x B_t + bias), B packed in
-// the library's 32-column slabs (K*T x 32 each, as weight_cache.h stores them), M rows per call as a UIB
-// step or conv band passes them, every operand hot in L1/L2 (the same buffers each call).
+// the library's 32-column slabs (K*T x 32 each, as weight_cache.h stores them), M rows per call as the fused
+// model passes them (benches/tile_shapes_cpu.py), every operand hot in L1/L2 (the same buffers each call).
+// A conv (T > 1) reads A as conv.cpp's interior row call does: pixel p's tap t at p*LDA + t*TAP_OFFSET, the K
+// floats of one kernel row (k pixels x C channels) contiguous and overlapping the next pixel's; a pointwise
+// conv (T = 1) has LDA = K.
 // Variants:
 //   shipped_7x32   the library's f32_conv_nhwc_7x32__avx512 body (pw_dispatch<7, 2>): k loop in blocks of 8
 //                  with the next slab's prefetches between blocks, next tile's output rows prefetched
@@ -30,6 +33,9 @@
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,fma,prfchw")
+// GCC 12's avx512fintrin.h false positives, as in csrc/cpu/kernels/x86/avx512.cpp
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include "cpu/kernels/x86/vec_avx512.h"
 
 namespace mnv4 {
@@ -67,7 +73,8 @@ void plain_gemm(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, cons
   for (int64_t j = 0; j < N; j += 32 * S) {
     const float* bj = b + (j / 32) * bss;
     int64_t i = 0;
-    for (; i + MR <= M; i += MR) plain_tile<MR, S>(K, T, off, a + i * lda, lda, bj, 32, bss, c + i * ldc + j, ldc, bias + j);
+    for (; i + MR <= M; i += MR)
+      plain_tile<MR, S>(K, T, off, a + i * lda, lda, bj, 32, bss, c + i * ldc + j, ldc, bias + j);
     for (; i < M; ++i) plain_tile<1, S>(K, T, off, a + i * lda, lda, bj, 32, bss, c + i * ldc + j, ldc, bias + j);
   }
 }
@@ -79,29 +86,36 @@ void plain_gemm(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, cons
 using namespace mnv4::cpu;
 
 int main(int argc, char** argv) {
-  if (argc != 6 || !__builtin_cpu_supports("avx512f")) {
-    std::fprintf(stderr, "usage: tile_shapes_cpu M K N T REPS (needs AVX-512F)\n");
+  if ((argc != 6 && argc != 8) || !__builtin_cpu_supports("avx512f")) {
+    std::fprintf(stderr, "usage: tile_shapes_cpu M K N T REPS [LDA TAP_OFFSET] (needs AVX-512F)\n");
     return 2;
   }
   const int64_t M = std::atoll(argv[1]), K = std::atoll(argv[2]), N = std::atoll(argv[3]);
   const int T = std::atoi(argv[4]), reps = std::atoi(argv[5]);
-  if (M < 1 || K < 1 || N < 32 || N % 32 || T < 1 || reps < 1) {
-    std::fprintf(stderr, "M, K, T, REPS >= 1; N a multiple of 32\n");
+  const int64_t lda = argc == 8 ? std::atoll(argv[6]) : K * T, tap = argc == 8 ? std::atoll(argv[7]) : K;
+  if (M < 1 || K < 1 || N < 32 || N % 32 || T < 1 || reps < 1 || lda < 1 || tap < 0) {
+    std::fprintf(stderr, "M, K, T, REPS, LDA >= 1, TAP_OFFSET >= 0; N a multiple of 32\n");
     return 2;
   }
-  const int64_t KT = K * T, lda = KT, bss = KT * 32;
+  const int64_t KT = K * T, bss = KT * 32;
   std::mt19937 gen(0);
   std::uniform_real_distribution<float> u(-0.5f, 0.5f);
-  std::vector<float> a(M * KT), b(KT * N), bias(N), packed(KT * N);
+  std::vector<float> a((M - 1) * lda + (T - 1) * tap + K), b(KT * N), bias(N), packed(KT * N);
   for (std::vector<float>* v : {&a, &b, &bias})
     for (float& x : *v) x = u(gen);
   for (int64_t j = 0; j < N / 32; ++j)
     for (int64_t k = 0; k < KT; ++k)
       std::memcpy(&packed[j * bss + k * 32], &b[k * N + j * 32], 32 * sizeof(float));
   std::vector<int64_t> off(T);
-  for (int t = 0; t < T; ++t) off[t] = t * K;
+  for (int t = 0; t < T; ++t) off[t] = t * tap;
 
-  struct Variant { const char* name; void (*run)(int64_t, int64_t, int64_t, int, const int64_t*, const float*, int64_t, const float*, int64_t, float*, int64_t, const float*); };
+  // run(M, N, K, T, off, A, lda, packed B, slab stride, C, ldc, bias)
+  using Run = void (*)(int64_t, int64_t, int64_t, int, const int64_t*, const float*, int64_t, const float*, int64_t,
+                       float*, int64_t, const float*);
+  struct Variant {
+    const char* name;
+    Run run;
+  };
   const Variant all[] = {
       {"shipped_7x32", [](int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const float* a, int64_t lda,
                           const float* b, int64_t bss, float* c, int64_t ldc, const float* bias) {
@@ -120,7 +134,8 @@ int main(int argc, char** argv) {
   for (int round = 0; round < 7; ++round)
     for (size_t q = 0; q < vs.size(); ++q) {
       const auto t0 = std::chrono::steady_clock::now();
-      for (int r = 0; r < reps; ++r) vs[q]->run(M, N, K, T, off.data(), a.data(), lda, packed.data(), bss, out[q].data(), N, bias.data());
+      for (int r = 0; r < reps; ++r)
+        vs[q]->run(M, N, K, T, off.data(), a.data(), lda, packed.data(), bss, out[q].data(), N, bias.data());
       best[q] = std::min(best[q], std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / reps);
     }
   for (size_t q = 0; q < vs.size(); ++q) {
