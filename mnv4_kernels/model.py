@@ -209,6 +209,40 @@ class FusedHead(nn.Module):
         return F.linear(x, self.cls_w, self.cls_b)
 
 
+# mnv4_cpu::sequence's step codes and activation codes (csrc/cpu/sequence.cpp)
+_SEQ_CONV, _SEQ_POINTWISE, _SEQ_UIB, _SEQ_MQA, _SEQ_MEAN = range(5)
+_ACT_CODE = {"none": 0, "relu": 1, "gelu": 2}
+
+
+def _sequence_steps(m: nn.Module, first: bool = False):
+    """The mnv4_cpu::sequence steps of one module: [(program record, [(module, buffer name), ...])] ((None,
+    None): an absent tensor), or None when the module does not run on the CPU ops alone (torch convs, an
+    anti-alias pool, another backend)."""
+    if isinstance(m, FusedConv):
+        if not m.cpu_ops or m.aa is not None:
+            return None
+        if m.weight.shape[-1] == 1 and m.stride == 1:  # runs mnv4_cpu::pointwise, whose output follows x's layout
+            return None if first else [((_SEQ_POINTWISE, 0, _ACT_CODE[m.act], 0), [(m, "weight"), (m, "bias")])]
+        return [((_SEQ_CONV, m.stride, _ACT_CODE[m.act], 2 if first else 0),
+                 [(m, "weight"), (m, "bias"), (None, None), (None, None)])]  # no projection
+    if isinstance(m, FusedEdgeResidual):
+        if not m.cpu_ops or m.aa is not None:
+            return None
+        return [((_SEQ_CONV, m.stride, _ACT_CODE[m.act], int(m.residual)),
+                 [(m, "exp_w"), (m, "exp_b"), (m, "pwl_w"), (m, "pwl_b")])]
+    if isinstance(m, FusedUIB) and m.backend == "cpu":
+        return [((_SEQ_UIB, m.stride, _ACT_CODE[m.activation], int(m.residual)), [(m, k) for k in _UIB_KEYS])]
+    if isinstance(m, FusedMQA) and m.backend == "cpu":
+        return [((_SEQ_MQA, m.num_heads, m.kv_stride, int(m.residual)), [(m, k) for k in _MQA_KEYS])]
+    if isinstance(m, FusedHead) and m.pointwise:
+        steps = [((_SEQ_MEAN, 0, 0, 0), []),
+                 ((_SEQ_POINTWISE, 0, _ACT_CODE[m.act], 0), [(m, "head_w"), (m, "head_b")])]
+        if m.cls_w is not None:
+            steps.append(((_SEQ_POINTWISE, 0, 0, 0), [(m, "cls_w"), (m, "cls_b")]))
+        return steps
+    return None
+
+
 class FusedMobileNetV4(nn.Module):
     """Inference-only MobileNetV4 (eval semantics whatever .train() says).
 
@@ -234,7 +268,21 @@ class FusedMobileNetV4(nn.Module):
         self.requested_backend = requested_backend
         self.fallback_reasons = dict(fallback_reasons or {})
         self.pretrained_cfg = None
+        self._sequence = self._build_sequence()
+        self._submodules = [m for m in self.modules() if m is not self]
         self.eval()
+
+    def _build_sequence(self):
+        """(program, [(module, buffer name), ...]) for mnv4_cpu::sequence when stem, every block and the head
+        run on the CPU ops, else None. Buffers are looked up per call, so .to() and load_state_dict() hold."""
+        steps = []
+        for i, m in enumerate([self.stem, *self.blocks, self.head]):
+            s = _sequence_steps(m, first=i == 0)
+            if s is None:
+                return None
+            steps += s
+        program = [v for record, _ in steps for v in record]
+        return program, [ref for _, refs in steps for ref in refs]
 
     @property
     def block_backends(self) -> List[Tuple[str, str, str]]:
@@ -268,7 +316,24 @@ class FusedMobileNetV4(nn.Module):
     def forward_head(self, x, pre_logits: bool = False):
         return self.head(x, pre_logits)
 
+    def _hooked(self) -> bool:
+        """Whether a forward hook is registered on any submodule (or globally): then forward calls the blocks
+        one by one, so the hooks run."""
+        from torch.nn.modules import module as nn_module
+        if nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks:
+            return True
+        return any(m._forward_hooks or m._forward_pre_hooks for m in self._submodules)
+
     def forward(self, x):
+        """Logits. A model on the CPU ops runs stem, blocks and head in one mnv4_cpu::sequence call: the same
+        kernels as calling the blocks one by one, bit for bit, without Python and the dispatcher between them
+        (Conv-M@224 0.94-0.99x the time at batch 1 and 8, 2 threads: issue 3's note). With a forward hook on a
+        submodule, and under torch.compile / torch.export, the blocks are called one by one."""
+        if (self._sequence is not None and x.device.type == "cpu" and not torch.compiler.is_compiling()
+                and not self._hooked()):
+            program, refs = self._sequence
+            tensors = [None if m is None else m._buffers[k] for m, k in refs]
+            return torch.ops.mnv4_cpu.sequence(x.to(self.stem.weight.dtype), tensors, program)
         return self.head(self.forward_features(x))
 
     def summary(self) -> str:

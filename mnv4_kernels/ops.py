@@ -99,8 +99,33 @@ def _conv_fake(x, weight, bias=None, stride=1, activation="none", proj_weight=No
                        memory_format=fmt)
 
 
+_SEQUENCE_ARGS = (4, 2, 8, 10, 0)  # tensors per step of mnv4_cpu::sequence, by op code
+
+
+def _sequence_fake(x, tensors, program):
+    torch._check(len(program) > 0 and len(program) % 4 == 0,
+                 lambda: f"mnv4_cpu::sequence: program must hold 4 ints per step; got {len(program)}")
+    h, i = x, 0
+    for s in range(0, len(program), 4):
+        op, a, b, c = program[s:s + 4]
+        t = tensors[i:i + _SEQUENCE_ARGS[op]]
+        if op == 0:
+            h = _conv_fake(h, t[0], t[1], a, "none", t[2], t[3], bool(c & 1), bool(c & 2))
+        elif op == 1:
+            h = _pointwise_fake(h, t[0], t[1])
+        elif op == 2:
+            h = _uib_fake(h, *t, stride=a)
+        elif op == 3:
+            h = _mqa_fake(h, *t, num_heads=a, kv_stride=b)
+        else:
+            h = h.new_empty(h.shape[:2])
+        i += _SEQUENCE_ARGS[op]
+    return h
+
+
 def register_fakes():
     torch.library.register_fake("mnv4::uib")(_uib_fake)
     torch.library.register_fake("mnv4::mqa")(_mqa_fake)
     torch.library.register_fake("mnv4_cpu::pointwise")(_pointwise_fake)
     torch.library.register_fake("mnv4_cpu::conv")(_conv_fake)
+    torch.library.register_fake("mnv4_cpu::sequence")(_sequence_fake)

@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "../params.h"
+#include "cpu_ops.h"
 #include "kernels/interface/ukernels.h"
 #include "scratch.h"
 #include "tasks.h"
@@ -63,6 +64,8 @@ void nchw_rows_to_nhwc(const float* src, int64_t C, int64_t H, int64_t W, int64_
     }
   }
 }
+
+}  // namespace
 
 at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                     int64_t stride, std::string activation, const c10::optional<at::Tensor>& proj_weight,
@@ -212,8 +215,6 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
     out = at::empty(out.sizes(), out.options().memory_format(at::MemoryFormat::Contiguous)).copy_(out);
   return x.scalar_type() == at::kFloat ? out : out.to(x.scalar_type());
 }
-
-}  // namespace
 
 TORCH_LIBRARY_FRAGMENT(mnv4_cpu, m) {
   m.def(

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "../params.h"
+#include "cpu_ops.h"
 #include "kernels/interface/softmax.h"
 #include "kernels/interface/ukernels.h"
 #include "scratch.h"
@@ -253,6 +254,8 @@ void query_task(const Geometry& g, const Weights& wt, const float* x, const floa
 
 at::Tensor f32(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
 
+}  // namespace
+
 at::Tensor mqa_cpu(const at::Tensor& x, const at::Tensor& norm_scale, const at::Tensor& norm_shift,
                    const at::Tensor& q_w, const c10::optional<at::Tensor>& k_dw_w,
                    const c10::optional<at::Tensor>& k_dw_b, const at::Tensor& k_w,
@@ -336,8 +339,6 @@ at::Tensor mqa_cpu(const at::Tensor& x, const at::Tensor& norm_scale, const at::
   if (x.scalar_type() != at::kFloat) out = out.to(x.scalar_type());
   return out;
 }
-
-}  // namespace
 
 TORCH_LIBRARY_IMPL(mnv4, CPU, m) { m.impl("mqa", &mqa_cpu); }
 

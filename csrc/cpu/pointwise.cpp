@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "../params.h"
+#include "cpu_ops.h"
 #include "kernels/interface/ukernels.h"
 #include "weight_cache.h"
 
@@ -26,6 +27,8 @@ namespace mnv4 {
 namespace {
 
 constexpr const char* kOp = "mnv4_cpu::pointwise";
+
+}  // namespace
 
 at::Tensor pointwise_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                          std::string activation) {
@@ -116,8 +119,6 @@ at::Tensor pointwise_cpu(const at::Tensor& x, const at::Tensor& weight, const c1
     out = at::empty(out.sizes(), out.options().memory_format(at::MemoryFormat::Contiguous)).copy_(out);
   return dt == at::kFloat ? out : out.to(dt);
 }
-
-}  // namespace
 
 TORCH_LIBRARY_FRAGMENT(mnv4_cpu, m) {
   m.def("pointwise(Tensor x, Tensor weight, Tensor? bias=None, str activation=\"none\") -> Tensor");

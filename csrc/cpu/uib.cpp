@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "../params.h"
+#include "cpu_ops.h"
 #include "kernels/interface/ukernels.h"
 #include "scratch.h"
 #include "tasks.h"
@@ -602,6 +603,8 @@ void uib_nchw(const Geometry& g, const at::Tensor& xf, at::Tensor& out, const c1
   });
 }
 
+}  // namespace
+
 at::Tensor uib_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& start_dw_w,
                    const c10::optional<at::Tensor>& start_dw_b, const at::Tensor& expand_w, const at::Tensor& expand_b,
                    const c10::optional<at::Tensor>& mid_dw_w, const c10::optional<at::Tensor>& mid_dw_b,
@@ -645,8 +648,6 @@ at::Tensor uib_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& start_d
     uib_nchw(g, xf, out, start_dw_w, start_dw_b, expand_w, expand_b, mid_dw_w, mid_dw_b, proj_w, proj_b);
   return x.scalar_type() == at::kFloat ? out : out.to(x.scalar_type());
 }
-
-}  // namespace
 
 TORCH_LIBRARY_IMPL(mnv4, CPU, m) { m.impl("uib", &uib_cpu); }
 
