@@ -29,7 +29,8 @@ namespace mnv4 {
 
 // `make_kn()` gives the fp32 [K][N] row-major contiguous matrix form of `weight` (called only to pack).
 // Returns that matrix packed in slabs of `slab` columns: element (k, n) at [(n / slab) * K * slab + k * slab
-// + n % slab], the last slab zero-padded, as a 1-D fp32 tensor (its memory starts on a 64-byte line);
+// + n % slab], the last slab zero-padded, as a 1-D fp32 tensor (its memory starts on a 64-byte line, in a
+// chunk advised for transparent huge pages: see chunk_floats in weight_cache.cpp);
 // undefined when `weight` cannot be cached (see above).
 at::Tensor packed_slabs(const at::Tensor& weight, int64_t slab, const std::function<at::Tensor()>& make_kn);
 
