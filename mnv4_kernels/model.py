@@ -268,21 +268,28 @@ class FusedMobileNetV4(nn.Module):
         self.requested_backend = requested_backend
         self.fallback_reasons = dict(fallback_reasons or {})
         self.pretrained_cfg = None
-        self._sequence = self._build_sequence()
-        self._submodules = [m for m in self.modules() if m is not self]
+        self._plan_key = None  # the (stem, *blocks, head) that _plan was built for
+        self._plan = self._submodules = None
         self.eval()
 
-    def _build_sequence(self):
+    def _sequence(self):
         """(program, [(module, buffer name), ...]) for mnv4_cpu::sequence when stem, every block and the head
-        run on the CPU ops, else None. Buffers are looked up per call, so .to() and load_state_dict() hold."""
-        steps = []
-        for i, m in enumerate([self.stem, *self.blocks, self.head]):
-            s = _sequence_steps(m, first=i == 0)
-            if s is None:
-                return None
-            steps += s
-        program = [v for record, _ in steps for v in record]
-        return program, [ref for _, refs in steps for ref in refs]
+        run on the CPU ops, else None. Rebuilt when the stem, a block or the head is replaced; buffers are
+        looked up per call, so .to() and load_state_dict() hold."""
+        key = (self.stem, *self.blocks, self.head)
+        if key != self._plan_key:
+            steps = []
+            for i, m in enumerate(key):
+                s = _sequence_steps(m, first=i == 0)
+                if s is None:
+                    steps = None
+                    break
+                steps += s
+            self._plan = None if steps is None else ([v for record, _ in steps for v in record],
+                                                     [ref for _, refs in steps for ref in refs])
+            self._submodules = [m for m in self.modules() if m is not self]
+            self._plan_key = key
+        return self._plan
 
     @property
     def block_backends(self) -> List[Tuple[str, str, str]]:
@@ -329,9 +336,9 @@ class FusedMobileNetV4(nn.Module):
         kernels as calling the blocks one by one, bit for bit, without Python and the dispatcher between them
         (Conv-M@224 0.94-0.99x the time at batch 1 and 8, 2 threads: issue 3's note). With a forward hook on a
         submodule, and under torch.compile / torch.export, the blocks are called one by one."""
-        if (self._sequence is not None and x.device.type == "cpu" and not torch.compiler.is_compiling()
-                and not self._hooked()):
-            program, refs = self._sequence
+        plan = None if torch.compiler.is_compiling() or x.device.type != "cpu" else self._sequence()
+        if plan is not None and not self._hooked():
+            program, refs = plan
             tensors = [None if m is None else m._buffers[k] for m, k in refs]
             return torch.ops.mnv4_cpu.sequence(x.to(self.stem.weight.dtype), tensors, program)
         return self.head(self.forward_features(x))

@@ -7,6 +7,7 @@ and mqa composites, mean, linear); whole fused models against the reference mode
 per-block path; opcheck; rejected programs name what is wrong.
 """
 
+import copy
 import re
 
 import pytest
@@ -136,10 +137,25 @@ def test_hooks_and_other_backends_keep_the_blocks():
     assert not used and len(seen) == 1
     with torch.no_grad():
         assert torch.equal(fused(x), got)
+    # a block replaced after fusing: the program follows it (a copy with its weights doubled; then a block on
+    # torch convs, which leaves no program)
+    changed = copy.deepcopy(fused.blocks[5])
+    for name, buf in changed.named_buffers():
+        if name.endswith("_w") or name == "weight":
+            buf.mul_(2.0)
+    fused.blocks[5] = changed
+    with torch.no_grad():
+        swapped, used = _ran_sequence(lambda: fused(x))
+        assert used and torch.equal(swapped, fused.forward_head(fused.forward_features(x)))
+    assert (swapped - got).abs().max() > 1e-3
+    fused.blocks[5] = mnv4_kernels.fuse(ref, backend="reference").blocks[5]
+    with torch.no_grad():
+        _, used = _ran_sequence(lambda: fused(x))
+    assert not used
     # a model that does not run on the CPU ops alone (torch convs; anti-aliased blocks) has no program
-    assert mnv4_kernels.fuse(ref, backend="reference")._sequence is None
+    assert mnv4_kernels.fuse(ref, backend="reference")._sequence() is None
     aa = randomized_model("mobilenetv4_conv_aa_medium", calibrate=False)
-    assert mnv4_kernels.fuse(aa, backend="cpu")._sequence is None
+    assert mnv4_kernels.fuse(aa, backend="cpu")._sequence() is None
 
 
 def test_bad_programs_name_the_problem():
