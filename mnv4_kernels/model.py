@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .ops import SEQ_ACT, SEQ_CONV, SEQ_MEAN, SEQ_MQA, SEQ_POINTWISE, SEQ_UIB
+
 __all__ = ["FusedMobileNetV4", "FusedConv", "FusedEdgeResidual", "FusedUIB", "FusedUIBComposite", "FusedMQA",
            "FusedHead", "AAPool"]
 
@@ -209,11 +211,6 @@ class FusedHead(nn.Module):
         return F.linear(x, self.cls_w, self.cls_b)
 
 
-# mnv4_cpu::sequence's step codes and activation codes (csrc/cpu/sequence.cpp)
-_SEQ_CONV, _SEQ_POINTWISE, _SEQ_UIB, _SEQ_MQA, _SEQ_MEAN = range(5)
-_ACT_CODE = {"none": 0, "relu": 1, "gelu": 2}
-
-
 def _sequence_steps(m: nn.Module, first: bool = False):
     """The mnv4_cpu::sequence steps of one module: [(program record, [(module, buffer name), ...])] ((None,
     None): an absent tensor), or None when the module does not run on the CPU ops alone (torch convs, an
@@ -222,23 +219,23 @@ def _sequence_steps(m: nn.Module, first: bool = False):
         if not m.cpu_ops or m.aa is not None:
             return None
         if m.weight.shape[-1] == 1 and m.stride == 1:  # runs mnv4_cpu::pointwise, whose output follows x's layout
-            return None if first else [((_SEQ_POINTWISE, 0, _ACT_CODE[m.act], 0), [(m, "weight"), (m, "bias")])]
-        return [((_SEQ_CONV, m.stride, _ACT_CODE[m.act], 2 if first else 0),
+            return None if first else [((SEQ_POINTWISE, 0, SEQ_ACT[m.act], 0), [(m, "weight"), (m, "bias")])]
+        return [((SEQ_CONV, m.stride, SEQ_ACT[m.act], 2 if first else 0),
                  [(m, "weight"), (m, "bias"), (None, None), (None, None)])]  # no projection
     if isinstance(m, FusedEdgeResidual):
         if not m.cpu_ops or m.aa is not None:
             return None
-        return [((_SEQ_CONV, m.stride, _ACT_CODE[m.act], int(m.residual)),
+        return [((SEQ_CONV, m.stride, SEQ_ACT[m.act], int(m.residual)),
                  [(m, "exp_w"), (m, "exp_b"), (m, "pwl_w"), (m, "pwl_b")])]
     if isinstance(m, FusedUIB) and m.backend == "cpu":
-        return [((_SEQ_UIB, m.stride, _ACT_CODE[m.activation], int(m.residual)), [(m, k) for k in _UIB_KEYS])]
+        return [((SEQ_UIB, m.stride, SEQ_ACT[m.activation], int(m.residual)), [(m, k) for k in _UIB_KEYS])]
     if isinstance(m, FusedMQA) and m.backend == "cpu":
-        return [((_SEQ_MQA, m.num_heads, m.kv_stride, int(m.residual)), [(m, k) for k in _MQA_KEYS])]
+        return [((SEQ_MQA, m.num_heads, m.kv_stride, int(m.residual)), [(m, k) for k in _MQA_KEYS])]
     if isinstance(m, FusedHead) and m.pointwise:
-        steps = [((_SEQ_MEAN, 0, 0, 0), []),
-                 ((_SEQ_POINTWISE, 0, _ACT_CODE[m.act], 0), [(m, "head_w"), (m, "head_b")])]
+        steps = [((SEQ_MEAN, 0, 0, 0), []),
+                 ((SEQ_POINTWISE, 0, SEQ_ACT[m.act], 0), [(m, "head_w"), (m, "head_b")])]
         if m.cls_w is not None:
-            steps.append(((_SEQ_POINTWISE, 0, 0, 0), [(m, "cls_w"), (m, "cls_b")]))
+            steps.append(((SEQ_POINTWISE, 0, 0, 0), [(m, "cls_w"), (m, "cls_b")]))
         return steps
     return None
 

@@ -99,7 +99,10 @@ def _conv_fake(x, weight, bias=None, stride=1, activation="none", proj_weight=No
                        memory_format=fmt)
 
 
-_SEQUENCE_ARGS = (4, 2, 8, 10, 0)  # tensors per step of mnv4_cpu::sequence, by op code
+# mnv4_cpu::sequence (csrc/cpu/sequence.cpp): its step codes, the tensors each step takes, activation codes
+SEQ_CONV, SEQ_POINTWISE, SEQ_UIB, SEQ_MQA, SEQ_MEAN = range(5)
+SEQ_TENSORS = (4, 2, 8, 10, 0)
+SEQ_ACT = {"none": 0, "relu": 1, "gelu": 2}
 
 
 def _sequence_fake(x, tensors, program):
@@ -108,18 +111,19 @@ def _sequence_fake(x, tensors, program):
     h, i = x, 0
     for s in range(0, len(program), 4):
         op, a, b, c = program[s:s + 4]
-        t = tensors[i:i + _SEQUENCE_ARGS[op]]
-        if op == 0:
+        torch._check(SEQ_CONV <= op <= SEQ_MEAN, lambda: f"mnv4_cpu::sequence: unknown op code {op}")
+        t = tensors[i:i + SEQ_TENSORS[op]]
+        if op == SEQ_CONV:
             h = _conv_fake(h, t[0], t[1], a, "none", t[2], t[3], bool(c & 1), bool(c & 2))
-        elif op == 1:
+        elif op == SEQ_POINTWISE:
             h = _pointwise_fake(h, t[0], t[1])
-        elif op == 2:
+        elif op == SEQ_UIB:
             h = _uib_fake(h, *t, stride=a)
-        elif op == 3:
+        elif op == SEQ_MQA:
             h = _mqa_fake(h, *t, num_heads=a, kv_stride=b)
         else:
             h = h.new_empty(h.shape[:2])
-        i += _SEQUENCE_ARGS[op]
+        i += SEQ_TENSORS[op]
     return h
 
 
