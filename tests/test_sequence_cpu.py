@@ -93,6 +93,25 @@ def test_program_vs_torch(channels_last, num_threads):
     assert rel_err(got, want) <= FP32_TOL
 
 
+def test_zero_batch_and_low_precision():
+    x, tensors, program, reference = _program(True)
+    empty = sequence(x[:0], tensors, program)
+    assert empty.shape == (0, 10)
+    # bf16 activations and weights: each step is its op (computed in fp32, output rounded to bf16; the ops'
+    # own tests hold them to the composites), so the chain equals the ops called one after another
+    xb, t = x.bfloat16(), [None if v is None else v.bfloat16() for v in tensors]
+    got = sequence(xb, t, program)
+    ops, cpu = torch.ops.mnv4, torch.ops.mnv4_cpu
+    h = cpu.conv(xb, t[0], t[1], 2, "relu", None, None, False, True)
+    h = cpu.conv(h, t[4], t[5], 1, "relu", t[6], t[7], True, False)
+    h = cpu.pointwise(h, t[8], t[9], "gelu")
+    h = ops.uib(h, *t[10:18], 2, False, "relu")
+    h = ops.mqa(h, *t[18:28], 2, 2, True)
+    h = cpu.pointwise(cpu.pointwise(h.mean((2, 3)), t[28], t[29], "relu"), t[30], t[31], "none")
+    assert got.dtype == torch.bfloat16 and torch.equal(got, h)
+    assert rel_err(got, reference(x)) <= 0.02  # still the same network: 8 steps of bf16 rounding (0.004 here)
+
+
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 def test_opcheck(channels_last):
     x, tensors, program, _ = _program(channels_last)
