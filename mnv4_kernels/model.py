@@ -331,8 +331,8 @@ class FusedMobileNetV4(nn.Module):
     def forward(self, x):
         """Logits. A model on the CPU ops runs stem, blocks and head in one mnv4_cpu::sequence call: the same
         kernels as calling the blocks one by one, bit for bit, without Python and the dispatcher between them
-        (Conv-M@224 0.94-0.99x the time at batch 1 and 8, 2 threads: issue 3's note). With a forward hook on a
-        submodule, and under torch.compile / torch.export, the blocks are called one by one."""
+        (benches/forward_cpu.py times the two). With a forward hook on a submodule, and under torch.compile /
+        torch.export, the blocks are called one by one."""
         plan = None if torch.compiler.is_compiling() or x.device.type != "cpu" else self._sequence()
         if plan is not None and not self._hooked():
             program, refs = plan

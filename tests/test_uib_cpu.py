@@ -328,6 +328,18 @@ def test_packed_weights_of_freed_tensors_are_not_reused():
     assert torch.ops.mnv4_cpu.packed_cache_entries() <= n - 2  # the freed weights' entries are gone
 
 
+@pytest.mark.parametrize("huge", ["1", "0"])
+def test_packed_weights_in_either_page_kind(huge, monkeypatch):
+    """The packed copies live in chunks advised for huge pages, or (MNV4_HUGEPAGES=0) in 4 KB-page chunks; a
+    change of the setting opens a new chunk. Several blocks' weights share a chunk either way."""
+    monkeypatch.setenv("MNV4_HUGEPAGES", huge)
+    cases = [_cl_args(400 + i) for i in range(3)]
+    for args in cases:
+        assert rel_err(torch.ops.mnv4.uib(*args), F.uib(*args)) <= FP32_TOL
+    for args in cases:  # again, from the cached copies
+        assert rel_err(torch.ops.mnv4.uib(*args), F.uib(*args)) <= FP32_TOL
+
+
 def test_inference_mode_weights_are_read_in_place():
     with torch.inference_mode():
         args = _cl_args(300)  # inference tensors: no version counter, so never cached

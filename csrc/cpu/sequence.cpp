@@ -1,10 +1,8 @@
 // mnv4_cpu::sequence: a chain of the CPU ops in one call, each step's output the next step's input. A fused
 // MobileNetV4 on the CPU ops (mnv4_kernels/model.py, FusedMobileNetV4.forward) runs its stem, every block and
-// its head through it: ~27 op calls per pass without going back to Python and the dispatcher between them.
-// (Why: Conv-M@224 traced into TorchScript, which drops the Python between the ops but keeps the dispatcher,
-// already ran 0.95-0.98x the time of the Python loop at batch 1, 2 threads; this drops both. Measured end to
-// end: issue 3's note.) Each step calls the same kernel entry point as its op, so the result is bit-identical
-// to calling the ops one by one.
+// its head through it: ~27 op calls per pass without going back to Python and the dispatcher between them
+// (against the Python loop over the blocks: benches/forward_cpu.py, results/forward-*.json). Each step calls
+// the same kernel entry point as its op, so the result is bit-identical to calling the ops one by one.
 //
 //   program: 4 ints per step, [op, a, b, c]; tensors: every step's tensor arguments in order (None = absent)
 //     op 0 conv       a stride, b activation, c flags (1 residual, 2 channels_last)   weight, bias, proj_weight,

@@ -48,15 +48,15 @@ uint64_t clock_ = 0;
 // Packed weights are carved out of 2 MB-aligned chunks that Linux may back with transparent huge pages
 // (madvise(MADV_HUGEPAGE), which systems with THP in "madvise" mode need): a whole model's weights are
 // streamed from DRAM every pass, and with 4 KB pages the next slab's prefetches keep crossing into pages
-// the TLB does not hold. Conv-M@224, in-process A/B of two fused copies, one packed each way (medians /
-// p10s of the huge-page copy's time over the other's): 2 threads b1 0.965 / 0.984 and 1.004 / 0.973, b8
-// 0.990 / 0.965, 1 thread b1 0.971 / 0.966; a 49 x 256 -> 1024 product from cold weights (a 7x7 stage
-// expansion at batch 1) ran 248-250 us instead of 262-266. A chunk is unmapped once no packed tensor in it
-// is alive (each tensor's deleter holds the chunk); the space of dropped entries is not reused before that.
+// the TLB does not hold. MNV4_HUGEPAGES=0 leaves the chunks on 4 KB pages (read when a chunk is opened).
+// benches/forward_cpu.py packs one fused copy each way and alternates them (results/forward-*.json): about
+// 1% on Conv-M@224 (huge / 4 KB medians 0.984-1.004x at batch 1 and 8, 2 threads), nothing measurable
+// on Conv-S (1.006x, 1.012x); issue 3's note has every run. A chunk is unmapped once no packed tensor in it is alive (each tensor's deleter holds
+// the chunk); the space of dropped entries is not reused before that.
 constexpr size_t kHugePage = size_t(2) << 20, kChunkBytes = size_t(32) << 20;
 
 #if defined(__linux__)
-char* map_chunk(size_t size) {  // size bytes at a 2 MB boundary, zero-filled: a larger mapping, trimmed
+char* map_chunk(size_t size, bool huge) {  // size bytes at a 2 MB boundary, zero-filled: a larger mapping, trimmed
   const size_t span = size + kHugePage;
   void* m = mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (m == MAP_FAILED) return nullptr;
@@ -65,19 +65,25 @@ char* map_chunk(size_t size) {  // size bytes at a 2 MB boundary, zero-filled: a
   if (base > raw) munmap(raw, base - raw);
   if (raw + span > base + size) munmap(base + size, raw + span - (base + size));
 #if defined(MADV_HUGEPAGE)
-  madvise(base, size, MADV_HUGEPAGE);  // a hint: without THP the pages stay 4 KB
+  if (huge) madvise(base, size, MADV_HUGEPAGE);  // a hint: without THP the pages stay 4 KB
 #endif
   return base;
 }
 void unmap_chunk(char* base, size_t size) { munmap(base, size); }
 #else
-char* map_chunk(size_t size) { return static_cast<char*>(std::aligned_alloc(kHugePage, size)); }
+char* map_chunk(size_t size, bool) { return static_cast<char*>(std::aligned_alloc(kHugePage, size)); }
 void unmap_chunk(char* base, size_t) { std::free(base); }
 #endif
+
+bool want_huge_pages() {
+  const char* e = std::getenv("MNV4_HUGEPAGES");
+  return !(e && std::strcmp(e, "0") == 0);
+}
 
 struct Chunk {
   char* base;
   size_t size, used;
+  bool huge;  // advised for huge pages
   ~Chunk() { unmap_chunk(base, size); }
 };
 std::weak_ptr<Chunk> open_chunk;  // the chunk new entries go to (guarded by mu)
@@ -85,12 +91,13 @@ std::weak_ptr<Chunk> open_chunk;  // the chunk new entries go to (guarded by mu)
 // n floats for a packed weight, zeroed, 64-byte aligned, in the open chunk (or a new one)
 at::Tensor chunk_floats(int64_t n) {
   const size_t bytes = (size_t(n) * sizeof(float) + 63) / 64 * 64;
+  const bool huge = want_huge_pages();
   std::shared_ptr<Chunk> c = open_chunk.lock();
-  if (!c || c->used + bytes > c->size) {
+  if (!c || c->used + bytes > c->size || c->huge != huge) {
     const size_t size = std::max(kChunkBytes, (bytes + kHugePage - 1) / kHugePage * kHugePage);
-    char* base = map_chunk(size);
+    char* base = map_chunk(size, huge);
     TORCH_CHECK(base != nullptr, "mnv4 weight cache: cannot allocate ", size, " bytes for packed weights");
-    c = std::shared_ptr<Chunk>(new Chunk{base, size, 0});
+    c = std::shared_ptr<Chunk>(new Chunk{base, size, 0, huge});
     open_chunk = c;
   }
   char* p = c->base + c->used;
