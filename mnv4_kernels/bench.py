@@ -50,6 +50,16 @@ def _parse_models(spec):
     return out
 
 
+def cpu_gemm_probe():
+    """(call, flops): our NHWC GEMM on 3136 x 512 x 512 (mnv4_cpu::pointwise), the CPU's fp32 GEMM ceiling
+    probe. Timed beside the layers (benches/uib_layers_cpu.py, mqa_layers_cpu.py) it gives the ceiling of
+    the same moments, which on a shared VM moves by up to 1.3x within a minute."""
+    from .ops import channels_innermost
+
+    xp, wp = torch.randn(3136, 512), channels_innermost(torch.randn(512, 512))
+    return (lambda: torch.ops.mnv4_cpu.pointwise(xp, wp, None, "none")), 2 * 3136 * 512 * 512
+
+
 def measure_ceilings(device, dtype):
     """Copy bandwidth (GB/s, bytes read + written) and GEMM rate (GFLOP/s) on this device, now.
 
@@ -67,11 +77,7 @@ def measure_ceilings(device, dtype):
     cands = {"copy": lambda: dst.copy_(src), "gemm": lambda: torch.mm(a, b)}
     pw_flops = 0
     if dev.type == "cpu" and hasattr(torch.ops.mnv4_cpu, "pointwise"):
-        from .ops import channels_innermost
-
-        xp, wp = torch.randn(3136, 512), channels_innermost(torch.randn(512, 512))
-        cands["pointwise"] = lambda: torch.ops.mnv4_cpu.pointwise(xp, wp, None, "none")
-        pw_flops = 2 * 3136 * 512 * 512
+        cands["pointwise"], pw_flops = cpu_gemm_probe()
     t = interleaved(cands, warmup=2, repeats=10, device=dev)
     gemm = 2 * size**3 / t["gemm"].median_ms / 1e6
     ours = pw_flops / t["pointwise"].median_ms / 1e6 if pw_flops else 0.0

@@ -8,7 +8,7 @@ import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Union
 
 import torch
 
@@ -43,12 +43,14 @@ def _quantile(xs, q):
 
 def interleaved(candidates: Dict[str, Callable[[], object]], *, warmup: int = 3, repeats: int = 20,
                 device="cpu", min_seconds: float = 0.0, max_seconds: Optional[float] = None,
-                progress: Optional[str] = None, inner: int = 1, settle: int = 0, gap_s: float = 0.0,
+                progress: Optional[str] = None, inner: Union[int, Dict[str, int]] = 1, settle: int = 0,
+                gap_s: float = 0.0,
                 clock: Callable[[], float] = time.perf_counter) -> Dict[str, Timing]:
     """Time each zero-argument callable; returns {name: Timing}.
 
     Each round calls every candidate once, in a rotating order so no candidate always runs first.
-    With `inner` > 1 a sample is the mean of that many back-to-back calls, after `settle` untimed calls:
+    With `inner` > 1 a sample is the mean of that many back-to-back calls, after `settle` untimed calls
+    (a dict gives each candidate its own count, e.g. 1 for a long reference call timed beside short ones):
     candidates with their own thread pools (onnxruntime's spinning workers, torch's OpenMP team) otherwise
     steal the cores from whoever runs right after them on a small machine; `gap_s` > 0 also sleeps that long
     before each candidate's calls, so the previous candidate's spinning threads have gone idle.
@@ -58,6 +60,7 @@ def interleaved(candidates: Dict[str, Callable[[], object]], *, warmup: int = 3,
     at least 3 rounds) once `max_seconds` have passed. `progress` prints a one-line status to stderr.
     """
     names = list(candidates)
+    inner_of = inner if isinstance(inner, dict) else dict.fromkeys(names, inner)
     sync = _sync_for(device)
     for _ in range(warmup):
         for n in names:
@@ -75,10 +78,10 @@ def interleaved(candidates: Dict[str, Callable[[], object]], *, warmup: int = 3,
                 candidates[n]()
             sync()
             t0 = clock()
-            for _ in range(inner):
+            for _ in range(inner_of[n]):
                 candidates[n]()
             sync()
-            samples[n].append((clock() - t0) * 1e3 / inner)
+            samples[n].append((clock() - t0) * 1e3 / inner_of[n])
         r += 1
         elapsed = time.perf_counter() - start
         if progress and sys.stderr.isatty():
