@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .ops import SEQ_ACT, SEQ_CONV, SEQ_MEAN, SEQ_MQA, SEQ_POINTWISE, SEQ_UIB
+from .ops import SEQ_ACT, SEQ_CONV, SEQ_MEAN, SEQ_MQA, SEQ_POINTWISE, SEQ_UIB, seq_conv_flags
 
 __all__ = ["FusedMobileNetV4", "FusedConv", "FusedEdgeResidual", "FusedUIB", "FusedUIBComposite", "FusedMQA",
            "FusedHead", "AAPool"]
@@ -220,12 +220,12 @@ def _sequence_steps(m: nn.Module, first: bool = False):
             return None
         if m.weight.shape[-1] == 1 and m.stride == 1:  # runs mnv4_cpu::pointwise, whose output follows x's layout
             return None if first else [((SEQ_POINTWISE, 0, SEQ_ACT[m.act], 0), [(m, "weight"), (m, "bias")])]
-        return [((SEQ_CONV, m.stride, SEQ_ACT[m.act], 2 if first else 0),
+        return [((SEQ_CONV, m.stride, SEQ_ACT[m.act], seq_conv_flags(channels_last=first)),
                  [(m, "weight"), (m, "bias"), (None, None), (None, None)])]  # no projection
     if isinstance(m, FusedEdgeResidual):
         if not m.cpu_ops or m.aa is not None:
             return None
-        return [((SEQ_CONV, m.stride, SEQ_ACT[m.act], int(m.residual)),
+        return [((SEQ_CONV, m.stride, SEQ_ACT[m.act], seq_conv_flags(residual=m.residual)),
                  [(m, "exp_w"), (m, "exp_b"), (m, "pwl_w"), (m, "pwl_b")])]
     if isinstance(m, FusedUIB) and m.backend == "cpu":
         return [((SEQ_UIB, m.stride, SEQ_ACT[m.activation], int(m.residual)), [(m, k) for k in _UIB_KEYS])]
@@ -238,6 +238,23 @@ def _sequence_steps(m: nn.Module, first: bool = False):
             steps.append(((SEQ_POINTWISE, 0, 0, 0), [(m, "cls_w"), (m, "cls_b")]))
         return steps
     return None
+
+
+def _merge_conv_pointwise(steps):
+    """A k x k conv step without projection or residual followed by a `cn` 1x1 conv's pointwise step becomes
+    one conv step with that 1x1 conv as its projection (Conv-S's stages 0 and 1: 3x3 s2 -> 1x1): the conv's
+    output rows go through the 1x1 conv while they are in L1 instead of to memory and back, and one op call
+    less. The same microkernel over the same rows in the same order: bit-identical logits."""
+    out = []
+    for record, refs in steps:
+        if out and record[0] == SEQ_POINTWISE and isinstance(refs[0][0], FusedConv):
+            (op, stride, act, flags), prev = out[-1]
+            if op == SEQ_CONV and prev[2] == (None, None) and not flags & 1:
+                out[-1] = ((op, stride, act, flags | seq_conv_flags(proj_activation=refs[0][0].act)),
+                           prev[:2] + refs)
+                continue
+        out.append((record, refs))
+    return out
 
 
 class FusedMobileNetV4(nn.Module):
@@ -282,6 +299,8 @@ class FusedMobileNetV4(nn.Module):
                     steps = None
                     break
                 steps += s
+            if steps is not None:
+                steps = _merge_conv_pointwise(steps)
             self._plan = None if steps is None else ([v for record, _ in steps for v in record],
                                                      [ref for _, refs in steps for ref in refs])
             self._submodules = [m for m in self.modules() if m is not self]

@@ -90,7 +90,7 @@ def _pointwise_fake(x, weight, bias=None, activation="none"):
 
 
 def _conv_fake(x, weight, bias=None, stride=1, activation="none", proj_weight=None, proj_bias=None,
-               residual=False, channels_last=False):
+               residual=False, channels_last=False, proj_activation="none"):
     torch._check(x.dim() == 4, lambda: f"mnv4_cpu::conv: x must be 4-D; got ndim {x.dim()}")
     n, _, h, w = x.shape
     out = weight.shape[0] if proj_weight is None else proj_weight.shape[0]
@@ -103,6 +103,11 @@ def _conv_fake(x, weight, bias=None, stride=1, activation="none", proj_weight=No
 SEQ_CONV, SEQ_POINTWISE, SEQ_UIB, SEQ_MQA, SEQ_MEAN = range(5)
 SEQ_TENSORS = (4, 2, 8, 10, 0)
 SEQ_ACT = {"none": 0, "relu": 1, "gelu": 2}
+
+
+def seq_conv_flags(residual=False, channels_last=False, proj_activation="none"):
+    """A conv step's flags (its 4th int): 1 residual, 2 channels_last output, 4 x the projection's activation."""
+    return int(residual) | 2 * int(channels_last) | 4 * SEQ_ACT[proj_activation]
 
 
 def _sequence_fake(x, tensors, program):

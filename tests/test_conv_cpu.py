@@ -28,20 +28,22 @@ ACTS = {"relu": torch.relu, "gelu": lambda t: TF.gelu(t, approximate="none"), "n
 
 
 def reference(x, weight, bias, stride, activation, proj_w=None, proj_b=None, residual=False,
-              dtype=torch.float64):
+              dtype=torch.float64, proj_activation="none"):
     def t(v):
         return None if v is None else v.to(dtype)
 
     k = weight.shape[-1]
     y = ACTS[activation](TF.conv2d(t(x), t(weight), t(bias), stride, k // 2))
     if proj_w is not None:
-        y = TF.conv2d(y, t(proj_w), t(proj_b))
+        y = ACTS[proj_activation](TF.conv2d(y, t(proj_w), t(proj_b)))
     return y + t(x) if residual else y
 
 
 def random_conv_args(n, c, o, hw, k=3, stride=1, proj=None, bias=True, proj_bias=True, residual=False,
-                     activation="relu", innermost=False, channels_last=False, dtype=torch.float32, seed=0):
-    """(x, weight, bias, stride, activation, proj_w, proj_b, residual): fresh random values, never 0."""
+                     activation="relu", innermost=False, channels_last=False, dtype=torch.float32, seed=0,
+                     proj_activation=None):
+    """(x, weight, bias, stride, activation, proj_w, proj_b, residual): fresh random values, never 0.
+    proj_activation (a battery field) is not among them: the callers pass it to the op and the reference."""
     g = torch.Generator().manual_seed(seed)
 
     def rnd(*shape, scale=1.0):
@@ -72,7 +74,10 @@ def _battery():
                 proj = (None, 7, 48)[i % 3]
                 out = proj or o
                 residual = s == 1 and out == c and i % 2 == 0
+                # the projection's own activation (mnv4_cpu::sequence's conv + `cn` 1x1 steps)
+                proj_act = ("none", "relu", "gelu", "none")[i % 4] if proj else "none"
                 cases.append(dict(n=n, c=c, o=o, hw=hw, k=k, stride=s, proj=proj, residual=residual,
+                                  proj_activation=proj_act,
                                   activation=("relu", "gelu", "none")[(i // 2) % 3], bias=i % 4 != 3,
                                   proj_bias=i % 5 != 4, innermost=i % 2 == 1, channels_last=i % 3 == 1, seed=i))
                 i += 1
@@ -111,13 +116,15 @@ def _ids(cases):
             f"-{c.get('activation', 'relu')}" for i, c in enumerate(cases)]
 
 
-def _check(args, tol=FP32_TOL):
-    """args: random_conv_args's 8, optionally + channels_last (the op's last argument, not the reference's)."""
+def _check(args, tol=FP32_TOL, proj_activation="none"):
+    """args: random_conv_args's 8, optionally + channels_last (the op's last arguments, not the reference's)."""
+    if proj_activation != "none":
+        args = (tuple(args) + (False,))[:9] + (proj_activation,)
     out = conv(*args)
     fake = mops._conv_fake(*args)
     assert out.dtype == args[0].dtype and out.shape == fake.shape
     assert out.stride() == fake.stride()
-    assert rel_err(out, reference(*args[:8])) <= tol
+    assert rel_err(out, reference(*args[:8], proj_activation=proj_activation)) <= tol
     return out
 
 
@@ -126,12 +133,15 @@ def test_battery_covers_borders_and_options():
     assert any(c["proj"] and c["residual"] for c in BATTERY) and any(c["residual"] and not c["proj"] for c in BATTERY)
     # images smaller than the kernel window (no interior pixel) and images with an interior
     assert any(c["hw"][0] <= c["k"] // 2 * 2 for c in BATTERY) and any(c["hw"][0] > c["k"] + 2 for c in BATTERY)
+    # the projection's activation: each kind, with and without the residual after it
+    acts = {(c.get("proj_activation"), c.get("residual")) for c in BATTERY if c.get("proj")}
+    assert {"relu", "gelu", "none"} <= {a for a, _ in acts} and any(r and a != "none" for a, r in acts)
 
 
 @pytest.mark.parametrize("num_threads", [1, 2], indirect=True, ids=["1t", "2t"])
 @pytest.mark.parametrize("case", BATTERY, ids=_ids(BATTERY))
 def test_battery_fp32(case, num_threads):
-    _check(random_conv_args(**case))
+    _check(random_conv_args(**case), proj_activation=case.get("proj_activation") or "none")
 
 
 @pytest.mark.parametrize("name", list(REAL))
@@ -152,7 +162,9 @@ def test_other_kernel_tables(isa):
         worst = 0.0
         for case in BATTERY[::3] + [REAL["fused_ib_gelu"], REAL["cn1"]]:
             args = random_conv_args(**case)
-            worst = max(worst, rel_err(torch.ops.mnv4_cpu.conv(*args), reference(*args)))
+            pact = case.get("proj_activation") or "none"
+            worst = max(worst, rel_err(torch.ops.mnv4_cpu.conv(*args, False, pact),
+                                       reference(*args, proj_activation=pact)))
         print("worst", worst, "table", torch.ops.mnv4_cpu.isa())
         raise SystemExit(0 if worst <= 1e-5 else 1)
     """)
@@ -198,10 +210,11 @@ def test_nchw_image_to_channels_last(name, num_threads):
 @pytest.mark.parametrize("case", BATTERY[::5], ids=_ids(BATTERY[::5]))
 def test_battery_low_precision(case, dtype):
     args = random_conv_args(**dict(case, dtype=dtype))
-    out = conv(*args)
+    pact = case.get("proj_activation") or "none"
+    out = conv(*args, False, pact)
     assert out.dtype == dtype and out.stride() == mops._conv_fake(*args).stride()
     up = tuple(a.float() if isinstance(a, torch.Tensor) else a for a in args)
-    assert rel_err(out, reference(*up, dtype=torch.float32)) <= UNIT_ROUNDOFF[dtype] + FP32_TOL
+    assert rel_err(out, reference(*up, dtype=torch.float32, proj_activation=pact)) <= UNIT_ROUNDOFF[dtype] + FP32_TOL
 
 
 def test_packed_weights_follow_in_place_updates():
@@ -236,7 +249,7 @@ def test_inference_mode_weights_are_read_in_place(proj):
 OPCHECK_CASES = {
     "nchw": dict(n=2, c=5, o=8, hw=(6, 5), stride=2),
     "channels_last_proj": dict(n=2, c=8, o=12, hw=(5, 5), proj=6, activation="gelu", innermost=True,
-                               channels_last=True),
+                               channels_last=True, proj_activation="relu"),
     "residual": dict(n=1, c=6, o=6, hw=(4, 7), k=5, residual=True, activation="none", bias=False),
 }
 
@@ -244,7 +257,9 @@ OPCHECK_CASES = {
 @pytest.mark.parametrize("cl_out", [False, True], ids=["follow_x", "cl_out"])
 @pytest.mark.parametrize("name", list(OPCHECK_CASES))
 def test_opcheck(name, cl_out):
-    torch.library.opcheck(conv.default, random_conv_args(**OPCHECK_CASES[name]) + (cl_out,))
+    case = OPCHECK_CASES[name]
+    torch.library.opcheck(conv.default,
+                          random_conv_args(**case) + (cl_out, case.get("proj_activation") or "none"))
 
 
 def test_compile_and_export():
@@ -278,7 +293,8 @@ BAD_INPUT_SCRIPT = textwrap.dedent(r"""
                 pw=torch.randn(4, 16, 1, 1), pb=torch.randn(4), res=False)
     def call(**kw):
         a = dict(good, **kw)
-        return conv(a["x"], a["weight"], a["bias"], a["stride"], a["act"], a["pw"], a["pb"], a["res"])
+        return conv(a["x"], a["weight"], a["bias"], a["stride"], a["act"], a["pw"], a["pb"], a["res"], False,
+                    a.get("pact", "none"))
     cases = {
         "x must be 4-D [N, C, H, W]; got ndim 3": dict(x=x[0]),
         "x must be float32, float16 or bfloat16; got Int": dict(x=x.int()),
@@ -299,6 +315,8 @@ BAD_INPUT_SCRIPT = textwrap.dedent(r"""
             dict(pw=torch.randn(4, 16, 3, 3)),
         "proj_bias must have shape [4]; got [5]": dict(pb=torch.randn(5)),
         "proj_bias given without proj_weight": dict(pw=None),
+        "proj_activation 'relu' given without proj_weight": dict(pw=None, pb=None, pact="relu"),
+        "proj_activation must be one of \"relu\", \"gelu\", \"none\"; got \"silu\"": dict(pact="silu"),
         "residual needs stride 1 and as many output channels as x has (8); got stride 2 and 4":
             dict(res=True),
         "residual needs stride 1 and as many output channels as x has (8); got stride 1 and 4":
@@ -311,4 +329,4 @@ BAD_INPUT_SCRIPT = textwrap.dedent(r"""
 
 
 def test_bad_input_raises_in_subprocess():
-    assert "checked 19" in run_script(BAD_INPUT_SCRIPT).stdout
+    assert "checked 21" in run_script(BAD_INPUT_SCRIPT).stdout

@@ -28,9 +28,10 @@ TORCH_ACT = {"none": lambda t: t, "relu": torch.relu, "gelu": lambda t: TF.gelu(
 
 
 def _program(channels_last):
-    """(x, tensors, program, float64 reference function): stem conv (s2, relu, channels_last out) -> FusedIB
-    conv (3x3 + 1x1 projection, residual) -> conv 1x1 through pointwise (gelu) -> UIB ExtraDW (s2) -> MQA
-    (kv stride 2) -> mean -> pointwise (relu) -> pointwise (classifier). Fresh random values."""
+    """(x, tensors, program, float64 reference function): stem conv (s2, relu, channels_last out) -> FusedIB-like
+    conv (3x3 + 1x1 projection with its own gelu, residual) -> conv 1x1 through pointwise (gelu) -> UIB
+    ExtraDW (s2) -> MQA (kv stride 2) -> mean -> pointwise (relu) -> pointwise (classifier). Fresh random
+    values."""
     g = torch.Generator().manual_seed(7)
 
     def rnd(*shape, scale=1.0):
@@ -55,8 +56,8 @@ def _program(channels_last):
                *mqa[:10],
                inner(head_w), head_b,
                cls_w, cls_b]
-    program = [CONV, 2, ACT["relu"], 2,
-               CONV, 1, ACT["relu"], 1,
+    program = [CONV, 2, ACT["relu"], mops.seq_conv_flags(channels_last=True),
+               CONV, 1, ACT["relu"], mops.seq_conv_flags(residual=True, proj_activation="gelu"),
                POINTWISE, 0, ACT["gelu"], 0,
                UIB, 2, ACT["relu"], 0,
                MQA, 2, 2, 1,
@@ -67,7 +68,7 @@ def _program(channels_last):
     def reference(x):
         d = lambda t: None if t is None or isinstance(t, (int, bool, str)) else t.double()  # noqa: E731
         h = torch.relu(TF.conv2d(x.double(), d(stem_w), d(stem_b), 2, 1))
-        h = TF.conv2d(torch.relu(TF.conv2d(h, d(er_w), d(er_b), 1, 1)), d(er_pw), d(er_pb)) + h
+        h = TORCH_ACT["gelu"](TF.conv2d(torch.relu(TF.conv2d(h, d(er_w), d(er_b), 1, 1)), d(er_pw), d(er_pb))) + h
         h = TORCH_ACT["gelu"](TF.conv2d(h, d(pw_w), d(pw_b)))
         h = RF.uib(h, *[d(t) for t in uib[:8]], *uib[8:])
         h = RF.mqa(h, *[d(t) for t in mqa[:10]], *mqa[10:])
@@ -103,7 +104,7 @@ def test_zero_batch_and_low_precision():
     got = sequence(xb, t, program)
     ops, cpu = torch.ops.mnv4, torch.ops.mnv4_cpu
     h = cpu.conv(xb, t[0], t[1], 2, "relu", None, None, False, True)
-    h = cpu.conv(h, t[4], t[5], 1, "relu", t[6], t[7], True, False)
+    h = cpu.conv(h, t[4], t[5], 1, "relu", t[6], t[7], True, False, "gelu")
     h = cpu.pointwise(h, t[8], t[9], "gelu")
     h = ops.uib(h, *t[10:18], 2, False, "relu")
     h = ops.mqa(h, *t[18:28], 2, 2, True)
@@ -142,6 +143,19 @@ def test_fused_models_in_one_call(name, shape):
     assert torch.equal(got, one_by_one)  # the same kernels, in the same order
     assert want.abs().max() > 1e-2
     assert rel_err(got, want) <= FP32_TOL
+
+
+def test_conv_small_pairs_run_as_one_step():
+    """Conv-S's stages 0 and 1 (k x k conv -> 1x1 conv, each with relu) are one conv step each, the 1x1 conv as
+    its projection with the projection's relu; the logits are those of the blocks one by one (above)."""
+    fused = mnv4_kernels.fuse(randomized_model("mobilenetv4_conv_small", calibrate=False), backend="cpu")
+    program, refs = fused._sequence()
+    steps = [program[i:i + 4] for i in range(0, len(program), 4)]
+    assert len(steps) == 1 + len(fused.blocks) - 2 + 3  # stem, blocks less the two merged 1x1s, head (3)
+    merged = [s for s in steps if s[0] == CONV and s[3] >> 2 == ACT["relu"]]
+    assert len(merged) == 2
+    proj = [m for m, k in refs if k == "weight" and m is not None and m.weight.shape[-1] == 1]
+    assert proj[:2] == [fused.blocks[1], fused.blocks[3]]  # blocks.0.1, blocks.1.1 as projections
 
 
 def test_hooks_and_other_backends_keep_the_blocks():
@@ -187,6 +201,8 @@ def test_bad_programs_name_the_problem():
         "tensors[4] (step 1's weight) must not be None": (tensors[:4] + [None] + tensors[5:], program),
         "tensors[12] (step 3's expand_w)": (tensors[:12] + [None] + tensors[13:], program),
         "activation code": (tensors, program[:2] + [7] + program[3:]),
+        "program step 1: activation code must be 0 (none), 1 (relu) or 2 (gelu); got 5":
+            (tensors, program[:7] + [1 + 4 * 5] + program[8:]),
         "mean needs a 4-D input": (tensors[:-2], program[:-4] + [MEAN, 0, 0, 0]),
     }
     for fragment, (t, p) in cases.items():

@@ -1,11 +1,12 @@
 // mnv4_cpu::conv: a dense k x k convolution + bias + activation on the CPU, optionally followed by a 1x1
-// projection (+ bias, + residual) in the same pass: the stem and `cn` convs of the fused models, and their
-// FusedIB blocks (conv_exp + act -> conv_pwl) with the expanded tensor never written out. A CPU-only helper
+// projection (+ bias, + activation, + residual) in the same pass: the stem and `cn` convs of the fused
+// models, their FusedIB blocks (conv_exp + act -> conv_pwl) with the expanded tensor never written out, and
+// (through mnv4_cpu::sequence) Conv-S's k x k `cn` conv with the 1x1 `cn` conv after it. A CPU-only helper
 // op, not part of the mnv4 op contract.
 //
 //   h = act(conv2d(x, weight, bias, stride, padding = k // 2))        weight [O, C, k, k], k odd
 //   y = h                          without proj_weight
-//   y = conv2d(h, proj_weight, proj_bias)                             proj_weight [P, O, 1, 1]
+//   y = proj_act(conv2d(h, proj_weight, proj_bias))                   proj_weight [P, O, 1, 1]
 //   y = y + x                      with residual (stride 1, y's channels == C)
 // The output's memory format follows x's (as for uib), or is channels_last whatever x's with channels_last:
 // the fused models' stems take the user's NCHW image and give the blocks channels_last activations.
@@ -69,7 +70,8 @@ void nchw_rows_to_nhwc(const float* src, int64_t C, int64_t H, int64_t W, int64_
 
 at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                     int64_t stride, std::string activation, const c10::optional<at::Tensor>& proj_weight,
-                    const c10::optional<at::Tensor>& proj_bias, bool residual, bool channels_last) {
+                    const c10::optional<at::Tensor>& proj_bias, bool residual, bool channels_last,
+                    std::string proj_activation) {
   detail::check_input(x, kOp);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   detail::check_same(x, weight, kOp, "weight");
@@ -83,6 +85,11 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
   TORCH_CHECK(stride == 1 || stride == 2, kOp, ": stride must be 1 or 2; got ", stride);
   const Activation act = parse_activation(activation);
   TORCH_CHECK(proj_weight.has_value() || !proj_bias.has_value(), kOp, ": proj_bias given without proj_weight");
+  TORCH_CHECK(proj_activation == "relu" || proj_activation == "gelu" || proj_activation == "none", kOp,
+              ": proj_activation must be one of \"relu\", \"gelu\", \"none\"; got \"", proj_activation, "\"");
+  const Activation proj_act = parse_activation(proj_activation);
+  TORCH_CHECK(proj_weight.has_value() || proj_act == Activation::None, kOp, ": proj_activation '",
+              proj_activation, "' given without proj_weight");
   int64_t P = O;
   if (proj_weight.has_value()) {
     detail::check_pointwise(x, *proj_weight, kOp, "proj_weight", -1, O);
@@ -119,8 +126,10 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
     const float* pbp = proj_bias.has_value() ? pbf.data_ptr<float>() : nullptr;
     const float* xp = xf.data_ptr<float>();
     float* op = out.data_ptr<float>();
-    const cpu::Act a = act == Activation::Relu ? cpu::Act::Relu : act == Activation::Gelu ? cpu::Act::Gelu
-                                                                                           : cpu::Act::None;
+    auto to_act = [](Activation v) {
+      return v == Activation::Relu ? cpu::Act::Relu : v == Activation::Gelu ? cpu::Act::Gelu : cpu::Act::None;
+    };
+    const cpu::Act a = to_act(act), pa = to_act(proj_act);
     // Output pixels whose k x k window lies inside the image read x in place (taps (ky*W + kx)*C apart);
     // the others (the border: rows oy < oy_lo or >= oy_hi, columns ox < ox_lo or >= ox_hi) read a
     // zero-padded copy of their window (a "strip", per thread).
@@ -206,7 +215,7 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
             border(oy, ox_hi, Wo, crow + ox_hi * O, O, bp, ca, crr ? crr + ox_hi * C : nullptr);
           }
           if (proj_weight.has_value())
-            gemm_b(uk, Wo, P, O, hp, O, po.mat, 0, 0, orow, P, pbp, cpu::Act::None, rrow, C);
+            gemm_b(uk, Wo, P, O, hp, O, po.mat, 0, 0, orow, P, pbp, pa, rrow, C);
         }
       }
     });
@@ -219,7 +228,8 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
 TORCH_LIBRARY_FRAGMENT(mnv4_cpu, m) {
   m.def(
       "conv(Tensor x, Tensor weight, Tensor? bias=None, int stride=1, str activation=\"none\", "
-      "Tensor? proj_weight=None, Tensor? proj_bias=None, bool residual=False, bool channels_last=False) -> Tensor");
+      "Tensor? proj_weight=None, Tensor? proj_bias=None, bool residual=False, bool channels_last=False, "
+      "str proj_activation=\"none\") -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(mnv4_cpu, CPU, m) { m.impl("conv", &conv_cpu); }

@@ -23,7 +23,8 @@ at::Tensor mqa_cpu(const at::Tensor& x, const at::Tensor& norm_scale, const at::
 
 at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                     int64_t stride, std::string activation, const c10::optional<at::Tensor>& proj_weight,
-                    const c10::optional<at::Tensor>& proj_bias, bool residual, bool channels_last);
+                    const c10::optional<at::Tensor>& proj_bias, bool residual, bool channels_last,
+                    std::string proj_activation);
 
 at::Tensor pointwise_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                          std::string activation);

@@ -5,8 +5,8 @@
 // the same kernel entry point as its op, so the result is bit-identical to calling the ops one by one.
 //
 //   program: 4 ints per step, [op, a, b, c]; tensors: every step's tensor arguments in order (None = absent)
-//     op 0 conv       a stride, b activation, c flags (1 residual, 2 channels_last)   weight, bias, proj_weight,
-//                                                                                     proj_bias (conv.cpp)
+//     op 0 conv       a stride, b activation, c flags (1 residual, 2 channels_last,   weight, bias, proj_weight,
+//                     4 x the projection's activation code)                          proj_bias (conv.cpp)
 //     op 1 pointwise  b activation                                                   weight, bias
 //     op 2 uib        a stride, b activation, c residual                             the 8 of mnv4::uib
 //     op 3 mqa        a num_heads, b kv_stride, c residual                           the 10 of mnv4::mqa
@@ -66,7 +66,7 @@ at::Tensor sequence_cpu(const at::Tensor& x, const c10::List<c10::optional<at::T
     switch (r[0]) {
       case kConv:
         h = conv_cpu(h, req(i, step, "weight"), t[i + 1], r[1], activation_name(r[2], step), t[i + 2], t[i + 3],
-                     (r[3] & 1) != 0, (r[3] & 2) != 0);
+                     (r[3] & 1) != 0, (r[3] & 2) != 0, activation_name(r[3] >> 2, step));
         break;
       case kPointwise:
         h = pointwise_cpu(h, req(i, step, "weight"), t[i + 1], activation_name(r[2], step));
