@@ -286,12 +286,13 @@ class FusedMobileNetV4(nn.Module):
         self._plan = self._submodules = None
         self.eval()
 
-    def _sequence(self):
+    def _sequence(self, merge: bool = True):
         """(program, [(module, buffer name), ...]) for mnv4_cpu::sequence when stem, every block and the head
         run on the CPU ops, else None. Rebuilt when the stem, a block or the head is replaced; buffers are
-        looked up per call, so .to() and load_state_dict() hold."""
+        looked up per call, so .to() and load_state_dict() hold. merge=False: without _merge_conv_pointwise
+        (built afresh, not kept; benches/forward_cpu.py times the two)."""
         key = (self.stem, *self.blocks, self.head)
-        if key != self._plan_key:
+        if key != self._plan_key or not merge:
             steps = []
             for i, m in enumerate(key):
                 s = _sequence_steps(m, first=i == 0)
@@ -299,10 +300,13 @@ class FusedMobileNetV4(nn.Module):
                     steps = None
                     break
                 steps += s
-            if steps is not None:
+            if steps is not None and merge:
                 steps = _merge_conv_pointwise(steps)
-            self._plan = None if steps is None else ([v for record, _ in steps for v in record],
-                                                     [ref for _, refs in steps for ref in refs])
+            plan = None if steps is None else ([v for record, _ in steps for v in record],
+                                               [ref for _, refs in steps for ref in refs])
+            if not merge:
+                return plan
+            self._plan = plan
             self._submodules = [m for m in self.modules() if m is not self]
             self._plan_key = key
         return self._plan

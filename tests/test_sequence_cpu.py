@@ -156,6 +156,8 @@ def test_conv_small_pairs_run_as_one_step():
     assert len(merged) == 2
     proj = [m for m, k in refs if k == "weight" and m is not None and m.weight.shape[-1] == 1]
     assert proj[:2] == [fused.blocks[1], fused.blocks[3]]  # blocks.0.1, blocks.1.1 as projections
+    unmerged, _ = fused._sequence(merge=False)  # benches/forward_cpu.py's other candidate; the plan is kept
+    assert len(unmerged) == len(program) + 8 and fused._sequence()[0] == program
 
 
 def test_hooks_and_other_backends_keep_the_blocks():
