@@ -22,12 +22,54 @@ def cpu_model():
     return platform.processor() or platform.machine()
 
 
+def _cpuinfo_fields(text):
+    """The first processor's `key: value` lines of /proc/cpuinfo text, as a dict."""
+    fields = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if fields:
+                break
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def amd_core_generation(fields):
+    """'zen3' / 'zen4' / 'zen5' for an AMD CPU's /proc/cpuinfo fields, else None.
+
+    A VM's model name can be the bare "AMD EPYC" on both Zen 4 and Zen 5 hosts, whose fp32 peaks differ 2.5x
+    (Zen 5 has full-width AVX-512 units), so results files need the core generation in their name. Family
+    19h holds Zen 3 and Zen 4 (Zen 4: models 10h-1Fh, 60h-7Fh, A0h-AFh), family 1Ah is Zen 5.
+    """
+    if fields.get("vendor_id") != "AuthenticAMD":
+        return None
+    try:
+        family, model = int(fields["cpu family"]), int(fields["model"])
+    except (KeyError, ValueError):
+        return None
+    if family == 0x1A:
+        return "zen5"
+    if family == 0x19:
+        return "zen4" if 0x10 <= model <= 0x1F or 0x60 <= model <= 0x7F or 0xA0 <= model <= 0xAF else "zen3"
+    return None
+
+
+def cpu_generation():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return amd_core_generation(_cpuinfo_fields(f.read()))
+    except OSError:
+        return None
+
+
 def machine_tag(device="cpu"):
-    """A short file-name-safe tag for results/: cpu-<arch>-<cpu model>, or the GPU's name."""
+    """A short file-name-safe tag for results/: cpu-<arch>-<cpu model>[-<AMD core generation>], or the GPU's name."""
     if torch.device(device).type == "cuda":
         name = torch.cuda.get_device_name(torch.device(device))
     else:
-        name = f"cpu-{platform.machine()}-{cpu_model()}"
+        gen = cpu_generation()
+        name = f"cpu-{platform.machine()}-{cpu_model()}" + (f"-{gen}" if gen else "")
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-").lower()
 
 
@@ -40,6 +82,7 @@ def env_info(device="cpu"):
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu": cpu_model(),
+        "cpu_generation": cpu_generation(),
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "device": str(device),
