@@ -15,6 +15,8 @@ give: where it is below 2, the 2x target is out of reach for any implementation 
 ceiling is probed beside each layer (bench.cpu_gemm_probe, our NHWC GEMM 3136 x 512 x 512, one call per
 sample interleaved with the layer's candidates), so a slow or fast phase of the VM moves both alike; the
 best of torch.mm 2048^3 and that GEMM at the start (bench.measure_ceilings) is kept for reference.
+The same bound at the fp32 FMA peak (benches/fma_peak.c: register-only FMA chains on the same threads, at
+the start) is a hard one: no fp32 implementation runs a layer faster than its FLOPs at that peak.
 The load average at start and end is recorded: on a shared machine, read the figures with it.
 """
 
@@ -33,6 +35,9 @@ from mnv4_kernels.layers import layer_table
 from mnv4_kernels.timing import geomean, interleaved
 from mnv4_reference import functional as F
 from mnv4_reference.testing import rel_err
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from e2e_cpu import fma_peak_gflops  # noqa: E402
 
 MODEL = "mobilenetv4_conv_medium"
 RES = 224
@@ -62,7 +67,8 @@ def main(argv=None):
     # composite_ms / (flops / ceiling) bounds the speedup over the composite. Per layer from the probe timed
     # beside it; once at the start (the best of torch.mm 2048^3 and the probe) for reference.
     ceiling = measure_ceilings("cpu", torch.float32)["gemm_gflops"]
-    print(f"GEMM ceiling at the start {ceiling:.1f} GFLOP/s ({args.threads} threads)")
+    peak = fma_peak_gflops(args.threads)
+    print(f"GEMM ceiling at the start {ceiling:.1f} GFLOP/s, FMA peak {peak:.1f} ({args.threads} threads)")
     probe, probe_flops = cpu_gemm_probe()
     rows = []
     with torch.inference_mode():
@@ -89,27 +95,32 @@ def main(argv=None):
                                  composite_ms=tc, speedup=tc / tf, rel_err=err, inner=inner,
                                  fused_gflops=gflop / tf * 1e3, composite_gflops=gflop / tc * 1e3,
                                  gemm_ceiling_gflops=layer_ceiling,
-                                 speedup_bound_at_ceiling=tc / (gflop / layer_ceiling * 1e3)))
+                                 speedup_bound_at_ceiling=tc / (gflop / layer_ceiling * 1e3),
+                                 speedup_bound_at_fma_peak=tc / (gflop / peak * 1e3)))
                 print(f"b{batch} {l.name:12s} {l.form:20s} {c:4d}->{rows[-1]['mid']:5d}->{l.out_shape[0]:4d} "
                       f"{h:3d}x{w:<3d} fused {tf:8.3f} ms  composite {tc:8.3f} ms  x{tc / tf:5.2f}  "
                       f"(ceiling {layer_ceiling:5.1f} GFLOP/s: bound x{rows[-1]['speedup_bound_at_ceiling']:5.2f})",
                       flush=True)
-    geo, geo_bound = {}, {}
+    geo, geo_bound, geo_peak = {}, {}, {}
     for batch in args.batches:
         r = [x["speedup"] for x in rows if x["batch"] == batch]
         geo[str(batch)] = geomean(r)
         bound = geomean([x["speedup_bound_at_ceiling"] for x in rows if x["batch"] == batch])
         geo_bound[str(batch)] = bound
+        geo_peak[str(batch)] = geomean([x["speedup_bound_at_fma_peak"] for x in rows if x["batch"] == batch])
         print(f"batch {batch}: geomean speedup fused/composite x{geo[str(batch)]:.2f} over {len(r)} layers "
-              f"(at the GEMM ceiling probed beside each layer: x{bound:.2f})")
+              f"(at the GEMM ceiling probed beside each layer: x{bound:.2f}; at the FMA peak: "
+              f"x{geo_peak[str(batch)]:.2f})")
     result = dict(
         benchmark="uib_layers_cpu", model=MODEL, resolution=RES, dtype="float32", memory_format="channels_last",
         env=report.env_info(), isa=torch.ops.mnv4_cpu.isa(), clock=args.clock, loadavg_start=load_start,
         loadavg_end=os.getloadavg(), layer_source=f"mnv4_kernels.layers.layer_table({MODEL!r}, {RES})",
         method="interleaved A/B samples of >= 2 ms of back-to-back calls after warm-up, median per call; "
                "speedup = composite / fused; speedup_bound_at_ceiling = composite / (flops / GEMM ceiling), the "
-               "ceiling per layer from bench.cpu_gemm_probe interleaved with that layer's candidates",
-        gemm_ceiling_gflops_at_start=ceiling, geomean_speedup=geo, geomean_speedup_bound_at_ceiling=geo_bound, layers=rows)
+               "ceiling per layer from bench.cpu_gemm_probe interleaved with that layer's candidates; "
+               "speedup_bound_at_fma_peak = composite / (flops / fp32 FMA peak at the start, benches/fma_peak.c)",
+        gemm_ceiling_gflops_at_start=ceiling, fma_peak_gflops=peak, geomean_speedup=geo,
+        geomean_speedup_bound_at_ceiling=geo_bound, geomean_speedup_bound_at_fma_peak=geo_peak, layers=rows)
     suffix = "" if (args.threads, args.clock) == (2, "wall") else f"-t{args.threads}-{args.clock}"
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                    f"uib-{report.machine_tag()}{suffix}.json")
