@@ -11,15 +11,17 @@ import time
 import torch
 
 
-def cpu_model():
+def _cpuinfo():
+    """The first processor's fields of /proc/cpuinfo ({} where there is none)."""
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+            return _cpuinfo_fields(f.read())
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return {}
+
+
+def cpu_model():
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
 def _cpuinfo_fields(text):
@@ -56,11 +58,7 @@ def amd_core_generation(fields):
 
 
 def cpu_generation():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return amd_core_generation(_cpuinfo_fields(f.read()))
-    except OSError:
-        return None
+    return amd_core_generation(_cpuinfo())
 
 
 def machine_tag(device="cpu"):
