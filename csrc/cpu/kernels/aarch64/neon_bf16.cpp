@@ -17,7 +17,7 @@
 #include "vec_neon.h"
 
 #pragma GCC push_options
-#pragma GCC target("+bf16")
+#pragma GCC target("arch=armv8.2-a+bf16")
 
 namespace mnv4 {
 namespace cpu {

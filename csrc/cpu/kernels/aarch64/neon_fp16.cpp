@@ -23,7 +23,7 @@
 #include "vec_neon.h"
 
 #pragma GCC push_options
-#pragma GCC target("+fp16")
+#pragma GCC target("arch=armv8.2-a+fp16")
 
 namespace mnv4 {
 namespace cpu {
