@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "../interface/ukernels_bf16.h"
 #include "vec_neon.h"

@@ -97,6 +97,63 @@ struct PairTile {
   }
 };
 
+// The "kpair" tile for convert-on-load tables (L::b_load returns the pair rows unpacked to fp32: BP{e, o}):
+// the tile's A rows of one tap are first widened to fp32 in a small per-thread buffer, so the k loop is the
+// fp32 kernel's (a broadcast of an fp32 A element is a memory operand of the FMA, no register op) plus the
+// shift and mask that unpack B. Widening costs about 3 vector ops per 16 elements of the MR x K block, against
+// 2*MR*NV FMAs per k; broadcasting each A pair from a general register instead (PairTile) spent register ops
+// on every row and k pair.
+template <class L>
+struct PairTileF32A {
+  template <int MR, int NV, int NVS, Act A, bool RES, bool TAIL>
+  static inline void tile(int64_t K, int T, const int64_t* off, const typename L::E* a, int64_t lda,
+                          const typename L::E* b, typename L::E* c, int64_t ldc, const float* bias,
+                          const typename L::E* r, int64_t ldr, int nrem) {
+    using V = typename L::V;
+    using E = typename L::E;
+    constexpr int W = V::W;
+    constexpr int64_t ROW = 2 * NVS * W;
+    const int64_t Kp = (K + 1) / 2, K2 = 2 * Kp;  // K2: the widened row, an odd K's pad element 0
+    static thread_local std::vector<float> abuf;
+    if (abuf.size() < size_t(MR * K2)) abuf.resize(size_t(MR * K2));
+    float* af = abuf.data();
+    typename V::T acc[MR][NV];
+    for (int v = 0; v < NV; ++v) {
+      const typename V::T b0 =
+          bias ? (TAIL ? V::loadn(bias + v * W, nrem - v * W) : V::loadu(bias + v * W)) : V::zero();
+      for (int i = 0; i < MR; ++i) acc[i][v] = b0;
+    }
+    for (int t = 0; t < T; ++t) {
+      const E* at = a + off[t];
+      for (int i = 0; i < MR; ++i) {  // widen rows i < MR of this tap: elements < K only, then the pad
+        const E* src = at + i * lda;
+        float* dst = af + i * K2;
+        int64_t k = 0;
+        for (; k + W <= K; k += W) V::storeu(dst + k, L::load(src + k));
+        for (; k < K; ++k) dst[k] = widen1(src[k]);
+        if (K2 > K) dst[K] = 0.f;
+      }
+      const E* bt = b + t * Kp * ROW;
+      for (int64_t k = 0; k < K2; k += 2) {
+        typename L::BP bv[NV];
+        const E* bk = bt + (k / 2) * ROW;
+        for (int v = 0; v < NV; ++v) bv[v] = L::b_load(bk + v * 2 * W);
+        for (int i = 0; i < MR; ++i) {
+          const typename V::T ae = V::set1(af[i * K2 + k]), ao = V::set1(af[i * K2 + k + 1]);
+          for (int v = 0; v < NV; ++v) acc[i][v] = V::fma(ao, bv[v].o, V::fma(ae, bv[v].e, acc[i][v]));
+        }
+      }
+    }
+    for (int i = 0; i < MR; ++i) lp_store_row<L, NV, A, RES, TAIL>(acc[i], c + i * ldc, RES ? r + i * ldr : nullptr, nrem);
+  }
+  static inline float widen1(typename L::E h) {
+    const uint32_t u = uint32_t(h.bits) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  }
+};
+
 // All M rows of one slab: full row tiles, then one tile of the M % MR last rows.
 template <class L, class K_, int MR, int NV, int NVS, Act A, bool RES, bool TAIL>
 inline void lp_slab(int64_t M, int64_t K, int T, const int64_t* off, const typename L::E* a, int64_t lda,

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "../common/amx_tiles_emu.h"
 #include "../interface/ukernels_bf16.h"
