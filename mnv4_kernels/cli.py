@@ -158,70 +158,83 @@ def cmd_run(args):
 
 # --------------------------------------------------------------------------------------------- infer
 def _image_files(paths):
-    from PIL import Image
+    from .pipeline import image_files
 
-    exts = {e.lower() for e in Image.registered_extensions()}
-    for p in paths:
-        if os.path.isdir(p):
-            for root, dirs, files in os.walk(p):
-                dirs.sort()
-                for f in sorted(files):
-                    if os.path.splitext(f)[1].lower() in exts:
-                        yield os.path.join(root, f)
+    return image_files(paths)
+
+
+class _Output:
+    """infer's results as they come: text (top-k per image) or one JSON document written incrementally
+    ({"model", "checkpoint", "results": [...], "errors": [...]}), so nothing grows with the number of images
+    but the (short) error list."""
+
+    def __init__(self, args, stream=None):
+        self.json, self.stream, self.errors, self.n = args.json, stream or sys.stdout, [], 0
+        if self.json:
+            head = json.dumps({"model": args.model, "checkpoint": args.checkpoint})[:-1]
+            self.stream.write(head + ', "results": [')
+
+    def result(self, path, top):
+        self.n += 1
+        if self.json:
+            self.stream.write(("\n" if self.n == 1 else ",\n") + json.dumps({"path": path, "top": top}))
         else:
-            yield p  # given explicitly: try it, and report if it is not an image
+            lines = [path] + [f"  {k}. {t['label']:<40s} {100 * t['prob']:6.2f}%  (class {t['index']})"
+                              for k, t in enumerate(top, 1)]
+            self.stream.write("\n".join(lines) + "\n")
+
+    def error(self, path, message):
+        self.errors.append({"path": path, "error": message})
+        if not self.json:
+            print(f"error: {path}: {message}", file=sys.stderr)
+
+    def close(self):
+        if self.json:
+            self.stream.write('], "errors": ' + json.dumps(self.errors) + "}\n")
+        self.stream.flush()
+        return 0 if self.n and not self.errors else (1 if self.n else 2)
 
 
 def cmd_infer(args):
+    import itertools
+
+    if args.batch < 1 or args.topk < 1 or (args.workers is not None and args.workers < 1):
+        print("error: --batch, --topk and --workers must be >= 1", file=sys.stderr)
+        return 2
+    if args.ray:
+        from .distributed import cmd_infer_ray
+
+        return cmd_infer_ray(args)
+    if args.ray_output or args.ray_address:
+        print("error: --ray-output and --ray-address need --ray", file=sys.stderr)
+        return 2
+
     import mnv4_kernels
-    from mnv4_reference import load_image, preprocess
 
     from .labels import class_name
+    from .pipeline import BatchPredictor, EvalTransform, Progress, predict
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    files = list(_image_files(args.paths))
-    if not files:
+    files = _image_files(args.paths)
+    first = next(files, None)
+    if first is None:
         print("infer: no image files found in " + ", ".join(args.paths), file=sys.stderr)
         return 2
     model = mnv4_kernels.load(args.model, checkpoint=args.checkpoint, device=args.device, dtype=args.dtype,
                               backend=args.backend)
-    cfg = model.pretrained_cfg
-    results, errors = [], []
-    show_progress = len(files) > args.batch and sys.stderr.isatty() or args.progress
-    for start in range(0, len(files), args.batch):
-        chunk = files[start:start + args.batch]
-        tensors, names = [], []
-        for path in chunk:
-            try:
-                tensors.append(preprocess(load_image(path), cfg)[0])
-                names.append(path)
-            except Exception as e:  # one bad image must not lose the others
-                errors.append({"path": path, "error": f"{type(e).__name__}: {e}"})
-        if tensors:
-            batch = torch.stack(tensors).to(args.device, args.dtype)
-            with torch.inference_mode():
-                probs = model(batch).float().softmax(-1).cpu()
-            top = probs.topk(min(args.topk, probs.shape[-1]), dim=-1)
-            for path, p, i in zip(names, top.values.tolist(), top.indices.tolist()):
-                results.append({"path": path, "top": [{"index": ci, "label": class_name(ci, model.num_classes),
-                                                       "prob": pi} for pi, ci in zip(p, i)]})
-        if show_progress:
-            done = min(start + args.batch, len(files))
-            print(f"\r  {done}/{len(files)} images", end="" if done < len(files) else "\n", file=sys.stderr,
-                  flush=True)
-    if args.json:
-        json.dump({"model": args.model, "checkpoint": args.checkpoint, "results": results, "errors": errors},
-                  sys.stdout, indent=1)
-        print()
-    else:
-        for r in results:
-            print(r["path"])
-            for k, t in enumerate(r["top"], 1):
-                print(f"  {k}. {t['label']:<40s} {100 * t['prob']:6.2f}%  (class {t['index']})")
-        for e in errors:
-            print(f"error: {e['path']}: {e['error']}", file=sys.stderr)
-    return 0 if results and not errors else (1 if results else 2)
+    transform = EvalTransform(model.pretrained_cfg, draft=0 if args.exact_decode else 2)
+    predictor = BatchPredictor(model, topk=args.topk, device=args.device, dtype=args.dtype)
+    progress = Progress(enabled=args.progress or (sys.stderr.isatty() and not args.no_progress))
+    out = _Output(args)
+    for p in predict(itertools.chain([first], files), transform, predictor, batch_size=args.batch,
+                     workers=args.workers, progress=progress):
+        if p.error is not None:
+            out.error(p.key, p.error)
+        else:
+            out.result(p.key, [{"index": ci, "label": class_name(ci, model.num_classes), "prob": pi}
+                               for ci, pi in p.top])
+    return out.close()
 
 
 # --------------------------------------------------------------------------------------------- main
@@ -246,6 +259,23 @@ def build_parser():
     i.add_argument("--topk", type=int, default=5)
     i.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     i.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
+    i.add_argument("--no-progress", action="store_true", help="no progress line on a terminal either")
+    i.add_argument("--workers", type=int, default=None, help="decode threads (default: the number of CPUs)")
+    i.add_argument("--exact-decode", action="store_true",
+                   help="decode large JPEGs in full instead of DCT-domain downscaling (bit-identical to the "
+                        "plain reference transform; several times slower on photos)")
+    i.add_argument("--ray", action="store_true", help="run on a Ray cluster with Ray Data (pip install .[ray])")
+    i.add_argument("--ray-address", default=None,
+                   help="the cluster to join (e.g. HEAD_IP:6379 or ray://HEAD_IP:10001); default: RAY_ADDRESS, "
+                        "else a running local cluster, else a new local instance")
+    i.add_argument("--ray-actors", type=int, default=None,
+                   help="model actors (default: one per --threads CPUs in the cluster)")
+    i.add_argument("--ray-gpus", type=float, default=0.0,
+                   help="GPUs per model actor (> 0: the actors run on GPU nodes with the cuda backend)")
+    i.add_argument("--ray-output", default=None,
+                   help="write the results from the cluster's workers to this folder (JSONL files, or Parquet "
+                        "with --ray-format parquet) instead of printing them here")
+    i.add_argument("--ray-format", choices=("jsonl", "parquet"), default="jsonl")
     i.set_defaults(func=cmd_infer)
 
     b = sub.add_parser("bench", help="per-layer and end-to-end microbenchmarks")
