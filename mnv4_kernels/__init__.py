@@ -1,7 +1,7 @@
 """mnv4_kernels: fused MobileNetV4 kernels (UIB, Mobile MQA) as torch ops.
 
 Importing the package loads the compiled library (which declares torch.ops.mnv4.*) and registers the
-fake kernels used by torch.compile / torch.export.
+fake kernels used by torch.compile / torch.export and the autograd of the mnv4 ops.
 """
 
 import torch  # noqa: F401  (the extension links against it)
@@ -11,7 +11,7 @@ from . import ops
 from .backends import backends
 from .ops import mqa, uib
 
-ops.register_fakes()
+ops.register_python_kernels()
 
 from .fuse import BackendError, fuse, load, resolve_backends  # noqa: E402
 from .model import FusedMobileNetV4  # noqa: E402
