@@ -116,7 +116,8 @@ class EvalTransform:
             raise
         except _DECODE_ERRORS as e:
             name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__
-            raise ValueError(f"cannot read image {name}: {e}") from e
+            why = "not an image file PIL can identify" if isinstance(e, UnidentifiedImageError) else str(e)
+            raise ValueError(f"cannot read image {name}: {why}") from e
 
     def normalize_into(self, pixels: np.ndarray, out: np.ndarray) -> np.ndarray:
         """uint8 [S, S, 3] (or [S, S]) -> out float32 [S, S, 3] (an NHWC view), in one fused pass."""
@@ -165,10 +166,12 @@ def image_files(paths: Iterable) -> Iterator[str]:
 
 @dataclass
 class Prediction:
-    """One input's result: `top` = [(class index, probability), ...] best first, or `error` (then top is [])."""
+    """One input's result: `top` = [(class index, probability), ...] best first, or `error` (then top is []);
+    `labels`, the class names of `top`, where the producer knows them."""
     key: object
     top: List[tuple] = field(default_factory=list)
     error: Optional[str] = None
+    labels: List[str] = field(default_factory=list)
 
 
 class BatchPredictor:
