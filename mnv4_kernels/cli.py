@@ -1,12 +1,14 @@
 """Command line: `python -m mnv4_kernels [run|infer|bench] ...` (run is the default).
 
 run    build the fused model on the best backend here, check it against the reference on a fresh input,
-       then time fused / reference eager / torch.compile / onnxruntime side by side; JSON + PNG to --out.
+       then time it side by side with PyTorch eager, torch.compile, onnxruntime, OpenVINO (f32, bf16, its
+       default) and ExecuTorch XNNPACK where installed; JSON + PNG to --out.
 infer  classify image files or folders with a timm checkpoint (top-5, ImageNet names for 1000 classes).
 bench  per-layer and end-to-end microbenchmarks over the real MobileNetV4 layer table (see bench.py).
 """
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -65,8 +67,7 @@ def cmd_run(args):
     from mnv4_reference import pretrained_cfg
     from mnv4_reference.testing import rel_err
 
-    from . import baselines, report
-    from .timing import interleaved
+    from . import bench, report
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -94,60 +95,52 @@ def cmd_run(args):
         if args.dtype == torch.float32:
             check["bound"] = 1e-5
         else:  # the bound is 2x the reference's own error in that dtype
-            ref_lp = ref.to(args.dtype)(x.to(args.dtype)).float()
-            ref.float()
-            check["reference_own_error"] = rel_err(ref_lp, want)
+            ref_lp = copy.deepcopy(ref).to(args.dtype)
+            check["reference_own_error"] = rel_err(ref_lp(x.to(args.dtype)).float(), want)
             check["bound"] = 2 * check["reference_own_error"]
         check["ok"] = err <= check["bound"]
     print(f"correctness: fused vs reference relative error {err:.2e} (bound {check['bound']:.1e}) "
           f"-> {'OK' if check['ok'] else 'FAIL'}")
 
-    # 2. side-by-side timing
-    cands, skipped = {}, {}
+    # 2. side-by-side timing: bench.e2e_case, the runner `bench` and benches/e2e_cpu.py use
+    if args.candidates:
+        names = bench.parse_e2e(args.candidates)
+    else:
+        names = bench.default_e2e(device, args.dtype, compile=not args.no_compile)
+        if args.no_onnx:
+            names = [n for n in names if not n.startswith("onnxruntime")]
+    ours = f"ours-{bench.dtype_name(args.dtype)}"
+    names = list(dict.fromkeys([ours] + names))
     xin = x.to(args.dtype)
-    cands["fused (ours)"] = lambda: fused(xin)
-    ref_lp = ref.to(args.dtype)
-    eager_run = baselines.eager(ref_lp)
-    cands["reference eager (channels_last)"] = lambda: eager_run(xin)
-    if not args.no_compile:
-        _log("  compiling the reference with torch.compile (can take a minute) ...")
-        try:
-            comp = baselines.compiled(ref_lp, xin)
-            cands["reference torch.compile"] = lambda: comp(xin)
-        except baselines.BaselineUnavailable as e:
-            skipped["reference torch.compile"] = str(e)
-    if not args.no_onnx:
-        try:
-            _log("  exporting the reference to ONNX for onnxruntime ...")
-            ort_run = baselines.onnxruntime_cpu(ref.float().cpu(), x.float().cpu())
-            xc = x.float().cpu()
-            cands["onnxruntime (CPU)"] = lambda: ort_run(xc)
-        except baselines.BaselineUnavailable as e:
-            skipped["onnxruntime (CPU)"] = str(e)
-    with torch.inference_mode():
-        # on the CPU, blocks of 5 calls after 2 settling calls and a 50 ms pause: onnxruntime's and torch's
-        # worker threads spin after a call and would otherwise steal the cores from the candidate that runs
-        # next (benches/e2e_cpu.py measures the same way, with longer blocks)
-        cpu = device.type == "cpu"
-        times = interleaved(cands, warmup=3, repeats=args.repeats, device=device, max_seconds=args.max_seconds,
-                            progress="timing", inner=5 if cpu else 1, settle=2 if cpu else 0,
-                            gap_s=0.05 if cpu else 0.0)
-    base = times["reference eager (channels_last)"].median_ms
+
+    def run_fused():  # the model checked above, on the backend asked for
+        with torch.inference_mode():
+            return fused(xin)
+
+    _log(f"  building {', '.join(names)} (exports and compiles can take a minute) ...")
+    rec = bench.e2e_case(ref, x, names, repeats=args.repeats, max_seconds=args.max_seconds, log=_log,
+                         progress="timing", blocks=dict(inner=5, settle=2) if device.type == "cpu" else None,
+                         prebuilt={ours: run_fused})
+    eager = f"eager-{bench.dtype_name(args.dtype)}"
     rows = []
-    for name, t in times.items():
-        rows.append(dict(impl=name, median_ms=t.median_ms, p10_ms=t.p10_ms, p90_ms=t.p90_ms,
-                         img_per_s=1e3 * args.batch / t.median_ms, speedup_vs_eager=base / t.median_ms))
-    print(report.format_table(rows, [("impl", "implementation", "{}"), ("median_ms", "median ms", "{:.3f}"),
-                                     ("p10_ms", "p10", "{:.3f}"), ("p90_ms", "p90", "{:.3f}"),
-                                     ("img_per_s", "img/s", "{:.1f}"), ("speedup_vs_eager", "x eager", "{:.2f}")]))
-    for name, why in skipped.items():
+    for name, c in rec["candidates"].items():
+        row = dict(impl=name, **c)
+        if eager in rec["candidates"]:
+            row["speedup_vs_eager"] = rec["candidates"][eager]["median_ms"] / c["median_ms"]
+        rows.append(row)
+    print(report.format_table(rows, [("impl", "implementation", "{}"), ("precision", "precision", "{}"),
+                                     ("median_ms", "median ms", "{:.3f}"), ("p10_ms", "p10", "{:.3f}"),
+                                     ("p90_ms", "p90", "{:.3f}"), ("img_per_s", "img/s", "{:.1f}"),
+                                     ("speedup_vs_eager", "x eager", "{:.2f}"),
+                                     ("rel_err_vs_reference_fp32", "rel err", "{:.1e}")]))
+    for name, why in rec["skipped"].items():
         print(f"  (no {name}: {why})")
 
     out = args.out or os.path.join("out", f"run-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}")
     os.makedirs(out, exist_ok=True)
     payload = dict(env=report.env_info(device), model=args.model, res=res, batch=args.batch,
                    dtype=str(args.dtype).replace("torch.", ""), weights=weights, correctness=check,
-                   block_backends=fused.block_backends, results=rows, skipped=skipped)
+                   block_backends=fused.block_backends, timing=rec["timing"], results=rows, skipped=rec["skipped"])
     report.write_json(os.path.join(out, "run.json"), payload)
     report.bar_plot(os.path.join(out, "run.png"), [r["impl"] for r in rows], [r["median_ms"] for r in rows],
                     f"{args.model} @{res} batch {args.batch} ({device}, {torch.get_num_threads()} threads)",
@@ -250,6 +243,9 @@ def build_parser():
     r.add_argument("--max-seconds", type=float, default=60.0, help="stop timing after this long (>= 3 rounds)")
     r.add_argument("--no-compile", action="store_true", help="skip the torch.compile column")
     r.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime column")
+    r.add_argument("--candidates", default=None,
+                   help="comma-separated instead of the default columns: ours-/eager-/compile-{fp32,bf16,fp16}, "
+                        "onnxruntime-fp32, openvino-f32, openvino-bf16, openvino-default, xnnpack-fp32")
     r.add_argument("--out", help="folder for run.json and run.png (default out/run-<model>-<time>)")
     r.set_defaults(func=cmd_run)
 

@@ -160,7 +160,8 @@ def test_one_config_switch():
     its GPU configs; without it, the whole list. Run in fresh processes: the switch is read at import."""
     code = ("from mnv4_kernels.triton import mqa as Q, uib as U\n"
             "print(len(U._uib_kernel.configs), len(Q._mqa_kv_kernel.configs), len(Q._mqa_attn_kernel.configs),\n"
-            "      U._uib_kernel.configs[0] is U.GPU_CONFIGS[0], Q._mqa_attn_kernel.configs[0] is Q.ATTN_GPU_CONFIGS[0])\n"
+            "      U._uib_kernel.configs[0] is U.GPU_CONFIGS[0],\n"
+            "      Q._mqa_attn_kernel.configs[0] is Q.ATTN_GPU_CONFIGS[0])\n"
             "print(len(U.GPU_CONFIGS), len(Q.KV_GPU_CONFIGS), len(Q.ATTN_GPU_CONFIGS))\n")
     env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "MNV4_TRITON_ONE_CONFIG")}
     full = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)

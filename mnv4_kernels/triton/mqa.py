@@ -255,8 +255,9 @@ def _mqa_attn_kernel(
                      mask=(dk < DK)[:, None] & mm_ok[None, :], other=0.0)  # [DKP, BLOCK_M] = k^T
         s = tl.dot(q, kt.to(DT), input_precision="ieee")  # [HP*BLOCK_P, BLOCK_M], log2 units
         s = tl.where(mm_ok[None, :], s, float("-inf"))
-        # Finite (every block holds at least one real key) unless a score is NaN; then, whether the max drops it (GPU maxnumf) or keeps it (the
-        # interpreter), a NaN score makes pr, l_i and so the row's output NaN, as the composite's softmax does.
+        # Finite (every block holds at least one real key) unless a score is NaN. Then, whether a max drops
+        # NaN (maxnumf, the GPU default) or keeps it, pr, l_i and so the row's output are NaN, as in the
+        # composite's softmax.
         m_new = tl.maximum(m_i, tl.max(s, 1))
         alpha = tl.exp2(m_i - m_new)
         pr = tl.exp2(s - m_new[:, None])
