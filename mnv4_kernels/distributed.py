@@ -185,9 +185,10 @@ def predictions(results) -> Iterator[Prediction]:
 
 
 def write(results, path: str, fmt: str = "jsonl"):
-    """Have the workers write a classify() Dataset to a folder: JSON lines or Parquet files."""
+    """Have the workers write a classify() Dataset to a folder: JSON lines (probabilities to 15 decimal places,
+    pandas' most) or Parquet files (exact)."""
     if fmt == "jsonl":
-        results.write_json(path)
+        results.write_json(path, double_precision=15)
     elif fmt == "parquet":
         results.write_parquet(path)
     else:
