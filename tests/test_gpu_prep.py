@@ -12,6 +12,7 @@
 """
 
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -172,3 +173,74 @@ def test_one_config_switch():
     assert full.stdout.split("\n")[0] == counts + " True True", full.stdout
     assert one.stdout.split("\n")[0] == "1 1 1 True True", one.stdout
     assert counts == "11 5 8", counts
+
+
+# ------------------------------------------------------------------------------------------------ gpu_run.sh
+GPU_RUN = os.path.join(REPO, "benches", "gpu_run.sh")
+STAGES = ["build", "check", "e2e", "tests_cuda", "tests_triton", "sanitize", "layers"]
+
+
+def test_gpu_run_parses():
+    r = subprocess.run(["bash", "-n", GPU_RUN], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def _dry_run(tmp_path, **env):
+    out = tmp_path / "out"
+    e = {k: v for k, v in os.environ.items() if not k.startswith("MNV4_GPU")}
+    e.update(MNV4_GPU_DRY_RUN="1", OUT=str(out), PYTHON=sys.executable, TMPDIR=str(tmp_path), **env)
+    r = subprocess.run(["bash", GPU_RUN], env=e, capture_output=True, text=True, timeout=120)
+    with tarfile.open(out / "logs.tar") as t:
+        names = t.getnames()
+    with open(out / "status.json") as f:
+        stages = [(s["stage"], s["rc"]) for s in json.load(f)["stages"]]
+    return r, out, names, stages
+
+
+def test_gpu_run_dry_run(tmp_path):
+    """Every stage runs in order (stubbed), each gpu_suite.py command line parses, the results folder holds at
+    most 8 files (logs packed), and the work folder is removed."""
+    r, out, names, stages = _dry_run(tmp_path)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    files = sorted(p.name for p in out.iterdir())
+    assert len(files) <= 8 and not any((out / f).is_dir() for f in files), files
+    assert {"summary.txt", "status.json", "check.json", "logs.tar"} <= set(files), files
+    assert [s for s, _ in stages if ":" not in s] == STAGES and all(rc == "0" for _, rc in stages), stages
+    assert {f"logs/{s}.log" for s in STAGES} <= set(names), names
+    assert [s for s, _ in stages if s.startswith("sanitize:")] == [
+        "sanitize:memcheck", "sanitize:racecheck", "sanitize:synccheck"]
+    log = r.stdout
+    assert "dry run: gpu_suite.py check" in log and "'backends': 'triton'" in log and "'part': '3/4'" in log
+    assert "PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck" in log
+    assert "--tool racecheck" in log and "--dtypes float16,bfloat16,float32" in log
+    assert "MAX_JOBS=16 TORCH_CUDA_ARCH_LIST=9.0" in log
+    # the CUDA tests before the Triton tests, in separate pytest processes, each with a per-test timeout
+    cuda_at, triton_at = log.index("tests/test_cuda.py"), log.index("tests/test_triton.py")
+    assert cuda_at < triton_at
+    for name in ("tests/test_cuda.py", "tests/test_triton.py", "tests/test_gpu_prep.py"):
+        assert os.path.exists(os.path.join(REPO, name))
+    assert log.count("-m pytest") == 2 and log.count("timeout=") >= 2
+    assert not list(tmp_path.glob("mnv4-gpu-run.*")), "the work folder was left behind"
+
+
+def test_gpu_run_stops_after_a_failed_build(tmp_path):
+    r, out, names, stages = _dry_run(tmp_path, MNV4_GPU_DRY_RUN_FAIL="build")
+    assert r.returncode != 0
+    assert stages == [("build", "3")], stages
+    assert "stopping" in r.stdout and (out / "summary.txt").exists()
+
+
+def test_gpu_run_goes_on_after_a_failed_stage_and_skips_when_the_budget_runs_out(tmp_path):
+    r, out, names, stages = _dry_run(tmp_path, MNV4_GPU_DRY_RUN_FAIL="check")
+    assert r.returncode != 0 and ("check", "3") in stages and ("layers", "0") in stages, stages
+    # 80 s (the stubs take ~0 s): build (needs 60) runs, check (45) runs, e2e (90) is skipped with the reason,
+    # the others (<= 45) run, in order
+    r, out, names, stages = _dry_run(tmp_path / "b", BUDGET_S="80")
+    assert r.returncode != 0
+    got = dict((s, rc) for s, rc in stages if ":" not in s)
+    assert got.pop("e2e") == "skipped" and list(got) == [s for s in STAGES if s != "e2e"], stages
+    assert set(got.values()) == {"0"}, stages
+    assert "budget: " in (out / "summary.txt").read_text()
+    # too little even for the build: nothing else runs
+    r, out, names, stages = _dry_run(tmp_path / "c", BUDGET_S="50")
+    assert r.returncode != 0 and stages == [("build", "skipped")], stages
