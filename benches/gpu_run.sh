@@ -230,7 +230,8 @@ sanitize_one() {  # TOOL SECONDS COMMAND...: records rc and the first telling li
     timeout --kill-after=5 "$secs" "$@" 2>&1 | tee "$WORK/san-$tool.txt"
     rc=${PIPESTATUS[0]}
   fi
-  note=$(grep -m1 -iE "not supported|ERROR SUMMARY|error [0-9]+|unable|failed" "$WORK/san-$tool.txt" 2>/dev/null | cut -c1-160)
+  note=$(grep -m1 -iE "not supported|ERROR SUMMARY|error [0-9]+|unable|failed" "$WORK/san-$tool.txt" 2>/dev/null |
+    cut -c1-160)
   record "sanitize:$tool" "$rc" "$((SECONDS - t))" "$note"
   echo "--- $tool: rc=$rc in $((SECONDS - t)) s"
   return "$rc"
