@@ -13,8 +13,8 @@ from .ops import mqa, uib
 
 ops.register_python_kernels()
 
-from .fuse import BackendError, fuse, load, resolve_backends  # noqa: E402
+from .fuse import BackendError, fuse, load, resolve_backends, variant_of  # noqa: E402
 from .model import FusedMobileNetV4  # noqa: E402
 
 __all__ = ["uib", "mqa", "backends", "ops", "fuse", "load", "FusedMobileNetV4", "BackendError",
-           "resolve_backends"]
+           "resolve_backends", "variant_of"]

@@ -411,8 +411,7 @@ class FusedMobileNetV4(nn.Module):
         Runs channels_last throughout: the CPU ops read it in place (NHWC kernels), the ops' outputs follow
         their input's layout, so the stem's channels_last output sets the layout of every block. On the CPU
         ops the stem converts an NCHW image itself, band by band inside its tasks (no separate pass); otherwise
-        x is converted first. (Measured end to end by benches/e2e_cpu.py; the stem's own timing is in issue 3's
-        note.)"""
+        x is converted first (measured end to end by benches/e2e_cpu.py). x: as forward's."""
         self._check_input(x)
         return self._features(x)
 
