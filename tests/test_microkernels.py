@@ -29,7 +29,8 @@ def _cmake_ctest(build_dir, *configure_args):
     assert r.returncode == 0, r.stdout + r.stderr
     r = run("cmake", "--build", build, "-j", "2")
     assert r.returncode == 0, r.stdout + r.stderr
-    r = run("ctest", "--test-dir", build, "--output-on-failure")
+    # test_bf16 runs in test_bf16_* below, which also check which of its tables ran
+    r = run("ctest", "--test-dir", build, "--output-on-failure", "-E", "ukernels_bf16")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "100% tests passed" in r.stdout, r.stdout
     return r.stdout
@@ -62,3 +63,62 @@ def test_aarch64_neon_under_qemu():
 
 def test_sanitizers():
     _cmake_ctest("build-asan", "-DMNV4_SANITIZE=ON", "-DCMAKE_BUILD_TYPE=RelWithDebInfo")
+
+
+# ---- reduced precision (csrc/cpu/kernels/tests/test_bf16.cc): bf16 everywhere, fp16 on aarch64 ----
+
+def _bf16_run(build_dir, configure_args=(), emulator=()):
+    _need("cmake")
+    build = os.path.join(ROOT, build_dir)
+    run = lambda *cmd, **kw: subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, **kw)  # noqa: E731
+    r = run("cmake", "-S", ".", "-B", build, *configure_args)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = run("cmake", "--build", build, "-j", "2", "--target", "test_bf16")
+    assert r.returncode == 0, r.stdout + r.stderr
+    env = dict(os.environ, QEMU_CPU="max")  # qemu-aarch64: a CPU with BF16 and FP16
+    r = run(*emulator, os.path.join(build, "test_bf16"), "all", env=env)
+    print(r.stdout.splitlines()[-5:])  # which tables ran natively / emulated / were skipped, and why
+    assert r.returncode == 0, r.stdout[-20000:] + r.stderr
+    assert " 0 failures" in r.stdout, r.stdout[-5000:]
+    return r.stdout
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def test_bf16_native():
+    out = _bf16_run("build-native")
+    import platform
+    # the AMX kernel's logic through the portable tile emulation, on every CPU
+    assert "bf16:amx_emu_portable" in out.split("emulated")[1].splitlines()[0], out[-3000:]
+    if platform.machine() in ("x86_64", "AMD64"):
+        flags = _cpu_flags()
+        native = out.split("native:")[1].splitlines()[0]
+        if "avx512bw" in flags and "avx512vl" in flags:
+            assert "bf16:avx512 " in native + " " and "bf16:amx_emu" in out, out[-3000:]
+        if "avx512_bf16" in flags:
+            assert "bf16:avx512bf16" in native, out[-3000:]
+        if "amx_bf16" in flags:  # the native AMX kernel runs where the CPU has it (else it says why not)
+            assert "bf16:amx " in native + " ", out[-3000:]
+
+
+@pytest.mark.neon
+def test_bf16_aarch64_under_qemu():
+    _need("aarch64-linux-gnu-g++")
+    _need("qemu-aarch64")
+    out = _bf16_run("build-aarch64", ("-DCMAKE_TOOLCHAIN_FILE=cmake/aarch64.cmake",),
+                    ("qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"))
+    native = out.split("native:")[1].splitlines()[0]
+    assert "bf16:neon_bf16" in native and "f16:neon_fp16" in native and "bf16:neon " in native + " ", out[-3000:]
+
+
+def test_bf16_sanitizers():
+    _bf16_run("build-asan", ("-DMNV4_SANITIZE=ON", "-DCMAKE_BUILD_TYPE=RelWithDebInfo"))

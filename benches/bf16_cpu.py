@@ -1,0 +1,94 @@
+"""bf16 NHWC GEMM tables against the fp32 kernel on MobileNetV4 1x1 shapes, one thread, with the bf16 peaks.
+
+    .venv/bin/python benches/bf16_cpu.py [--rounds 15] [--out benches/results/bf16-gemm-<machine>.json]
+
+Builds the torch-free kernels with CMake (build-native/, target mnv4_ukernels), benches/bf16_peak.c twice (the
+standalone peak program, and its loops for the harness) and benches/bf16_gemm_cpu.cpp, then runs:
+  1. bf16_peak 1: the register-only fp32 FMA, vdpbf16ps and (where the CPU has AMX) tdpbf16ps peaks of one core;
+  2. per shape, bf16_gemm_cpu: the fp32 kernel, every usable bf16 table and the peak loops interleaved round by
+     round in one process (medians), so the ratios hold under one load on these shared machines.
+Records GFLOP/s, the ratio of each bf16 table to the fp32 kernel and to the peaks, and the CPU's ISA flags.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from mnv4_kernels import report
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+# (what, M pixels, K = Cin, N = Cout): 1x1 expansions of MobileNetV4 at 224 (56x56, 28x28, 14x14, 7x7 planes)
+SHAPES = [
+    ("56x56 96->384", 3136, 96, 384),
+    ("28x28 160->640", 784, 160, 640),
+    ("14x14 256->1024", 196, 256, 1024),
+    ("7x7 512->2048", 49, 512, 2048),
+]
+
+
+def cpu_isa_flags():
+    flags = set()
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    return {k: k in flags for k in ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_fp16", "amx_tile",
+                                    "amx_bf16")}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    build = os.path.join(ROOT, "build-native")
+    subprocess.run(["cmake", "-S", ROOT, "-B", build, "-DCMAKE_BUILD_TYPE=Release"], check=True, capture_output=True)
+    subprocess.run(["cmake", "--build", build, "-j", "2", "--target", "mnv4_ukernels"], check=True)
+    with tempfile.TemporaryDirectory() as d:
+        peak = os.path.join(d, "bf16_peak")
+        subprocess.run(["gcc", "-O2", os.path.join(HERE, "bf16_peak.c"), "-o", peak, "-lpthread"], check=True)
+        peak_o = os.path.join(d, "peak.o")
+        subprocess.run(["gcc", "-O2", "-DBF16_PEAK_NO_MAIN", "-c", os.path.join(HERE, "bf16_peak.c"), "-o", peak_o],
+                       check=True)
+        exe = os.path.join(d, "bf16_gemm_cpu")
+        subprocess.run([os.environ.get("CXX", "g++"), "-O2", "-std=c++17", "-I", os.path.join(ROOT, "csrc"),
+                        os.path.join(HERE, "bf16_gemm_cpu.cpp"), peak_o, os.path.join(build, "libmnv4_ukernels.a"),
+                        "-o", exe, "-lpthread"], check=True)
+        peaks = subprocess.run([peak, "1"], check=True, capture_output=True, text=True).stdout
+        print(peaks, end="", flush=True)
+        standalone = {}
+        for line in peaks.splitlines():
+            parts = line.split()
+            standalone[parts[0]] = float(parts[1]) if len(parts) == 3 else line
+        records = []
+        for what, m, k, n in SHAPES:
+            out = subprocess.run([exe, str(m), str(k), str(n), str(args.rounds)], check=True, capture_output=True,
+                                 text=True).stdout
+            rows = {r["variant"]: r for r in (json.loads(line) for line in out.splitlines())}
+            f32 = rows["f32_avx512"]["gflops_median"]
+            for name, r in rows.items():
+                if name.startswith("bf16_"):
+                    r["ratio_vs_f32"] = r["gflops_median"] / f32
+                    for p in ("fma32_peak", "vdpbf16ps_peak", "tdpbf16ps_peak"):
+                        if p in rows:
+                            r[f"fraction_of_{p}"] = r["gflops_median"] / rows[p]["gflops_median"]
+            rows["f32_avx512"]["fraction_of_fma32_peak"] = f32 / rows["fma32_peak"]["gflops_median"]
+            records.append(dict(gemm=what, M=m, K=k, N=n, variants=list(rows.values())))
+            print(f"{what:18s} " + ", ".join(
+                f"{r['variant']} {r['gflops_median']:.1f}" + (f" ({r['ratio_vs_f32']:.2f}x f32)" if "ratio_vs_f32" in r
+                                                               else "") for r in rows.values()), flush=True)
+    out = args.out or os.path.join(HERE, "results", f"bf16-gemm-{report.machine_tag()}.json")
+    report.write_json(out, dict(env=report.env_info(), isa_flags=cpu_isa_flags(), threads=1,
+                                method=f"median of {args.rounds} interleaved rounds (~10 ms each), operands hot, "
+                                       "relu + bias epilogue, B packed once",
+                                standalone_peaks_1thread=standalone, records=records))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

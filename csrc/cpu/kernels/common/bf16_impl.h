@@ -1,0 +1,362 @@
+// The reduced-precision SIMD kernels (interface/ukernels_bf16.h), written once over a traits type L and
+// instantiated per ISA (x86/avx512_bf16.cpp, aarch64/neon_bf16.cpp). Include it only from an ISA file, after
+// every standard header, inside that file's target region and its own namespace, after vec_math.h (nothing
+// here may be COMDAT-merged between ISAs).
+//
+// L provides:
+//   using V: the fp32 vector traits of common/simd_impl.h (T, W, zero, set1, loadu, loadn, add, max, fma, ...)
+//   using E: the storage type (bf16_t or f16_t)
+//   load(const E* p) -> V::T (W elements to fp32), loadn(p, n) (first n lanes, rest 0; n may be >= W),
+//   store(E* p, V::T) and storen(p, v, n) (round to E, nearest even; NaN stays NaN).
+// GEMM tiles (see lp_conv_impl) are a class K_ with
+//   template <int MR, int NV, int NVS, Act A, bool RES, bool TAIL> static void tile(...): MR rows x NV fp32
+//   vectors of columns of a slab that is NVS vectors wide. PairTile<L> below is the tile of the "kpair"
+//   layouts; L then also provides AP a_pair(uint32_t) (two consecutive A elements, broadcast), BP b_load(
+//   const E*) (W pairs: the two k rows of W columns) and V::T dot(V::T acc, AP, BP) (acc += a0*b0 + a1*b1 per
+//   lane: vdpbf16ps / BFDOT, or two FMAs after a convert).
+
+#ifndef MNV4_BF16_IMPL_H_IN_THIS_NAMESPACE
+#define MNV4_BF16_IMPL_H_IN_THIS_NAMESPACE
+
+// NaN-propagating activation: max(0, v) with v the second operand (x86 maxps returns the second operand
+// when either is NaN; NEON fmax returns NaN), gelu_v propagates NaN.
+template <class VX, Act A>
+inline typename VX::T lp_act(typename VX::T v) {
+  if (A == Act::Relu) return VX::max(VX::zero(), v);
+  if (A == Act::Gelu) return gelu_v<VX>(v);
+  return v;
+}
+
+// One output row of a tile: fp32 acc (NV vectors) -> act -> + residual (E, widened) -> rounded to E.
+// TAIL: only the first nrem columns are read from the residual and stored.
+template <class L, int NV, Act A, bool RES, bool TAIL>
+inline void lp_store_row(const typename L::V::T* acc, typename L::E* c, const typename L::E* r, int nrem) {
+  using V = typename L::V;
+  constexpr int W = V::W;
+  for (int v = 0; v < NV; ++v) {
+    const int n = TAIL ? nrem - v * W : W;
+    if (TAIL && n <= 0) break;
+    typename V::T y = lp_act<V, A>(acc[v]);
+    if (RES) y = V::add(y, TAIL ? L::loadn(r + v * W, n) : L::load(r + v * W));
+    if (TAIL && n < W)
+      L::storen(c + v * W, y, n);
+    else
+      L::store(c + v * W, y);
+  }
+}
+
+template <class E>
+inline uint32_t lp_load_pair(const E* p) {  // p[0] | p[1] << 16 (little endian), unaligned
+  uint32_t u;
+  std::memcpy(&u, p, 4);
+  return u;
+}
+
+// The "kpair" tile: slab row (t*Kp + k/2) holds NVS*W pairs (B(2q, n), B(2q+1, n)); A's two elements k, k+1
+// of a row are broadcast as one 32-bit pair. An odd K's last pair is (A[K-1], 0) against the packing's zero.
+template <class L>
+struct PairTile {
+  template <int MR, int NV, int NVS, Act A, bool RES, bool TAIL>
+  static inline void tile(int64_t K, int T, const int64_t* off, const typename L::E* a, int64_t lda,
+                          const typename L::E* b, typename L::E* c, int64_t ldc, const float* bias,
+                          const typename L::E* r, int64_t ldr, int nrem) {
+    using V = typename L::V;
+    using E = typename L::E;
+    constexpr int W = V::W;
+    constexpr int64_t ROW = 2 * NVS * W;  // elements per pair row of the slab
+    const int64_t Kp = (K + 1) / 2, Ke = K & ~int64_t(1);
+    typename V::T acc[MR][NV];
+    for (int v = 0; v < NV; ++v) {
+      const typename V::T b0 =
+          bias ? (TAIL ? V::loadn(bias + v * W, nrem - v * W) : V::loadu(bias + v * W)) : V::zero();
+      for (int i = 0; i < MR; ++i) acc[i][v] = b0;
+    }
+    for (int t = 0; t < T; ++t) {
+      const E* at = a + off[t];
+      const E* bt = b + t * Kp * ROW;
+      for (int64_t k = 0; k < Ke; k += 2) {
+        typename L::BP bv[NV];
+        const E* bk = bt + (k / 2) * ROW;
+        for (int v = 0; v < NV; ++v) bv[v] = L::b_load(bk + v * 2 * W);
+        for (int i = 0; i < MR; ++i) {
+          const typename L::AP av = L::a_pair(lp_load_pair(at + i * lda + k));
+          for (int v = 0; v < NV; ++v) acc[i][v] = L::dot(acc[i][v], av, bv[v]);
+        }
+      }
+      if (K & 1) {
+        typename L::BP bv[NV];
+        const E* bk = bt + (Kp - 1) * ROW;
+        for (int v = 0; v < NV; ++v) bv[v] = L::b_load(bk + v * 2 * W);
+        for (int i = 0; i < MR; ++i) {
+          const typename L::AP av = L::a_pair(uint32_t(at[i * lda + K - 1].bits));
+          for (int v = 0; v < NV; ++v) acc[i][v] = L::dot(acc[i][v], av, bv[v]);
+        }
+      }
+    }
+    for (int i = 0; i < MR; ++i) lp_store_row<L, NV, A, RES, TAIL>(acc[i], c + i * ldc, RES ? r + i * ldr : nullptr, nrem);
+  }
+};
+
+// The "kpair" tile for convert-on-load tables (L::b_load returns the pair rows unpacked to fp32: BP{e, o}):
+// the tile's A rows of one tap are first widened to fp32 in a small per-thread buffer, so the k loop is the
+// fp32 kernel's (a broadcast of an fp32 A element is a memory operand of the FMA, no register op) plus the
+// shift and mask that unpack B. Widening costs about 3 vector ops per 16 elements of the MR x K block, against
+// 2*MR*NV FMAs per k; broadcasting each A pair from a general register instead (PairTile) spent register ops
+// on every row and k pair.
+template <class L>
+struct PairTileF32A {
+  template <int MR, int NV, int NVS, Act A, bool RES, bool TAIL>
+  static inline void tile(int64_t K, int T, const int64_t* off, const typename L::E* a, int64_t lda,
+                          const typename L::E* b, typename L::E* c, int64_t ldc, const float* bias,
+                          const typename L::E* r, int64_t ldr, int nrem) {
+    using V = typename L::V;
+    using E = typename L::E;
+    constexpr int W = V::W;
+    constexpr int64_t ROW = 2 * NVS * W;
+    const int64_t Kp = (K + 1) / 2, K2 = 2 * Kp;  // K2: the widened row, an odd K's pad element 0
+    static thread_local std::vector<float> abuf;
+    if (abuf.size() < size_t(MR * K2)) abuf.resize(size_t(MR * K2));
+    float* af = abuf.data();
+    typename V::T acc[MR][NV];
+    for (int v = 0; v < NV; ++v) {
+      const typename V::T b0 =
+          bias ? (TAIL ? V::loadn(bias + v * W, nrem - v * W) : V::loadu(bias + v * W)) : V::zero();
+      for (int i = 0; i < MR; ++i) acc[i][v] = b0;
+    }
+    for (int t = 0; t < T; ++t) {
+      const E* at = a + off[t];
+      for (int i = 0; i < MR; ++i) {  // widen rows i < MR of this tap: elements < K only, then the pad
+        const E* src = at + i * lda;
+        float* dst = af + i * K2;
+        int64_t k = 0;
+        for (; k + W <= K; k += W) V::storeu(dst + k, L::load(src + k));
+        for (; k < K; ++k) dst[k] = widen1(src[k]);
+        if (K2 > K) dst[K] = 0.f;
+      }
+      const E* bt = b + t * Kp * ROW;
+      for (int64_t k = 0; k < K2; k += 2) {
+        typename L::BP bv[NV];
+        const E* bk = bt + (k / 2) * ROW;
+        for (int v = 0; v < NV; ++v) bv[v] = L::b_load(bk + v * 2 * W);
+        for (int i = 0; i < MR; ++i) {
+          const typename V::T ae = V::set1(af[i * K2 + k]), ao = V::set1(af[i * K2 + k + 1]);
+          for (int v = 0; v < NV; ++v) acc[i][v] = V::fma(ao, bv[v].o, V::fma(ae, bv[v].e, acc[i][v]));
+        }
+      }
+    }
+    for (int i = 0; i < MR; ++i) lp_store_row<L, NV, A, RES, TAIL>(acc[i], c + i * ldc, RES ? r + i * ldr : nullptr, nrem);
+  }
+  static inline float widen1(typename L::E h) {
+    const uint32_t u = uint32_t(h.bits) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  }
+};
+
+// All M rows of one slab: full row tiles, then one tile of the M % MR last rows.
+template <class L, class K_, int MR, int NV, int NVS, Act A, bool RES, bool TAIL>
+inline void lp_slab(int64_t M, int64_t K, int T, const int64_t* off, const typename L::E* a, int64_t lda,
+                    const typename L::E* b, typename L::E* c, int64_t ldc, const float* bias, const typename L::E* r,
+                    int64_t ldr, int nrem) {
+  int64_t i = 0;
+  for (; i + MR <= M; i += MR)
+    K_::template tile<MR, NV, NVS, A, RES, TAIL>(K, T, off, a + i * lda, lda, b, c + i * ldc, ldc, bias,
+                                                 RES ? r + i * ldr : nullptr, ldr, nrem);
+  if (i == M) return;
+  a += i * lda;
+  c += i * ldc;
+  if (RES) r += i * ldr;
+  switch (static_cast<int>(M - i)) {
+#define MNV4_LP_ROWS(R)                                                                                     \
+  case R:                                                                                                   \
+    if (R < MR)                                                                                             \
+      K_::template tile<(R < MR ? R : 1), NV, NVS, A, RES, TAIL>(K, T, off, a, lda, b, c, ldc, bias, r, ldr, \
+                                                                 nrem);                                     \
+    break;
+    MNV4_LP_ROWS(1) MNV4_LP_ROWS(2) MNV4_LP_ROWS(3) MNV4_LP_ROWS(4) MNV4_LP_ROWS(5) MNV4_LP_ROWS(6)
+    MNV4_LP_ROWS(7)
+#undef MNV4_LP_ROWS
+    default: break;
+  }
+}
+
+// The conv (lp_conv_nhwc_fn): rows in blocks of 32 register tiles (their A rows stay in L2 while every slab
+// passes over them), slabs inside (a slab, T*K x NR, stays in L1 over the block's row tiles), as the fp32
+// kernel. A last slab of at most W columns runs a one-vector tile.
+template <class L, class K_, int MR, int NV, Act A, bool RES>
+void lp_conv_impl(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const typename L::E* a, int64_t lda,
+                  const typename L::E* b, int64_t bss, typename L::E* c, int64_t ldc, const float* bias,
+                  const typename L::E* r, int64_t ldr) {
+  constexpr int W = L::V::W, NR = NV * W;
+  constexpr int64_t MB = 32 * MR;
+  if (M <= 0 || N <= 0) return;
+  for (int64_t m0 = 0; m0 < M; m0 += MB) {
+    const int64_t mb = M - m0 < MB + MB / 2 ? M - m0 : MB;  // no short last block
+    const typename L::E* am = a + m0 * lda;
+    typename L::E* cm = c + m0 * ldc;
+    const typename L::E* rm = RES ? r + m0 * ldr : nullptr;
+    int64_t j = 0;
+    const typename L::E* bj = b;
+    for (; j + NR <= N; j += NR, bj += bss)
+      lp_slab<L, K_, MR, NV, NV, A, RES, false>(mb, K, T, off, am, lda, bj, cm + j, ldc, bias ? bias + j : nullptr,
+                                                RES ? rm + j : nullptr, ldr, NR);
+    if (j < N) {
+      const int rem = static_cast<int>(N - j);
+      if (rem <= W)
+        lp_slab<L, K_, MR, 1, NV, A, RES, true>(mb, K, T, off, am, lda, bj, cm + j, ldc, bias ? bias + j : nullptr,
+                                                RES ? rm + j : nullptr, ldr, rem);
+      else
+        lp_slab<L, K_, MR, NV, NV, A, RES, true>(mb, K, T, off, am, lda, bj, cm + j, ldc,
+                                                 bias ? bias + j : nullptr, RES ? rm + j : nullptr, ldr, rem);
+    }
+    if (mb != MB) break;
+  }
+}
+
+template <class L, class K_, int MR, int NV>
+void lp_conv_dispatch(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const typename L::E* a,
+                      int64_t lda, const typename L::E* b, int64_t bss, typename L::E* c, int64_t ldc,
+                      const float* bias, Act act, const typename L::E* r, int64_t ldr) {
+#define MNV4_LP_CONV(ACT)                                                                             \
+  return r ? lp_conv_impl<L, K_, MR, NV, ACT, true>(M, N, K, T, off, a, lda, b, bss, c, ldc, bias, r, ldr) \
+           : lp_conv_impl<L, K_, MR, NV, ACT, false>(M, N, K, T, off, a, lda, b, bss, c, ldc, bias, r, ldr)
+  switch (act) {
+    case Act::None: MNV4_LP_CONV(Act::None);
+    case Act::Relu: MNV4_LP_CONV(Act::Relu);
+    case Act::Gelu: MNV4_LP_CONV(Act::Gelu);
+  }
+#undef MNV4_LP_CONV
+}
+
+// ---- depthwise (lp_dwconv_nhwc_fn) ----
+// A chunk of CV vectors of channels (TAIL: the first cn only), one output row at a time, LP_DW_PX output
+// pixels at a time: each fp32 weight vector serves them all and the LP_DW_PX x CV accumulators are
+// independent chains. EDGE blocks (at the image's left / right border, or the row's short last block) skip
+// taps outside the image per pixel; interior blocks are branch-free. The input is read in place.
+constexpr int LP_DW_PX = 4;
+
+template <class L, int KC, int SC, Act A, int CV, bool TAIL, bool EDGE>
+inline void lp_dw_block(int k_rt, int s_rt, int cn, int i0, int i1, const typename L::E* in, int64_t yoff,
+                        int64_t x0, int npx, int64_t in_ps, int64_t in_rs, int64_t in_w, const float* w, int64_t ldw,
+                        const typename L::V::T* b0, typename L::E* o0, int64_t out_ps) {
+  using V = typename L::V;
+  using T = typename V::T;
+  constexpr int W = V::W;
+  const int k = KC ? KC : k_rt;
+  const int s = SC ? SC : s_rt;
+  T acc[LP_DW_PX][CV];
+  for (int q = 0; q < LP_DW_PX; ++q)
+    for (int v = 0; v < CV; ++v) acc[q][v] = b0[v];
+  for (int i = i0; i < i1; ++i) {
+    const typename L::E* irow = in + (yoff + i) * in_rs;
+    for (int j = 0; j < k; ++j) {
+      T wv[CV];
+      for (int v = 0; v < CV; ++v)
+        wv[v] = TAIL ? V::loadn(w + (i * k + j) * ldw + v * W, cn - v * W) : V::loadu(w + (i * k + j) * ldw + v * W);
+      for (int q = 0; q < LP_DW_PX; ++q) {
+        const int64_t xx = x0 + q * s + j;
+        if (EDGE && (q >= npx || xx < 0 || xx >= in_w)) continue;
+        const typename L::E* ip = irow + xx * in_ps;
+        for (int v = 0; v < CV; ++v)
+          acc[q][v] = V::fma(wv[v], TAIL ? L::loadn(ip + v * W, cn - v * W) : L::load(ip + v * W), acc[q][v]);
+      }
+    }
+  }
+  for (int q = 0; q < (EDGE ? npx : LP_DW_PX); ++q)
+    for (int v = 0; v < CV; ++v) {
+      const T y = lp_act<V, A>(acc[q][v]);
+      typename L::E* op = o0 + q * out_ps + v * W;
+      if (TAIL)
+        L::storen(op, y, cn - v * W);
+      else
+        L::store(op, y);
+    }
+}
+
+template <class L, int KC, int SC, Act A, int CV, bool TAIL>
+inline void lp_dw_chunk(int k_rt, int s_rt, int cn, const typename L::E* in, int64_t in_ps, int64_t in_rs,
+                        int64_t in_r0, int64_t in_h, int64_t in_w, const float* w, int64_t ldw, const float* bias,
+                        typename L::E* out, int64_t out_ps, int64_t out_rs, int64_t oy0, int64_t oy1) {
+  using V = typename L::V;
+  constexpr int W = V::W;
+  const int k = KC ? KC : k_rt;
+  const int s = SC ? SC : s_rt;
+  const int p = k / 2;
+  const int64_t out_w = (in_w - 1) / s + 1;
+  // interior output columns [xlo, xhi): every tap inside the row
+  const int64_t xlo = std::min<int64_t>(out_w, (p + s - 1) / s);
+  const int64_t xhi = in_w - k + p >= 0 ? std::max<int64_t>(xlo, (in_w - k + p) / s + 1) : xlo;
+  typename V::T b0[CV];
+  for (int v = 0; v < CV; ++v)
+    b0[v] = bias ? (TAIL ? V::loadn(bias + v * W, cn - v * W) : V::loadu(bias + v * W)) : V::zero();
+  for (int64_t oy = oy0; oy < oy1; ++oy) {
+    const int64_t y0 = oy * s - p;
+    const int i0 = static_cast<int>(std::max<int64_t>(0, -y0));
+    const int i1 = static_cast<int>(std::min<int64_t>(k, in_h - y0));
+    typename L::E* orow = out + (oy - oy0) * out_rs;
+    for (int64_t ox = 0; ox < out_w;) {
+      int npx = static_cast<int>(std::min<int64_t>(LP_DW_PX, out_w - ox));
+      if (ox < xlo) npx = static_cast<int>(std::min<int64_t>(npx, xlo - ox));
+      if (ox >= xlo && ox + LP_DW_PX <= xhi)
+        lp_dw_block<L, KC, SC, A, CV, TAIL, false>(k, s, cn, i0, i1, in, y0 - in_r0, ox * s - p, npx, in_ps, in_rs,
+                                                   in_w, w, ldw, b0, orow + ox * out_ps, out_ps);
+      else
+        lp_dw_block<L, KC, SC, A, CV, TAIL, true>(k, s, cn, i0, i1, in, y0 - in_r0, ox * s - p, npx, in_ps, in_rs,
+                                                  in_w, w, ldw, b0, orow + ox * out_ps, out_ps);
+      ox += npx;
+    }
+  }
+}
+
+template <class L, int KC, int SC, Act A>
+void lp_dw_impl(int64_t channels, int k, int s, const typename L::E* in, int64_t in_ps, int64_t in_rs, int64_t in_r0,
+                int64_t in_h, int64_t in_w, const float* w, int64_t ldw, const float* bias, typename L::E* out,
+                int64_t out_ps, int64_t out_rs, int64_t oy0, int64_t oy1) {
+  constexpr int W = L::V::W, CV = 2;
+  if (oy1 <= oy0 || channels <= 0) return;
+  int64_t c = 0;
+  for (; c + CV * W <= channels; c += CV * W)
+    lp_dw_chunk<L, KC, SC, A, CV, false>(k, s, CV * W, in + c, in_ps, in_rs, in_r0, in_h, in_w, w + c, ldw,
+                                         bias ? bias + c : nullptr, out + c, out_ps, out_rs, oy0, oy1);
+  for (; c + W <= channels; c += W)
+    lp_dw_chunk<L, KC, SC, A, 1, false>(k, s, W, in + c, in_ps, in_rs, in_r0, in_h, in_w, w + c, ldw,
+                                        bias ? bias + c : nullptr, out + c, out_ps, out_rs, oy0, oy1);
+  if (c < channels)
+    lp_dw_chunk<L, KC, SC, A, 1, true>(k, s, static_cast<int>(channels - c), in + c, in_ps, in_rs, in_r0, in_h, in_w,
+                                       w + c, ldw, bias ? bias + c : nullptr, out + c, out_ps, out_rs, oy0, oy1);
+}
+
+template <class L, Act A>
+void lp_dw_k(int64_t channels, int k, int s, const typename L::E* in, int64_t in_ps, int64_t in_rs, int64_t in_r0,
+             int64_t in_h, int64_t in_w, const float* w, int64_t ldw, const float* bias, typename L::E* out,
+             int64_t out_ps, int64_t out_rs, int64_t oy0, int64_t oy1) {
+#define MNV4_LP_DW(KC, SC) \
+  lp_dw_impl<L, KC, SC, A>(channels, k, s, in, in_ps, in_rs, in_r0, in_h, in_w, w, ldw, bias, out, out_ps, out_rs, oy0, oy1)
+  if (k == 3 && s == 1) return MNV4_LP_DW(3, 1);
+  if (k == 3 && s == 2) return MNV4_LP_DW(3, 2);
+  if (k == 5 && s == 1) return MNV4_LP_DW(5, 1);
+  if (k == 5 && s == 2) return MNV4_LP_DW(5, 2);
+  if (s == 1) return MNV4_LP_DW(0, 1);
+  return MNV4_LP_DW(0, 2);
+#undef MNV4_LP_DW
+}
+
+template <class L>
+void lp_dw_dispatch(int64_t channels, int k, int s, const typename L::E* in, int64_t in_ps, int64_t in_rs,
+                    int64_t in_r0, int64_t in_h, int64_t in_w, const float* w, int64_t ldw, const float* bias, Act act,
+                    typename L::E* out, int64_t out_ps, int64_t out_rs, int64_t oy0, int64_t oy1) {
+  switch (act) {
+    case Act::None:
+      return lp_dw_k<L, Act::None>(channels, k, s, in, in_ps, in_rs, in_r0, in_h, in_w, w, ldw, bias, out, out_ps,
+                                   out_rs, oy0, oy1);
+    case Act::Relu:
+      return lp_dw_k<L, Act::Relu>(channels, k, s, in, in_ps, in_rs, in_r0, in_h, in_w, w, ldw, bias, out, out_ps,
+                                   out_rs, oy0, oy1);
+    case Act::Gelu:
+      return lp_dw_k<L, Act::Gelu>(channels, k, s, in, in_ps, in_rs, in_r0, in_h, in_w, w, ldw, bias, out, out_ps,
+                                   out_rs, oy0, oy1);
+  }
+}
+
+#endif  // MNV4_BF16_IMPL_H_IN_THIS_NAMESPACE

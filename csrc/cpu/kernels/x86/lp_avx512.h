@@ -1,0 +1,80 @@
+// Reduced-precision traits (the L of common/bf16_impl.h) over AVX-512 for bf16, in two forms:
+//   Bf16Avx512Cvt: AVX-512F/BW/VL only. bf16 -> fp32 is a 16-bit shift; fp32 -> bf16 rounds to nearest even
+//     in integer lanes (NaN kept and quieted); the kpair product is two fp32 FMAs after unpacking each pair
+//     (even element: shift left 16; odd: mask the high half), exact like the products of vdpbf16ps.
+//   Bf16Avx512Dp: AVX512-BF16. vdpbf16ps for the kpair product (denormal inputs read as zero, denormal
+//     results flushed, one rounding per product added), vcvtneps2bf16 for the rounding.
+// Include only inside a target region with avx512f, avx512bw, avx512vl (and avx512bf16 for Bf16Avx512Dp), and
+// inside the including file's own namespace (after Avx512Vec: x86/vec_avx512.h, included outside it under
+// avx512.cpp's exact target, so any out-of-line copy of its members is the one that file has).
+#ifndef MNV4_LP_AVX512_H_IN_THIS_NAMESPACE
+#define MNV4_LP_AVX512_H_IN_THIS_NAMESPACE
+
+struct Bf16Avx512Base {
+  using V = Avx512Vec;
+  using E = bf16_t;
+  static inline __m512 widen(__m256i h) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+  static inline __m512 load(const E* p) { return widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+  static inline __m512 loadn(const E* p, int n) {
+    if (n >= 16) return load(p);
+    return widen(_mm256_maskz_loadu_epi16(V::mask(n), p));
+  }
+};
+
+struct Bf16Avx512Cvt : Bf16Avx512Base {
+  static inline __m256i narrow(__m512 v) {
+    const __m512i x = _mm512_castps_si512(v);
+    const __m512i hi = _mm512_srli_epi32(x, 16);
+    const __m512i bias = _mm512_add_epi32(_mm512_set1_epi32(0x7fff), _mm512_and_si512(hi, _mm512_set1_epi32(1)));
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(x, bias), 16);
+    const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    r = _mm512_mask_or_epi32(r, nan, hi, _mm512_set1_epi32(0x40));
+    return _mm512_cvtepi32_epi16(r);
+  }
+  static inline void store(E* p, __m512 v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), narrow(v)); }
+  static inline void storen(E* p, __m512 v, int n) {
+    if (n >= 16) return store(p, v);
+    _mm256_mask_storeu_epi16(p, V::mask(n), narrow(v));
+  }
+  struct AP {
+    __m512 e, o;
+  };
+  struct BP {
+    __m512 e, o;
+  };
+  static inline AP a_pair(uint32_t u) {
+    float e, o;
+    const uint32_t ue = u << 16, uo = u & 0xffff0000u;
+    std::memcpy(&e, &ue, 4);
+    std::memcpy(&o, &uo, 4);
+    return {_mm512_set1_ps(e), _mm512_set1_ps(o)};
+  }
+  static inline BP b_load(const E* p) {
+    const __m512i b = _mm512_loadu_si512(p);
+    return {_mm512_castsi512_ps(_mm512_slli_epi32(b, 16)),
+            _mm512_castsi512_ps(_mm512_and_si512(b, _mm512_set1_epi32(int(0xffff0000u))))};
+  }
+  static inline __m512 dot(__m512 acc, const AP& a, const BP& b) {
+    return _mm512_fmadd_ps(a.o, b.o, _mm512_fmadd_ps(a.e, b.e, acc));
+  }
+};
+
+#if defined(MNV4_LP_AVX512_DP)
+struct Bf16Avx512Dp : Bf16Avx512Base {
+  static inline __m256i narrow(__m512 v) { return (__m256i)_mm512_cvtneps_pbh(v); }
+  static inline void store(E* p, __m512 v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), narrow(v)); }
+  static inline void storen(E* p, __m512 v, int n) {
+    if (n >= 16) return store(p, v);
+    _mm256_mask_storeu_epi16(p, V::mask(n), narrow(v));
+  }
+  using AP = __m512i;
+  using BP = __m512i;
+  static inline AP a_pair(uint32_t u) { return _mm512_set1_epi32(int(u)); }
+  static inline BP b_load(const E* p) { return _mm512_loadu_si512(p); }
+  static inline __m512 dot(__m512 acc, AP a, BP b) { return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b); }
+};
+#endif
+
+#endif  // MNV4_LP_AVX512_H_IN_THIS_NAMESPACE
