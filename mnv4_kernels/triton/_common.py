@@ -2,8 +2,6 @@
 (mnv4_kernels.validate), with the same rules and messages (each names the offending argument). They raise
 RuntimeError, as TORCH_CHECK does, so a caller sees the same exception type from every backend."""
 
-import torch
-
 from .. import validate as _v
 
 ACTIVATIONS = _v.ACTIVATIONS
