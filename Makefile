@@ -28,7 +28,13 @@ run: $(BUILT)
 test: $(BUILT)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: $(BUILT)
+# the ExecuTorch XNNPACK baseline: --no-deps over pins, so pip cannot swap the CPU torch (requirements-bench.txt)
+BENCH_STAMP := $(VENV)/.bench-deps-installed
+$(BENCH_STAMP): requirements-bench.txt $(STAMP)
+	$(PY) -m pip install -q --no-deps -r requirements-bench.txt
+	touch $@
+
+bench: $(BUILT) $(BENCH_STAMP)
 	$(PY) -m mnv4_kernels bench $(ARGS)
 
 clean:

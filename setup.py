@@ -78,4 +78,5 @@ setup(
     ext_modules=[ext],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     python_requires=">=3.10",
+    extras_require={"ray": ["ray[data]==2.60.0"]},
 )

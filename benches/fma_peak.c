@@ -2,7 +2,7 @@
  * (no memory traffic), so the rate is the FMA units' throughput at the clock the cores hold under load.
  * Portable (GCC vector extensions of the machine's widest vector: 64 bytes with AVX-512, 32 with AVX, else
  * 16 (SSE, NEON); wider types than the registers would split and spill the 12 chains: 64-byte vectors on an
- * AVX2 core measured 11 of 115 GFLOP/s); built with -O2 -march=native by benches/e2e_cpu.py.
+ * AVX2 core measured 11 of 115 GFLOP/s); built with -O2 -march=native by mnv4_kernels.bench.fma_peak_gflops.
  *     fma_peak THREADS  ->  prints "<GFLOP/s> <seconds>" (best of 3 runs)                                  */
 #include <pthread.h>
 #include <stdio.h>

@@ -1,8 +1,8 @@
 """What the fused model's CPU forward gains from running as one op call, from merging a k x k conv step with the
-1x1 conv after it, and from huge-page weights (issue 3).
+1x1 conv after it, and from huge-page weights.
 
-In-process A/Bs per case, candidates interleaved with e2e_cpu.py's harness (blocks of --inner calls after
---settle untimed ones and a --gap sleep), medians and p10s:
+In-process A/Bs per case, candidates interleaved in round-robin blocks (mnv4_kernels.timing.POOL_BLOCKS: --inner
+calls after --settle untimed ones and a --gap sleep), medians and p10s:
 1. sequence vs blocks: one fused model, `model(x)` (a single mnv4_cpu::sequence call for the whole pass)
    against `model.forward_head(model.forward_features(x))` (the Python loop over the blocks, one op call
    each). Same kernels: the logits are checked bit-equal.
@@ -25,7 +25,7 @@ import torch
 
 import mnv4_kernels
 from mnv4_kernels import report
-from mnv4_kernels.timing import interleaved
+from mnv4_kernels.timing import POOL_BLOCKS, interleaved
 from mnv4_reference import create_model, randomize_
 
 
@@ -64,9 +64,9 @@ def main():
     ap.add_argument("--cases", default="conv_medium@224:1,conv_medium@224:8,conv_small@224:1")
     ap.add_argument("--repeats", type=int, default=40)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--inner", type=int, default=10)
-    ap.add_argument("--settle", type=int, default=4)
-    ap.add_argument("--gap", type=float, default=0.05)
+    ap.add_argument("--inner", type=int, default=POOL_BLOCKS["inner"])
+    ap.add_argument("--settle", type=int, default=POOL_BLOCKS["settle"])
+    ap.add_argument("--gap", type=float, default=POOL_BLOCKS["gap_s"])
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -1,6 +1,6 @@
 """CPU helper-op microbenchmarks behind the design choices quoted in csrc/cpu (conv.cpp, simd_impl.h, avx512.cpp).
 
-1. mnv4_cpu::conv against what the fused model used before it, oneDNN's fused conv + activation on a weight
+1. mnv4_cpu::conv against the alternative PyTorch offers, oneDNN's fused conv + activation on a weight
    prepacked once (torch.ops.mkldnn._convolution_pointwise) followed, for FusedIB, by mnv4_cpu::pointwise:
    the MobileNetV4 dense convs (stems, Conv-S `cn` 3x3 s2, the FusedIB blocks) at batch 1 and 8, channels_last,
    fp32, --threads threads, interleaved (timing.interleaved), medians, and the max relative error of each
@@ -160,7 +160,7 @@ def pointwise_vs_onnxruntime(threads, repeats):
 def stem_nchw(repeats):
     """The fused models' stem on the user's NCHW image: mnv4_cpu::conv converting its bands itself
     (channels_last=True, as forward_features calls it) against a whole-tensor x.contiguous(channels_last)
-    first (what forward_features did before), and against an input already channels_last (no conversion)."""
+    first, and against an input already channels_last (no conversion)."""
     recs = []
     for n in (1, 8):
         g = torch.Generator().manual_seed(3)

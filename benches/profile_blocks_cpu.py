@@ -3,8 +3,8 @@
 For one model, resolution and batch (fp32, 2 threads): every block of the fused model (stem, blocks, head)
 timed inside whole forward passes, twice in a row per pass: `first` is the block as the model runs it (its
 weights cold after the other blocks), `repeat` the same call again at once (weights, scratch and output
-memory warm); and onnxruntime's per-node kernel times from its session profiler (nodes grouped by block
-name), with its unprofiled median for scale (profiling slows it). Medians over the passes.
+memory warm); and onnxruntime's per-node kernel times from its profiler (nodes grouped by block name), with
+its unprofiled median for scale (profiling slows it). Medians over the passes.
 Writes benches/results/profile-<model>-<res>-b<batch>-<machine>.json.
 
     .venv/bin/python benches/profile_blocks_cpu.py [--model mobilenetv4_conv_medium] [--res 224] [--batch 1]
@@ -12,19 +12,17 @@ Writes benches/results/profile-<model>-<res>-b<batch>-<machine>.json.
 
 import argparse
 import collections
-import io
 import json
 import os
 import re
 import statistics
 import tempfile
 import time
-import warnings
 
 import torch
 
 import mnv4_kernels
-from mnv4_kernels import report
+from mnv4_kernels import baselines, report
 from mnv4_reference import create_model, randomize_
 
 
@@ -60,15 +58,11 @@ def ours(model, x, passes):
 def onnxruntime_nodes(ref, x, passes, threads):
     import onnxruntime as ort
 
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(ref.float().eval(), (x,), buf, dynamo=False, input_names=["input"],
-                          output_names=["logits"], opset_version=17)
+    onnx = baselines.onnx_bytes(ref, x)
     so = ort.SessionOptions()
     so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    plain = ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+    plain = ort.InferenceSession(onnx, so, providers=["CPUExecutionProvider"])
     xi = x.numpy()
     for _ in range(5):
         plain.run(None, {"input": xi})
@@ -80,7 +74,7 @@ def onnxruntime_nodes(ref, x, passes, threads):
     with tempfile.TemporaryDirectory() as tmp:
         so.enable_profiling = True
         so.profile_file_prefix = os.path.join(tmp, "ort")
-        prof = ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+        prof = ort.InferenceSession(onnx, so, providers=["CPUExecutionProvider"])
         for _ in range(5 + passes):
             prof.run(None, {"input": xi})
         with open(prof.end_profiling()) as f:
@@ -123,7 +117,7 @@ def main():
     payload = dict(benchmark="profile_blocks_cpu", env=report.env_info(), isa=torch.ops.mnv4_cpu.isa(),
                    model=args.model, res=args.res, batch=args.batch, threads=args.threads,
                    method="per block inside whole forward passes, each block called twice per pass (first, "
-                          "repeat), medians over passes; onnxruntime per-node kernel times from its session "
+                          "repeat), medians over passes; onnxruntime per-node kernel times from its "
                           "profiler grouped by block name, with its unprofiled median",
                    ours=[dict(block=n, first_ms=f, repeat_ms=r) for n, f, r in rows],
                    onnxruntime_ms=ort_ms, onnxruntime_node_ms=ort_groups)

@@ -1,5 +1,5 @@
 // Hot-cache rate of the NHWC GEMM register tile (x86 AVX-512), shipped against prototypes: is the tile
-// or its loop the limit on Conv-M's early blocks (issue 3)? Not part of the library; built and run by
+// or its loop the limit on Conv-M's early blocks? Not part of the library; built and run by
 // benches/tile_shapes_cpu.py (g++ -O3, this repo's csrc on the include path).
 //   tile_shapes_cpu M K N T REPS [LDA TAP_OFFSET]  ->  one JSON object per variant on stdout
 // One call = C[M x N] = act(sum over T taps of A[M x K] (tap t at column t*K) x B_t + bias), B packed in

@@ -1,5 +1,5 @@
 """Hot-cache rate of the NHWC GEMM tile, shipped against prototypes (benches/tile_shapes_cpu.cpp), on the GEMMs of
-Conv-M@224's early blocks (the ones onnxruntime runs faster, issue 3) and two later ones for contrast.
+Conv-M@224's early blocks (where onnxruntime's per-node times are shortest against ours) and two later ones.
 
     .venv/bin/python benches/tile_shapes_cpu.py [--out benches/results/tile-shapes-cpu-<machine>.json]
 
@@ -16,9 +16,8 @@ import tempfile
 from mnv4_kernels import report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# (what, M, K, N, taps, lda, tap_offset): M, N and K as the fused Conv-M@224 passes them at batch 1 on 2 threads (a
-# temporary trace of every microkernel call, issue 3's session-9 note; the 7x7 stage's N is half its 1024 mid channels:
-# the mid-channel split). A conv (taps > 1) is conv.cpp's interior row call: one tap per kernel row, K = k * Cin
+# (what, M, K, N, taps, lda, tap_offset): M, N and K as the fused Conv-M@224 passes them at batch 1 on 2 threads (read
+# from a trace of every microkernel call; the 7x7 stage's N is half its 1024 mid channels: the mid-channel split). A conv (taps > 1) is conv.cpp's interior row call: one tap per kernel row, K = k * Cin
 # floats of an input row, lda = stride * Cin, taps an input row (112 px x 32 ch) apart. A pointwise conv reads the
 # start dw's scratch tile: lda = uib.cpp's tile_stride(Cin) (Cin rounded up to an odd number of 64-byte lines).
 SHAPES = [

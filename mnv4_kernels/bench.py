@@ -1,59 +1,99 @@
-"""`python -m mnv4_kernels bench`: per-layer and end-to-end microbenchmarks with roofline columns.
+"""The benchmark runners behind `python -m mnv4_kernels run`, `... bench` and the scripts in benches/.
 
-Per layer: every UIB and MQA block of the five MobileNetV4 models at native resolution (the table comes
-from mnv4_kernels.layers, derived from the reference model), each of our backends available here against
-the PyTorch op chain (mnv4_reference.functional on the same folded weights, channels_last input), candidates
-interleaved in one process, medians. Each record carries the achieved GB/s (compulsory traffic) and
-GFLOP/s next to the machine's ceilings (copy bandwidth, GEMM rate) measured in the same run.
-End to end: the fused model against the reference in eager mode (channels_last).
-Writes JSON (benches/results/ by default) and plots: per-layer speedup bars and a roofline chart.
+End to end (`e2e_case`): the fused model against what a user would pick instead (baselines.py: PyTorch eager,
+torch.compile, onnxruntime, OpenVINO at f32 / bf16 / its default precision, ExecuTorch with XNNPACK) on the same
+weights and input, every runtime on the same number of threads in its own pool, interleaved in round-robin
+blocks of calls (timing.POOL_BLOCKS), medians; each output's relative error against the fp32 reference.
+
+Per layer (`bench_layers`): every UIB and MQA block of the MobileNetV4 models (mnv4_kernels.layers, derived from
+the reference model), our backends against the PyTorch op chain (mnv4_reference.functional on the same folded
+weights, channels_last input), interleaved, medians. Each record carries the achieved GB/s (compulsory
+traffic) and GFLOP/s, and on the CPU the speedup bounds: at the GEMM ceiling probed beside the layer and at
+the fp32 FMA peak (benches/fma_peak.c).
+
+`bench` writes JSON (benches/results/ by default) and plots: per-layer speedup bars and a roofline chart.
 """
 
+import copy
 import os
+import subprocess
 import sys
+import tempfile
+import time
 
 import torch
 
 from . import report
 from .layers import MAIN_MODELS, layer_table, unique_layers
-from .timing import geomean, interleaved
+from .timing import POOL_BLOCKS, geomean, interleaved
 
 _MODEL_ALIASES = {n.replace("mobilenetv4_", ""): (n, r) for n, r in MAIN_MODELS}
+_DTYPES = {"fp32": torch.float32, "f32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+# End-to-end candidates: <runtime>-<precision>. ours / eager / compile take fp32, bf16 or fp16; the others
+# below run on the CPU only.
+E2E_FIXED = ("onnxruntime-fp32", "openvino-f32", "openvino-bf16", "openvino-default", "xnnpack-fp32")
+E2E_RUNTIMES = ("ours", "eager", "compile", "onnxruntime", "openvino", "xnnpack")
 
 
-def add_arguments(p):
-    p.add_argument("--models", default=",".join(_MODEL_ALIASES),
-                   help="comma-separated: " + ", ".join(_MODEL_ALIASES) + " (optionally name@res)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default=None, help="default float32 on CPU, float16 on CUDA")
-    p.add_argument("--batches", default=None, help="default 1,8 on CPU and 1,256 on CUDA")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's default)")
-    p.add_argument("--repeats", type=int, default=15)
-    p.add_argument("--max-seconds", type=float, default=5.0, help="per layer and batch")
-    p.add_argument("--all-layers", action="store_true", help="time repeated identical layers again")
-    p.add_argument("--no-e2e", action="store_true")
-    p.add_argument("--quick", action="store_true", help="conv_small only, batch 1, few repeats (for tests)")
-    p.add_argument("--out", default=None, help="JSON path (default benches/results/bench-<machine>.json)")
+def dtype_name(dtype):
+    return _DTYPE_NAMES[dtype]
 
 
-def _parse_models(spec):
-    out = []
-    for item in spec.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        name, _, res = item.partition("@")
-        if name not in _MODEL_ALIASES:
-            raise SystemExit(f"bench: unknown model {name!r}; choose from {', '.join(_MODEL_ALIASES)}")
-        full, native = _MODEL_ALIASES[name]
-        out.append((full, int(res) if res else native))
-    return out
+def default_e2e(device, dtype=torch.float32, compile=False):
+    """The end-to-end candidates `bench` and `run` time by default on `device`, ours first."""
+    dt = dtype_name(dtype)
+    if torch.device(device).type != "cpu":
+        names = [f"ours-{dt}", f"eager-{dt}"] + ([f"compile-{dt}"] if compile else [])
+    else:
+        names = ([f"ours-{dt}", "ours-bf16"] + list(E2E_FIXED) + [f"eager-{dt}", "eager-bf16"]
+                 + ([f"compile-{dt}"] if compile else []))
+    return list(dict.fromkeys(names))
+
+
+def parse_e2e(spec):
+    """'ours-fp32,openvino-bf16,...' -> list of candidate names (checked)."""
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    for n in names:
+        runtime, _, prec = n.partition("-")
+        ok = n in E2E_FIXED or (runtime in ("ours", "eager", "compile") and prec in ("fp32", "bf16", "fp16"))
+        if not ok:
+            raise SystemExit(f"unknown end-to-end candidate {n!r}: choose from ours-/eager-/compile-"
+                             f"{{fp32,bf16,fp16}} and {', '.join(E2E_FIXED)}")
+    return names
+
+
+def fma_peak_gflops(threads):
+    """The fp32 FMA peak of `threads` cores (benches/fma_peak.c built with the system C compiler), or None where
+    the source or a compiler is missing (an installed package without the repository)."""
+    src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benches", "fma_peak.c")
+    if not os.path.exists(src):
+        return None
+    with tempfile.TemporaryDirectory() as d:
+        exe = os.path.join(d, "fma_peak")
+        try:
+            subprocess.run(["cc", "-O2", "-march=native", "-ffp-contract=fast", "-pthread", src, "-o", exe],
+                           check=True, capture_output=True)
+            out = subprocess.run([exe, str(threads)], check=True, capture_output=True, text=True).stdout
+        except (OSError, subprocess.CalledProcessError):
+            return None
+    return float(out.split()[0])
+
+
+def model_flops(ref, x):
+    """FLOPs of one forward pass of the reference (convolutions and matmuls, 2 per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        ref(x)
+    return counter.get_total_flops()
 
 
 def cpu_gemm_probe():
     """(call, flops): our NHWC GEMM on 3136 x 512 x 512 (mnv4_cpu::pointwise), the CPU's fp32 GEMM ceiling
-    probe. Timed beside the layers (benches/uib_layers_cpu.py, mqa_layers_cpu.py) it gives the ceiling of
-    the same moments, which on a shared VM moves by up to 1.3x within a minute."""
+    probe. Timed beside a layer it gives the ceiling of the same moments, which on a shared VM moves by up to
+    1.3x within a minute."""
     from .ops import channels_innermost
 
     xp, wp = torch.randn(3136, 512), channels_innermost(torch.randn(512, 512))
@@ -64,8 +104,8 @@ def measure_ceilings(device, dtype):
     """Copy bandwidth (GB/s, bytes read + written) and GEMM rate (GFLOP/s) on this device, now.
 
     The GEMM rate is the best of torch.mm on a 2048^3 (8192^3 on a GPU) product and, on the CPU, of our own
-    NHWC GEMM (mnv4_cpu::pointwise, 3136 x 512 x 512): MKL's AMD path stops at AVX2, so on an AVX-512 CPU
-    torch.mm alone is not the machine's ceiling (our layers ran above it)."""
+    NHWC GEMM (cpu_gemm_probe): MKL's AMD path stops at AVX2, so on an AVX-512 CPU torch.mm alone is not the
+    machine's ceiling."""
     dev = torch.device(device)
     n = (256 if dev.type == "cuda" else 64) * 2**20 // 4  # 256 MiB on GPU, 64 MiB on CPU (> any L3 here)
     src = torch.randn(n, device=dev)
@@ -86,8 +126,134 @@ def measure_ceilings(device, dtype):
             "gemm_dtype": str(gdt).replace("torch.", ""), "gemm_size": size, "copy_bytes": 2 * n * 4}
 
 
+# ------------------------------------------------------------------------------------------- end to end
+def e2e_reference(name, res, batch, seed=0):
+    """(reference model, input batch): random weights with BatchNorm statistics from a calibration batch of
+    >= 16 images that contains the input (then perturbed), so activations are realistic at this resolution."""
+    from mnv4_reference import create_model, randomize_
+
+    x = torch.randn(max(16, batch), 3, res, res, generator=torch.Generator().manual_seed(seed))
+    ref = randomize_(create_model(name), seed=seed, calibration_input=x)
+    return ref.eval(), x[:batch].contiguous()
+
+
+def e2e_candidates(ref, x, names, threads=None, log=print, prebuilt=None):
+    """Build each named candidate on the fp32 reference `ref` and input `x` (fp32, on its device); `prebuilt`
+    {name: zero-argument call} supplies some ready-made (e.g. a fused model on a chosen backend).
+
+    Returns ({name: zero-argument call}, {name: reason it is missing}, {name: facts, e.g. the precision
+    OpenVINO chose}). ExecuTorch is exported first: torch.export must not run under inference_mode."""
+    from . import baselines
+    from .fuse import fuse
+
+    threads = threads or torch.get_num_threads()
+    calls, skipped, info = {}, {}, {}
+    shared = {}
+
+    def onnx():
+        if "onnx" not in shared:
+            shared["onnx"] = baselines.onnx_bytes(ref, x)
+        return shared["onnx"]
+
+    def openvino():
+        if "ov" not in shared:
+            shared["ov"] = baselines.openvino_model(ref, x)
+        return shared["ov"]
+
+    order = sorted(names, key=lambda n: not n.startswith("xnnpack"))
+    for name in order:
+        runtime, _, prec = name.partition("-")
+        t0 = time.perf_counter()
+        try:
+            if prebuilt and name in prebuilt:
+                call = prebuilt[name]
+            elif runtime == "ours":
+                dt = _DTYPES[prec]
+                fused = fuse(ref, dtype=dt).to(x.device)
+                xin = x.to(dt)
+                call = _in_inference_mode(lambda fused=fused, xin=xin: fused(xin))
+            elif runtime in ("eager", "compile"):
+                dt = _DTYPES[prec]
+                model = copy.deepcopy(ref).to(x.device, dt)
+                xin = x.to(dt)
+                run = baselines.eager(model) if runtime == "eager" else baselines.compiled(model, xin)
+                call = lambda run=run, xin=xin: run(xin)  # noqa: E731
+            elif x.device.type != "cpu":
+                raise baselines.BaselineUnavailable(f"{runtime} runs on the CPU only here")
+            elif runtime == "onnxruntime":
+                run = baselines.onnxruntime_cpu(ref, x, threads=threads, onnx=onnx())
+                call = lambda run=run: run(x)  # noqa: E731
+            elif runtime == "openvino":
+                run = baselines.openvino_cpu(openvino(), x, threads=threads, precision=prec)
+                info[name] = {"precision": run.precision}
+                call = lambda run=run: run(x)  # noqa: E731
+            elif runtime == "xnnpack":
+                run = baselines.executorch_xnnpack(ref, x, threads=threads)
+                info[name] = {"threads": run.threads}
+                call = lambda run=run: run(x)  # noqa: E731
+            else:
+                raise ValueError(f"unknown candidate {name!r}")
+        except baselines.BaselineUnavailable as e:
+            skipped[name] = str(e)
+            log(f"  no {name}: {e}")
+            continue
+        calls[name] = call
+        info.setdefault(name, {}).setdefault("precision", prec)
+        log(f"  built {name} in {time.perf_counter() - t0:.1f} s")
+    return {n: calls[n] for n in names if n in calls}, skipped, info
+
+
+def _in_inference_mode(fn):
+    def call():
+        with torch.inference_mode():
+            return fn()
+    return call
+
+
+def e2e_case(ref, x, names, threads=None, repeats=30, max_seconds=None, warmup=3, blocks=None, log=print,
+             progress=None, prebuilt=None):
+    """Time the named candidates on one model and input, side by side; returns a record (dict).
+
+    record["candidates"][name]: median / p10 / p90 ms, img/s, relative error of the logits against the fp32
+    reference, time over the first candidate's (`relative_to`), and what the runtime chose (precision)."""
+    from mnv4_reference.testing import rel_err
+
+    threads = threads or torch.get_num_threads()
+    calls, skipped, info = e2e_candidates(ref, x, names, threads, log, prebuilt)
+    if not calls:
+        raise RuntimeError("no end-to-end candidate could be built: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    with torch.inference_mode():
+        want = ref(x).float()
+        errs = {n: rel_err(c().float().to(want.device), want) for n, c in calls.items()}
+    cpu = x.device.type == "cpu"
+    blocks = dict(POOL_BLOCKS if cpu else dict(inner=1, settle=0, gap_s=0.0), **(blocks or {}))
+    t = interleaved(calls, warmup=warmup, repeats=repeats, max_seconds=max_seconds, device=x.device,
+                    progress=progress, **blocks)
+    first = next(iter(calls))
+    cands = {}
+    for n, v in t.items():
+        cands[n] = dict(median_ms=v.median_ms, p10_ms=v.p10_ms, p90_ms=v.p90_ms, samples=v.repeats,
+                        img_per_s=1e3 * x.shape[0] / v.median_ms, rel_err_vs_reference_fp32=errs[n],
+                        time_over_first=v.median_ms / t[first].median_ms, **info.get(n, {}))
+    return dict(kind="e2e", batch=x.shape[0], res=x.shape[-1], threads=threads, device=str(x.device),
+                relative_to=first, timing=dict(warmup=warmup, repeats=repeats, max_seconds=max_seconds, **blocks),
+                candidates=cands, skipped=skipped)
+
+
+def e2e_table(record):
+    """A plain-text table of one e2e record's candidates."""
+    rows = [dict(impl=n, **c) for n, c in record["candidates"].items()]
+    first = record["relative_to"]
+    return report.format_table(rows, [("impl", "implementation", "{}"), ("median_ms", "median ms", "{:.3f}"),
+                                      ("p10_ms", "p10", "{:.3f}"), ("p90_ms", "p90", "{:.3f}"),
+                                      ("img_per_s", "img/s", "{:.1f}"), ("time_over_first", f"x {first}", "{:.2f}"),
+                                      ("rel_err_vs_reference_fp32", "rel err", "{:.1e}"),
+                                      ("precision", "precision", "{}")])
+
+
+# -------------------------------------------------------------------------------------------- per layer
 def layer_impls(kind, device):
-    """[(impl name, op)] of our kernels that can run `kind` on `device`, plus the PyTorch op chain."""
+    """[(impl name, op)] of our kernels that can run `kind` on `device`, after the PyTorch op chain."""
     from mnv4_reference import functional
 
     from .backends import backends
@@ -106,79 +272,88 @@ def layer_impls(kind, device):
     return impls
 
 
-def bench_layers(models, batches, device, dtype, repeats, max_seconds, all_layers=False, log=print):
+def _inner_for(call, device, min_ms=2.0):
+    """Back-to-back calls per sample so a sample lasts >= min_ms (timer and launch noise stay small)."""
+    if torch.device(device).type != "cpu":
+        return 1
+    t0 = time.perf_counter()
+    call()
+    return max(1, int(min_ms * 1e-3 / max(time.perf_counter() - t0, 1e-6)))
+
+
+def bench_layers(models, batches, device, dtype, repeats, max_seconds, all_layers=False, kinds=("uib", "mqa"),
+                 fma_peak=None, log=print):
+    """One record per (layer, batch, impl). On the CPU a GEMM probe (cpu_gemm_probe) is timed beside each
+    layer's candidates: speedup_bound_at_ceiling = torch-ops time / (layer FLOPs at that rate); with `fma_peak`
+    (GFLOP/s) also speedup_bound_at_fma_peak, a hard bound for any fp32 implementation."""
     from mnv4_reference.testing import rel_err
 
+    cpu = torch.device(device).type == "cpu"
+    probe, probe_flops = cpu_gemm_probe() if cpu else (None, 0)
     records = []
     for model, res in models:
-        layers = layer_table(model, res)
-        todo = [(l, 1) for l in layers] if all_layers else unique_layers(layers)
-        for layer, count in todo:
+        layers = [l for l in layer_table(model, res) if l.kind in kinds]
+        todo = [(l, 1) for l in layers] if all_layers else [(l, c) for l, c in unique_layers(layers)]
+        for i, (layer, count) in enumerate(todo):
             impls = layer_impls(layer.kind, device)
             args = layer.args(dtype=dtype, device=device)
             # our CPU op gets the weights as the fused model stores them (same values, other strides)
             impl_args = {name: layer.args(dtype=dtype, device=device, cpu_layout=True) if name == "ours-cpu"
                          else args for name, _ in impls}
             for batch in batches:
-                x = torch.randn(batch, *layer.in_shape, device=device).to(dtype)
+                gen = torch.Generator().manual_seed(i)
+                x = torch.randn(batch, *layer.in_shape, generator=gen).to(device, dtype)
                 x = x.contiguous(memory_format=torch.channels_last)
+                calls = {name: (lambda op=op, a=impl_args[name]: op(x, *a)) for name, op in impls}
                 with torch.inference_mode():
                     want = impls[0][1](x.float(), *layer.args(dtype=torch.float32, device=device))
-                    errs = {name: rel_err(op(x, *impl_args[name]), want) for name, op in impls}
-                    times = interleaved({name: (lambda op=op, a=impl_args[name]: op(x, *a)) for name, op in impls},
-                                        warmup=2, repeats=repeats, device=device, max_seconds=max_seconds)
+                    errs = {name: rel_err(c(), want) for name, c in calls.items()}
+                    inner = {name: _inner_for(c, device) for name, c in calls.items()}
+                    if cpu:
+                        calls["gemm-probe"], inner["gemm-probe"] = probe, 1
+                    times = interleaved(calls, warmup=2, repeats=repeats, device=device, max_seconds=max_seconds,
+                                        inner=inner)
                 base = times["torch-ops"].median_ms
                 flops, nbytes = layer.flops(batch), layer.bytes(batch, torch.finfo(dtype).bits // 8)
+                bounds = {}
+                if cpu:
+                    ceiling = probe_flops / times.pop("gemm-probe").median_ms / 1e6
+                    bounds = dict(gemm_ceiling_gflops=ceiling, speedup_bound_at_ceiling=base / (flops / ceiling / 1e6))
+                    if fma_peak:
+                        bounds["speedup_bound_at_fma_peak"] = base / (flops / fma_peak / 1e6)
                 line = []
                 for name, t in times.items():
                     records.append(dict(kind="layer", model=model, res=res, batch=batch,
                                         dtype=str(dtype).replace("torch.", ""), layer=layer.name,
                                         block=layer.kind, form=layer.form, in_shape=list(layer.in_shape),
                                         count=count, impl=name, median_ms=t.median_ms, p10_ms=t.p10_ms,
-                                        p90_ms=t.p90_ms, gbps=nbytes / t.median_ms / 1e6,
+                                        p90_ms=t.p90_ms, inner=inner[name], gbps=nbytes / t.median_ms / 1e6,
                                         tflops=flops / t.median_ms / 1e9, speedup_vs_torch_ops=base / t.median_ms,
-                                        rel_err_vs_fp32_torch_ops=errs[name]))
+                                        rel_err_vs_fp32_torch_ops=errs[name], **bounds))
                     line.append(f"{name} {t.median_ms:.3f} ms ({base / t.median_ms:.2f}x)")
+                if bounds:
+                    line.append(f"bound {bounds['speedup_bound_at_ceiling']:.2f}x at {bounds['gemm_ceiling_gflops']:.0f}"
+                                " GFLOP/s")
                 log(f"  {layer.label} b{batch} x{count}: " + ", ".join(line))
     return records
 
 
-def bench_e2e(models, batches, device, dtype, repeats, max_seconds, log=print):
-    from mnv4_reference import randomized_model
-
-    from . import baselines
-    from .fuse import fuse
-
-    records = []
-    for model, res in models:
-        ref = randomized_model(model).to(device)
-        fused = fuse(ref, dtype=dtype).to(device)
-        ref = ref.to(dtype)
-        eager = baselines.eager(ref)
-        for batch in batches:
-            x = torch.randn(batch, 3, res, res, device=device).to(dtype)
-            with torch.inference_mode():
-                times = interleaved({"ours": lambda: fused(x), "eager": lambda: eager(x)}, warmup=2,
-                                    repeats=repeats, device=device, max_seconds=4 * max_seconds)
-            for name, t in times.items():
-                records.append(dict(kind="e2e", model=model, res=res, batch=batch,
-                                    dtype=str(dtype).replace("torch.", ""), impl=name, median_ms=t.median_ms,
-                                    p10_ms=t.p10_ms, p90_ms=t.p90_ms, img_per_s=1e3 * batch / t.median_ms,
-                                    speedup_vs_eager=times["eager"].median_ms / t.median_ms))
-            log(f"  e2e {model}@{res} b{batch}: ours {times['ours'].median_ms:.2f} ms, eager "
-                f"{times['eager'].median_ms:.2f} ms ({times['eager'].median_ms / times['ours'].median_ms:.2f}x)")
-    return records
-
-
 def summarize(records):
-    """Geomean speedup of each of our impls over the torch op chain, per (model, batch, block kind)."""
+    """Geomean speedup of each of our impls over the torch op chain, per (model, batch, block kind), with the
+    geomean bounds where the records have them."""
     groups = {}
     for r in records:
         if r["kind"] == "layer" and r["impl"] != "torch-ops":
-            key = (r["model"], r["batch"], r["block"], r["impl"])
-            groups.setdefault(key, []).append(r["speedup_vs_torch_ops"])
-    return [dict(model=m, batch=b, block=k, impl=i, layers=len(v), geomean_speedup=geomean(v))
-            for (m, b, k, i), v in sorted(groups.items())]
+            groups.setdefault((r["model"], r["batch"], r["block"], r["impl"]), []).append(r)
+    out = []
+    for (m, b, k, i), rs in sorted(groups.items()):
+        row = dict(model=m, batch=b, block=k, impl=i, layers=len(rs),
+                   geomean_speedup=geomean([r["speedup_vs_torch_ops"] for r in rs]))
+        for key in ("speedup_bound_at_ceiling", "speedup_bound_at_fma_peak"):
+            if all(key in r for r in rs):
+                row[f"geomean_{key}"] = geomean([r[key] for r in rs])
+        out.append(row)
+    return out
 
 
 def plot(records, ceilings, stem):
@@ -200,18 +375,56 @@ def plot(records, ceilings, stem):
     return paths
 
 
+# ----------------------------------------------------------------------------------------------- bench
+def add_arguments(p):
+    p.add_argument("--models", default=",".join(_MODEL_ALIASES),
+                   help="comma-separated: " + ", ".join(_MODEL_ALIASES) + " (optionally name@res)")
+    p.add_argument("--kinds", default="uib,mqa", help="per-layer blocks to time: uib, mqa or both")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default=None, help="default float32 on CPU, float16 on CUDA")
+    p.add_argument("--batches", default=None, help="default 1,8 on CPU and 1,256 on CUDA")
+    p.add_argument("--threads", type=int, default=None, help="threads of every runtime (default: torch's default)")
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--max-seconds", type=float, default=5.0, help="per layer and batch (x4 per e2e case)")
+    p.add_argument("--all-layers", action="store_true", help="time repeated identical layers again")
+    p.add_argument("--e2e", default=None,
+                   help="end-to-end candidates, comma-separated (default: ours in --dtype and bf16, onnxruntime-fp32, "
+                        "openvino-f32/-bf16/-default, xnnpack-fp32, eager in --dtype and bf16)")
+    p.add_argument("--no-e2e", action="store_true")
+    p.add_argument("--no-layers", action="store_true")
+    p.add_argument("--quick", action="store_true", help="conv_small only, batch 1, few repeats, ours and eager")
+    p.add_argument("--out", default=None, help="JSON path (default benches/results/bench-<machine>.json)")
+
+
+def parse_models(spec):
+    out = []
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, _, res = item.partition("@")
+        if name not in _MODEL_ALIASES:
+            raise SystemExit(f"bench: unknown model {name!r}; choose from {', '.join(_MODEL_ALIASES)}")
+        full, native = _MODEL_ALIASES[name]
+        out.append((full, int(res) if res else native))
+    return out
+
+
 def main(args):
     dev = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[
         args.dtype or ("float16" if dev.type == "cuda" else "float32")]
+    kinds = tuple(k for k in args.kinds.split(",") if k)
     if args.quick:
         models, batches, repeats, max_s = [("mobilenetv4_conv_small", 224)], [1], 3, 1.0
+        e2e = [f"ours-{dtype_name(dtype)}", f"eager-{dtype_name(dtype)}"]
     else:
-        models = _parse_models(args.models)
+        models = parse_models(args.models)
         batches = [int(b) for b in (args.batches or ("1,256" if dev.type == "cuda" else "1,8")).split(",")]
         repeats, max_s = args.repeats, args.max_seconds
+        e2e = parse_e2e(args.e2e) if args.e2e else default_e2e(dev, dtype)
 
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
@@ -219,17 +432,30 @@ def main(args):
     log(f"bench on {dev} ({report.cpu_model() if dev.type == 'cpu' else torch.cuda.get_device_name(dev)}), "
         f"{torch.get_num_threads()} threads, {str(dtype).replace('torch.', '')}, batches {batches}")
     ceilings = measure_ceilings(dev, dtype)
-    log(f"  ceilings: copy {ceilings['copy_gbps']:.1f} GB/s, GEMM {ceilings['gemm_gflops']:.1f} GFLOP/s")
-    records = bench_layers(models, batches, dev, dtype, repeats, max_s, args.all_layers, log)
+    peak = fma_peak_gflops(torch.get_num_threads()) if dev.type == "cpu" and not args.quick else None
+    ceilings["fma_peak_gflops"] = peak
+    log(f"  ceilings: copy {ceilings['copy_gbps']:.1f} GB/s, GEMM {ceilings['gemm_gflops']:.1f} GFLOP/s"
+        + (f", fp32 FMA peak {peak:.1f} GFLOP/s" if peak else ""))
+    records = []
+    if not args.no_layers:
+        records += bench_layers(models, batches, dev, dtype, repeats, max_s, args.all_layers, kinds, peak, log)
     if not args.no_e2e:
-        records += bench_e2e(models, batches, dev, dtype, repeats, max_s, log)
+        for model, res in models:
+            for batch in batches:
+                ref, x = e2e_reference(model, res, batch)
+                rec = e2e_case(ref.to(dev), x.to(dev), e2e, repeats=repeats, max_seconds=4 * max_s, log=log)
+                rec.update(model=model, dtype=str(dtype).replace("torch.", ""))
+                records.append(rec)
+                log(f"  e2e {model}@{res} b{batch}:\n" + e2e_table(rec))
     summary = summarize(records)
-    print(report.format_table(summary, [("model", "model", "{}"), ("batch", "batch", "{}"), ("block", "block", "{}"),
-                                        ("impl", "impl", "{}"), ("layers", "layers", "{}"),
-                                        ("geomean_speedup", "geomean x torch ops", "{:.2f}")]))
-    for r in (r for r in records if r["kind"] == "e2e" and r["impl"] == "ours"):
-        print(f"e2e {r['model']}@{r['res']} batch {r['batch']}: {r['median_ms']:.2f} ms, "
-              f"{r['speedup_vs_eager']:.2f}x eager")
+    cols = [("model", "model", "{}"), ("batch", "batch", "{}"), ("block", "block", "{}"), ("impl", "impl", "{}"),
+            ("layers", "layers", "{}"), ("geomean_speedup", "geomean x torch ops", "{:.2f}")]
+    if any("geomean_speedup_bound_at_ceiling" in s for s in summary):
+        cols.append(("geomean_speedup_bound_at_ceiling", "bound (GEMM ceiling)", "{:.2f}"))
+    if summary:
+        print(report.format_table(summary, cols))
+    for r in (r for r in records if r["kind"] == "e2e"):
+        print(f"e2e {r['model']}@{r['res']} batch {r['batch']}:\n{e2e_table(r)}")
     out = args.out or os.path.join("benches", "results", f"bench-{report.machine_tag(dev)}.json")
     report.write_json(out, dict(env=report.env_info(dev), ceilings=ceilings, summary=summary, records=records))
     pngs = plot(records, ceilings, os.path.splitext(out)[0])

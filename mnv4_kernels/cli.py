@@ -1,12 +1,14 @@
 """Command line: `python -m mnv4_kernels [run|infer|bench] ...` (run is the default).
 
 run    build the fused model on the best backend here, check it against the reference on a fresh input,
-       then time fused / reference eager / torch.compile / onnxruntime side by side; JSON + PNG to --out.
+       then time it side by side with PyTorch eager, torch.compile, onnxruntime, OpenVINO (f32, bf16, its
+       default) and ExecuTorch XNNPACK where installed; JSON + PNG to --out.
 infer  classify image files or folders with a timm checkpoint (top-5, ImageNet names for 1000 classes).
 bench  per-layer and end-to-end microbenchmarks over the real MobileNetV4 layer table (see bench.py).
 """
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -65,8 +67,7 @@ def cmd_run(args):
     from mnv4_reference import pretrained_cfg
     from mnv4_reference.testing import rel_err
 
-    from . import baselines, report
-    from .timing import interleaved
+    from . import bench, report
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -94,60 +95,52 @@ def cmd_run(args):
         if args.dtype == torch.float32:
             check["bound"] = 1e-5
         else:  # the bound is 2x the reference's own error in that dtype
-            ref_lp = ref.to(args.dtype)(x.to(args.dtype)).float()
-            ref.float()
-            check["reference_own_error"] = rel_err(ref_lp, want)
+            ref_lp = copy.deepcopy(ref).to(args.dtype)
+            check["reference_own_error"] = rel_err(ref_lp(x.to(args.dtype)).float(), want)
             check["bound"] = 2 * check["reference_own_error"]
         check["ok"] = err <= check["bound"]
     print(f"correctness: fused vs reference relative error {err:.2e} (bound {check['bound']:.1e}) "
           f"-> {'OK' if check['ok'] else 'FAIL'}")
 
-    # 2. side-by-side timing
-    cands, skipped = {}, {}
+    # 2. side-by-side timing: bench.e2e_case, the runner `bench` and benches/e2e_cpu.py use
+    if args.candidates:
+        names = bench.parse_e2e(args.candidates)
+    else:
+        names = bench.default_e2e(device, args.dtype, compile=not args.no_compile)
+        if args.no_onnx:
+            names = [n for n in names if not n.startswith("onnxruntime")]
+    ours = f"ours-{bench.dtype_name(args.dtype)}"
+    names = list(dict.fromkeys([ours] + names))
     xin = x.to(args.dtype)
-    cands["fused (ours)"] = lambda: fused(xin)
-    ref_lp = ref.to(args.dtype)
-    eager_run = baselines.eager(ref_lp)
-    cands["reference eager (channels_last)"] = lambda: eager_run(xin)
-    if not args.no_compile:
-        _log("  compiling the reference with torch.compile (can take a minute) ...")
-        try:
-            comp = baselines.compiled(ref_lp, xin)
-            cands["reference torch.compile"] = lambda: comp(xin)
-        except baselines.BaselineUnavailable as e:
-            skipped["reference torch.compile"] = str(e)
-    if not args.no_onnx:
-        try:
-            _log("  exporting the reference to ONNX for onnxruntime ...")
-            ort_run = baselines.onnxruntime_cpu(ref.float().cpu(), x.float().cpu())
-            xc = x.float().cpu()
-            cands["onnxruntime (CPU)"] = lambda: ort_run(xc)
-        except baselines.BaselineUnavailable as e:
-            skipped["onnxruntime (CPU)"] = str(e)
-    with torch.inference_mode():
-        # on the CPU, blocks of 5 calls after 2 settling calls and a 50 ms pause: onnxruntime's and torch's
-        # worker threads spin after a call and would otherwise steal the cores from the candidate that runs
-        # next (benches/e2e_cpu.py measures the same way, with longer blocks)
-        cpu = device.type == "cpu"
-        times = interleaved(cands, warmup=3, repeats=args.repeats, device=device, max_seconds=args.max_seconds,
-                            progress="timing", inner=5 if cpu else 1, settle=2 if cpu else 0,
-                            gap_s=0.05 if cpu else 0.0)
-    base = times["reference eager (channels_last)"].median_ms
+
+    def run_fused():  # the model checked above, on the backend asked for
+        with torch.inference_mode():
+            return fused(xin)
+
+    _log(f"  building {', '.join(names)} (exports and compiles can take a minute) ...")
+    rec = bench.e2e_case(ref, x, names, repeats=args.repeats, max_seconds=args.max_seconds, log=_log,
+                         progress="timing", blocks=dict(inner=5, settle=2) if device.type == "cpu" else None,
+                         prebuilt={ours: run_fused})
+    eager = f"eager-{bench.dtype_name(args.dtype)}"
     rows = []
-    for name, t in times.items():
-        rows.append(dict(impl=name, median_ms=t.median_ms, p10_ms=t.p10_ms, p90_ms=t.p90_ms,
-                         img_per_s=1e3 * args.batch / t.median_ms, speedup_vs_eager=base / t.median_ms))
-    print(report.format_table(rows, [("impl", "implementation", "{}"), ("median_ms", "median ms", "{:.3f}"),
-                                     ("p10_ms", "p10", "{:.3f}"), ("p90_ms", "p90", "{:.3f}"),
-                                     ("img_per_s", "img/s", "{:.1f}"), ("speedup_vs_eager", "x eager", "{:.2f}")]))
-    for name, why in skipped.items():
+    for name, c in rec["candidates"].items():
+        row = dict(impl=name, **c)
+        if eager in rec["candidates"]:
+            row["speedup_vs_eager"] = rec["candidates"][eager]["median_ms"] / c["median_ms"]
+        rows.append(row)
+    print(report.format_table(rows, [("impl", "implementation", "{}"), ("precision", "precision", "{}"),
+                                     ("median_ms", "median ms", "{:.3f}"), ("p10_ms", "p10", "{:.3f}"),
+                                     ("p90_ms", "p90", "{:.3f}"), ("img_per_s", "img/s", "{:.1f}"),
+                                     ("speedup_vs_eager", "x eager", "{:.2f}"),
+                                     ("rel_err_vs_reference_fp32", "rel err", "{:.1e}")]))
+    for name, why in rec["skipped"].items():
         print(f"  (no {name}: {why})")
 
     out = args.out or os.path.join("out", f"run-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}")
     os.makedirs(out, exist_ok=True)
     payload = dict(env=report.env_info(device), model=args.model, res=res, batch=args.batch,
                    dtype=str(args.dtype).replace("torch.", ""), weights=weights, correctness=check,
-                   block_backends=fused.block_backends, results=rows, skipped=skipped)
+                   block_backends=fused.block_backends, timing=rec["timing"], results=rows, skipped=rec["skipped"])
     report.write_json(os.path.join(out, "run.json"), payload)
     report.bar_plot(os.path.join(out, "run.png"), [r["impl"] for r in rows], [r["median_ms"] for r in rows],
                     f"{args.model} @{res} batch {args.batch} ({device}, {torch.get_num_threads()} threads)",
@@ -158,70 +151,83 @@ def cmd_run(args):
 
 # --------------------------------------------------------------------------------------------- infer
 def _image_files(paths):
-    from PIL import Image
+    from .pipeline import image_files
 
-    exts = {e.lower() for e in Image.registered_extensions()}
-    for p in paths:
-        if os.path.isdir(p):
-            for root, dirs, files in os.walk(p):
-                dirs.sort()
-                for f in sorted(files):
-                    if os.path.splitext(f)[1].lower() in exts:
-                        yield os.path.join(root, f)
+    return image_files(paths)
+
+
+class _Output:
+    """infer's results as they come: text (top-k per image) or one JSON document written incrementally
+    ({"model", "checkpoint", "results": [...], "errors": [...]}), so nothing grows with the number of images
+    but the (short) error list."""
+
+    def __init__(self, args, stream=None):
+        self.json, self.stream, self.errors, self.n = args.json, stream or sys.stdout, [], 0
+        if self.json:
+            head = json.dumps({"model": args.model, "checkpoint": args.checkpoint})[:-1]
+            self.stream.write(head + ', "results": [')
+
+    def result(self, path, top):
+        self.n += 1
+        if self.json:
+            self.stream.write(("\n" if self.n == 1 else ",\n") + json.dumps({"path": path, "top": top}))
         else:
-            yield p  # given explicitly: try it, and report if it is not an image
+            lines = [path] + [f"  {k}. {t['label']:<40s} {100 * t['prob']:6.2f}%  (class {t['index']})"
+                              for k, t in enumerate(top, 1)]
+            self.stream.write("\n".join(lines) + "\n")
+
+    def error(self, path, message):
+        self.errors.append({"path": path, "error": message})
+        if not self.json:
+            print(f"error: {path}: {message}", file=sys.stderr)
+
+    def close(self):
+        if self.json:
+            self.stream.write('], "errors": ' + json.dumps(self.errors) + "}\n")
+        self.stream.flush()
+        return 0 if self.n and not self.errors else (1 if self.n else 2)
 
 
 def cmd_infer(args):
+    import itertools
+
+    if args.batch < 1 or args.topk < 1 or (args.workers is not None and args.workers < 1):
+        print("error: --batch, --topk and --workers must be >= 1", file=sys.stderr)
+        return 2
+    if args.ray:
+        from .distributed import cmd_infer_ray
+
+        return cmd_infer_ray(args)
+    if args.ray_output or args.ray_address:
+        print("error: --ray-output and --ray-address need --ray", file=sys.stderr)
+        return 2
+
     import mnv4_kernels
-    from mnv4_reference import load_image, preprocess
 
     from .labels import class_name
+    from .pipeline import BatchPredictor, EvalTransform, Progress, predict
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    files = list(_image_files(args.paths))
-    if not files:
+    files = _image_files(args.paths)
+    first = next(files, None)
+    if first is None:
         print("infer: no image files found in " + ", ".join(args.paths), file=sys.stderr)
         return 2
     model = mnv4_kernels.load(args.model, checkpoint=args.checkpoint, device=args.device, dtype=args.dtype,
                               backend=args.backend)
-    cfg = model.pretrained_cfg
-    results, errors = [], []
-    show_progress = len(files) > args.batch and sys.stderr.isatty() or args.progress
-    for start in range(0, len(files), args.batch):
-        chunk = files[start:start + args.batch]
-        tensors, names = [], []
-        for path in chunk:
-            try:
-                tensors.append(preprocess(load_image(path), cfg)[0])
-                names.append(path)
-            except Exception as e:  # one bad image must not lose the others
-                errors.append({"path": path, "error": f"{type(e).__name__}: {e}"})
-        if tensors:
-            batch = torch.stack(tensors).to(args.device, args.dtype)
-            with torch.inference_mode():
-                probs = model(batch).float().softmax(-1).cpu()
-            top = probs.topk(min(args.topk, probs.shape[-1]), dim=-1)
-            for path, p, i in zip(names, top.values.tolist(), top.indices.tolist()):
-                results.append({"path": path, "top": [{"index": ci, "label": class_name(ci, model.num_classes),
-                                                       "prob": pi} for pi, ci in zip(p, i)]})
-        if show_progress:
-            done = min(start + args.batch, len(files))
-            print(f"\r  {done}/{len(files)} images", end="" if done < len(files) else "\n", file=sys.stderr,
-                  flush=True)
-    if args.json:
-        json.dump({"model": args.model, "checkpoint": args.checkpoint, "results": results, "errors": errors},
-                  sys.stdout, indent=1)
-        print()
-    else:
-        for r in results:
-            print(r["path"])
-            for k, t in enumerate(r["top"], 1):
-                print(f"  {k}. {t['label']:<40s} {100 * t['prob']:6.2f}%  (class {t['index']})")
-        for e in errors:
-            print(f"error: {e['path']}: {e['error']}", file=sys.stderr)
-    return 0 if results and not errors else (1 if results else 2)
+    transform = EvalTransform(model.pretrained_cfg, draft=0 if args.exact_decode else 2)
+    predictor = BatchPredictor(model, topk=args.topk, device=args.device, dtype=args.dtype)
+    progress = Progress(enabled=args.progress or (sys.stderr.isatty() and not args.no_progress))
+    out = _Output(args)
+    for p in predict(itertools.chain([first], files), transform, predictor, batch_size=args.batch,
+                     workers=args.workers, progress=progress):
+        if p.error is not None:
+            out.error(p.key, p.error)
+        else:
+            out.result(p.key, [{"index": ci, "label": class_name(ci, model.num_classes), "prob": pi}
+                               for ci, pi in p.top])
+    return out.close()
 
 
 # --------------------------------------------------------------------------------------------- main
@@ -237,6 +243,9 @@ def build_parser():
     r.add_argument("--max-seconds", type=float, default=60.0, help="stop timing after this long (>= 3 rounds)")
     r.add_argument("--no-compile", action="store_true", help="skip the torch.compile column")
     r.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime column")
+    r.add_argument("--candidates", default=None,
+                   help="comma-separated instead of the default columns: ours-/eager-/compile-{fp32,bf16,fp16}, "
+                        "onnxruntime-fp32, openvino-f32, openvino-bf16, openvino-default, xnnpack-fp32")
     r.add_argument("--out", help="folder for run.json and run.png (default out/run-<model>-<time>)")
     r.set_defaults(func=cmd_run)
 
@@ -246,6 +255,23 @@ def build_parser():
     i.add_argument("--topk", type=int, default=5)
     i.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     i.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
+    i.add_argument("--no-progress", action="store_true", help="no progress line on a terminal either")
+    i.add_argument("--workers", type=int, default=None, help="decode threads (default: the number of CPUs)")
+    i.add_argument("--exact-decode", action="store_true",
+                   help="decode large JPEGs in full instead of DCT-domain downscaling (bit-identical to the "
+                        "plain reference transform; several times slower on photos)")
+    i.add_argument("--ray", action="store_true", help="run on a Ray cluster with Ray Data (pip install .[ray])")
+    i.add_argument("--ray-address", default=None,
+                   help="the cluster to join (e.g. HEAD_IP:6379 or ray://HEAD_IP:10001); default: RAY_ADDRESS, "
+                        "else a running local cluster, else a new local instance")
+    i.add_argument("--ray-actors", type=int, default=None,
+                   help="model actors (default: one per --threads CPUs in the cluster)")
+    i.add_argument("--ray-gpus", type=float, default=0.0,
+                   help="GPUs per model actor (> 0: the actors run on GPU nodes with the cuda backend)")
+    i.add_argument("--ray-output", default=None,
+                   help="write the results from the cluster's workers to this folder (JSONL files, or Parquet "
+                        "with --ray-format parquet) instead of printing them here")
+    i.add_argument("--ray-format", choices=("jsonl", "parquet"), default="jsonl")
     i.set_defaults(func=cmd_infer)
 
     b = sub.add_parser("bench", help="per-layer and end-to-end microbenchmarks")

@@ -14,7 +14,21 @@ Backends per op (uib, mqa): "reference" = mnv4_reference.functional (plain torch
 cuda > triton > reference, on CPU cpu > reference, per op, falling back to "reference" for an op the
 chosen backend lacks. The anti-aliased stride-2 UIBs of the aa/blur variants run as folded torch ops
 ("composite"): the pool sits between dw_mid and pw_proj.
+
+Which model: an mnv4_reference MobileNetV4 is folded as it is. Any other module whose state dict is one of the
+twelve variants (a timm MobileNetV4, a module that only carries the parameters) is read through the
+reference: the variant comes from the module's own record (timm keeps the architecture name in
+`pretrained_cfg` / `default_cfg`), else from fuse(name=...), else from its state dict's keys and shapes.
+conv_medium, conv_aa_medium and conv_blur_medium have one state dict, as have conv_large and conv_aa_large
+(the anti-alias pools carry no parameters): there the state dict cannot tell, and fuse() asks for the name
+rather than guess a network that computes something else.
+
+dtype: float32 (default), float16 and bfloat16 run on every backend. float64 runs every block on the
+plain-torch reference backend (the kernels have no float64 path); backend="auto" and "reference" accept it,
+summary() says so, and an explicit kernel backend with float64 is a ValueError at fuse() time.
 """
+
+import functools
 
 import torch
 import torch.nn as nn
@@ -24,10 +38,13 @@ from .ops import channels_innermost
 from .model import (AAPool, FusedConv, FusedEdgeResidual, FusedHead, FusedMobileNetV4, FusedMQA, FusedUIB,
                     FusedUIBComposite)
 
-__all__ = ["fuse", "load", "resolve_backends", "BackendError", "BACKEND_NAMES"]
+__all__ = ["fuse", "load", "resolve_backends", "variant_of", "BackendError", "BACKEND_NAMES", "KERNEL_DTYPES",
+           "DTYPES"]
 
 BACKEND_NAMES = ("auto", "cpu", "cuda", "triton", "reference")
 _OPS = ("uib", "mqa")
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # what the cpu / cuda / triton kernels run
+DTYPES = KERNEL_DTYPES + (torch.float64,)  # float64: on the reference backend only
 
 
 class BackendError(RuntimeError):
@@ -104,6 +121,136 @@ def resolve_backends(backend: str = "auto", device="cpu"):
 
 
 # ------------------------------------------------------------------------------------------------------------
+# which MobileNetV4: the module's record, name=, or its state dict
+# ------------------------------------------------------------------------------------------------------------
+
+def _skip_key(k):
+    """Keys that do not identify a variant: the classifier (any number of classes, or none) and BatchNorm's
+    step counters (present or not, as in timm's files)."""
+    return k.startswith("classifier.") or k.endswith("num_batches_tracked")
+
+
+def _signature(state_dict):
+    return frozenset((k, tuple(v.shape)) for k, v in state_dict.items() if not _skip_key(k))
+
+
+@functools.lru_cache(maxsize=None)
+def _variant_signature(name):
+    """The keys and shapes of a variant's state dict (built on the meta device: no memory, no init cost)."""
+    from mnv4_reference.model import create_model
+    with torch.device("meta"):
+        return _signature(create_model(name, num_classes=0).state_dict())
+
+
+def _recorded_name(module):
+    """The architecture a module records about itself: timm's pretrained_cfg / default_cfg['architecture']
+    (a dict, or an object with that attribute), else a `model_name` attribute; None when it records none."""
+    for attr in ("pretrained_cfg", "default_cfg"):
+        cfg = getattr(module, attr, None)
+        arch = cfg.get("architecture") if isinstance(cfg, dict) else getattr(cfg, "architecture", None)
+        if isinstance(arch, str) and arch:
+            return arch.split(".")[0]  # "arch.tag" names a weight set of arch
+    name = getattr(module, "model_name", None)
+    return name if isinstance(name, str) and name else None
+
+
+def _diff(sd_sig, want_sig):
+    """(missing, unexpected, wrong shape) key lists between a state dict's signature and a variant's."""
+    have, want = dict(sd_sig), dict(want_sig)
+    missing = sorted(k for k in want if k not in have)
+    unexpected = sorted(k for k in have if k not in want)
+    wrong = sorted(f"{k} {have[k]} vs {want[k]}" for k in have if k in want and have[k] != want[k])
+    return missing, unexpected, wrong
+
+
+def _fmt_diff(missing, unexpected, wrong, limit=5):
+    parts = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("with another shape", wrong)):
+        if keys:
+            more = f", ... ({len(keys) - limit} more)" if len(keys) > limit else ""
+            parts.append(f"{len(keys)} {label} ({', '.join(keys[:limit])}{more})")
+    return "; ".join(parts)
+
+
+def variant_of(module: nn.Module, name=None) -> str:
+    """The MobileNetV4 variant (one of mnv4_reference.MODEL_NAMES) that `module` is: its own record
+    (pretrained_cfg / default_cfg 'architecture', model_name), else `name`, else the one variant whose
+    state dict has the module's keys and shapes (classifier and num_batches_tracked aside).
+
+    Raises TypeError when the module is not a MobileNetV4 of the twelve (saying what was expected and how
+    close the nearest variant is), ValueError when the record and `name` disagree, when the record or `name`
+    is not one of the twelve, or when the state dict fits several variants (listing them: pass name=)."""
+    from mnv4_reference.model import MODEL_NAMES
+
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"fuse() takes a MobileNetV4 nn.Module (an mnv4_reference model or a module whose state "
+                        f"dict is one of the twelve variants, e.g. a timm model); got {type(module).__name__}")
+    recorded = _recorded_name(module)
+    if recorded is not None and recorded not in MODEL_NAMES:
+        raise TypeError(f"fuse() takes one of the twelve MobileNetV4 variants ({', '.join(MODEL_NAMES)}); the "
+                        f"{type(module).__name__} given records architecture {recorded!r}")
+    if name is not None and name not in MODEL_NAMES:
+        raise ValueError(f"name must be one of {', '.join(MODEL_NAMES)}; got {name!r}")
+    if recorded is not None and name is not None and recorded != name:
+        raise ValueError(f"name={name!r} but the module records architecture {recorded!r}")
+    if recorded is not None or name is not None:
+        return recorded or name
+    sig = _signature(module.state_dict())
+    matches = [n for n in MODEL_NAMES if _variant_signature(n) == sig]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise ValueError(
+            f"the state dict of this {type(module).__name__} fits {len(matches)} MobileNetV4 variants: "
+            f"{', '.join(matches)} (their anti-alias pools carry no parameters, so the weights cannot tell them "
+            f"apart, and each computes a different network); pass fuse(..., name=...) with the one it is, or "
+            f"give the module a pretrained_cfg={{'architecture': ...}} as timm does")
+    nearest = min(MODEL_NAMES, key=lambda n: sum(map(len, _diff(sig, _variant_signature(n)))))
+    raise TypeError(
+        f"fuse() takes an mnv4_reference MobileNetV4 or a module whose state dict is one of the twelve MobileNetV4 "
+        f"variants (timm's keys and shapes, e.g. a timm model); the state dict of this {type(module).__name__} "
+        f"({len(sig)} entries) is none of them; nearest, {nearest}: "
+        f"{_fmt_diff(*_diff(sig, _variant_signature(nearest)))}")
+
+
+def _as_reference(module: nn.Module, name=None):
+    """(reference MobileNetV4 computing what `module` computes in eval mode, its name). An mnv4_reference
+    model is returned as it is; any other module is read into a new reference model of its variant on its
+    device (strictly: every key, every shape)."""
+    from mnv4_reference.model import MobileNetV4, create_model
+
+    if isinstance(module, MobileNetV4):
+        if name is not None and name != module.model_name:
+            raise ValueError(f"name={name!r} but the model is {module.model_name!r}")
+        return module, module.model_name
+    name = variant_of(module, name)
+    sd = module.state_dict()
+    problems = _fmt_diff(*_diff(_signature(sd), _variant_signature(name)))
+    if problems:
+        raise ValueError(f"the state dict of this {type(module).__name__} does not fit {name}: {problems}")
+    cls_w = sd.get("classifier.weight")
+    num_classes = 0 if cls_w is None else cls_w.shape[0]
+    try:
+        device = next(t.device for t in sd.values())
+    except StopIteration:
+        device = torch.device("cpu")
+    with torch.device(device):
+        ref = create_model(name, num_classes=num_classes)
+    want = ref.state_dict()
+    sd = {k: v for k, v in sd.items() if k in want}  # num_batches_tracked may be absent from a stand-in
+    bad = [k for k, v in sd.items() if v.is_floating_point() != want[k].is_floating_point()]
+    if bad:
+        raise ValueError(f"the state dict of this {type(module).__name__} has non-float values where {name} has "
+                         f"floats (or the reverse): {', '.join(bad[:5])}")
+    missing, unexpected = ref.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise ValueError(f"the state dict of this {type(module).__name__} does not fit {name}: "
+                         f"{_fmt_diff(missing, unexpected, [])}")
+    return ref.eval(), name
+
+
+# ------------------------------------------------------------------------------------------------------------
 # folding
 # ------------------------------------------------------------------------------------------------------------
 
@@ -134,21 +281,32 @@ def _aa_of(module, channels, kind):
     return AAPool(kind, channels, getattr(aa, "filt", None))
 
 
-def fuse(reference_model: nn.Module, backend: str = "auto", dtype=None) -> FusedMobileNetV4:
-    """Fold a reference MobileNetV4 (mnv4_reference.create_model / load_checkpoint) into a FusedMobileNetV4.
+def fuse(model: nn.Module, backend: str = "auto", dtype=None, name=None) -> FusedMobileNetV4:
+    """Fold a MobileNetV4 into a FusedMobileNetV4 (inference only, eval semantics).
 
-    backend: "auto" | "cpu" | "cuda" | "triton" | "reference" (see the module docstring); resolved for the
-    device the reference model is on. dtype: None keeps float32; torch.float16 / torch.bfloat16 cast the folded
-    weights (folding itself is float64). The reference model is not modified.
+    model: an mnv4_reference model (create_model / load_checkpoint) or any module whose state dict is one of
+    the twelve variants, a timm model included; the variant comes from its record (timm's pretrained_cfg),
+    else `name`, else its state dict, which must then fit exactly one variant (see the module docstring and
+    variant_of). backend: "auto" | "cpu" | "cuda" | "triton" | "reference" (see the module docstring),
+    resolved for the device the model is on. dtype: None keeps float32; torch.float16 / torch.bfloat16 cast
+    the folded weights (folding itself is float64); torch.float64 runs every block on the reference backend
+    (backend "auto" or "reference"; a kernel backend raises ValueError). The model is not modified.
     """
-    ref = reference_model
-    if not hasattr(ref, "named_blocks") or not hasattr(ref, "conv_stem"):
-        raise TypeError(f"fuse() takes an mnv4_reference MobileNetV4; got {type(ref).__name__}")
+    ref, variant = _as_reference(model, name)
     dtype = torch.float32 if dtype is None else dtype
-    if dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
-        raise ValueError(f"dtype must be float32, float16 or bfloat16; got {dtype}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be torch.float32, torch.float16 or torch.bfloat16 (every backend) or "
+                         f"torch.float64 (the reference backend); got {dtype}")
     device = ref.conv_stem.weight.device
-    chosen, notes = resolve_backends(backend, device)
+    if dtype in KERNEL_DTYPES or backend not in ("auto", "reference"):
+        if dtype not in KERNEL_DTYPES and backend in BACKEND_NAMES:
+            raise ValueError(f"dtype {dtype} runs on the reference backend only (backend='auto' or 'reference'); "
+                             f"backend {backend!r} runs torch.float32, torch.float16 and torch.bfloat16")
+        chosen, notes = resolve_backends(backend, device)
+    else:  # float64: the plain-torch reference runs every block
+        chosen, _ = resolve_backends("reference", device)
+        notes = {op: f"reference ({dtype} runs on the reference backend; the kernels run float32, float16 and "
+                     "bfloat16)" for op in _OPS} if backend == "auto" else {}
     act = ref.act
     aa_kind = getattr(ref, "aa_layer", None)
 
@@ -241,11 +399,11 @@ def fuse(reference_model: nn.Module, backend: str = "auto", dtype=None) -> Fused
                          pointwise=True)
     else:
         head = FusedHead(c(hw), c(hb), act, c(cw), c(cb))
-    model = FusedMobileNetV4(stem, blocks, head, model_name=getattr(ref, "model_name", "mobilenetv4"),
+    fused = FusedMobileNetV4(stem, blocks, head, model_name=variant,
                              num_classes=getattr(ref, "num_classes", 0 if cw is None else cw.shape[0]),
                              num_features=getattr(ref, "num_features", hw.shape[1]), act=act, dtype=dtype,
                              requested_backend=backend, fallback_reasons=notes)
-    return model.to(device)
+    return fused.to(device)
 
 
 def load(name: str, checkpoint=None, device="cpu", dtype=torch.float32, backend: str = "auto",

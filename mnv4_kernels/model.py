@@ -44,6 +44,23 @@ class AAPool(nn.Module):
             return F.avg_pool2d(x, 2, 2)
         return F.conv2d(x, self.filt, stride=2, padding=1, groups=self.channels)
 
+    def runs(self) -> str:
+        return "torch avg_pool2d 2x2 s2" if self.kind == "avg" else "torch conv2d 3x3 depthwise blur s2"
+
+
+def _op_name(op) -> str:
+    """What a block's op callable is, as a user would look it up: 'mnv4::uib' for torch.ops.mnv4.uib (and
+    its overloads), 'mnv4_reference.functional.uib' for a Python function."""
+    qual = getattr(op, "_qualified_op_name", None) or getattr(getattr(op, "_schema", None), "name", None)
+    if qual:
+        return qual
+    return f"{getattr(op, '__module__', '?')}.{getattr(op, '__qualname__', type(op).__name__)}"
+
+
+def _torch_conv(k: int, stride: int, act: str, groups: str = "") -> str:
+    a = "" if act == "none" else f" + {act}"
+    return f"torch conv2d {k}x{k}{groups} s{stride}{a}"
+
 
 def _pointwise(x, w, b, act: str):
     """1x1 conv / linear + bias + act through the CPU pointwise op (csrc/cpu/pointwise.cpp)."""
@@ -86,6 +103,17 @@ class FusedConv(nn.Module):
             x = _conv(x, self.weight, self.bias, self.stride, self.act, channels_last=channels_last)
         return self.aa(x) if self.aa is not None else x
 
+    def runs(self) -> str:
+        """What forward calls (summary())."""
+        k, s = self.weight.shape[-1], self.stride
+        if not self.cpu_ops:
+            what = _torch_conv(k, s, self.act)
+        elif k == 1 and s == 1:
+            what = f"mnv4_cpu::pointwise ({self.act})"
+        else:
+            what = f"mnv4_cpu::conv ({k}x{k} s{s}, {self.act})"
+        return what + (f", then {self.aa.runs()}" if self.aa is not None else "")
+
 
 class FusedEdgeResidual(nn.Module):
     """FusedIB: conv_exp k x k + folded bn1 + act [+ aa] -> conv_pwl 1x1 + folded bn2 (+ x).
@@ -117,6 +145,15 @@ class FusedEdgeResidual(nn.Module):
             h = F.conv2d(h, self.pwl_w, self.pwl_b)
         return h + x if self.residual else h
 
+    def runs(self) -> str:
+        k, s, res = self.exp_w.shape[-1], self.stride, " + x" if self.residual else ""
+        if self.cpu_ops and self.aa is None:
+            return f"mnv4_cpu::conv ({k}x{k} s{s}, {self.act}, 1x1 projection fused{res})"
+        if self.cpu_ops:
+            return (f"mnv4_cpu::conv ({k}x{k} s1, {self.act}), {self.aa.runs()}, mnv4_cpu::pointwise (1x1){res}")
+        aa = f", {self.aa.runs()}" if self.aa is not None else ""
+        return f"{_torch_conv(k, 1 if self.aa is not None else s, self.act)}{aa}, torch conv2d 1x1{res}"
+
 
 _UIB_KEYS = ("start_dw_w", "start_dw_b", "expand_w", "expand_b", "mid_dw_w", "mid_dw_b", "proj_w", "proj_b")
 _MQA_KEYS = ("norm_scale", "norm_shift", "q_w", "k_dw_w", "k_dw_b", "k_w", "v_dw_w", "v_dw_b", "v_w", "o_w")
@@ -144,6 +181,10 @@ class FusedUIB(nn.Module):
         return self.op(x, b["start_dw_w"], b["start_dw_b"], b["expand_w"], b["expand_b"], b["mid_dw_w"],
                        b["mid_dw_b"], b["proj_w"], b["proj_b"], self.stride, self.residual, self.activation)
 
+    def runs(self) -> str:
+        plain = " (plain torch ops)" if self.backend == "reference" else ""
+        return f"{_op_name(self.op)}{plain}"
+
 
 class FusedUIBComposite(nn.Module):
     """A stride-2 UIB of the aa/blur variants, in folded torch ops: the anti-alias pool sits between dw_mid
@@ -168,6 +209,9 @@ class FusedUIBComposite(nn.Module):
         h = F.conv2d(h, self.proj_w, self.proj_b)
         return h + x if self.residual else h
 
+    def runs(self) -> str:
+        return f"torch conv2d (dw, 1x1, dw) s1, {self.aa.runs()}, torch conv2d 1x1"
+
 
 class FusedMQA(nn.Module):
     """One Mobile MQA block through the mqa op (pre-norm as an explicit affine, layer scale folded into o_w)."""
@@ -182,6 +226,10 @@ class FusedMQA(nn.Module):
         b = self._buffers
         return self.op(x, b["norm_scale"], b["norm_shift"], b["q_w"], b["k_dw_w"], b["k_dw_b"], b["k_w"],
                        b["v_dw_w"], b["v_dw_b"], b["v_w"], b["o_w"], self.num_heads, self.kv_stride, self.residual)
+
+    def runs(self) -> str:
+        plain = " (plain torch ops)" if self.backend == "reference" else ""
+        return f"{_op_name(self.op)}{plain}"
 
 
 class FusedHead(nn.Module):
@@ -209,6 +257,11 @@ class FusedHead(nn.Module):
         if self.pointwise:
             return _pointwise(x, self.cls_w, self.cls_b, "none")
         return F.linear(x, self.cls_w, self.cls_b)
+
+    def runs(self) -> str:
+        n = 1 if self.cls_w is None else 2
+        mm = "mnv4_cpu::pointwise" if self.pointwise else "torch linear"
+        return f"torch mean over H, W, {mm} x{n} ({self.act} after the first)"
 
 
 def _sequence_steps(m: nn.Module, first: bool = False):
@@ -260,10 +313,12 @@ def _merge_conv_pointwise(steps):
 class FusedMobileNetV4(nn.Module):
     """Inference-only MobileNetV4 (eval semantics whatever .train() says).
 
-    Attributes: model_name, num_classes, num_features, dtype, pretrained_cfg (set by load()),
+    Attributes: model_name, num_classes, num_features, in_chans, dtype, pretrained_cfg (set by load()),
     block_backends: list of (block name, kind, backend) for stem, every block and the head, where kind is
     stem | cn | er | uib | mqa | head and backend is the uib/mqa backend (cpu, cuda, triton, reference),
-    'composite' for the anti-aliased stride-2 UIBs run as folded torch ops, or 'torch' for the folded convs.
+    'composite' for the anti-aliased stride-2 UIBs run as folded torch ops, 'cpu' for a stem, cn, er block or
+    head run by the mnv4_cpu ops, or 'torch' for one run by torch convs; steps: the same rows with what each
+    one calls (summary() prints them).
     """
 
     def __init__(self, stem: FusedConv, blocks: List[Tuple[str, str, nn.Module]], head: FusedHead, *,
@@ -278,6 +333,7 @@ class FusedMobileNetV4(nn.Module):
         self.model_name = model_name
         self.num_classes = num_classes
         self.num_features = num_features
+        self.in_chans = stem.weight.shape[1]
         self.act = act
         self.requested_backend = requested_backend
         self.fallback_reasons = dict(fallback_reasons or {})
@@ -312,12 +368,22 @@ class FusedMobileNetV4(nn.Module):
         return self._plan
 
     @property
-    def block_backends(self) -> List[Tuple[str, str, str]]:
-        rows = [("stem", "stem", "torch")]
+    def steps(self) -> List[Tuple[str, str, str, str]]:
+        """(name, kind, backend, what forward calls) for the stem, every block and the head."""
+        def backend(m):
+            if hasattr(m, "backend"):
+                return m.backend
+            return "cpu" if getattr(m, "cpu_ops", False) or getattr(m, "pointwise", False) else "torch"
+
+        rows = [("stem", "stem", backend(self.stem), self.stem.runs())]
         for name, kind, m in zip(self.block_names, self.block_kinds, self.blocks):
-            rows.append((name, kind, getattr(m, "backend", "torch")))
-        rows.append(("head", "head", "torch"))
+            rows.append((name, kind, backend(m), m.runs()))
+        rows.append(("head", "head", backend(self.head), self.head.runs()))
         return rows
+
+    @property
+    def block_backends(self) -> List[Tuple[str, str, str]]:
+        return [(name, kind, backend) for name, kind, backend, _ in self.steps]
 
     @property
     def device(self) -> torch.device:
@@ -327,14 +393,29 @@ class FusedMobileNetV4(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.stem.weight.dtype
 
+    def _check_input(self, x):
+        """x must be a floating-point [N, in_chans, H, W] batch, as the reference model requires (one Python
+        test per call; under torch.compile / torch.export it is resolved at trace time)."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{type(self).__name__}: x must be a floating-point tensor [N, {self.in_chans}, H, W]; "
+                            f"got {type(x).__name__}")
+        if not x.is_floating_point() or x.dim() != 4 or x.shape[1] != self.in_chans:
+            err = TypeError if not x.is_floating_point() else ValueError
+            raise err(f"{type(self).__name__}: x must be a floating-point tensor [N, {self.in_chans}, H, W] (a batch "
+                      f"of {self.in_chans}-channel images, any float dtype: it is cast to {self.dtype}); got "
+                      f"{str(x.dtype).replace('torch.', '')} of shape {list(x.shape)}")
+
     def forward_features(self, x):
         """Input -> output of the last (960-channel) stage, before pooling; x is cast to the model dtype.
 
         Runs channels_last throughout: the CPU ops read it in place (NHWC kernels), the ops' outputs follow
         their input's layout, so the stem's channels_last output sets the layout of every block. On the CPU
         ops the stem converts an NCHW image itself, band by band inside its tasks (no separate pass); otherwise
-        x is converted first. (Measured end to end by benches/e2e_cpu.py; the stem's own timing is in issue 3's
-        note.)"""
+        x is converted first (measured end to end by benches/e2e_cpu.py). x: as forward's."""
+        self._check_input(x)
+        return self._features(x)
+
+    def _features(self, x):
         x = self.stem(x.to(self.stem.weight.dtype), channels_last=True)
         for b in self.blocks:
             x = b(x)
@@ -355,20 +436,31 @@ class FusedMobileNetV4(nn.Module):
         """Logits. A model on the CPU ops runs stem, blocks and head in one mnv4_cpu::sequence call: the same
         kernels as calling the blocks one by one, bit for bit, without Python and the dispatcher between them
         (benches/forward_cpu.py times the two). With a forward hook on a submodule, and under torch.compile /
-        torch.export, the blocks are called one by one."""
+        torch.export, the blocks are called one by one. x: a floating-point [N, 3, H, W] batch (TypeError /
+        ValueError naming x otherwise)."""
+        self._check_input(x)
         plan = None if torch.compiler.is_compiling() or x.device.type != "cpu" else self._sequence()
         if plan is not None and not self._hooked():
             program, refs = plan
             tensors = [None if m is None else m._buffers[k] for m, k in refs]
             return torch.ops.mnv4_cpu.sequence(x.to(self.stem.weight.dtype), tensors, program)
-        return self.head(self.forward_features(x))
+        return self.head(self._features(x))
 
     def summary(self) -> str:
-        """A human-readable table: model, dtype, device, backend per block and counts per backend."""
-        rows = self.block_backends
-        counts = Counter((k, b) for _, k, b in rows)
+        """A human-readable table: model, dtype, device, backend per block and counts per backend, and what
+        each step calls (the op, or the torch ops of a block that does not run on one)."""
+        rows = self.steps
+        counts = Counter((k, b) for _, k, b, _ in rows)
         lines = [f"FusedMobileNetV4 {self.model_name}: {self.num_classes} classes, dtype "
                  f"{str(self.dtype).replace('torch.', '')}, device {self.device}, backend={self.requested_backend!r}"]
+        plan = self._sequence() if self.device.type == "cpu" else None
+        if plan is not None:
+            lines.append(f"  forward: one mnv4_cpu::sequence call running the steps below ({len(plan[0]) // 4} "
+                         "kernel steps; a k x k conv and the 1x1 conv after it share one) without Python between "
+                         "them; with forward hooks and under torch.compile / torch.export the blocks are called "
+                         "one by one")
+        else:
+            lines.append("  forward: the blocks one by one, each calling what its row says")
         by_kind = {}
         for (k, b), c in sorted(counts.items()):
             by_kind.setdefault(k, []).append(f"{c} {b}")
@@ -377,12 +469,12 @@ class FusedMobileNetV4(nn.Module):
                 lines.append(f"  {k:5s} {', '.join(by_kind[k])}")
         for op, reason in self.fallback_reasons.items():
             lines.append(f"  note: {op} -> {reason}")
-        if any(b == "composite" for _, _, b in rows):
+        if any(b == "composite" for _, _, b, _ in rows):
             lines.append("  note: composite = anti-aliased stride-2 UIB (pool between dw_mid and pw_proj) run as "
                          "folded torch ops")
         lines.append("  blocks:")
-        for name, kind, backend in rows:
-            lines.append(f"    {name:12s} {kind:5s} {backend}")
+        for name, kind, backend, runs in rows:
+            lines.append(f"    {name:12s} {kind:5s} {backend:9s} {runs}")
         return "\n".join(lines)
 
     def extra_repr(self):

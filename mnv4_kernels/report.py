@@ -1,5 +1,6 @@
 """Machine facts, JSON results and plots shared by `run`, `bench` and the scripts in benches/."""
 
+import importlib.metadata
 import json
 import os
 import platform
@@ -57,6 +58,17 @@ def amd_core_generation(fields):
     return None
 
 
+# /proc/cpuinfo flags that name an instruction set a kernel may use (x86 `flags`, aarch64 `Features`)
+_ISA_FLAG = re.compile(r"^(sse4_[12]|ssse3|avx.*|fma|f16c|amx.*|asimd.*|sve.*|bf16|i8mm|fphp|sme(?!p$).*)$")
+
+
+def isa_flags(fields):
+    """The instruction-set flags of a processor's /proc/cpuinfo fields, sorted (e.g. avx512_bf16, amx_bf16,
+    avx512_fp16 on x86; asimdhp, bf16, i8mm, sve on aarch64)."""
+    words = (fields.get("flags") or fields.get("Features") or "").split()
+    return sorted(w for w in set(words) if _ISA_FLAG.match(w))
+
+
 def cpu_generation():
     return amd_core_generation(_cpuinfo())
 
@@ -81,19 +93,32 @@ def env_info(device="cpu"):
         "machine": platform.machine(),
         "cpu": cpu_model(),
         "cpu_generation": cpu_generation(),
+        "cpu_flags": isa_flags(_cpuinfo()),
+        "mnv4_cpu_isa": _mnv4_isa(),
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "device": str(device),
     }
     if torch.device(device).type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
         info["cuda"] = torch.version.cuda
-    for mod in ("triton", "onnxruntime"):
+    for dist in ("numpy", "triton", "onnxruntime", "openvino", "executorch"):
         try:
-            info[mod] = __import__(mod).__version__
-        except Exception:
-            info[mod] = None
+            info[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            info[dist] = None
     return info
+
+
+def _mnv4_isa():
+    """The kernel table our CPU ops picked on this machine (None where the extension is not loaded)."""
+    try:
+        import mnv4_kernels  # noqa: F401  (registers torch.ops.mnv4_cpu)
+
+        return torch.ops.mnv4_cpu.isa()
+    except Exception:
+        return None
 
 
 def write_json(path, payload):

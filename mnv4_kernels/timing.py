@@ -13,6 +13,12 @@ from typing import Callable, Dict, Optional, Union
 import torch
 
 
+# Round-robin blocks for candidates with their own thread pools (onnxruntime, OpenVINO, XNNPACK, torch's
+# OpenMP team): a sample is the mean of `inner` back-to-back calls after `settle` untimed ones and a `gap_s`
+# sleep, so the previous candidate's spinning workers have gone idle and do not steal the cores.
+POOL_BLOCKS = dict(inner=10, settle=4, gap_s=0.05)
+
+
 @dataclass
 class Timing:
     name: str

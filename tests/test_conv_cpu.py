@@ -20,6 +20,7 @@ import torch.nn.functional as TF
 import mnv4_kernels  # noqa: F401  (registers the op and its fake)
 from mnv4_kernels import ops as mops
 from mnv4_reference.testing import NON_CONTIGUOUS_KINDS, OpModule, non_contiguous, rel_err, run_script
+from nan_reference import assert_nan_like, conv2d_inside_taps
 
 conv = torch.ops.mnv4_cpu.conv
 FP32_TOL = 1e-5
@@ -28,14 +29,14 @@ ACTS = {"relu": torch.relu, "gelu": lambda t: TF.gelu(t, approximate="none"), "n
 
 
 def reference(x, weight, bias, stride, activation, proj_w=None, proj_b=None, residual=False,
-              dtype=torch.float64, proj_activation="none"):
+              dtype=torch.float64, proj_activation="none", conv2d=TF.conv2d):
     def t(v):
         return None if v is None else v.to(dtype)
 
     k = weight.shape[-1]
-    y = ACTS[activation](TF.conv2d(t(x), t(weight), t(bias), stride, k // 2))
+    y = ACTS[activation](conv2d(t(x), t(weight), t(bias), stride, k // 2))
     if proj_w is not None:
-        y = ACTS[proj_activation](TF.conv2d(y, t(proj_w), t(proj_b)))
+        y = ACTS[proj_activation](conv2d(y, t(proj_w), t(proj_b)))
     return y + t(x) if residual else y
 
 
@@ -330,3 +331,47 @@ BAD_INPUT_SCRIPT = textwrap.dedent(r"""
 
 def test_bad_input_raises_in_subprocess():
     assert "checked 21" in run_script(BAD_INPUT_SCRIPT).stdout
+
+
+
+# NaN as through plain torch: one NaN in x (a corner or an interior pixel) or in one weight (the centre tap, a
+# bias, the projection) gives NaN exactly where torch has it; a NaN on a corner tap, outside the image at the
+# borders, where conv2d_inside_taps has it (tests/nan_reference.py: those border outputs stay finite; torch's
+# own convs differ there by implementation). The reference runs in fp32, the op's dtype.
+# tests/test_nan.py reruns these under each microkernel table (MNV4_CPU_ISA).
+CONV_NAN_SITES = ("x_corner", "x", "w_corner", "w_centre", "bias", "proj_w")
+CONV_NAN_CASES = [dict(n=2, c=3, o=16, hw=(9, 8), k=3, stride=2),  # a stem
+                  dict(n=1, c=3, o=16, hw=(7, 10), k=3, stride=2),
+                  dict(n=1, c=8, o=17, hw=(7, 7), k=3, stride=1, proj=8, residual=True),
+                  dict(n=1, c=5, o=9, hw=(6, 5), k=5, stride=1, proj=6),
+                  dict(n=2, c=4, o=9, hw=(5, 11), k=5, stride=2)]
+
+
+def _conv_with_nan(args, site):
+    x, w = args[0], args[1]
+    slot, index = {"x_corner": (0, (0, 0, 0, 0)), "x": (0, (0, 1, x.shape[2] // 2, x.shape[3] // 2)),
+                   "w_corner": (1, (1, 0, 0, 0)), "w_centre": (1, (1, 0, w.shape[2] // 2, w.shape[3] // 2)),
+                   "bias": (2, (2,)), "proj_w": (5, (1, 2, 0, 0))}[site]
+    if args[slot] is None:
+        return None
+    t = args[slot].clone()  # keeps the memory format
+    t[index] = float("nan")
+    return tuple(args[:slot]) + (t,) + tuple(args[slot + 1:])
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("activation", ["relu", "gelu", "none"])
+@pytest.mark.parametrize("case", CONV_NAN_CASES, ids=_ids(CONV_NAN_CASES))
+def test_nan_propagates_as_in_torch(case, activation, layout):
+    args = random_conv_args(**case, activation=activation, innermost=True, channels_last=layout == "channels_last",
+                            seed=70)
+    for site in CONV_NAN_SITES:
+        a = _conv_with_nan(args, site)
+        if a is None:
+            continue
+        out = conv(*a)
+        ref = reference(*a, dtype=torch.float32, conv2d=conv2d_inside_taps if site == "w_corner" else TF.conv2d)
+        assert ref.isnan().any(), site
+        if site == "w_corner" and not case.get("proj"):  # the border outputs whose corner tap is outside
+            assert not ref.isnan().all()
+        assert_nan_like(out, ref, FP32_TOL)

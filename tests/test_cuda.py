@@ -228,6 +228,44 @@ def test_every_output_element_written(kind, case):
         assert rel_err(out, _oracle(composite, args)) <= FP32_TOL
 
 
+# ------------------------------------------------------------------------------------------------ NaN
+# A NaN reaches exactly the outputs it reaches in the composite (torch.relu / F.gelu keep NaN; a NaN score
+# makes its softmax row NaN). In x and in a 1x1 weight; not in a depthwise weight, where torch's own convs
+# disagree at the image border (fp32 skips padded taps, float64 multiplies them: NaN * 0).
+NAN_CASES = [
+    ("uib", dict(n=2, cin=9, h=7, w=8, mid=20, cout=9, k_start=3, k_mid=5, stride=1, activation="relu"), "x"),
+    ("uib", dict(n=1, cin=9, h=9, w=7, mid=20, cout=11, k_start=0, k_mid=3, stride=2, activation="relu"), "x"),
+    ("uib", dict(n=1, cin=8, h=6, w=9, mid=24, cout=8, k_start=5, k_mid=0, stride=1, activation="gelu"), "x"),
+    ("uib", dict(n=1, cin=12, h=5, w=6, mid=20, cout=7, k_start=0, k_mid=0, stride=1, activation="relu"), "x"),
+    ("uib", dict(n=1, cin=9, h=6, w=7, mid=20, cout=9, k_start=3, k_mid=3, stride=1, activation="relu"), "expand_w"),
+    ("uib", dict(n=1, cin=9, h=6, w=7, mid=20, cout=10, k_start=0, k_mid=5, stride=2, activation="none"), "proj_w"),
+    ("mqa", dict(n=2, c=12, h=5, w=6, num_heads=2, key_dim=16, kv_stride=2), "x"),
+    ("mqa", dict(n=1, c=12, h=5, w=6, num_heads=2, key_dim=16, kv_stride=2), "o_w"),
+    ("mqa", dict(n=1, c=12, h=5, w=4, num_heads=3, key_dim=16, kv_stride=1, residual=False, cout=10), "k_w"),
+]
+NAN_AT = {"expand_w": (3, (3, 2)), "proj_w": (7, (4, 5)), "o_w": (10, (5, 7)), "k_w": (6, (2, 4))}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("kind,case,where", NAN_CASES, ids=[f"{i}-{k}-{w}" for i, (k, _, w) in enumerate(NAN_CASES)])
+def test_nan_propagates(kind, case, where, layout, dtype):
+    args = list(_make(kind, case, layout, dtype))
+    if where == "x":
+        i, idx = 0, (case["n"] - 1, 1, case["h"] // 2, case["w"] // 2)
+    else:
+        i, idx = NAN_AT[where]
+    args[i] = args[i].clone()
+    args[i][idx] = float("nan")
+    op, composite, _ = OPS[kind]
+    out = op(*args)
+    ref = _oracle(composite, args)
+    mask = ref.isnan()
+    assert mask.any()
+    assert torch.equal(out.isnan().cpu(), mask), (
+        f"{int(out.isnan().sum())} NaN in the op, {int(mask.sum())} in the composite")
+
+
 # ------------------------------------------------------------------------------------------------ 64-bit offsets
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["uib", "mqa"])
@@ -321,6 +359,45 @@ def test_bad_input_raises_in_subprocess():
     r = subprocess.run([sys.executable, "-c", BAD_INPUT_SCRIPT], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, f"rc={r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr[-6000:]}"
     assert r.stdout.strip().startswith("OK"), r.stdout
+
+
+CONCURRENT_FIRST_CALLS_SCRIPT = textwrap.dedent(r"""
+    import threading, torch, mnv4_kernels
+    from mnv4_reference import functional as F
+    from mnv4_reference.testing import random_uib_args, rel_err
+    # One kernel instantiation (fp16, ReLU), two plans far apart in shared memory (a 512-wide block needs the
+    # opt-in above 48 KiB, a 16-wide one a few KiB): first calls of this process from 8 threads released at once.
+    big = random_uib_args(2, 512, 12, 12, 2048, 512, k_start=5, k_mid=5, dtype=torch.float16, device="cuda", seed=1)
+    small = random_uib_args(2, 16, 8, 8, 32, 16, k_start=5, k_mid=5, dtype=torch.float16, device="cuda", seed=2)
+    torch.cuda.synchronize()
+    gate, errors, outs = threading.Barrier(8), [], {}
+    def work(i):
+        args = big if i % 2 else small
+        gate.wait()
+        try:
+            for _ in range(3):
+                outs[i] = torch.ops.mnv4.uib(*args)
+            torch.cuda.synchronize()
+        except Exception as e:
+            errors.append(f"thread {i}: {type(e).__name__}: {e}")
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    assert not errors, errors
+    for i, args in ((0, small), (1, big)):
+        ref = F.uib(*[a.double().cpu() if isinstance(a, torch.Tensor) else a for a in args])
+        err = rel_err(outs[i], ref)
+        assert err < 1e-2, (i, err)
+    print("OK")
+""")
+
+
+def test_concurrent_first_calls():
+    """Threads making their first calls at once, with different shared-memory sizes, all succeed (the
+    opt-in is raised once per kernel and device, not per call size)."""
+    r = subprocess.run([sys.executable, "-c", CONCURRENT_FIRST_CALLS_SCRIPT], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and "OK" in r.stdout, f"rc={r.returncode}\n{r.stdout}\n{r.stderr[-6000:]}"
 
 
 def test_shared_memory_limit_is_a_clear_error():

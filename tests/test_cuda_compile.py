@@ -285,3 +285,76 @@ def test_emulated_mqa_hybrid_large_stage2(emu, tmp_path):
     args = random_mqa_args(1, 192, 12, 12, num_heads=8, key_dim=48, kv_stride=2, dtype=torch.float16,
                            channels_last=True)
     _check(emu, tmp_path, "mqa", args)
+
+
+# NaN propagation: a NaN reaches exactly the outputs it reaches in the composite (torch.relu / F.gelu keep
+# NaN; the softmax row of a NaN score is NaN). Placed in x and in a 1x1 weight; a depthwise weight's NaN is left
+# out, because torch's own convs disagree at the image border there (fp32 skips padded taps, float64
+# multiplies them: NaN * 0). The emulator poisons shared memory with NaN, so a read of an unwritten element
+# would also show up here as an extra NaN.
+NAN_UIB = [
+    (dict(n=2, cin=9, h=7, w=8, mid=20, cout=9, k_start=3, k_mid=5, stride=1, activation="relu", seed=60), "x"),
+    (dict(n=1, cin=9, h=9, w=7, mid=20, cout=11, k_start=0, k_mid=3, stride=2, activation="relu", seed=61), "x"),
+    (dict(n=1, cin=8, h=6, w=9, mid=24, cout=8, k_start=5, k_mid=0, stride=1, activation="gelu", seed=62), "x"),
+    (dict(n=1, cin=12, h=5, w=6, mid=20, cout=7, k_start=0, k_mid=0, stride=1, activation="relu", seed=63), "x"),
+    (dict(n=1, cin=9, h=6, w=7, mid=20, cout=9, k_start=3, k_mid=3, stride=1, activation="relu", seed=64), "expand_w"),
+    (dict(n=1, cin=9, h=6, w=7, mid=20, cout=10, k_start=0, k_mid=5, stride=2, activation="none", seed=65), "proj_w"),
+]
+NAN_MQA = [
+    (dict(n=2, c=12, h=5, w=6, num_heads=2, key_dim=16, kv_stride=2, seed=70), "x"),
+    (dict(n=1, c=12, h=4, w=5, num_heads=2, key_dim=16, kv_stride=1, seed=71), "x"),
+    (dict(n=1, c=12, h=5, w=6, num_heads=2, key_dim=16, kv_stride=2, seed=72), "o_w"),
+    (dict(n=1, c=12, h=5, w=4, num_heads=3, key_dim=16, kv_stride=1, residual=False, cout=10, seed=73), "k_w"),
+]
+# Where the NaN goes: (argument index, element index); x's index is filled in from the case.
+NAN_AT = {"expand_w": (3, (3, 2)), "proj_w": (7, (4, 5)), "o_w": (10, (5, 7)), "k_w": (6, (2, 4))}
+
+
+def _with_nan(args, case, where):
+    args = list(args)
+    if where == "x":
+        i, idx = 0, (case["n"] - 1, 1, case["h"] // 2, case["w"] // 2)
+    else:
+        i, idx = NAN_AT[where]
+    t = args[i].clone()  # clone keeps x's memory format
+    t[idx] = float("nan")
+    args[i] = t
+    return tuple(args)
+
+
+def _check_nan(exe, tmp_path, kind, args):
+    out, plan = _run_emu(exe, tmp_path, kind, args)
+    ref = _oracle(kind, args)
+    mask = ref.isnan()
+    assert mask.any(), "the case must produce a NaN"
+    assert torch.equal(out.isnan(), mask), (
+        f"NaN mask differs: {int(out.isnan().sum())} NaN in the kernel, {int(mask.sum())} in the composite ({plan})")
+    if not mask.all():  # the finite part, with _check's bounds
+        dtype, err = args[0].dtype, rel_err(out[~mask], ref[~mask])
+        if dtype == torch.float32:
+            assert err <= 1e-5, f"rel_err {err:.3g} > 1e-5 ({plan})"
+        else:
+            comp = F.uib if kind == "uib" else F.mqa
+            bound = max(2.0 * rel_err(comp(*args)[~mask], ref[~mask]), UNIT_ROUNDOFF[dtype])
+            assert err <= bound, f"rel_err {err:.3g} > {bound:.3g} ({plan})"
+
+
+# fp32 (FMA GEMM) for every case, the 16-bit WMMA path on the first of each op (the emulator is slow under ASan).
+NAN_UIB_RUNS = [(c, w, torch.float32) for c, w in NAN_UIB] + [(*NAN_UIB[0], torch.float16)]
+NAN_MQA_RUNS = [(c, w, torch.float32) for c, w in NAN_MQA] + [(*NAN_MQA[0], torch.bfloat16)]
+
+
+def _nan_id(runs):
+    return [f"{i}-{w}-{str(d)[6:]}" for i, (_, w, d) in enumerate(runs)]
+
+
+@pytest.mark.parametrize("case,where,dtype", NAN_UIB_RUNS, ids=_nan_id(NAN_UIB_RUNS))
+def test_emulated_uib_nan_propagates(emu, tmp_path, case, where, dtype):
+    args = random_uib_args(**case, dtype=dtype, channels_last=case["seed"] % 2 == 1)
+    _check_nan(emu, tmp_path, "uib", _with_nan(args, case, where))
+
+
+@pytest.mark.parametrize("case,where,dtype", NAN_MQA_RUNS, ids=_nan_id(NAN_MQA_RUNS))
+def test_emulated_mqa_nan_propagates(emu, tmp_path, case, where, dtype):
+    args = random_mqa_args(**case, dtype=dtype, channels_last=case["seed"] % 2 == 1)
+    _check_nan(emu, tmp_path, "mqa", _with_nan(args, case, where))

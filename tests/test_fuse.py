@@ -171,3 +171,61 @@ def test_load_without_checkpoint_and_to():
     with torch.no_grad():
         assert m(torch.randn(1, 3, 33, 47)).shape == (1, 7)
     assert mnv4_kernels.FusedMobileNetV4 is FusedMobileNetV4
+
+
+def test_float64_runs_every_block_on_the_reference_backend():
+    """float64: the kernels have none, so fuse() runs every block on the plain-torch reference (backend 'auto'
+    or 'reference'), says so in summary(), and refuses an explicit kernel backend at fuse() time."""
+    ref, x = _subject("mobilenetv4_hybrid_medium_075")
+    ref64 = copy.deepcopy(ref).double()
+    fused = fuse(ref, dtype=torch.float64)
+    assert fused.dtype == torch.float64
+    assert {b for _, k, b in fused.block_backends if k in ("uib", "mqa")} == {"reference"}
+    assert "float64 runs on the reference backend" in fused.summary()
+    with torch.no_grad():
+        assert rel_err(fused(x.double()), ref64(x.double())) <= 1e-10
+        assert fused(x).dtype == torch.float64  # a float32 image is cast to the model's dtype
+    for b in ("cpu", "cuda", "triton"):
+        with pytest.raises(ValueError, match=r"runs on the reference backend only.*torch\.float32, torch\.float16 "
+                                             r"and torch\.bfloat16"):
+            fuse(ref, backend=b, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"dtype must be torch\.float32, torch\.float16 or torch\.bfloat16 .*"
+                                         r"torch\.float64 \(the reference backend\); got torch\.int8"):
+        fuse(ref, dtype=torch.int8)
+    assert "torch.float64 runs every block on the reference backend" in " ".join(fuse.__doc__.split())
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_forward_checks_x_in_user_terms(backend):
+    """A wrong input gets an error naming x and the [N, 3, H, W] floating shape the model takes, not an internal
+    op's weight (and an int8 image is not silently run)."""
+    ref, x = _subject("mobilenetv4_conv_small_035")
+    fused = fuse(ref, backend=backend)
+    bad = {TypeError: [x.to(torch.int8), x.to(torch.uint8), x.to(torch.int64)],
+           ValueError: [x[0], x[:, :2], torch.cat([x, x[:, :1]], 1), x[..., None]]}
+    for err, xs in bad.items():
+        for b in xs:
+            for call in (fused, fused.forward_features):
+                with pytest.raises(err, match=r"x must be a floating-point tensor \[N, 3, H, W\]") as e:
+                    call(b)
+                assert f"got {str(b.dtype).replace('torch.', '')} of shape {list(b.shape)}" in str(e.value)
+                assert "mnv4" not in str(e.value)
+    with pytest.raises(TypeError, match="x must be a floating-point tensor"):
+        fused(x.numpy())
+    with torch.no_grad():  # any float dtype goes in, cast to the model's
+        assert rel_err(fused(x.double()), fused(x)) <= 1e-6
+
+
+def test_summary_names_what_runs():
+    ref, _ = _subject("mobilenetv4_hybrid_medium_075")
+    cpu = backends()["cpu"]
+    if cpu.available:
+        s = fuse(ref, backend="cpu").summary()
+        for op in ("mnv4_cpu::sequence", "mnv4_cpu::conv", "mnv4_cpu::pointwise", "mnv4::uib", "mnv4::mqa"):
+            assert op in s, (op, s)
+        assert "torch conv2d" not in s  # every conv runs on the CPU ops
+        stem = fuse(ref, backend="cpu").steps[0]
+        assert stem[:3] == ("stem", "stem", "cpu") and stem[3].startswith("mnv4_cpu::conv (3x3 s2")
+    s = fuse(ref, backend="reference").summary()
+    assert "mnv4_reference.functional.uib" in s and "mnv4_reference.functional.mqa" in s
+    assert "torch conv2d 3x3 s2 + relu" in s and "mnv4_cpu" not in s and "sequence" not in s

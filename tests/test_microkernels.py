@@ -3,7 +3,8 @@
 Drives CMakeLists.txt: configure + build + ctest in build-native/ (AVX2+FMA on this x86-64 CPU),
 build-aarch64/ (NEON, cross-compiled with aarch64-linux-gnu-g++ and run under qemu-aarch64; marker `neon`)
 and build-asan/ (ASan + UBSan). The C++ test (csrc/cpu/kernels/tests/test_ukernels.cc) poisons every
-output buffer and checks every SIMD kernel over the edge-case battery; it fails if no SIMD table exists.
+output buffer and checks every SIMD kernel over the edge-case battery, NaN and infinities included (each
+table and the scalar oracle against a direct double loop); it fails if no SIMD table exists.
 """
 
 import os
@@ -48,6 +49,7 @@ def test_native_simd_vs_scalar():
     import platform
     if platform.machine() in ("x86_64", "AMD64"):
         assert "avx2_fma gemm" in out, out  # this CPU has AVX2+FMA: the AVX2 kernels were the ones tested
+        assert "avx2_fma nan" in out, out  # NaN / infinity propagation as in torch (ukernels.h)
 
 
 @pytest.mark.neon
@@ -56,7 +58,7 @@ def test_aarch64_neon_under_qemu():
     _need("qemu-aarch64")
     _cmake_ctest("build-aarch64", "-DCMAKE_TOOLCHAIN_FILE=cmake/aarch64.cmake")
     out = _run_all("build-aarch64", ("qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"))
-    assert "neon gemm" in out and "neon dwconv" in out and "0 failures" in out, out
+    assert "neon gemm" in out and "neon dwconv" in out and "neon nan" in out and "0 failures" in out, out
 
 
 def test_sanitizers():

@@ -19,6 +19,7 @@ from mnv4_kernels import ops as mops
 from mnv4_reference import functional as F
 from mnv4_reference.testing import (NON_CONTIGUOUS_KINDS, OpModule, mqa_battery, non_contiguous, random_mqa_args,
                                     rel_err, run_script)
+from nan_reference import assert_nan_like, conv2d_inside_taps
 
 BATTERY = mqa_battery()
 FP32_TOL = 1e-5
@@ -323,3 +324,50 @@ def test_golden_hybrid_medium(shared_dir):
     with torch.no_grad():
         logits = model(io["input"])
     assert rel_err(logits, io["logits"]) <= FP32_TOL
+
+
+
+# NaN as through the composite (DESIGN.md): one NaN in x (image 0 only: image 1 must stay finite) or in one
+# weight (the norm shift; a K / V dw weight's centre or corner tap; v_w; o_w: output channel 0 only) gives NaN
+# exactly where the composite has it. A corner tap lies outside the image at the borders (with 2 image rows
+# and kv stride 2 it never reaches an output): there the composite's dw convs are conv2d_inside_taps (tests/
+# nan_reference.py). tests/test_nan.py reruns these under each microkernel table (MNV4_CPU_ISA).
+MQA_NAN_SITES = {"x": 0, "x_corner": 0, "norm_shift": 2, "k_dw_corner": 4, "k_dw_centre": 4, "v_dw_corner": 7,
+                 "v_w": 9, "o_w": 10}
+MQA_NAN_CASES = [dict(n=2, c=24, h=7, w=7, num_heads=4, key_dim=16, kv_stride=1),
+                 dict(n=2, c=33, h=8, w=8, num_heads=2, key_dim=24, kv_stride=2),
+                 dict(n=2, c=16, h=2, w=6, num_heads=2, key_dim=8, kv_stride=2)]
+
+
+def _mqa_with_nan(args, site):
+    slot = MQA_NAN_SITES[site]
+    if args[slot] is None:
+        return None
+    t = args[slot].clone()  # keeps x's memory format
+    if site == "x" or site.endswith("centre"):
+        t[0 if site == "x" else 1, t.shape[1] // 2 if site == "x" else 0, t.shape[2] // 2, t.shape[3] // 2] = \
+            float("nan")
+    elif t.dim() == 1:
+        t[1] = float("nan")
+    else:
+        t[(0 if site in ("x_corner", "o_w") else 1,) + (0,) * (t.dim() - 1)] = float("nan")
+    return args[:slot] + (t,) + args[slot + 1:]
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("case", MQA_NAN_CASES, ids=["kv1", "kv2", "kv2-2rows"])
+def test_nan_propagates_as_in_the_composite(case, layout, monkeypatch):
+    args = random_mqa_args(**case, seed=60, channels_last=layout == "channels_last")
+    for site in MQA_NAN_SITES:
+        a = _mqa_with_nan(args, site)
+        if a is None:
+            continue
+        out = torch.ops.mnv4.mqa(*a)
+        with monkeypatch.context() as m:
+            if site.endswith("dw_corner"):
+                m.setattr(F, "_dw", lambda x, w, b, s: conv2d_inside_taps(x, w, b, s, groups=x.shape[1]))
+            ref = F.mqa(*a)
+        assert ref.isnan().any() or (site.endswith("dw_corner") and case["h"] == 2), site
+        if site.startswith("x"):
+            assert not ref[1].isnan().any()
+        assert_nan_like(out, ref, FP32_TOL)

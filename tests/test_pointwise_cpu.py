@@ -17,6 +17,7 @@ import torch.nn.functional as TF
 import mnv4_kernels  # noqa: F401  (registers the op and its fake)
 from mnv4_kernels import ops as mops
 from mnv4_reference.testing import NON_CONTIGUOUS_KINDS, OpModule, non_contiguous, rel_err, run_script
+from nan_reference import assert_nan_like
 
 pointwise = torch.ops.mnv4_cpu.pointwise
 FP32_TOL = 1e-5
@@ -295,3 +296,22 @@ def test_packed_weight_follows_in_place_updates():
         second = pointwise(x, w, b, "relu")
         assert rel_err(second, reference(x, w, b, "relu")) <= FP32_TOL
         assert rel_err(second, first) > 1e-2
+
+
+# NaN as through plain torch (F.linear / conv2d + relu / gelu): a NaN in x, in one weight or in the bias gives
+# NaN exactly where torch has it. tests/test_nan.py reruns these under each microkernel table (MNV4_CPU_ISA).
+@pytest.mark.parametrize("layout", ["2d", "nchw", "channels_last"])
+@pytest.mark.parametrize("activation", ["relu", "gelu", "none"])
+def test_nan_propagates_as_in_torch(activation, layout):
+    for i, (n, c, o) in enumerate(((3, 17, 40), (2, 64, 9), (2, 8, 16))):
+        hw = None if layout == "2d" else (5, 3)
+        x, w, b, act = random_pointwise_args(n, c, o, hw, activation=activation, innermost=i % 2 == 1,
+                                             channels_last=layout == "channels_last", seed=80 + i)
+        for site in ("x", "weight", "bias"):
+            args = [x, w, b]
+            t = args[("x", "weight", "bias").index(site)].clone()
+            t[(0, 1, 0, 0)[:t.dim()] if site != "bias" else (2,)] = float("nan")
+            args[("x", "weight", "bias").index(site)] = t
+            out, ref = pointwise(*args, act), reference(*args, act)
+            assert ref.isnan().any() and not ref.isnan().all(), site
+            assert_nan_like(out, ref, FP32_TOL)

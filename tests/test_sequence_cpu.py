@@ -19,6 +19,7 @@ from mnv4_kernels import ops as mops
 from mnv4_reference import functional as RF
 from mnv4_reference import randomized_model
 from mnv4_reference.testing import random_mqa_args, random_uib_args, rel_err
+from nan_reference import assert_nan_like
 
 sequence = torch.ops.mnv4_cpu.sequence
 FP32_TOL = 1e-5
@@ -215,3 +216,21 @@ def test_bad_programs_name_the_problem():
     bad[12] = tensors[12][:, :8]  # expand_w for 8 input channels; 24 reach the block
     with pytest.raises(RuntimeError, match="mnv4::uib.*expand_w"):
         sequence(x, bad, program)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_nan_propagates_as_in_torch(channels_last):
+    """A NaN in image 0 makes all its logits NaN and none of image 1's; a NaN on the UIB's mid dw centre tap
+    (set in place on the tensor the program and the reference share) all of them, as in torch."""
+    x, tensors, program, reference = _program(channels_last)
+    x = x.clone()  # keeps the memory format
+    x[0, 1, 5, 7] = float("nan")
+    got, want = sequence(x, tensors, program), reference(x)
+    assert want[0].isnan().all() and not want[1].isnan().any()
+    assert_nan_like(got, want, FP32_TOL)
+    x, tensors, program, reference = _program(channels_last)
+    assert tensors[14].shape == (72, 1, 5, 5)  # the UIB's mid dw weight
+    tensors[14][3, 0, 2, 2] = float("nan")
+    got, want = sequence(x, tensors, program), reference(x)
+    assert want.isnan().all()
+    assert_nan_like(got, want, FP32_TOL)

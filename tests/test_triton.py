@@ -20,14 +20,19 @@ import importlib
 import os
 import re
 
-import pytest
-import torch
+# On a GPU each kernel gets one config (mnv4_kernels/triton/_tuning.py): the tests check numerics, and
+# autotuning every new shape over 5-11 configs would compile each of them first. Read when the Triton ops are
+# imported, so it is set here, before that import (benches/gpu_run.sh also sets it for the whole process).
+os.environ.setdefault("MNV4_TRITON_ONE_CONFIG", "1")
 
-import mnv4_kernels  # noqa: F401  loads _C, which declares the mnv4 library
-import mnv4_kernels.triton  # noqa: F401  registers mnv4::uib_triton and mnv4::mqa_triton
-from mnv4_kernels.ops import output_memory_format
-from mnv4_reference import functional as F
-from mnv4_reference.testing import mqa_battery, random_mqa_args, random_uib_args, rel_err, uib_battery
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import mnv4_kernels  # noqa: F401,E402  loads _C, which declares the mnv4 library
+import mnv4_kernels.triton  # noqa: F401,E402  registers mnv4::uib_triton and mnv4::mqa_triton
+from mnv4_kernels.ops import output_memory_format  # noqa: E402
+from mnv4_reference import functional as F  # noqa: E402
+from mnv4_reference.testing import mqa_battery, random_mqa_args, random_uib_args, rel_err, uib_battery  # noqa: E402
 
 pytestmark = pytest.mark.triton
 
@@ -183,6 +188,84 @@ def test_mqa_zero_batch():
     assert out.shape == (0, 8, 4, 4)
 
 
+# ---------------------------------------------------------------- NaN propagation
+# A NaN must reach exactly the outputs it reaches in the plain-torch composite (torch.relu / F.gelu keep NaN).
+# Placed in x (spreads through the dw windows, then the 1x1 convs) and in a 1x1 weight: a depthwise weight's
+# NaN is left out, because torch's own convs disagree at the image border there (fp32 skips padded taps,
+# float64 multiplies them: NaN * 0). Under the interpreter tl.maximum keeps NaN either way (numpy), so these
+# tests check the data flow; that no NaN-dropping max/min is compiled for the GPU is checked on the TTIR
+# (test_kernels_compile_for_sm90).
+
+def _nan_check(op, composite, args, dtype=torch.float32):
+    args = _to(_cast(args, dtype), DEVICE)
+    out = op(*args).cpu().float()
+    ref = composite(*_cast(_to(args, "cpu"), torch.float32))
+    mask = ref.isnan()
+    assert mask.any(), "the case must produce a NaN"
+    assert torch.equal(out.isnan(), mask), (
+        f"NaN mask differs: {int(out.isnan().sum())} NaN in the op, {int(mask.sum())} in the composite")
+    assert rel_err(out[~mask], ref[~mask]) <= TOL[dtype]
+
+
+def _poison(t, index):
+    t = t.clone()
+    t[index] = float("nan")
+    return t
+
+
+NAN_UIB = [
+    (dict(n=2, cin=9, h=7, w=8, mid=20, cout=9, k_start=3, k_mid=5, stride=1, activation="relu", seed=500), "x"),
+    (dict(n=1, cin=9, h=9, w=7, mid=20, cout=11, k_start=0, k_mid=3, stride=2, activation="relu", seed=501), "x"),
+    (dict(n=1, cin=8, h=6, w=9, mid=24, cout=8, k_start=5, k_mid=0, stride=1, activation="gelu", seed=502), "x"),
+    (dict(n=1, cin=12, h=5, w=6, mid=20, cout=7, k_start=0, k_mid=0, stride=1, activation="relu", seed=503), "x"),
+    (dict(n=1, cin=9, h=6, w=7, mid=20, cout=9, k_start=3, k_mid=3, stride=1, activation="relu", seed=504),
+     "expand_w"),
+    (dict(n=1, cin=9, h=6, w=7, mid=20, cout=10, k_start=0, k_mid=5, stride=2, activation="none", seed=505),
+     "proj_w"),
+]
+
+
+@pytest.mark.parametrize("case,where", NAN_UIB, ids=[_case_id(c) + "-" + w for c, w in NAN_UIB])
+def test_uib_nan_propagates(case, where):
+    args = list(random_uib_args(**case, channels_last=case["seed"] % 2 == 1))
+    if where == "x":
+        args[0] = _poison(args[0], (case["n"] - 1, 1, case["h"] // 2, case["w"] // 2))
+    elif where == "expand_w":
+        args[3] = _poison(args[3], (3, 2))  # one mid channel: everything after the expansion
+    else:
+        args[7] = _poison(args[7], (4, 5))  # one output channel
+    _nan_check(torch.ops.mnv4.uib_triton, F.uib, tuple(args))
+
+
+def test_uib_nan_propagates_fp16():
+    case = dict(n=1, cin=9, h=7, w=6, mid=20, cout=9, k_start=3, k_mid=5, stride=1, activation="relu", seed=506)
+    args = list(random_uib_args(**case, channels_last=True))
+    args[0] = _poison(args[0], (0, 4, 3, 2))
+    _nan_check(torch.ops.mnv4.uib_triton, F.uib, tuple(args), torch.float16)
+
+
+NAN_MQA = [
+    (dict(n=2, c=12, h=5, w=6, num_heads=2, key_dim=16, kv_stride=2, seed=510), "x"),
+    (dict(n=1, c=12, h=4, w=5, num_heads=2, key_dim=16, kv_stride=1, seed=511), "x"),
+    (dict(n=1, c=12, h=5, w=6, num_heads=2, key_dim=16, kv_stride=2, seed=512), "o_w"),
+    (dict(n=1, c=12, h=5, w=4, num_heads=3, key_dim=16, kv_stride=1, residual=False, cout=10, seed=513), "k_w"),
+]
+
+
+@pytest.mark.parametrize("case,where", NAN_MQA, ids=[_case_id(c) + "-" + w for c, w in NAN_MQA])
+def test_mqa_nan_propagates(case, where):
+    """A NaN in x or k_w reaches every score row through the shared K (softmax max and sum); one in o_w only its
+    output channel."""
+    args = list(random_mqa_args(**case, channels_last=case["seed"] % 2 == 1))
+    if where == "x":
+        args[0] = _poison(args[0], (case["n"] - 1, 3, case["h"] // 2, case["w"] // 2))
+    elif where == "o_w":
+        args[10] = _poison(args[10], (5, 7))
+    else:
+        args[6] = _poison(args[6], (2, 4))
+    _nan_check(torch.ops.mnv4.mqa_triton, F.mqa, tuple(args))
+
+
 # ---------------------------------------------------------------- opcheck
 
 # All four default test_utils apply (test_schema, test_autograd_registration, test_faketensor,
@@ -327,7 +410,8 @@ def test_cpu_tensor_without_interpreter_is_rejected():
 def test_kernels_compile_for_sm90():
     """The interpreter does not lower the kernels; Triton's bundled ptxas does, without a GPU: every kernel
     (uib in its four forms, hoisted and chunked A tile; mqa K/V and attention, 4 and 8 heads) compiles for
-    sm_90 in fp16 (bf16 takes the same path; fp32 IEEE dots compile for minutes: left to the GPU session)."""
+    sm_90 in fp16 (bf16 takes the same path; fp32 IEEE dots compile for minutes: left to the GPU session), and
+    no uib kernel (ReLU, GELU and none) holds a NaN-dropping max/min in its TTIR (aot_check exits non-zero)."""
     import subprocess
     import sys
 

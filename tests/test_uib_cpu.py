@@ -14,8 +14,9 @@ import torch
 import mnv4_kernels
 from mnv4_kernels import ops as mops
 from mnv4_reference import functional as F
-from mnv4_reference.testing import (NON_CONTIGUOUS_KINDS, OpModule, non_contiguous, random_uib_args, rel_err,
-                                    run_script, uib_battery)
+from mnv4_reference.testing import (NON_CONTIGUOUS_KINDS, UIB_FORMS, OpModule, non_contiguous, random_uib_args,
+                                    rel_err, run_script, uib_battery)
+from nan_reference import assert_nan_like, conv2d_inside_taps
 
 BATTERY = uib_battery()
 FP32_TOL = 1e-5
@@ -346,3 +347,78 @@ def test_inference_mode_weights_are_read_in_place():
         assert rel_err(torch.ops.mnv4.uib(*args), F.uib(*args)) <= FP32_TOL
         args[3].mul_(0.5)
         assert rel_err(torch.ops.mnv4.uib(*args), F.uib(*args)) <= FP32_TOL
+
+
+
+# NaN as through the composite (DESIGN.md: "NaN propagates as through torch.relu / gelu"): a NaN in x (an
+# interior and a corner pixel) or in one weight (a dw weight's centre tap or corner tap, an expand weight, a
+# proj bias) gives NaN exactly where the composite has it, and the other outputs as usual. A corner tap lies
+# outside the image at the borders: there the composite's dw convs are conv2d_inside_taps (tests/
+# nan_reference.py: torch's own convs differ there by implementation). tests/test_nan.py reruns these under
+# each microkernel table (MNV4_CPU_ISA) and schedule (MNV4_UIB_SPLIT).
+NAN_SITES = ("x", "x_corner", "start_dw_corner", "start_dw_centre", "mid_dw_corner", "mid_dw_centre", "expand_w",
+             "proj_b")
+
+
+def _with_nan(args, site):
+    """args with one NaN at `site` (x: channel 1, the middle pixel; x_corner: channel 0, pixel (0, 0); a dw
+    weight: channel 1's tap (0, 0) or its centre; expand_w: [1, 0]; proj_b: [0]), or None where the block has
+    no such tensor."""
+    slot = {"x": 0, "x_corner": 0, "start_dw_corner": 1, "start_dw_centre": 1, "expand_w": 3, "mid_dw_corner": 5,
+            "mid_dw_centre": 5, "proj_b": 8}[site]
+    if args[slot] is None:
+        return None
+    t = args[slot].clone()  # keeps x's memory format
+    if site == "x":
+        index = (0, 1, t.shape[2] // 2, t.shape[3] // 2)
+    elif site.endswith("centre"):
+        index = (1, 0, t.shape[2] // 2, t.shape[3] // 2)
+    else:
+        index = {"x_corner": (0, 0, 0, 0), "proj_b": (0,)}.get(site, (1, 0, 0, 0))
+    t[index] = float("nan")
+    return args[:slot] + (t,) + args[slot + 1:]
+
+
+def _dw_inside_taps(x, w, b, stride):
+    return conv2d_inside_taps(x, w, b, stride, groups=x.shape[1])
+
+
+NAN_CASES = [dict(n=2, cin=11, h=9, w=7, mid=40, cout=11, stride=1),  # residual
+             dict(n=1, cin=8, h=8, w=8, mid=24, cout=16, stride=2),
+             dict(n=1, cin=5, h=1, w=6, mid=16, cout=9, stride=1)]
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("activation", ["relu", "gelu", "none"])
+@pytest.mark.parametrize("form", list(UIB_FORMS))
+def test_nan_propagates_as_in_the_composite(form, activation, layout, monkeypatch):
+    has_s, has_m = UIB_FORMS[form]
+    checked = 0
+    for i, case in enumerate(NAN_CASES):
+        if case["stride"] == 2 and not (has_s or has_m):
+            continue
+        args = random_uib_args(**case, k_start=(3, 5, 3)[i] if has_s else 0, k_mid=(5, 3, 3)[i] if has_m else 0,
+                               activation=activation, seed=40 + i, channels_last=layout == "channels_last")
+        for site in NAN_SITES:
+            a = _with_nan(args, site)
+            if a is None:
+                continue
+            out = torch.ops.mnv4.uib(*a)
+            with monkeypatch.context() as m:
+                if site.endswith("corner") and site != "x_corner":
+                    m.setattr(F, "_dw", _dw_inside_taps)
+                ref = F.uib(*a)
+            # (a 1-row image never reaches a dw weight's top row: then no output is NaN)
+            assert ref.isnan().any() or (site.endswith("dw_corner") and case["h"] == 1), site
+            assert_nan_like(out, ref, FP32_TOL)
+            checked += 1
+    assert checked >= 8
+
+
+def test_nan_in_low_precision():
+    for dtype in (torch.float16, torch.bfloat16):
+        args = _with_nan(random_uib_args(2, 11, 9, 7, 40, 11, dtype=dtype, seed=3, channels_last=True), "x")
+        out, ref = torch.ops.mnv4.uib(*args), F.uib(*_upcast(args))
+        assert out.dtype == dtype
+        assert torch.equal(out.isnan(), ref.isnan())
+        assert not out.isnan().all()

@@ -27,6 +27,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -126,6 +127,40 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
       const float* img = nullptr;
       int64_t img_r0 = 0;
       auto in_row = [&](int64_t iy) { return img + (iy - img_r0) * W * C; };
+      // The strip's zero padding multiplies the weights of taps outside the image by 0: NaN for a NaN or
+      // infinite weight, where torch's conv skips the tap. So a NaN border output of a channel with such a
+      // weight is recomputed over the taps inside the image. Finite weights never get there: the only cost is
+      // a NaN scan of the border outputs, 1 / (k*k*C) of their FMAs.
+      std::vector<char> nonfinite;  // per output channel: has a non-finite weight (set at the first NaN seen)
+      auto fix_nan = [&](int64_t oy, int64_t e0, int64_t e1, float* dst, int64_t ldd, const float* b, cpu::Act act_,
+                         const float* r) {
+        bool any = false;
+        for (int64_t e = 0; e < e1 - e0; ++e)
+          for (int64_t o = 0; o < O; ++o) any |= dst[e * ldd + o] != dst[e * ldd + o];
+        if (!any) return;
+        auto wv = [&](int64_t kk, int64_t o) { return wb.ptr(kk, o / wb.slab * wb.slab)[o % wb.slab]; };
+        if (nonfinite.empty()) {
+          nonfinite.assign(static_cast<size_t>(O), 0);
+          for (int64_t kk = 0; kk < Kt; ++kk)
+            for (int64_t o = 0; o < O; ++o) nonfinite[o] |= !std::isfinite(wv(kk, o));
+        }
+        for (int64_t e = e0; e < e1; ++e)
+          for (int64_t o = 0; o < O; ++o) {
+            float& y = dst[(e - e0) * ldd + o];
+            if (!nonfinite[o] || y == y) continue;
+            float acc = b ? b[o] : 0.f;
+            for (int64_t ky = 0; ky < k; ++ky) {
+              const int64_t iy = oy * stride - p + ky;
+              if (iy < 0 || iy >= H) continue;
+              for (int64_t kx = 0; kx < k; ++kx) {
+                const int64_t ix = e * stride - p + kx;
+                if (ix < 0 || ix >= W) continue;
+                for (int64_t c = 0; c < C; ++c) acc += in_row(iy)[ix * C + c] * wv((ky * k + kx) * C + c, o);
+              }
+            }
+            y = cpu::act_scalar(acc, act_) + (r ? r[(e - e0) * C + o] : 0.f);
+          }
+      };
       // Output pixels [e0, e1) of row oy of image `img` -> dst (ldd floats per pixel), through a strip.
       auto border = [&](int64_t oy, int64_t e0, int64_t e1, float* dst, int64_t ldd, const float* b, cpu::Act act_,
                         const float* r) {
@@ -146,6 +181,7 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
         for (int64_t ky = 0; ky < k; ++ky) off_strip[ky] = ky * ws * C;
         uk.conv_nhwc(e1 - e0, O, k * C, static_cast<int>(k), off_strip.data(), strip, stride * C, wb.ptr(0, 0),
                      wb.row_stride(), wb.slab_stride(), dst, ldd, b, act_, r, C);
+        fix_nan(oy, e0, e1, dst, ldd, b, act_, r);
       };
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t n = t / nb, oy0 = (t % nb) * RB, oy1 = std::min(Ho, oy0 + RB);

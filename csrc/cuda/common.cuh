@@ -43,7 +43,7 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float
 // ---- activations (ACT: an Activation code, csrc/codes.h) -----------------------------------------------
 template <int ACT> __device__ __forceinline__ float activate(float v) {
   if constexpr (ACT == int(Activation::Relu)) {
-    return v > 0.f ? v : 0.f;
+    return v < 0.f ? 0.f : v;  // NaN stays NaN, as torch.relu (fmaxf would drop it)
   } else if constexpr (ACT == int(Activation::Gelu)) {
     return 0.5f * v * (1.f + erff(v * 0.70710678118654752440f));  // exact (erf) GELU
   } else {

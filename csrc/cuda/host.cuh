@@ -9,8 +9,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cstdint>
+#include <mutex>
 #include <type_traits>
 
 #include "params.h"
@@ -46,20 +46,26 @@ inline int64_t max_smem_optin(int device) {
   return v;
 }
 
-// Lets `Kernel` use `bytes` of dynamic shared memory on `device`. cudaFuncSetAttribute is called only when
-// this kernel instantiation has not yet been allowed that much there (cheap on the per-call path, and no
-// driver call at all inside a CUDA graph capture once the shapes have been seen).
+// Lets `Kernel` use up to the device's opt-in maximum of dynamic shared memory (max_smem_optin; every caller's
+// plan is checked against it before the launch). Done once per kernel instantiation and device, under
+// std::call_once: two threads making their first call at once cannot interleave (with a per-call size, a
+// thread setting a smaller size after another recorded a larger one would make the larger launch fail), and
+// later calls make no driver call at all (none inside a CUDA graph capture). The attribute is a ceiling, not a
+// reservation: each launch still reserves only its own dynamic size. A failed call throws and leaves the flag
+// unset, so the next call tries again. Devices past kMaxDevices set it on every call (always the same value,
+// so concurrent calls agree).
 template <auto Kernel>
-inline void allow_smem(int device, int64_t bytes) {
+inline void allow_smem(int device) {
   constexpr int kMaxDevices = 64;
-  static std::atomic<int64_t> allowed[kMaxDevices] = {};
-  if (device >= 0 && device < kMaxDevices && allowed[device].load(std::memory_order_relaxed) >= bytes) return;
-  C10_CUDA_CHECK(cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-  if (device >= 0 && device < kMaxDevices) {
-    int64_t cur = allowed[device].load();
-    while (cur < bytes && !allowed[device].compare_exchange_weak(cur, bytes)) {
-    }
-  }
+  static std::once_flag once[kMaxDevices];
+  auto raise = [device] {
+    C10_CUDA_CHECK(
+        cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(max_smem_optin(device))));
+  };
+  if (device >= 0 && device < kMaxDevices)
+    std::call_once(once[device], raise);
+  else
+    raise();
 }
 
 // Typed device pointer of a tensor (nullptr for an undefined tensor, i.e. an absent optional weight).

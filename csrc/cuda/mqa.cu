@@ -110,10 +110,10 @@ at::Tensor mqa_cuda(const at::Tensor& x, const at::Tensor& norm_scale, const at:
     const int64_t kv_grid = p.N * int64_t(ka.tiles_per_img), grid = p.N * int64_t(aa.tiles_per_img);
     TORCH_CHECK(kv_grid <= 0x7fffffff && grid <= 0x7fffffff, "mnv4::mqa (CUDA): too many tiles");
 
-    allow_smem<mqa_kv_kernel<T>>(device, kv_smem);
+    allow_smem<mqa_kv_kernel<T>>(device);
     mqa_kv_kernel<T><<<unsigned(kv_grid), kThreads, size_t(kv_smem), stream>>>(ka);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    allow_smem<mqa_attn_kernel<T>>(device, aa.smem);
+    allow_smem<mqa_attn_kernel<T>>(device);
     mqa_attn_kernel<T><<<unsigned(grid), kThreads, size_t(aa.smem), stream>>>(aa);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });

@@ -204,6 +204,8 @@ __global__ void __launch_bounds__(kThreads) mqa_attn_kernel(const MqaAttnArgs a)
       float* srow = sS + r * a.lds;
       const float mold = sMax[r];
       float mnew = mold;
+      // fmaxf skips a NaN score; the row still ends NaN, as the composite's softmax does: exp(NaN - mnew) is
+      // NaN and so are the row's sum and output (all-NaN chunk: mnew stays -inf, alpha = exp(NaN) = NaN).
       for (int jj = 0; jj < kn; ++jj) mnew = fmaxf(mnew, srow[jj]);
       const float alpha = expf(mold - mnew);  // 0 on the first chunk (mold = -inf, mnew finite)
       float sum = 0.f;

@@ -25,7 +25,7 @@ void launch_uib(UibArgs a, Activation act, int device, cudaStream_t stream) {
   TORCH_CHECK(grid <= 0x7fffffff, "mnv4::uib (CUDA): too many tiles (", grid, ")");
   dispatch_act(act, [&](auto act_c) {
     constexpr int ACT = decltype(act_c)::value;
-    allow_smem<uib_kernel<T, ACT>>(device, a.smem);
+    allow_smem<uib_kernel<T, ACT>>(device);
     uib_kernel<T, ACT><<<unsigned(grid), kThreads, size_t(a.smem), stream>>>(a);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });

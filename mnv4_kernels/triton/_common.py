@@ -1,66 +1,40 @@
-"""Argument checks shared by the Triton ops: Python mirrors of csrc/params.h's detail:: helpers, with the same
-rules and messages (each names the offending argument). They raise RuntimeError, as TORCH_CHECK does, so a
-caller sees the same exception type from every backend."""
+"""Argument checks shared by the Triton ops: csrc/params.h's detail:: helpers, through their one Python mirror
+(mnv4_kernels.validate), with the same rules and messages (each names the offending argument). They raise
+RuntimeError, as TORCH_CHECK does, so a caller sees the same exception type from every backend."""
 
-import torch
+from .. import validate as _v
 
-ACTIVATIONS = {"none": 0, "relu": 1, "gelu": 2}
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+ACTIVATIONS = _v.ACTIVATIONS
 
 
 def check(cond, msg):
-    if not cond:
-        raise RuntimeError(msg)
+    _v.check(cond, msg)
 
 
 def conv_out(size, stride):
-    return (size - 1) // stride + 1
+    return _v.conv_out(size, stride)
 
 
 def check_same(x, t, op, name):
-    check(t.dtype == x.dtype,
-          f"{op}: {name} has dtype {t.dtype} but x has dtype {x.dtype} (mixed dtypes are not supported)")
-    check(t.device == x.device, f"{op}: {name} is on {t.device} but x is on {x.device}")
+    _v.check_same(x, t, op, name)
 
 
 def check_input(x, op):
-    check(isinstance(x, torch.Tensor), f"{op}: x must be a Tensor")
-    check(x.dim() == 4, f"{op}: x must be 4-D [N, C, H, W]; got ndim {x.dim()} (shape {tuple(x.shape)})")
-    check(x.dtype in _DTYPES, f"{op}: x must be float32, float16 or bfloat16; got {x.dtype}")
-    check(x.shape[1] > 0 and x.shape[2] > 0 and x.shape[3] > 0,
-          f"{op}: x must have at least one channel, row and column; got shape {tuple(x.shape)}")
+    _v.check_input(x, op)
 
 
 def check_pointwise(x, w, op, name, out, cin):
     """A 1x1 conv weight [out, in, 1, 1] (or [out, in]); out < 0 accepts any output width."""
-    check_same(x, w, op, name)
-    ok = (w.dim() == 4 and w.shape[2] == 1 and w.shape[3] == 1) or w.dim() == 2
-    check(ok, f"{op}: {name} must be a 1x1 conv weight [out, in, 1, 1]; got shape {tuple(w.shape)}")
-    if out >= 0:
-        check(w.shape[0] == out, f"{op}: {name} must have {out} output channels; got shape {tuple(w.shape)}")
-    check(w.shape[1] == cin, f"{op}: {name} must have {cin} input channels; got shape {tuple(w.shape)}")
+    _v.check_pointwise(x, w, op, name, out, cin)
 
 
 def check_bias(x, b, op, name, n):
-    check_same(x, b, op, name)
-    check(b.dim() == 1 and b.shape[0] == n, f"{op}: {name} must have shape [{n}]; got {tuple(b.shape)}")
+    _v.check_bias(x, b, op, name, n)
 
 
 def check_depthwise(x, w, b, op, wname, bname, channels):
     """A depthwise weight [C, 1, k, k] (k odd) and its bias [C], both or neither. Returns k (0 if absent)."""
-    check((w is None) == (b is None),
-          f"{op}: {wname} and {bname} must be given together (a depthwise conv carries its folded BatchNorm "
-          "as a bias)")
-    if w is None:
-        return 0
-    check_same(x, w, op, wname)
-    check(w.dim() == 4 and w.shape[1] == 1,
-          f"{op}: {wname} must be a depthwise weight [C, 1, k, k]; got shape {tuple(w.shape)}")
-    check(w.shape[0] == channels, f"{op}: {wname} must have {channels} channels; got shape {tuple(w.shape)}")
-    check(w.shape[2] == w.shape[3], f"{op}: {wname} must be square; got shape {tuple(w.shape)}")
-    check(w.shape[2] % 2 == 1, f"{op}: {wname} must have an odd kernel size; got {w.shape[2]}")
-    check_bias(x, b, op, bname, channels)
-    return int(w.shape[2])
+    return _v.check_depthwise(x, w, b, op, wname, bname, channels)
 
 
 # ---- running under TRITON_INTERPRET=1 ----

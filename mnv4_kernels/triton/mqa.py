@@ -42,6 +42,7 @@ from torch.library import triton_op, wrap_triton
 from ..ops import output_memory_format
 from ._common import (check, check_bias, check_depthwise, check_input, check_pointwise, conv_out,
                       keep_opaque_when_interpreted, metadata_only)
+from ._tuning import gpu_configs, prune_args
 
 __all__ = ["mqa_triton", "validate_mqa"]
 
@@ -49,20 +50,15 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _LOG2E = 1.4426950408889634
 
 
-def _kv_configs():
-    if _INTERPRET:  # one small config (16 = tl.dot's GPU minimum), several M tiles and C chunks in the tests
-        return [triton.Config(dict(BLOCK_M=16, BLOCK_C=16), num_warps=4, num_stages=1)]
-    # M = 49..144 K/V pixels per image (stride-2 K/V of 14x14..24x24 maps), C = 256..512.
-    return [triton.Config(dict(BLOCK_M=bm, BLOCK_C=bc), num_warps=w, num_stages=2)
-            for bm, bc, w in [(16, 64, 4), (32, 32, 4), (32, 64, 4), (64, 32, 4), (64, 64, 8)]]
+# M = 49..144 K/V pixels per image (stride-2 K/V of 14x14..24x24 maps), C = 256..512.
+KV_GPU_CONFIGS = [triton.Config(dict(BLOCK_M=bm, BLOCK_C=bc), num_warps=w, num_stages=2)
+                  for bm, bc, w in [(16, 64, 4), (32, 32, 4), (32, 64, 4), (64, 32, 4), (64, 64, 8)]]
 
-
-def _attn_configs():
-    if _INTERPRET:
-        return [triton.Config(dict(BLOCK_P=16, BLOCK_M=16, BLOCK_C=16, BLOCK_CO=16), num_warps=4, num_stages=1)]
-    # N = 49..576 query pixels, M = 49..144 keys, dk = dv = 48/64 (DKP = 64), heads 4/8, C/Cout 256..512.
-    # Rows per program = HP * BLOCK_P (64..256); _attn_prune drops the configs whose row count is too large.
-    cfgs = []
+# N = 49..576 query pixels, M = 49..144 keys, dk = dv = 48/64 (DKP = 64), heads 4/8, C/Cout 256..512.
+# Rows per program = HP * BLOCK_P (64..256); _attn_prune drops the configs whose row count is too large. The
+# first is valid alone for up to 16 heads (MNV4_TRITON_ONE_CONFIG runs it unpruned).
+ATTN_GPU_CONFIGS = [
+    triton.Config(dict(BLOCK_P=bp, BLOCK_M=bm, BLOCK_C=bc, BLOCK_CO=bco), num_warps=w, num_stages=s)
     for bp, bm, bc, bco, w, s in [
         (16, 32, 32, 64, 4, 2),
         (16, 64, 32, 64, 4, 2),
@@ -72,17 +68,29 @@ def _attn_configs():
         (32, 64, 32, 64, 8, 2),
         (32, 64, 64, 128, 8, 3),
         (64, 32, 32, 64, 8, 2),
-    ]:
-        cfgs.append(triton.Config(dict(BLOCK_P=bp, BLOCK_M=bm, BLOCK_C=bc, BLOCK_CO=bco), num_warps=w,
-                                  num_stages=s))
-    return cfgs
+    ]
+]
+
+
+def _kv_configs():
+    if _INTERPRET:  # one small config (16 = tl.dot's GPU minimum), several M tiles and C chunks in the tests
+        return [triton.Config(dict(BLOCK_M=16, BLOCK_C=16), num_warps=4, num_stages=1)]
+    return gpu_configs(KV_GPU_CONFIGS)
+
+
+def _attn_configs():
+    if _INTERPRET:
+        return [triton.Config(dict(BLOCK_P=16, BLOCK_M=16, BLOCK_C=16, BLOCK_CO=16), num_warps=4, num_stages=1)]
+    return gpu_configs(ATTN_GPU_CONFIGS)
 
 
 def _attn_prune(configs, named_args, **kwargs):
-    """Keep rows (HP*BLOCK_P) <= 256 and key blocks no wider than M needs (16 minimum); drop duplicates."""
-    hp = named_args["HP"]
-    m_cap = max(16, triton.next_power_of_2(int(named_args["M"])))
-    co_cap = max(16, triton.next_power_of_2(int(named_args["C_out"])))
+    """Keep rows (HP*BLOCK_P) <= 256 and key blocks no wider than M needs (16 minimum); drop duplicates.
+    HP is a keyword argument of the launch: it arrives in kwargs, M and C_out in named_args (prune_args)."""
+    a = prune_args(named_args, kwargs)
+    hp = int(a["HP"])
+    m_cap = max(16, triton.next_power_of_2(int(a["M"])))
+    co_cap = max(16, triton.next_power_of_2(int(a["C_out"])))
     seen, out = set(), []
     for c in configs:
         kw = dict(c.kwargs)
@@ -247,7 +255,10 @@ def _mqa_attn_kernel(
                      mask=(dk < DK)[:, None] & mm_ok[None, :], other=0.0)  # [DKP, BLOCK_M] = k^T
         s = tl.dot(q, kt.to(DT), input_precision="ieee")  # [HP*BLOCK_P, BLOCK_M], log2 units
         s = tl.where(mm_ok[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))  # finite: every block holds at least one real key
+        # Finite (every block holds at least one real key) unless a score is NaN. Then, whether a max drops
+        # NaN (maxnumf, the GPU default) or keeps it, pr, l_i and so the row's output are NaN, as in the
+        # composite's softmax.
+        m_new = tl.maximum(m_i, tl.max(s, 1))
         alpha = tl.exp2(m_i - m_new)
         pr = tl.exp2(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(pr, 1)

@@ -47,6 +47,7 @@ from torch.library import triton_op, wrap_triton
 from ..ops import output_memory_format
 from ._common import (ACTIVATIONS, check, check_bias, check_depthwise, check_input, check_pointwise, conv_out,
                       keep_opaque_when_interpreted, metadata_only)
+from ._tuning import gpu_configs, prune_args
 
 __all__ = ["uib_triton", "validate_uib"]
 
@@ -58,18 +59,14 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _HOIST = 128 * 128
 
 
-def _configs():
-    if _INTERPRET:
-        # One small config: the interpreter runs every program in numpy; 16 is tl.dot's minimum block on
-        # GPUs, kept here so the interpreted kernel is the one a GPU compiles. 8x8 regions make several
-        # tiles (and tile seams) on the test images.
-        return [triton.Config(dict(RH=8, RW=8, BLOCK_CI=16, BLOCK_MC=16, BLOCK_CO=16, HOIST_LIMIT=1024), num_warps=4,
-                              num_stages=1)]
-    cfgs = []
-    # (RH, RW, BLOCK_CI, BLOCK_MC, BLOCK_CO, num_warps, num_stages, HOIST_LIMIT) for the MobileNetV4 UIB shapes:
-    # Cin 48..512, mid up to 2048, Cout 48..512, spatial 7..56. 8x8 regions suit 7x7 / 14x14 maps; 8x16 and
-    # 16x16 cut the halo overhead on 28..56 maps; BLOCK_CO 128..256 avoids recomputing the expansion for wide
-    # outputs; BLOCK_MC 128 with a 32K hoist limit is for mid 2048 / Cin 512 at 7x7.
+# (RH, RW, BLOCK_CI, BLOCK_MC, BLOCK_CO, num_warps, num_stages, HOIST_LIMIT) for the MobileNetV4 UIB shapes:
+# Cin 48..512, mid up to 2048, Cout 48..512, spatial 7..56. 8x8 regions suit 7x7 / 14x14 maps; 8x16 and
+# 16x16 cut the halo overhead on 28..56 maps; BLOCK_CO 128..256 avoids recomputing the expansion for wide
+# outputs; BLOCK_MC 128 with a 32K hoist limit is for mid 2048 / Cin 512 at 7x7. The first is valid alone for
+# every shape (MNV4_TRITON_ONE_CONFIG runs it unpruned: the kernel decides HOIST itself).
+GPU_CONFIGS = [
+    triton.Config(dict(RH=rh, RW=rw, BLOCK_CI=ci, BLOCK_MC=mc, BLOCK_CO=co, HOIST_LIMIT=hl), num_warps=w,
+                  num_stages=s)
     for rh, rw, ci, mc, co, w, s, hl in [
         (8, 8, 32, 32, 64, 4, 2, _HOIST),
         (8, 8, 64, 32, 128, 4, 2, _HOIST),
@@ -82,18 +79,29 @@ def _configs():
         (8, 16, 64, 64, 64, 8, 3, _HOIST),
         (16, 16, 32, 32, 64, 8, 2, _HOIST),
         (16, 16, 32, 32, 128, 8, 2, _HOIST),
-    ]:
-        cfgs.append(triton.Config(dict(RH=rh, RW=rw, BLOCK_CI=ci, BLOCK_MC=mc, BLOCK_CO=co, HOIST_LIMIT=hl),
-                                  num_warps=w, num_stages=s))
-    return cfgs
+    ]
+]
+
+
+def _configs():
+    if _INTERPRET:
+        # One small config: the interpreter runs every program in numpy; 16 is tl.dot's minimum block on
+        # GPUs, kept here so the interpreted kernel is the one a GPU compiles. 8x8 regions make several
+        # tiles (and tile seams) on the test images.
+        return [triton.Config(dict(RH=8, RW=8, BLOCK_CI=16, BLOCK_MC=16, BLOCK_CO=16, HOIST_LIMIT=1024), num_warps=4,
+                              num_stages=1)]
+    return gpu_configs(GPU_CONFIGS)
 
 
 def _prune(configs, named_args, **kwargs):
     """Clamp channel blocks to the (power-of-two, >= 16) channel counts and drop the duplicates (BLOCK_CI is
-    unused when the kernel hoists the whole-Cin A tile)."""
+    unused when the kernel hoists the whole-Cin A tile). Reads the launch's positional and keyword arguments
+    alike (prune_args)."""
+    a = prune_args(named_args, kwargs)
+
     def cap(n):
         return max(16, triton.next_power_of_2(int(n)))
-    ci, mc, co = cap(named_args["C_in"]), cap(named_args["C_mid"]), cap(named_args["C_out"])
+    ci, mc, co = cap(a["C_in"]), cap(a["C_mid"]), cap(a["C_out"])
     seen, out = set(), []
     for c in configs:
         kw = dict(c.kwargs)
@@ -111,8 +119,10 @@ def _prune(configs, named_args, **kwargs):
 
 @triton.jit
 def _act(v, ACT: tl.constexpr):
+    """relu / gelu(erf) / identity, NaN in -> NaN out as torch.relu and F.gelu (tl.maximum(v, 0.0) would lower
+    to maxnumf on a GPU, which returns 0 for NaN)."""
     if ACT == 1:
-        v = tl.maximum(v, 0.0)
+        v = tl.where(v < 0.0, 0.0, v)
     elif ACT == 2:
         v = 0.5 * v * (1.0 + tl.erf(v * 0.7071067811865476))
     return v

@@ -4,6 +4,9 @@ resize the shorter side to floor(size / crop_pct) (PIL bicubic, aspect kept; the
 int(new_short * long / short) as torchvision computes it) -> center crop size x size (offsets
 round((w - size) / 2), round((h - size) / 2), Python rounding as torchvision) -> [0, 1] -> (x - mean) / std.
 Per-model settings are timm's default pretrained tags (spec section 5), from `pretrained_cfg(name)`.
+
+This is the plain transform: the whole file decoded, every step on a PIL image, one float conversion at the
+end. It is the oracle for the fast pipeline in mnv4_kernels.pipeline.
 """
 
 import math
@@ -12,12 +15,12 @@ from typing import Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .model import MODEL_NAMES
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "INCEPTION_MEAN", "INCEPTION_STD", "PRETRAINED_CFGS",
-           "pretrained_cfg", "preprocess", "load_image", "resize_shorter", "center_crop"]
+           "pretrained_cfg", "preprocess", "load_image", "resize_shorter", "center_crop", "eval_geometry"]
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 INCEPTION_MEAN, INCEPTION_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
@@ -63,25 +66,37 @@ def pretrained_cfg(name: str) -> dict:
 
 
 def load_image(path) -> Image.Image:
-    """Open an image file as RGB. FileNotFoundError if absent; ValueError naming the path if unreadable."""
+    """Open an image file as RGB, as it is displayed: an EXIF orientation tag is applied (as
+    PIL.ImageOps.exif_transpose; timm's folder reader ignores the tag, which matters only for files that carry
+    one, such as phone photos taken upright). FileNotFoundError if absent; ValueError naming the path if
+    unreadable."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"image not found: {path}")
     try:
         with Image.open(path) as im:
             im.load()
-            return im.convert("RGB")
+            return ImageOps.exif_transpose(im).convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"cannot read image {path}: {e}") from e
+
+
+def eval_geometry(w: int, h: int, size: int, crop_pct: float):
+    """The eval transform's geometry for a w x h image: (resized w, resized h, crop left, crop top).
+    The shorter side becomes floor(size / crop_pct), the longer int(short * long / short_side); the
+    size x size crop sits at round((new - size) / 2) (Python rounding, as torchvision)."""
+    short = math.floor(size / crop_pct)
+    if w <= h:
+        new_w, new_h = short, int(short * h / w)
+    else:
+        new_w, new_h = int(short * w / h), short
+    return new_w, new_h, int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))
 
 
 def resize_shorter(img: Image.Image, short: int) -> Image.Image:
     """Resize so the shorter side is `short` (bicubic), the longer int(short * long / short_side)."""
     w, h = img.size
-    if w <= h:
-        new_w, new_h = short, int(short * h / w)
-    else:
-        new_w, new_h = int(short * w / h), short
+    new_w, new_h, _, _ = eval_geometry(w, h, short, 1.0)
     if (new_w, new_h) == (w, h):
         return img
     return img.resize((new_w, new_h), Image.BICUBIC)

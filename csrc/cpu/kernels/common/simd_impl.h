@@ -24,9 +24,11 @@ inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 #include "vec_math.h"
 
+// The activations, NaN propagating as torch.relu / gelu do: V::max returns its second operand when either is
+// NaN (maxps; NEON's vmaxq gives NaN either way), so relu is max(0, v), never max(v, 0) (the same instruction).
 template <Act A>
 inline typename V::T act_vec(typename V::T v) {
-  if (A == Act::Relu) return V::max(v, V::zero());
+  if (A == Act::Relu) return V::max(V::zero(), v);
   if (A == Act::Gelu) return gelu_v<V>(v);
   return v;
 }
@@ -167,6 +169,27 @@ void gemm_dispatch(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda,
 constexpr int DW_ROWS = 4;
 constexpr int DW_GROUP = kDwGroup;
 
+// Whether p[0, n) holds only finite values: x * 0 + acc stays 0 unless some x is NaN or infinite (4
+// independent FMA chains: a weight tensor of a few thousand floats takes well under a microsecond).
+inline bool all_finite(const float* p, int64_t n) {
+  constexpr int W = V::W;
+  const typename V::T z = V::zero();
+  typename V::T a0 = z, a1 = z, a2 = z, a3 = z;
+  int64_t i = 0;
+  for (; i + 4 * W <= n; i += 4 * W) {
+    a0 = V::fma(V::loadu(p + i), z, a0);
+    a1 = V::fma(V::loadu(p + i + W), z, a1);
+    a2 = V::fma(V::loadu(p + i + 2 * W), z, a2);
+    a3 = V::fma(V::loadu(p + i + 3 * W), z, a3);
+  }
+  for (; i < n; i += W) a0 = V::fma(V::loadn(p + i, static_cast<int>(n - i)), z, a0);
+  float t[W];
+  V::storeu(t, V::add(V::add(a0, a1), V::add(a2, a3)));
+  for (int j = 0; j < W; ++j)
+    if (t[j] != 0.f) return false;
+  return true;
+}
+
 // R output rows of one channel from its padded scratch rows (srow: the first input row of the first output
 // row; output row r reads scratch rows r*s + i, i < k).
 template <int R, int KC, int SC, Act A>
@@ -213,6 +236,10 @@ void dwconv_impl(int64_t channels, int k_rt, int s_rt, const float* in, int64_t 
   const int64_t llen = 2 * plen + 2 * W;                 // s == 2: an unsplit padded line
   float* lines = scratch + DW_GROUP * nrows * rlen;  // s == 2 only
   if (oy1 <= oy0 || channels <= 0) return;
+  // The padded scratch rows would multiply a weight on a tap outside the image by 0: NaN for a NaN or
+  // infinite weight, where torch's conv skips the tap (ukernels.h, "NaN semantics"). A channel with such a
+  // weight runs the scalar fallback, which skips those taps; the check costs ~k*k/W FMAs per channel.
+  const bool finite = all_finite(w, channels * k * k);
   // Channels go in groups of DW_GROUP: the group's scratch rows are all built before any is read, so the
   // compute loads (at every column offset) do not wait on the just-issued stores (store forwarding fails
   // on loads that straddle two stores).
@@ -248,6 +275,11 @@ void dwconv_impl(int64_t channels, int k_rt, int s_rt, const float* in, int64_t 
     // 2. vectors along the output width, DW_ROWS output rows at a time (each weight broadcast serves them all)
     for (int64_t c = c0; c < c1; ++c) {
       const float* wc = w + c * k * k;
+      if (!finite && !all_finite(wc, k * k)) {
+        f32_dwconv__scalar(1, k, s, in + c * in_cs, in_cs, in_rs, in_r0, in_h, in_w, wc, bias ? bias + c : nullptr,
+                           A, out + c * out_cs, out_cs, out_rs, oy0, oy1, nullptr);
+        continue;
+      }
       const float bc = bias ? bias[c] : 0.f;
       const float* sc = scratch + (c - c0) * nrows * rlen;
       float* oc = out + c * out_cs;

@@ -8,6 +8,9 @@
 // p's exponent field: exact while the result is a normal float; exponent 255 with p's mantissa 0 = +inf),
 // zero_below(r, x, t) (0 where x < t; r elsewhere and where x is NaN).
 //
+// NaN: exp2's range clamps are max(-127, x), min(128, x), which keep a NaN x; the column max may drop a NaN
+// (max(mx, NaN) gives NaN, a later max(NaN, y) y), but that entry's own exp2 is NaN, so the column's sum is.
+//
 // exp2(x): exp2_v in vec_math.h.
 
 #include "vec_math.h"

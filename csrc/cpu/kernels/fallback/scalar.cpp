@@ -10,8 +10,8 @@ namespace cpu {
 
 float gelu_exact(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752440f)); }
 
-static inline float apply_act(float v, Act act) {
-  if (act == Act::Relu) return v > 0.f ? v : 0.f;
+float act_scalar(float v, Act act) {
+  if (act == Act::Relu) return v < 0.f ? 0.f : v;  // NaN stays NaN (torch.relu); `v > 0 ? v : 0` would give 0
   if (act == Act::Gelu) return gelu_exact(v);
   return v;
 }
@@ -22,7 +22,7 @@ void f32_gemm__scalar(int64_t M, int64_t N, int64_t K, const float* A, int64_t l
     for (int64_t n = 0; n < N; ++n) {
       float acc = bias ? bias[m] : 0.f;
       for (int64_t k = 0; k < K; ++k) acc += A[m * lda + k] * B[k * ldb + n];
-      float y = apply_act(acc, act);
+      float y = act_scalar(acc, act);
       if (R) y += R[m * ldr + n];
       C[m * ldc + n] = y;
     }
@@ -47,7 +47,7 @@ void f32_dwconv__scalar(int64_t channels, int k, int s, const float* in, int64_t
             acc += w[(c * k + i) * k + j] * in[c * in_cs + (y - in_r0) * in_rs + x];
           }
         }
-        out[c * out_cs + (oy - oy0) * out_rs + ox] = apply_act(acc, act);
+        out[c * out_cs + (oy - oy0) * out_rs + ox] = act_scalar(acc, act);
       }
     }
   }
@@ -68,7 +68,7 @@ void f32_pwconv_nhwc__scalar(int64_t M, int64_t N, int64_t K, const float* A, in
     for (int64_t n = 0; n < N; ++n) {
       float acc = bias ? bias[n] : 0.f;
       for (int64_t k = 0; k < K; ++k) acc += A[m * lda + k] * B[n * bss + k * ldb];
-      float y = apply_act(acc, act);
+      float y = act_scalar(acc, act);
       if (R) y += R[m * ldr + n];
       C[m * ldc + n] = y;
     }
@@ -83,7 +83,7 @@ void f32_conv_nhwc__scalar(int64_t M, int64_t N, int64_t K, int T, const int64_t
       float acc = bias ? bias[n] : 0.f;
       for (int t = 0; t < T; ++t)
         for (int64_t k = 0; k < K; ++k) acc += A[m * lda + off[t] + k] * B[n * bss + (t * K + k) * ldb];
-      float y = apply_act(acc, act);
+      float y = act_scalar(acc, act);
       if (R) y += R[m * ldr + n];
       C[m * ldc + n] = y;
     }
@@ -108,7 +108,7 @@ void f32_dwconv_nhwc__scalar(int64_t channels, int k, int s, const float* in, in
             acc += w[(i * k + j) * ldw + c] * in[(y - in_r0) * in_rs + x * in_ps + c];
           }
         }
-        out[(oy - oy0) * out_rs + ox * out_ps + c] = apply_act(acc, act);
+        out[(oy - oy0) * out_rs + ox * out_ps + c] = act_scalar(acc, act);
       }
     }
   }

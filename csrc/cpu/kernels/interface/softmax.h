@@ -25,7 +25,8 @@ using f32_exp2_fn = void (*)(int64_t n, const float* x, float* y);
 // Unnormalised column softmax in base 2, in place: for every column n < N of the M x N row-major S
 // (leading dimension lds >= N, unit stride along n), with mx = max_{m < M} S[m][n]:
 //   S[m][n] = 2^(S[m][n] - mx)   and   sum[n] = sum_{m < M} S[m][n]   (summed in increasing m).
-// Entries of -inf give 0 (a column needs one finite entry). M >= 1, N >= 0. Writes S[m][n] for m < M,
+// Entries of -inf give 0 (a column needs one finite entry). A NaN entry gives a NaN sum[n] (mx itself may
+// or may not be NaN), so the caller's normalised column is all NaN, as torch.softmax's. M >= 1, N >= 0. Writes S[m][n] for m < M,
 // n < N and sum[n] for n < N, nothing else. (Callers fold ln->log2 conversion, log2(e), into the logits.)
 using f32_softmax_cols_fn = void (*)(int64_t M, int64_t N, float* S, int64_t lds, float* sum);
 

@@ -25,6 +25,13 @@ namespace cpu {
 
 using Act = ::mnv4::Activation;  // the epilogue's activation (codes.h); Gelu is the exact (erf) form
 
+// NaN semantics (every kernel, every table): those of the plain-torch composite. NaN propagates through every
+// sum and activation (relu(NaN) = gelu(NaN) = NaN, as torch.relu / gelu), and in the depthwise convs a tap
+// outside the image contributes nothing, as in torch's conv2d: it is skipped, not multiplied by a zero pad,
+// so a NaN or infinite weight on it does not reach that output. (conv_nhwc knows no image: it sums every tap
+// it is given; a caller that pads must do the same for non-finite weights, as csrc/cpu/conv.cpp does.)
+// Infinities may give other results than torch's where the order of the additions differs; NaN may not.
+
 enum class Isa : int { Scalar = 0, Avx2Fma = 1, Neon = 2, Avx512 = 3 };
 
 // A GEMM kernel's register tile: mr rows x nr columns of C. The ISA files instantiate their kernels with
@@ -69,8 +76,8 @@ using f32_gemm_fn = void (*)(int64_t M, int64_t N, int64_t K, const float* A, in
 //   logical pixel (y, x) is in[c*in_cs + (y - in_r0)*in_rs + x].
 // The kernel computes output rows [oy0, oy1) (out_w = (in_w - 1)/s + 1 columns):
 //   out[c*out_cs + (oy - oy0)*out_rs + ox] = act(bias[c] + sum_{i,j} w[c*k*k + i*k + j] * in(oy*s+i-k/2, ox*s+j-k/2))
-// with in(y, x) = 0 outside [0, in_h) x [0, in_w). The caller must store every input row of
-// [oy0*s - k/2, (oy1-1)*s + k/2] that lies inside [0, in_h). bias may be nullptr (= 0).
+// with the taps outside [0, in_h) x [0, in_w) skipped (see "NaN semantics"). The caller must store every
+// input row of [oy0*s - k/2, (oy1-1)*s + k/2] that lies inside [0, in_h). bias may be nullptr (= 0).
 // scratch: at least f32_dwconv_scratch_floats(k, s, in_w, oy1 - oy0) floats (the kernels build zero-padded,
 // stride-phase-split copies of the input rows there); the scalar fallback ignores it.
 using f32_dwconv_fn = void (*)(int64_t channels, int k, int s, const float* in, int64_t in_cs, int64_t in_rs,
@@ -153,6 +160,9 @@ const UKernels* ukernels_for(Isa isa);
 // the vectorised form in common/vec_math.h (absolute error <= 0.75e-7 |x|), checked against this one by
 // the C++ tests; a per-lane scalar erf would make GELU blocks several times slower.
 float gelu_exact(float x);
+// The scalar activations (the fallback's epilogue and the oracle): relu(x) = x < 0 ? 0 : x (NaN stays NaN),
+// gelu_exact, identity.
+float act_scalar(float x, Act act);
 
 // Per-ISA entry points (XNNPACK-style names state the contract; see the typedefs above).
 void f32_gemm__scalar(int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t, float*, int64_t,

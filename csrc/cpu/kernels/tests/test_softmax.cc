@@ -111,9 +111,10 @@ static void test_softmax_cols(const SoftmaxUKernels& sk) {
   const int64_t Ns[] = {0, 1, 3, 4, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 64, 65};
   for (int64_t M : Ms)
     for (int64_t N : Ns)
-      for (int variant = 0; variant < 4; ++variant) {
+      for (int variant = 0; variant < 5; ++variant) {
         // variant 0: logits in [-4, 4]; 1: [-60, 60] (most entries underflow after max subtraction);
-        // 2: with -inf entries (masked keys; each column keeps one finite entry); 3: huge spread (-1e30 .. 1e3)
+        // 2: with -inf entries (masked keys; each column keeps one finite entry); 3: huge spread (-1e30 .. 1e3);
+        // 4: a NaN in every third column (first, middle or last row): that column's sum must be NaN
         const int64_t lds = N + (variant % 2 ? 3 : 0);
         const float span = variant == 1 ? 60.f : 4.f;
         std::uniform_real_distribution<float> d(-span, span);
@@ -123,6 +124,7 @@ static void test_softmax_cols(const SoftmaxUKernels& sk) {
             float v = d(rng);
             if (variant == 2 && (m * 5 + n * 3) % 4 == 1 && m != (n % M)) v = -kInf;
             if (variant == 3 && (m + n) % 3 == 0) v = (m + n) % 2 ? -1e30f : 1e3f + v;
+            if (variant == 4 && n % 3 == 1 && m == (n / 3 % 3 == 0 ? 0 : n / 3 % 3 == 1 ? M / 2 : M - 1)) v = kNaN;
             s0[m * lds + n] = v;
           }
         // Output S: the input copied into a buffer of M*lds + margin with NaN between the rows' N and lds.
@@ -138,10 +140,15 @@ static void test_softmax_cols(const SoftmaxUKernels& sk) {
                       (long long)N, (long long)lds, variant);
         const std::string what = buf;
         bool ok = true;
+        auto nan_col = [&](int64_t n) { return variant == 4 && n % 3 == 1; };
         for (size_t i = 0; i < got.size() && ok; ++i) {
           const bool inside = i < size_t(M * lds) && int64_t(i % lds) < N;
           if (!inside) {
             if (!std::isnan(got[i])) { fail(what + " (outside S written)", i, got[i], kNaN); ok = false; }
+            continue;
+          }
+          if (nan_col(int64_t(i % lds))) {  // only the NaN entry itself is fixed (the column max may be NaN)
+            if (std::isnan(s0[i]) && !std::isnan(got[i])) { fail(what + " (NaN logit)", i, got[i], kNaN); ok = false; }
             continue;
           }
           if (!close(got[i], want[i], kRel)) { fail(what, i, got[i], want[i]); ok = false; }
@@ -152,6 +159,13 @@ static void test_softmax_cols(const SoftmaxUKernels& sk) {
         for (int64_t n = 0; n < N + 9 && ok; ++n) {
           if (n >= N) {
             if (!std::isnan(sgot[n])) { fail(what + " (sum past N written)", n, sgot[n], kNaN); ok = false; }
+            continue;
+          }
+          if (nan_col(n)) {
+            if (!std::isnan(sgot[n]) || !std::isnan(swant[n])) {
+              fail(what + " sum of a column with a NaN", n, sgot[n], swant[n]);
+              ok = false;
+            }
             continue;
           }
           if (!close(sgot[n], swant[n], kRel + 1.2e-7f * M) || !(sgot[n] >= 1.f)) {

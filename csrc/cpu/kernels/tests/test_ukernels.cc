@@ -1,6 +1,6 @@
 // Self-checking tests of every SIMD microkernel table compiled in and supported here (AVX2+FMA natively on
 // x86-64, NEON on aarch64 / under qemu-aarch64) against the scalar fallback, over the edge-case battery.
-// Usage: test_ukernels {gemm|dwconv|transpose|pwconv_nhwc|dwconv_nhwc|conv_nhwc|tiles|all}.
+// Usage: test_ukernels {gemm|dwconv|transpose|pwconv_nhwc|dwconv_nhwc|conv_nhwc|tiles|nan|all}.
 // Exit status 0 = all passed; failures are printed.
 // (.cc, not .cpp: setup.py globs csrc/cpu/kernels/**/*.cpp into the torch extension; this has a main.)
 //
@@ -442,6 +442,194 @@ static void test_transpose(const UKernels& uk) {
   std::printf("%s transpose: %d cases\n", uk.name, cases);
 }
 
+// ---- NaN and infinity (ukernels.h, "NaN semantics") ----
+// Each kernel on inputs with a NaN in the activations, a NaN weight on a corner tap (outside the image at the
+// borders: torch's conv skips it there), another one inside, a NaN bias or residual, an infinite weight. The
+// expectation is a direct double-precision loop over the taps inside the image (not a kernel), and the scalar
+// oracle and each SIMD table must both give NaN exactly where it is NaN, the same infinity where it is
+// infinite, and the usual tolerance elsewhere.
+
+static double act_double(double v, Act act) {
+  if (act == Act::Relu) return v < 0 ? 0.0 : v;  // NaN stays NaN, as torch.relu
+  if (act == Act::Gelu) return 0.5 * v * (1.0 + std::erf(v * 0.70710678118654752440));  // gelu(-inf) = NaN
+  return v;
+}
+
+static int64_t pick(int64_t n) { return std::uniform_int_distribution<int64_t>(0, n - 1)(rng); }
+
+// got against the double expectation `want` (its NaN / infinities exactly, finite within rel * mag + 1e-7)
+// where inside(i); NaN (untouched) elsewhere.
+template <class Inside>
+static bool compare_exact_nan(const std::vector<float>& got, const std::vector<double>& want,
+                              const std::vector<double>& mag, float rel, Inside inside, const std::string& what) {
+  ++checks;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const char* bad = nullptr;
+    if (!inside(i)) {
+      if (!std::isnan(got[i])) bad = "outside the output was written";
+    } else if (std::isnan(want[i])) {
+      if (!std::isnan(got[i])) bad = "must be NaN";
+    } else if (std::isinf(want[i])) {
+      if (double(got[i]) != want[i]) bad = "must be this infinity";
+    } else if (!(std::fabs(got[i] - want[i]) <= rel * mag[i] + 1e-7)) {
+      bad = std::isnan(got[i]) ? "NaN where the expectation has none" : "wrong value";
+    }
+    if (bad) {
+      std::printf("FAIL %s: element %zu = %g, want %g (%s)\n", what.c_str(), i, got[i], want[i], bad);
+      ++failures;
+      return false;
+    }
+  }
+  return true;
+}
+
+static const float kInf = std::numeric_limits<float>::infinity();
+
+static void test_nan(const UKernels& uk) {
+  int cases = 0;
+  // GEMM (channel-major 1x1 conv) and the NHWC pointwise conv: C = act(A B + bias) + R
+  for (int nhwc = 0; nhwc < 2; ++nhwc)
+    for (int64_t M : {1, 7, 13})
+      for (int64_t N : {1, 9, 17, 40})
+        for (int64_t K : {1, 16, 37})
+          for (int variant = 0; variant < 6; ++variant) {
+            const Act act = static_cast<Act>(variant % 3);
+            const bool res = variant >= 3;
+            auto A = rand_vec(M * K), B = rand_vec(K * N), bias = rand_vec(nhwc ? N : M), R = rand_vec(M * N);
+            A[pick(M * K)] = kNaN;
+            B[pick(K * N)] = variant % 2 ? kInf : kNaN;
+            if (variant % 3 == 1) bias[pick(bias.size())] = kNaN;
+            if (res) R[pick(M * N)] = kNaN;
+            std::vector<double> want(M * N), mag(M * N);
+            for (int64_t m = 0; m < M; ++m)
+              for (int64_t n = 0; n < N; ++n) {
+                double acc = bias[nhwc ? n : m], am = std::fabs(acc);
+                for (int64_t k = 0; k < K; ++k) {
+                  const double t = double(A[m * K + k]) * B[k * N + n];
+                  acc += t, am += std::fabs(t);
+                }
+                want[m * N + n] = act_double(acc, act) + (res ? R[m * N + n] : 0.0);
+                mag[m * N + n] = am + (res ? std::fabs(R[m * N + n]) : 0.0);
+              }
+            std::vector<float> sc(M * N + 3, kNaN), got(M * N + 3, kNaN);
+            const float* rp = res ? R.data() : nullptr;
+            if (nhwc) {
+              f32_pwconv_nhwc__scalar(M, N, K, A.data(), K, B.data(), N, 1, sc.data(), N, bias.data(), act, rp, N);
+              uk.pwconv_nhwc(M, N, K, A.data(), K, B.data(), N, uk.gemm_nr, got.data(), N, bias.data(), act, rp, N);
+            } else {
+              f32_gemm__scalar(M, N, K, A.data(), K, B.data(), N, sc.data(), N, bias.data(), act, rp, N);
+              uk.gemm(M, N, K, A.data(), K, B.data(), N, got.data(), N, bias.data(), act, rp, N);
+            }
+            char what[160];
+            std::snprintf(what, sizeof what, "%s %s NaN M=%lld N=%lld K=%lld act=%s res=%d", uk.name,
+                          nhwc ? "pwconv_nhwc" : "gemm", (long long)M, (long long)N, (long long)K, act_name(act),
+                          int(res));
+            auto inside = [&](size_t i) { return i < size_t(M * N); };
+            compare_exact_nan(sc, want, mag, 2.5e-7f * (K + 3), inside, std::string("scalar oracle: ") + what);
+            compare_exact_nan(got, want, mag, 2.5e-7f * (K + 3), inside, what);
+            ++cases;
+          }
+  // depthwise, both layouts: channel 0 a NaN weight on tap (0, 0), channel 1 an infinite one on tap (k-1, k-1)
+  // (variant 1: a NaN one on the centre tap), a NaN activation in the last channel, a NaN bias (variant 2)
+  for (int nhwc = 0; nhwc < 2; ++nhwc)
+    for (int64_t C : {3, 9, 17})
+      for (int k : {3, 5})
+        for (int s : {1, 2})
+          for (int64_t H : {1, 5, 8})
+            for (int64_t Wd : {1, 7, 9, 17}) {
+              const int variant = cases % 3;
+              const Act act = static_cast<Act>((C + k + s + H + Wd) % 3);
+              const int p = k / 2;
+              const int64_t Ho = (H - 1) / s + 1, Wo = (Wd - 1) / s + 1, kk = int64_t(k) * k;
+              // NCHW: planes [C][H][Wd], weights [C][k][k]; NHWC: pixels [H][Wd][C], weights [k][k][C]
+              auto in = rand_vec(C * H * Wd), w = rand_vec(C * kk), bias = rand_vec(C);
+              auto at = [&](int64_t c, int64_t y, int64_t x) { return nhwc ? (y * Wd + x) * C + c : (c * H + y) * Wd + x; };
+              auto wat = [&](int64_t c, int64_t t) { return nhwc ? t * C + c : c * kk + t; };
+              w[wat(0, 0)] = kNaN;
+              w[wat(1, variant == 1 ? kk / 2 : kk - 1)] = variant == 1 ? kNaN : kInf;
+              in[at(C - 1, pick(H), pick(Wd))] = kNaN;
+              if (variant == 2) bias[2] = kNaN;
+              std::vector<double> want(C * Ho * Wo), mag(C * Ho * Wo);
+              auto oat = [&](int64_t c, int64_t y, int64_t x) { return nhwc ? (y * Wo + x) * C + c : (c * Ho + y) * Wo + x; };
+              for (int64_t c = 0; c < C; ++c)
+                for (int64_t oy = 0; oy < Ho; ++oy)
+                  for (int64_t ox = 0; ox < Wo; ++ox) {
+                    double acc = bias[c], am = std::fabs(acc);
+                    for (int i = 0; i < k; ++i)
+                      for (int j = 0; j < k; ++j) {
+                        const int64_t y = oy * s + i - p, x = ox * s + j - p;
+                        if (y < 0 || y >= H || x < 0 || x >= Wd) continue;  // skipped, as torch's conv2d does
+                        const double t = double(w[wat(c, i * k + j)]) * in[at(c, y, x)];
+                        acc += t, am += std::fabs(t);
+                      }
+                    want[oat(c, oy, ox)] = act_double(acc, act);
+                    mag[oat(c, oy, ox)] = am;
+                  }
+              std::vector<float> sc(want.size() + 3, kNaN), got(want.size() + 3, kNaN);
+              if (nhwc) {
+                f32_dwconv_nhwc__scalar(C, k, s, in.data(), C, Wd * C, 0, H, Wd, w.data(), C, bias.data(), act,
+                                        sc.data(), C, Wo * C, 0, Ho);
+                uk.dwconv_nhwc(C, k, s, in.data(), C, Wd * C, 0, H, Wd, w.data(), C, bias.data(), act, got.data(), C,
+                               Wo * C, 0, Ho);
+              } else {
+                std::vector<float> scratch(f32_dwconv_scratch_floats(k, s, Wd, Ho));
+                f32_dwconv__scalar(C, k, s, in.data(), H * Wd, Wd, 0, H, Wd, w.data(), bias.data(), act, sc.data(),
+                                   Ho * Wo, Wo, 0, Ho, nullptr);
+                uk.dwconv(C, k, s, in.data(), H * Wd, Wd, 0, H, Wd, w.data(), bias.data(), act, got.data(), Ho * Wo,
+                          Wo, 0, Ho, scratch.data());
+              }
+              char what[200];
+              std::snprintf(what, sizeof what, "%s %s NaN C=%lld k=%d s=%d H=%lld W=%lld act=%s variant=%d", uk.name,
+                            nhwc ? "dwconv_nhwc" : "dwconv", (long long)C, k, s, (long long)H, (long long)Wd,
+                            act_name(act), variant);
+              auto inside = [&](size_t i) { return i < want.size(); };
+              compare_exact_nan(sc, want, mag, 2.5e-7f * (kk + 3), inside, std::string("scalar oracle: ") + what);
+              compare_exact_nan(got, want, mag, 2.5e-7f * (kk + 3), inside, what);
+              ++cases;
+            }
+  // dense conv as taps: it knows no image (every tap it is given counts), NaN in the band and in B
+  for (int k : {1, 3})
+    for (int64_t Cin : {3, 17})
+      for (int64_t N : {7, 33})
+        for (int64_t M : {1, 13}) {
+          const Act act = static_cast<Act>(cases % 3);
+          const int s = 1 + cases % 2;
+          const int64_t Wp = (M - 1) * s + k, T = int64_t(k) * k, Kt = T * Cin;
+          auto band = rand_vec(k * Wp * Cin), B = rand_vec(Kt * N), bias = rand_vec(N);
+          band[pick(band.size())] = kNaN;
+          B[pick(B.size())] = cases % 2 ? kNaN : kInf;
+          std::vector<int64_t> off(T);
+          for (int ky = 0; ky < k; ++ky)
+            for (int kx = 0; kx < k; ++kx) off[ky * k + kx] = (ky * Wp + kx) * Cin;
+          std::vector<double> want(M * N), mag(M * N);
+          for (int64_t m = 0; m < M; ++m)
+            for (int64_t n = 0; n < N; ++n) {
+              double acc = bias[n], am = std::fabs(acc);
+              for (int64_t t = 0; t < T; ++t)
+                for (int64_t c = 0; c < Cin; ++c) {
+                  const double v = double(band[m * s * Cin + off[t] + c]) * B[(t * Cin + c) * N + n];
+                  acc += v, am += std::fabs(v);
+                }
+              want[m * N + n] = act_double(acc, act);
+              mag[m * N + n] = am;
+            }
+          std::vector<float> sc(M * N + 3, kNaN), got(M * N + 3, kNaN);
+          f32_conv_nhwc__scalar(M, N, Cin, int(T), off.data(), band.data(), s * Cin, B.data(), N, 1, sc.data(), N,
+                                bias.data(), act, nullptr, 0);
+          const std::vector<float> Bp = pack_slabs(B, Kt, N, N, uk.gemm_nr);
+          uk.conv_nhwc(M, N, Cin, int(T), off.data(), band.data(), s * Cin, Bp.data(), uk.gemm_nr, Kt * uk.gemm_nr,
+                       got.data(), N, bias.data(), act, nullptr, 0);
+          char what[160];
+          std::snprintf(what, sizeof what, "%s conv_nhwc NaN k=%d s=%d Cin=%lld N=%lld M=%lld act=%s", uk.name, k, s,
+                        (long long)Cin, (long long)N, (long long)M, act_name(act));
+          auto inside = [&](size_t i) { return i < size_t(M * N); };
+          compare_exact_nan(sc, want, mag, 2.5e-7f * (Kt + 3), inside, std::string("scalar oracle: ") + what);
+          compare_exact_nan(got, want, mag, 2.5e-7f * (Kt + 3), inside, what);
+          ++cases;
+        }
+  std::printf("%s nan: %d cases\n", uk.name, cases);
+}
+
 int main(int argc, char** argv) {
   const std::string group = argc > 1 ? argv[1] : "all";
   // The scalar oracle itself against direct formulas on one small case of each kernel.
@@ -488,6 +676,12 @@ int main(int argc, char** argv) {
     if (!(nlast[0] == 15 && nlast[1] == -13 && nlast[3] == 9 && nlast[4] == -17 && std::isnan(nlast[2]))) {
       std::printf("FAIL scalar dwconv_nhwc oracle (band)\n"); ++failures; }
   }
+  // relu and gelu keep NaN (torch.relu / gelu); relu(-0.5) = 0
+  if (!std::isnan(act_scalar(kNaN, Act::Relu)) || !std::isnan(act_scalar(kNaN, Act::Gelu)) ||
+      act_scalar(-0.5f, Act::Relu) != 0.f) {
+    std::printf("FAIL scalar act_scalar oracle\n");
+    ++failures;
+  }
   int tables = 0;
   for (Isa isa : {Isa::Avx2Fma, Isa::Avx512, Isa::Neon}) {
     const UKernels* uk = ukernels_for(isa);
@@ -500,6 +694,7 @@ int main(int argc, char** argv) {
     if (group == "dwconv_nhwc" || group == "all") test_dwconv_nhwc(*uk);
     if (group == "conv_nhwc" || group == "all") test_conv_nhwc(*uk);
     if (group == "tiles" || group == "all") test_tiles(*uk);
+    if (group == "nan" || group == "all") test_nan(*uk);
   }
   if (tables == 0) {
     std::printf("FAIL: no SIMD kernel table is available on this CPU/build (nothing was tested)\n");
