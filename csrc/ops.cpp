@@ -10,6 +10,7 @@
 
 #include "codes.h"
 #include "cpu/kernels/interface/ukernels.h"
+#include "cpu/kernels/interface/ukernels_bf16.h"
 #include "cpu/weight_cache.h"
 
 // Importing mnv4_kernels._C from Python registers the library; the module itself has no functions.
@@ -76,6 +77,9 @@ TORCH_LIBRARY(mnv4_cpu, m) {
   // The microkernel table the CPU ops use ("scalar", "avx2_fma", "avx512" or "neon"; MNV4_CPU_ISA, read
   // before the first call, forces one). For tests and benchmark records.
   m.def("isa() -> str", [] { return std::string(cpu::ukernels().name); });
+  // The bf16 microkernel table the CPU ops use on bf16 activations (ukernels_bf16.h: "avx512bf16", "avx512f",
+  // "amx", "scalar", ...; MNV4_CPU_LP_ISA forces one). For tests and benchmark records.
+  m.def("lp_isa() -> str", [] { return std::string(cpu::lp_ukernels<cpu::bf16_t>().name); });
 
   // Entries of the packed-weight cache (csrc/cpu/weight_cache.h) whose weights are still alive. For tests.
   m.def("packed_cache_entries() -> int", [] { return packed_cache_entries(); });

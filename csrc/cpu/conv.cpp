@@ -21,6 +21,9 @@
 // NHWC in its scratch: the stems take the user's NCHW image, and converting band by band in the tasks is
 // cheaper than a whole-tensor conversion pass before the conv (benches/kernels_cpu.py, section 4). Reading x
 // in place rather than copying whole padded row bands saves a pass over the input.
+// Element types: as uib.cpp (one templated schedule through KernelSet<E>, kernel_set.h): bf16 x runs the
+// bf16 kernels with bf16 input rows, strips, projection row and output (fp32 biases, fp32 sums, one rounding
+// per output), the k x k weight packed in bf16 per kernel row (T = k taps of k * C); fp16 x runs in fp32.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -34,6 +37,7 @@
 
 #include "../params.h"
 #include "cpu_ops.h"
+#include "kernel_set.h"
 #include "kernels/interface/ukernels.h"
 #include "scratch.h"
 #include "tasks.h"
@@ -44,53 +48,53 @@ namespace {
 
 // Rows [r0, r1) of one image of an NCHW tensor (C planes of H x W) as NHWC rows at dst (W * C floats each),
 // in blocks of 16 pixels: C input lines read, 16 * C contiguous floats written.
-void nchw_rows_to_nhwc(const float* src, int64_t C, int64_t H, int64_t W, int64_t r0, int64_t r1, float* dst) {
+template <class E>
+void nchw_rows_to_nhwc(const E* src, int64_t C, int64_t H, int64_t W, int64_t r0, int64_t r1, E* dst) {
   for (int64_t y = r0; y < r1; ++y) {
-    float* d = dst + (y - r0) * W * C;
+    E* d = dst + (y - r0) * W * C;
     for (int64_t x0 = 0; x0 < W; x0 += 16) {
       const int64_t x1 = std::min(W, x0 + 16);
       for (int64_t c = 0; c < C; ++c) {
-        const float* sc = src + (c * H + y) * W;
+        const E* sc = src + (c * H + y) * W;
         for (int64_t xx = x0; xx < x1; ++xx) d[xx * C + c] = sc[xx];
       }
     }
   }
 }
 
-}  // namespace
-
-at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
-                    int64_t stride, std::string activation, const c10::optional<at::Tensor>& proj_weight,
-                    const c10::optional<at::Tensor>& proj_bias, bool residual, bool channels_last,
-                    std::string proj_activation) {
-  const ConvParams cp = make_conv_params(x, weight, bias, stride, activation, proj_weight, proj_bias, residual,
-                                         channels_last, proj_activation);
+// The op on element type E (float or cpu::bf16_t): the result in E, channels_last.
+template <class E>
+at::Tensor conv_run(const ConvParams& cp, const at::Tensor& x, const at::Tensor& weight,
+                    const c10::optional<at::Tensor>& bias, int64_t stride, const c10::optional<at::Tensor>& proj_weight,
+                    const c10::optional<at::Tensor>& proj_bias, bool residual) {
+  using KS = KernelSet<E>;
   const int64_t N = cp.N, C = cp.C, H = cp.H, W = cp.W, O = cp.O, k = cp.k, p = k / 2, P = cp.P, Ho = cp.Ho,
                 Wo = cp.Wo;
   at::Tensor out =
-      at::empty({N, P, Ho, Wo}, x.options().dtype(at::kFloat).memory_format(at::MemoryFormat::ChannelsLast));
+      at::empty({N, P, Ho, Wo}, x.options().dtype(KS::dtype).memory_format(at::MemoryFormat::ChannelsLast));
   if (N > 0) {
-    // x is read in place when its fp32 data is channels_last; otherwise from an NCHW fp32 tensor, whose input
+    // x is read in place when its E data is channels_last; otherwise from an NCHW E tensor, whose input
     // rows each task converts to NHWC itself (see the tasks below).
-    at::Tensor xf = x.to(at::kFloat);
+    at::Tensor xf = x.to(KS::dtype);
     const bool nchw = !xf.is_contiguous(at::MemoryFormat::ChannelsLast);
     if (nchw) xf = xf.contiguous();
-    const cpu::UKernels& uk = cpu::ukernels();
+    const KS uk;
     const int64_t Kt = k * k * C;
-    // [ky][kx][C][O]: a view of a weight stored output-channel innermost (ops.channels_innermost)
-    const WeightOperand wo = weight_operand(weight, Kt, O, uk, [&] {
+    // [ky][kx][C][O] as k taps (kernel rows) of k * C rows: a view of a weight stored output-channel innermost
+    // (ops.channels_innermost)
+    const auto wo = uk.operand(weight, int(k), k * C, O, [&] {
       return weight.to(at::kFloat).permute({2, 3, 1, 0}).reshape({Kt, O}).contiguous();
     });
-    const WeightOperand po = proj_weight.has_value() ? weight_operand(*proj_weight, O, P, uk, [&] {
+    const auto po = proj_weight.has_value() ? uk.operand(*proj_weight, 1, O, P, [&] {
       return proj_weight->to(at::kFloat).reshape({P, O}).t().contiguous();
-    }) : WeightOperand{};
-    const BMat& wb = wo.mat;
+    }) : typename KS::Operand{};
+    const auto& wb = wo.mat;
     const at::Tensor bf = bias.has_value() ? bias->to(at::kFloat).contiguous() : at::Tensor();
     const at::Tensor pbf = proj_bias.has_value() ? proj_bias->to(at::kFloat).contiguous() : at::Tensor();
     const float* bp = bias.has_value() ? bf.data_ptr<float>() : nullptr;
     const float* pbp = proj_bias.has_value() ? pbf.data_ptr<float>() : nullptr;
-    const float* xp = xf.data_ptr<float>();
-    float* op = out.data_ptr<float>();
+    const E* xp = KS::data(xf);
+    E* op = KS::data(out);
     const cpu::Act a = cp.act, pa = cp.proj_act;
     // Output pixels whose k x k window lies inside the image read x in place (taps (ky*W + kx)*C apart);
     // the others (the border: rows oy < oy_lo or >= oy_hi, columns ox < ox_lo or >= ox_hi) read a
@@ -100,7 +104,7 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
     const int64_t ox_hi = std::max(ox_lo, std::min(Wo, (W - 1 - p) / stride + 1));
     // A short last register tile in the interior run (112 -> 56, stride 2: 55 = 7 x 7 + 6 pixels) and a
     // one-pixel strip tile cost nearly two tiles: the left border's strip takes the interior's remainder.
-    const int64_t mr = std::max(1, uk.conv_nhwc_tile.mr);
+    const int64_t mr = std::max(1, uk.mr());
     const int64_t ox_in = ox_lo > 0 ? std::min(ox_hi, ox_lo + (ox_hi - ox_lo) % mr) : ox_lo;
     // The microkernel's taps are the kernel's rows: row ky's k taps of one output pixel are k * C contiguous
     // floats (k neighbouring pixels), so each tap is one K = k * C product (B's rows [ky][kx][C] in order).
@@ -118,13 +122,13 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
       off_strip.resize(static_cast<size_t>(k));
       // task scratch: the projection's one-row output (hid), the NHWC input rows (NCHW x), then the strip (at
       // most a whole output row)
-      const int64_t hid_floats = proj_weight.has_value() ? lines16(Wo * O) : 0;
-      const int64_t band_floats = lines16(band_rows * W * C);
-      float* const hp = task_scratch(hid_floats + band_floats + k * ((Wo - 1) * stride + k) * C);
-      float* const band = hp + hid_floats;
-      float* const strip = band + band_floats;
+      const int64_t hid_elems = proj_weight.has_value() ? lines_of<E>(Wo * O) : 0;
+      const int64_t band_elems = lines_of<E>(band_rows * W * C);
+      E* const hp = task_scratch_of<E>(hid_elems + band_elems + k * ((Wo - 1) * stride + k) * C);
+      E* const band = hp + hid_elems;
+      E* const strip = band + band_elems;
       // the image's NHWC input rows: row iy at img + (iy - img_r0) * W * C
-      const float* img = nullptr;
+      const E* img = nullptr;
       int64_t img_r0 = 0;
       auto in_row = [&](int64_t iy) { return img + (iy - img_r0) * W * C; };
       // The strip's zero padding multiplies the weights of taps outside the image by 0: NaN for a NaN or
@@ -132,13 +136,13 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
       // weight is recomputed over the taps inside the image. Finite weights never get there: the only cost is
       // a NaN scan of the border outputs, 1 / (k*k*C) of their FMAs.
       std::vector<char> nonfinite;  // per output channel: has a non-finite weight (set at the first NaN seen)
-      auto fix_nan = [&](int64_t oy, int64_t e0, int64_t e1, float* dst, int64_t ldd, const float* b, cpu::Act act_,
-                         const float* r) {
+      auto fix_nan = [&](int64_t oy, int64_t e0, int64_t e1, E* dst, int64_t ldd, const float* b, cpu::Act act_,
+                         const E* r) {
         bool any = false;
         for (int64_t e = 0; e < e1 - e0; ++e)
-          for (int64_t o = 0; o < O; ++o) any |= dst[e * ldd + o] != dst[e * ldd + o];
+          for (int64_t o = 0; o < O; ++o) any |= std::isnan(KS::to_f(dst[e * ldd + o]));
         if (!any) return;
-        auto wv = [&](int64_t kk, int64_t o) { return wb.ptr(kk, o / wb.slab * wb.slab)[o % wb.slab]; };
+        auto wv = [&](int64_t kk, int64_t o) { return KS::at(wb, kk, o); };
         if (nonfinite.empty()) {
           nonfinite.assign(static_cast<size_t>(O), 0);
           for (int64_t kk = 0; kk < Kt; ++kk)
@@ -146,8 +150,8 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
         }
         for (int64_t e = e0; e < e1; ++e)
           for (int64_t o = 0; o < O; ++o) {
-            float& y = dst[(e - e0) * ldd + o];
-            if (!nonfinite[o] || y == y) continue;
+            E& y = dst[(e - e0) * ldd + o];
+            if (!nonfinite[o] || !std::isnan(KS::to_f(y))) continue;
             float acc = b ? b[o] : 0.f;
             for (int64_t ky = 0; ky < k; ++ky) {
               const int64_t iy = oy * stride - p + ky;
@@ -155,32 +159,33 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
               for (int64_t kx = 0; kx < k; ++kx) {
                 const int64_t ix = e * stride - p + kx;
                 if (ix < 0 || ix >= W) continue;
-                for (int64_t c = 0; c < C; ++c) acc += in_row(iy)[ix * C + c] * wv((ky * k + kx) * C + c, o);
+                for (int64_t c = 0; c < C; ++c)
+                  acc += KS::to_f(in_row(iy)[ix * C + c]) * wv((ky * k + kx) * C + c, o);
               }
             }
-            y = cpu::act_scalar(acc, act_) + (r ? r[(e - e0) * C + o] : 0.f);
+            y = KS::from_f(cpu::act_scalar(acc, act_) + (r ? KS::to_f(r[(e - e0) * C + o]) : 0.f));
           }
       };
       // Output pixels [e0, e1) of row oy of image `img` -> dst (ldd floats per pixel), through a strip.
-      auto border = [&](int64_t oy, int64_t e0, int64_t e1, float* dst, int64_t ldd, const float* b, cpu::Act act_,
-                        const float* r) {
+      auto border = [&](int64_t oy, int64_t e0, int64_t e1, E* dst, int64_t ldd, const float* b, cpu::Act act_,
+                        const E* r) {
         if (e1 <= e0) return;
         const int64_t ws = (e1 - 1 - e0) * stride + k, x0 = e0 * stride - p, y0 = oy * stride - p;
         for (int64_t ky = 0; ky < k; ++ky) {
-          float* row = strip + ky * ws * C;
+          E* row = strip + ky * ws * C;
           const int64_t iy = y0 + ky;
           const int64_t c0 = std::max<int64_t>(0, -x0), c1 = (iy < 0 || iy >= H) ? 0 : std::min(ws, W - x0);
           if (c1 <= c0) {
-            std::memset(row, 0, sizeof(float) * ws * C);
+            std::memset(row, 0, sizeof(E) * ws * C);  // +0 in fp32 and bf16
             continue;
           }
-          std::memset(row, 0, sizeof(float) * c0 * C);
-          std::memcpy(row + c0 * C, in_row(iy) + (x0 + c0) * C, sizeof(float) * (c1 - c0) * C);
-          std::memset(row + c1 * C, 0, sizeof(float) * (ws - c1) * C);
+          std::memset(row, 0, sizeof(E) * c0 * C);
+          std::memcpy(row + c0 * C, in_row(iy) + (x0 + c0) * C, sizeof(E) * (c1 - c0) * C);
+          std::memset(row + c1 * C, 0, sizeof(E) * (ws - c1) * C);
         }
         for (int64_t ky = 0; ky < k; ++ky) off_strip[ky] = ky * ws * C;
-        uk.conv_nhwc(e1 - e0, O, k * C, static_cast<int>(k), off_strip.data(), strip, stride * C, wb.ptr(0, 0),
-                     wb.row_stride(), wb.slab_stride(), dst, ldd, b, act_, r, C);
+        uk.conv(e1 - e0, O, k * C, static_cast<int>(k), off_strip.data(), strip, stride * C, wb, 0, dst, ldd, b, act_,
+                r, C);
         fix_nan(oy, e0, e1, dst, ldd, b, act_, r);
       };
       for (int64_t t = t0; t < t1; ++t) {
@@ -194,32 +199,45 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
           img = xp + n * H * W * C;
         }
         for (int64_t oy = oy0; oy < oy1; ++oy) {
-          float* orow = op + ((n * Ho + oy) * Wo) * P;
-          const float* rrow = residual ? in_row(oy) : nullptr;  // stride 1: the same pixels
+          E* orow = op + ((n * Ho + oy) * Wo) * P;
+          const E* rrow = residual ? in_row(oy) : nullptr;  // stride 1: the same pixels
           // the conv's row: the output row itself, or (projection) a one-row scratch
-          float* crow = proj_weight.has_value() ? hp : orow;
-          const float* crr = proj_weight.has_value() ? nullptr : rrow;
+          E* crow = proj_weight.has_value() ? hp : orow;
+          const E* crr = proj_weight.has_value() ? nullptr : rrow;
           const cpu::Act ca = a;
           if (oy < oy_lo || oy >= oy_hi) {
             border(oy, 0, Wo, crow, O, bp, ca, crr);
           } else {
             border(oy, 0, ox_in, crow, O, bp, ca, crr);
             if (ox_hi > ox_in)
-              uk.conv_nhwc(ox_hi - ox_in, O, k * C, static_cast<int>(k), off_in.data(),
-                           in_row(oy * stride - p) + (ox_in * stride - p) * C, stride * C, wb.ptr(0, 0),
-                           wb.row_stride(), wb.slab_stride(),
-                           crow + ox_in * O, O, bp, ca, crr ? crr + ox_in * C : nullptr, C);
+              uk.conv(ox_hi - ox_in, O, k * C, static_cast<int>(k), off_in.data(),
+                      in_row(oy * stride - p) + (ox_in * stride - p) * C, stride * C, wb, 0, crow + ox_in * O, O, bp,
+                      ca, crr ? crr + ox_in * C : nullptr, C);
             border(oy, ox_hi, Wo, crow + ox_hi * O, O, bp, ca, crr ? crr + ox_hi * C : nullptr);
           }
           if (proj_weight.has_value())
-            gemm_b(uk, Wo, P, O, hp, O, po.mat, 0, 0, orow, P, pbp, pa, rrow, C);
+            uk.gemm(Wo, P, O, hp, O, po.mat, 0, orow, P, pbp, pa, rrow, C);
         }
       }
     });
   }
+  return out;
+}
+
+}  // namespace
+
+at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                    int64_t stride, std::string activation, const c10::optional<at::Tensor>& proj_weight,
+                    const c10::optional<at::Tensor>& proj_bias, bool residual, bool channels_last,
+                    std::string proj_activation) {
+  const ConvParams cp = make_conv_params(x, weight, bias, stride, activation, proj_weight, proj_bias, residual,
+                                         channels_last, proj_activation);
+  at::Tensor out = x.scalar_type() == at::kBFloat16
+                       ? conv_run<cpu::bf16_t>(cp, x, weight, bias, stride, proj_weight, proj_bias, residual)
+                       : conv_run<float>(cp, x, weight, bias, stride, proj_weight, proj_bias, residual);
   if (!cp.channels_last)  // NCHW result (see pointwise.cpp)
     out = at::empty(out.sizes(), out.options().memory_format(at::MemoryFormat::Contiguous)).copy_(out);
-  return x.scalar_type() == at::kFloat ? out : out.to(x.scalar_type());
+  return out.scalar_type() == x.scalar_type() ? out : out.to(x.scalar_type());
 }
 
 TORCH_LIBRARY_IMPL(mnv4_cpu, CPU, m) { m.impl("conv", &conv_cpu); }

@@ -30,6 +30,17 @@ inline float* task_scratch(int64_t floats) {
   return aligned_scratch(arena, floats);
 }
 
+// The same arenas holding elements of E (float or cpu::bf16_t); parts carved in lines_of<E> sizes start on a line.
+template <class E>
+inline int64_t lines_of(int64_t elems) {
+  constexpr int64_t per_line = 64 / sizeof(E);
+  return (elems + per_line - 1) / per_line * per_line;
+}
+template <class E>
+inline E* task_scratch_of(int64_t elems) {
+  return reinterpret_cast<E*>(task_scratch((elems * int64_t(sizeof(E)) + 3) / 4));
+}
+
 inline float* call_scratch(int64_t floats) {
   thread_local std::vector<float> arena;
   return aligned_scratch(arena, floats);

@@ -25,7 +25,16 @@
 //  * several whole images per task (small planes, batch >= 2x threads): wider GEMMs, weights streamed once
 //    per image group. See images_per_task().
 // MNV4_UIB_SPLIT=rows|mid|images forces one (tests); MNV4_CPU_ISA=scalar|avx2|avx512|neon forces the
-// microkernels. fp16/bf16 inputs are computed in fp32 (converted on entry) and the result converted back.
+// microkernels.
+//
+// Element types: the schedules are templates on the type E of the activations in memory (x, the S, E, M
+// tiles, the output), run through KernelSet<E> (kernel_set.h). bf16 x runs the bf16 kernels (ukernels_bf16.h;
+// MNV4_CPU_LP_ISA forces the table): the tiles hold bf16, the 1x1 weights are packed in bf16, the dw weights
+// and all biases are fp32, sums are fp32 and each stage's output is rounded to bf16 once, as the composite
+// run in bf16 by torch rounds each conv's output. The mid-channel-slice schedule is not used for bf16: its
+// projection partials would each be rounded to bf16 before the second pass adds them (the bf16 kernels write
+// only bf16), a rounding per slice that the composite does not have; bf16 takes the row bands there instead.
+// fp16 x is computed in fp32 (converted on entry, the result converted back): no x86 table computes fp16.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -35,10 +44,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../params.h"
 #include "cpu_ops.h"
+#include "kernel_set.h"
 #include "kernels/interface/ukernels.h"
 #include "scratch.h"
 #include "tasks.h"
@@ -122,10 +133,11 @@ void plan(Geometry& g, int64_t threads, int64_t mr) {
   g.cap_e = window_rows(g, best_sb);
 }
 
-// fp32 weights: the dw ones as [k*k][C] (see nhwc_weight), the 1x1 ones as BMat operands.
+// fp32 dw weights as [k*k][C] (see nhwc_weight) and fp32 biases; the 1x1 weights as the kernel set's operands.
+template <class E>
 struct Weights {
   const float *sw, *sb, *eb, *mw, *mb, *pb;
-  BMat eB, pB;
+  typename KernelSet<E>::B eB, pB;
 };
 
 // The rolling window of expanded rows [ew0, ew1) before a step that needs rows [e0, e1): keeps the rows
@@ -212,78 +224,82 @@ const float* f32_data(const at::Tensor& t, at::Tensor& hold) {
 // Pixel stride (floats) of a scratch tile of c channels: c rounded up to whole 64-byte lines, plus a line
 // when that makes an even number, so consecutive pixels fall in different L1 sets (a 1024-channel tile would
 // have a 4 KB pixel stride: every pixel of a depthwise chunk in the same set).
+template <class E>
 inline int64_t tile_stride(int64_t c) {
-  if (c <= 16) return c;
-  int64_t lines = (c + 15) / 16;
+  constexpr int64_t per_line = 64 / sizeof(E);
+  if (c <= per_line) return c;
+  int64_t lines = (c + per_line - 1) / per_line;
   if (lines % 2 == 0) ++lines;
-  return lines * 16;
+  return lines * per_line;
 }
 
 // ---- Row bands: one task = image n, output rows [OY0, OY1), in steps of g.sb rows ----
-void run_task_nhwc(const Geometry& g, const Weights& wt, const float* x, float* out, int64_t n, int64_t OY0,
-                   int64_t OY1, float* buf, const Sizes& z) {
-  const cpu::UKernels& uk = cpu::ukernels();
-  float* st = buf;
-  float* et = st + z.s;
-  float* mt = et + z.e;
-  const int64_t sps = tile_stride(g.Cin), eps = tile_stride(g.mid);  // pixel strides of S and of E, M
-  const int64_t ers = g.Ws * eps;                                     // row stride of the window
-  const float* xn = x + n * g.H * g.W * g.Cin;
+template <class E>
+void run_task_nhwc(const KernelSet<E>& uk, const Geometry& g, const Weights<E>& wt, const E* x, E* out, int64_t n,
+                   int64_t OY0, int64_t OY1, E* buf, const Sizes& z) {
+  E* st = buf;
+  E* et = st + z.s;
+  E* mt = et + z.e;
+  const int64_t sps = tile_stride<E>(g.Cin), eps = tile_stride<E>(g.mid);  // pixel strides of S and of E, M
+  const int64_t ers = g.Ws * eps;                                           // row stride of the window
+  const E* xn = x + n * g.H * g.W * g.Cin;
   int64_t ew0 = 0, ew1 = 0;
   for (int64_t oy0 = OY0; oy0 < OY1; oy0 += g.sb) {
     const int64_t oy1 = std::min(OY1, oy0 + g.sb);
     int64_t e0, e1;
     expanded_rows(g, oy0, oy1, e0, e1);
     advance_window(e0, ew0, ew1, [&](int64_t drop, int64_t keep) {  // rows are contiguous: one move
-      std::memmove(et, et + drop * ers, keep * ers * sizeof(float));
+      std::memmove(et, et + drop * ers, keep * ers * sizeof(E));
     });
     if (ew1 < e1) {  // compute expanded rows [ew1, e1)
       const int64_t n0 = ew1, pe = (e1 - n0) * g.Ws;
-      const float* S = xn + n0 * g.W * g.Cin;  // no start dw: expanded rows = input rows
+      const E* S = xn + n0 * g.W * g.Cin;  // no start dw: expanded rows = input rows
       int64_t s_ps = g.Cin;
       if (g.ks) {
         int64_t r0, r1;
         input_rows(g, n0, e1, r0, r1);
-        uk.dwconv_nhwc(g.Cin, int(g.ks), int(g.ss), xn + r0 * g.W * g.Cin, g.Cin, g.W * g.Cin, r0, g.H, g.W, wt.sw,
-                       g.Cin, wt.sb, Act::None, st, sps, g.Ws * sps, n0, e1);
+        uk.dw(g.Cin, int(g.ks), int(g.ss), xn + r0 * g.W * g.Cin, g.Cin, g.W * g.Cin, r0, g.H, g.W, wt.sw, g.Cin,
+              wt.sb, Act::None, st, sps, g.Ws * sps, n0, e1);
         S = st;
         s_ps = sps;
       }
-      gemm_b(uk, pe, g.mid, g.Cin, S, s_ps, wt.eB, 0, 0, et + (n0 - ew0) * ers, eps, wt.eb, g.act, nullptr, 0);
+      uk.gemm(pe, g.mid, g.Cin, S, s_ps, wt.eB, 0, et + (n0 - ew0) * ers, eps, wt.eb, g.act, nullptr, 0);
       ew1 = e1;
     }
     const int64_t po = (oy1 - oy0) * g.Wo;
-    const float* Mp = et + (oy0 - ew0) * ers;  // no mid dw: output rows = expanded rows
+    const E* Mp = et + (oy0 - ew0) * ers;  // no mid dw: output rows = expanded rows
     if (g.km) {
-      uk.dwconv_nhwc(g.mid, int(g.km), int(g.ms), et, eps, ers, ew0, g.Hs, g.Ws, wt.mw, g.mid, wt.mb, g.act, mt, eps,
-                     g.Wo * eps, oy0, oy1);
+      uk.dw(g.mid, int(g.km), int(g.ms), et, eps, ers, ew0, g.Hs, g.Ws, wt.mw, g.mid, wt.mb, g.act, mt, eps,
+            g.Wo * eps, oy0, oy1);
       Mp = mt;
     }
     // residual => stride 1, Cin == Cout, W == Wo: x's pixels line up with the output's
-    const float* R = g.residual ? xn + oy0 * g.W * g.Cin : nullptr;
-    gemm_b(uk, po, g.Cout, g.mid, Mp, eps, wt.pB, 0, 0, out + (n * g.Ho + oy0) * g.Wo * g.Cout, g.Cout, wt.pb,
-           Act::None, R, g.Cin);
+    const E* R = g.residual ? xn + oy0 * g.W * g.Cin : nullptr;
+    uk.gemm(po, g.Cout, g.mid, Mp, eps, wt.pB, 0, out + (n * g.Ho + oy0) * g.Wo * g.Cout, g.Cout, wt.pb, Act::None, R,
+            g.Cin);
   }
 }
 
+template <class E>  // elements of E
 Sizes scratch_sizes_nhwc(const Geometry& g) {
   Sizes z{};
-  z.s = g.ks ? lines16(g.cap_e * g.Ws * tile_stride(g.Cin)) : 0;
-  z.e = lines16(g.cap_e * g.Ws * tile_stride(g.mid));
-  z.m = g.km ? lines16(g.sb * g.Wo * tile_stride(g.mid)) : 0;
+  z.s = g.ks ? lines_of<E>(g.cap_e * g.Ws * tile_stride<E>(g.Cin)) : 0;
+  z.e = lines_of<E>(g.cap_e * g.Ws * tile_stride<E>(g.mid));
+  z.m = g.km ? lines_of<E>(g.sb * g.Wo * tile_stride<E>(g.mid)) : 0;
   return z;
 }
 
 // Mid-channel slices (see use_mid_split): task = (image, slice [m0, m1)); slice 0's projection goes into the
 // output with bias (+ x), the other slices' partials [P][Cout] are added by a second pass.
-void run_mid_split_nhwc(const Geometry& g, const Weights& wt, const float* x, float* out, int64_t threads) {
-  const cpu::UKernels& uk = cpu::ukernels();
+void run_mid_split_nhwc(const KernelSet<float>& ks, const Geometry& g, const Weights<float>& wt, const float* x,
+                        float* out, int64_t threads) {
+  const cpu::UKernels& uk = ks.uk;
   const int64_t T = std::max<int64_t>(1, std::min((threads + g.N - 1) / g.N, (g.mid + 7) / 8));
   const int64_t q = std::max<int64_t>(8, wt.eB.packed ? wt.eB.slab : 8);  // slices: whole slabs of packed B
   const int64_t mc = ((g.mid + T - 1) / T + q - 1) / q * q;
   const int64_t slices = (g.mid + mc - 1) / mc;
   const int64_t P = g.Ho * g.Wo, PS = g.Hs * g.Ws, PX = g.H * g.W;
-  const int64_t sps = tile_stride(g.Cin), cps = tile_stride(mc);
+  const int64_t sps = tile_stride<float>(g.Cin), cps = tile_stride<float>(mc);
   // Slice 0's projection goes straight into the output, with the bias and the residual; the other slices'
   // partials [P][Cout] per image into the calling thread's scratch, added to the output by a second pass.
   float* const partial = call_scratch(g.N * (slices - 1) * P * g.Cout);
@@ -330,40 +346,41 @@ void run_mid_split_nhwc(const Geometry& g, const Weights& wt, const float* x, fl
 
 // Several whole images per task (see images_per_task): their pixels are consecutive in NHWC, so both GEMMs
 // run over all of them at once; the dw convs go image by image.
-void run_images_nhwc(const Geometry& g, const Weights& wt, const float* x, float* out, int64_t n0, int64_t n1,
-                     float* buf) {
-  const cpu::UKernels& uk = cpu::ukernels();
+template <class E>
+void run_images_nhwc(const KernelSet<E>& uk, const Geometry& g, const Weights<E>& wt, const E* x, E* out, int64_t n0,
+                     int64_t n1, E* buf) {
   const int64_t G = n1 - n0, PX = g.H * g.W, PS = g.Hs * g.Ws, P = g.Ho * g.Wo;
-  const int64_t sps = tile_stride(g.Cin), eps = tile_stride(g.mid);
-  float* st = buf;
-  float* et = st + (g.ks ? lines16(G * PS * sps) : 0);
-  float* mt = et + lines16(G * PS * eps);
-  const float* X = x + n0 * PX * g.Cin;
-  const float* S = X;  // no start dw: PS == PX
+  const int64_t sps = tile_stride<E>(g.Cin), eps = tile_stride<E>(g.mid);
+  E* st = buf;
+  E* et = st + (g.ks ? lines_of<E>(G * PS * sps) : 0);
+  E* mt = et + lines_of<E>(G * PS * eps);
+  const E* X = x + n0 * PX * g.Cin;
+  const E* S = X;  // no start dw: PS == PX
   int64_t s_ps = g.Cin;
   if (g.ks) {
     for (int64_t i = 0; i < G; ++i)
-      uk.dwconv_nhwc(g.Cin, int(g.ks), int(g.ss), X + i * PX * g.Cin, g.Cin, g.W * g.Cin, 0, g.H, g.W, wt.sw, g.Cin,
-                     wt.sb, Act::None, st + i * PS * sps, sps, g.Ws * sps, 0, g.Hs);
+      uk.dw(g.Cin, int(g.ks), int(g.ss), X + i * PX * g.Cin, g.Cin, g.W * g.Cin, 0, g.H, g.W, wt.sw, g.Cin, wt.sb,
+            Act::None, st + i * PS * sps, sps, g.Ws * sps, 0, g.Hs);
     S = st;
     s_ps = sps;
   }
-  gemm_b(uk, G * PS, g.mid, g.Cin, S, s_ps, wt.eB, 0, 0, et, eps, wt.eb, g.act, nullptr, 0);
-  const float* Mp = et;  // no mid dw: P == PS
+  uk.gemm(G * PS, g.mid, g.Cin, S, s_ps, wt.eB, 0, et, eps, wt.eb, g.act, nullptr, 0);
+  const E* Mp = et;  // no mid dw: P == PS
   if (g.km) {
     for (int64_t i = 0; i < G; ++i)
-      uk.dwconv_nhwc(g.mid, int(g.km), int(g.ms), et + i * PS * eps, eps, g.Ws * eps, 0, g.Hs, g.Ws, wt.mw, g.mid,
-                     wt.mb, g.act, mt + i * P * eps, eps, g.Wo * eps, 0, g.Ho);
+      uk.dw(g.mid, int(g.km), int(g.ms), et + i * PS * eps, eps, g.Ws * eps, 0, g.Hs, g.Ws, wt.mw, g.mid, wt.mb, g.act,
+            mt + i * P * eps, eps, g.Wo * eps, 0, g.Ho);
     Mp = mt;
   }
-  gemm_b(uk, G * P, g.Cout, g.mid, Mp, eps, wt.pB, 0, 0, out + n0 * P * g.Cout, g.Cout, wt.pb, Act::None,
-         g.residual ? X : nullptr, g.Cin);
+  uk.gemm(G * P, g.Cout, g.mid, Mp, eps, wt.pB, 0, out + n0 * P * g.Cout, g.Cout, wt.pb, Act::None,
+          g.residual ? X : nullptr, g.Cin);
 }
 
+template <class E>  // elements of E
 int64_t images_scratch_nhwc(const Geometry& g, int64_t G) {
   const int64_t PS = g.Hs * g.Ws, P = g.Ho * g.Wo;
-  return (g.ks ? lines16(G * PS * tile_stride(g.Cin)) : 0) + lines16(G * PS * tile_stride(g.mid)) +
-         (g.km ? G * P * tile_stride(g.mid) : 0);
+  return (g.ks ? lines_of<E>(G * PS * tile_stride<E>(g.Cin)) : 0) + lines_of<E>(G * PS * tile_stride<E>(g.mid)) +
+         (g.km ? G * P * tile_stride<E>(g.mid) : 0);
 }
 
 // A 1x1 weight [O, I, 1, 1] as the fp32 matrix [I][O], or a depthwise weight [C, 1, k, k] as [k*k][C]: in
@@ -380,7 +397,9 @@ bool dw_stored_kc(const at::Tensor& w) {
   return (C == 1 || w.stride(0) == 1) && (k == 1 || (w.stride(3) == C && w.stride(2) == k * C));
 }
 
-void uib_nhwc(const Geometry& g, const at::Tensor& xf, at::Tensor& out, const c10::optional<at::Tensor>& start_dw_w,
+template <class E>
+void uib_nhwc(const KernelSet<E>& uk, const Geometry& g, const at::Tensor& xf, at::Tensor& out,
+              const c10::optional<at::Tensor>& start_dw_w,
               const c10::optional<at::Tensor>& start_dw_b, const at::Tensor& expand_w, const at::Tensor& expand_b,
               const c10::optional<at::Tensor>& mid_dw_w, const c10::optional<at::Tensor>& mid_dw_b,
               const at::Tensor& proj_w, const at::Tensor& proj_b) {
@@ -389,11 +408,10 @@ void uib_nhwc(const Geometry& g, const at::Tensor& xf, at::Tensor& out, const c1
     return f32_data(w, dw_stored_kc(w), hold, [&] { return nhwc_weight(w); });
   };
   // The 1x1 weights packed in slabs of the running table's column tile, cached per weight tensor; without a
-  // cache entry (inference tensors) read in place as [K][N] (nhwc_weight).
-  const cpu::UKernels& uk = cpu::ukernels();
-  const WeightOperand eo = weight_operand(expand_w, g.Cin, g.mid, uk, [&] { return nhwc_weight(expand_w); });
-  const WeightOperand po = weight_operand(proj_w, g.mid, g.Cout, uk, [&] { return nhwc_weight(proj_w); });
-  Weights wt{g.ks ? dw(*start_dw_w, sw) : nullptr,
+  // cache entry (inference tensors) fp32 reads them in place as [K][N] (nhwc_weight), bf16 packs them per call.
+  const auto eo = uk.operand(expand_w, 1, g.Cin, g.mid, [&] { return nhwc_weight(expand_w); });
+  const auto po = uk.operand(proj_w, 1, g.mid, g.Cout, [&] { return nhwc_weight(proj_w); });
+  Weights<E> wt{g.ks ? dw(*start_dw_w, sw) : nullptr,
              g.ks ? f32_data(*start_dw_b, sb) : nullptr,
              f32_data(expand_b, eb),
              g.km ? dw(*mid_dw_w, mw) : nullptr,
@@ -401,28 +419,46 @@ void uib_nhwc(const Geometry& g, const at::Tensor& xf, at::Tensor& out, const c1
              f32_data(proj_b, pb),
              eo.mat,
              po.mat};
-  const float* xp = xf.data_ptr<float>();
-  float* op = out.data_ptr<float>();
+  const E* xp = KernelSet<E>::data(xf);
+  E* op = KernelSet<E>::data(out);
   const int64_t threads = at::get_num_threads();
   const int64_t G = images_per_task(g, threads);
   if (G > 1) {
-    const int64_t zt = images_scratch_nhwc(g, G);
+    const int64_t zt = images_scratch_nhwc<E>(g, G);
     parallel_tasks((g.N + G - 1) / G, [&](int64_t begin, int64_t end) {
-      float* const sp = task_scratch(zt);
-      for (int64_t t = begin; t < end; ++t) run_images_nhwc(g, wt, xp, op, t * G, std::min(g.N, (t + 1) * G), sp);
+      E* const sp = task_scratch_of<E>(zt);
+      for (int64_t t = begin; t < end; ++t)
+        run_images_nhwc(uk, g, wt, xp, op, t * G, std::min(g.N, (t + 1) * G), sp);
     });
-  } else if (use_mid_split(g, threads)) {
-    run_mid_split_nhwc(g, wt, xp, op, threads);
-  } else {
-    const Sizes z = scratch_sizes_nhwc(g);
-    parallel_tasks(g.N * g.nb, [&](int64_t begin, int64_t end) {
-      float* const sp = task_scratch(z.total());
-      for (int64_t t = begin; t < end; ++t) {
-        const int64_t n = t / g.nb, oy0 = (t % g.nb) * g.bh;
-        run_task_nhwc(g, wt, xp, op, n, oy0, std::min(g.Ho, oy0 + g.bh), sp, z);
-      }
-    });
+    return;
   }
+  if constexpr (std::is_same_v<E, float>) {  // fp32 only: see the file comment
+    if (use_mid_split(g, threads)) return run_mid_split_nhwc(uk, g, wt, xp, op, threads);
+  }
+  const Sizes z = scratch_sizes_nhwc<E>(g);
+  parallel_tasks(g.N * g.nb, [&](int64_t begin, int64_t end) {
+    E* const sp = task_scratch_of<E>(z.total());
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t n = t / g.nb, oy0 = (t % g.nb) * g.bh;
+      run_task_nhwc(uk, g, wt, xp, op, n, oy0, std::min(g.Ho, oy0 + g.bh), sp, z);
+    }
+  });
+}
+
+// The op on element type E: x converted to channels_last E at entry (a no-op for a channels_last E tensor),
+// the result in E, channels_last.
+template <class E>
+at::Tensor uib_run(Geometry& g, const at::Tensor& x, const c10::optional<at::Tensor>& start_dw_w,
+                   const c10::optional<at::Tensor>& start_dw_b, const at::Tensor& expand_w, const at::Tensor& expand_b,
+                   const c10::optional<at::Tensor>& mid_dw_w, const c10::optional<at::Tensor>& mid_dw_b,
+                   const at::Tensor& proj_w, const at::Tensor& proj_b) {
+  const KernelSet<E> uk;
+  plan(g, at::get_num_threads(), uk.mr());
+  const at::Tensor xe = x.to(KernelSet<E>::dtype).contiguous(at::MemoryFormat::ChannelsLast);
+  at::Tensor out = at::empty({g.N, g.Cout, g.Ho, g.Wo},
+                             x.options().dtype(KernelSet<E>::dtype).memory_format(at::MemoryFormat::ChannelsLast));
+  uib_nhwc(uk, g, xe, out, start_dw_w, start_dw_b, expand_w, expand_b, mid_dw_w, mid_dw_b, proj_w, proj_b);
+  return out;
 }
 
 }  // namespace
@@ -436,12 +472,10 @@ at::Tensor uib_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& start_d
                              stride, residual, activation)};
   const auto fmt = g.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   if (g.N == 0) return at::empty({0, g.Cout, g.Ho, g.Wo}, x.options().memory_format(fmt));
-  plan(g, at::get_num_threads(), cpu::ukernels().conv_nhwc_tile.mr);
-
-  const at::Tensor xf = x.to(at::kFloat).contiguous(at::MemoryFormat::ChannelsLast);
   at::Tensor out =
-      at::empty({g.N, g.Cout, g.Ho, g.Wo}, x.options().dtype(at::kFloat).memory_format(at::MemoryFormat::ChannelsLast));
-  uib_nhwc(g, xf, out, start_dw_w, start_dw_b, expand_w, expand_b, mid_dw_w, mid_dw_b, proj_w, proj_b);
+      x.scalar_type() == at::kBFloat16
+          ? uib_run<cpu::bf16_t>(g, x, start_dw_w, start_dw_b, expand_w, expand_b, mid_dw_w, mid_dw_b, proj_w, proj_b)
+          : uib_run<float>(g, x, start_dw_w, start_dw_b, expand_w, expand_b, mid_dw_w, mid_dw_b, proj_w, proj_b);
   // NCHW result: a fresh contiguous tensor (out may already count as contiguous when Cout == 1, Ho*Wo == 1,
   // but with other strides than the fake kernel's)
   if (!g.channels_last) return at::empty(out.sizes(), x.options().memory_format(fmt)).copy_(out);

@@ -1,6 +1,7 @@
 // See weight_cache.h.
 #include "weight_cache.h"
 
+#include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
 #include <c10/core/Storage.h>
 
@@ -12,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -26,7 +28,9 @@ namespace {
 // heap allocations: a key of std::vectors made each lookup allocate, a measurable cost per block with the
 // caches cold between blocks.
 constexpr int64_t kMaxDims = 4;
-using Key = std::tuple<const void*, int64_t, int64_t, std::array<int64_t, 2 * kMaxDims>, int, int, int64_t>;
+// storage, offset, dims, sizes + strides, dtype, packed layout (fp32: "f32_<isa>_<slab>"; bf16: the LpPack name
+// and the taps), so the same weight packed for two layouts has two entries
+using Key = std::tuple<const void*, int64_t, int64_t, std::array<int64_t, 2 * kMaxDims>, int, std::string>;
 
 struct Entry {
   c10::weak_intrusive_ptr<c10::StorageImpl> storage;
@@ -86,8 +90,9 @@ struct Chunk {
 std::weak_ptr<Chunk> open_chunk;  // the chunk new entries go to (guarded by mu)
 
 // n floats for a packed weight, zeroed, 64-byte aligned, in the open chunk (or a new one)
-at::Tensor chunk_floats(int64_t n) {
-  const size_t bytes = (size_t(n) * sizeof(float) + 63) / 64 * 64;
+// n elements of dtype dt, zero-filled, starting on a 64-byte line of the open chunk
+at::Tensor chunk_tensor(int64_t n, at::ScalarType dt) {
+  const size_t bytes = (size_t(n) * c10::elementSize(dt) + 63) / 64 * 64;
   const bool huge = want_huge_pages();
   std::shared_ptr<Chunk> c = open_chunk.lock();
   if (!c || c->used + bytes > c->size || c->huge != huge) {
@@ -100,12 +105,12 @@ at::Tensor chunk_floats(int64_t n) {
   char* p = c->base + c->used;
   c->used += bytes;
   std::memset(p, 0, bytes);
-  return at::from_blob(p, {int64_t(n)}, [c](void*) mutable { c.reset(); }, at::TensorOptions().dtype(at::kFloat));
+  return at::from_blob(p, {int64_t(n)}, [c](void*) mutable { c.reset(); }, at::TensorOptions().dtype(dt));
 }
 
 at::Tensor pack(const at::Tensor& kn, int64_t slab) {
   const int64_t K = kn.size(0), N = kn.size(1), slabs = (N + slab - 1) / slab;
-  at::Tensor packed = chunk_floats(K * slabs * slab);
+  at::Tensor packed = chunk_tensor(K * slabs * slab, at::kFloat);
   float* dst = packed.data_ptr<float>();
   const float* src = kn.data_ptr<float>();
   for (int64_t k = 0; k < K; ++k)
@@ -123,29 +128,28 @@ void evict_locked() {
     if (it->second.storage.expired()) {
       it = c.erase(it);
     } else {
-      bytes += it->second.data.numel() * sizeof(float);
+      bytes += it->second.data.nbytes();
       ++it;
     }
   }
   while (bytes > kCapBytes && !c.empty()) {
     auto lru = std::min_element(c.begin(), c.end(),
                                 [](const auto& a, const auto& b) { return a.second.last_use < b.second.last_use; });
-    bytes -= lru->second.data.numel() * sizeof(float);
+    bytes -= lru->second.data.nbytes();
     c.erase(lru);
   }
 }
 
-}  // namespace
-
-at::Tensor packed_slabs(const at::Tensor& weight, const cpu::UKernels& uk, const std::function<at::Tensor()>& make_kn) {
-  const int64_t slab = std::max(1, uk.conv_nhwc_tile.nr);
+// The cached packed copy of `weight` for `layout`, made by make() on a miss or a stale entry; undefined when
+// `weight` cannot be cached (see weight_cache.h).
+at::Tensor cached(const at::Tensor& weight, const std::string& layout, const std::function<at::Tensor()>& make) {
   if (weight.is_inference() || !weight.has_storage() || weight.device().type() != c10::DeviceType::CPU ||
       weight.dim() > kMaxDims)
     return at::Tensor();
   std::array<int64_t, 2 * kMaxDims> shape{};  // sizes, then strides
   for (int64_t d = 0; d < weight.dim(); ++d) shape[d] = weight.size(d), shape[kMaxDims + d] = weight.stride(d);
   const Key key{weight.storage().unsafeGetStorageImpl(), weight.storage_offset(), weight.dim(), shape,
-                static_cast<int>(weight.scalar_type()), static_cast<int>(uk.isa), slab};
+                static_cast<int>(weight.scalar_type()), layout};
   const int64_t version = weight._version();
   std::lock_guard<std::mutex> lock(mu);
   auto& c = cache();
@@ -154,11 +158,38 @@ at::Tensor packed_slabs(const at::Tensor& weight, const cpu::UKernels& uk, const
     it->second.last_use = ++clock_;
     return it->second.data;
   }
-  at::Tensor data = pack(make_kn(), slab);
+  at::Tensor data = make();
   if (it != c.end()) c.erase(it);
   evict_locked();
   c.emplace(key, Entry{weight.storage().getWeakStorageImpl(), version, data, ++clock_});
   return data;
+}
+
+at::Tensor lp_pack_into(const at::Tensor& kn, const cpu::LpPack& pack, int T, int64_t K, int64_t N, at::Tensor out) {
+  const at::Tensor w = kn.to(at::kFloat).contiguous();
+  cpu::lp_pack(pack, T, K, N, w.data_ptr<float>(), N, reinterpret_cast<cpu::bf16_t*>(out.data_ptr<at::BFloat16>()));
+  return out;
+}
+
+}  // namespace
+
+at::Tensor packed_slabs(const at::Tensor& weight, const cpu::UKernels& uk, const std::function<at::Tensor()>& make_kn) {
+  const int64_t slab = std::max(1, uk.conv_nhwc_tile.nr);
+  const std::string layout = "f32_" + std::to_string(static_cast<int>(uk.isa)) + "_" + std::to_string(slab);
+  return cached(weight, layout, [&] { return pack(make_kn(), slab); });
+}
+
+LpWeightOperand lp_weight_operand(const at::Tensor& weight, const cpu::LpPack& pack, int T, int64_t K, int64_t N,
+                                  const std::function<at::Tensor()>& make_kn) {
+  const int64_t size = cpu::lp_packed_size(pack, T, K, N);
+  const std::string layout = std::string(pack.name) + "_t" + std::to_string(T);
+  LpWeightOperand o;
+  o.packed = cached(weight, layout, [&] { return lp_pack_into(make_kn(), pack, T, K, N, chunk_tensor(size, at::kBFloat16)); });
+  if (!o.packed.defined())  // not cacheable: packed for this call
+    o.packed = lp_pack_into(make_kn(), pack, T, K, N, at::empty({size}, weight.options().dtype(at::kBFloat16)));
+  o.mat = LpBMat{reinterpret_cast<const cpu::bf16_t*>(o.packed.data_ptr<at::BFloat16>()),
+                 cpu::lp_slab_stride(pack, T, K), pack, T, K};
+  return o;
 }
 
 int64_t packed_cache_entries() {

@@ -24,6 +24,7 @@
 #include <functional>
 
 #include "kernels/interface/ukernels.h"
+#include "kernels/interface/ukernels_bf16.h"
 
 namespace mnv4 {
 
@@ -31,7 +32,7 @@ namespace mnv4 {
 // Returns that matrix packed for the NHWC GEMM of table `uk`, in slabs of slab = uk.conv_nhwc_tile.nr
 // columns: element (k, n) at [(n / slab) * K * slab + k * slab + n % slab], the last slab zero-padded, as a
 // 1-D fp32 tensor (its memory starts on a 64-byte line, in a chunk advised for transparent huge pages: see
-// chunk_floats in weight_cache.cpp); undefined when `weight` cannot be cached (see above).
+// chunk_tensor in weight_cache.cpp); undefined when `weight` cannot be cached (see above).
 at::Tensor packed_slabs(const at::Tensor& weight, const cpu::UKernels& uk, const std::function<at::Tensor()>& make_kn);
 
 // Number of live entries (tests).
@@ -77,5 +78,33 @@ inline void gemm_b(const cpu::UKernels& uk, int64_t M, int64_t Nc, int64_t Kc, c
                    const float* R, int64_t ldr) {
   uk.pwconv_nhwc(M, Nc, Kc, A, lda, b.ptr(k0, n0), b.row_stride(), b.slab_stride(), C, ldc, bias, act, R, ldr);
 }
+
+// ---- bf16 ----
+// A weight packed for the bf16 kernels (ukernels_bf16.h: LpPack layout `pack`, T taps of K rows, N columns),
+// rounded to bf16 once from its fp32 [T*K][N] form. Cached like the fp32 copies, keyed by the layout's name
+// and T as well; a weight that cannot be cached is packed for the call.
+struct LpBMat {
+  const cpu::bf16_t* packed;
+  int64_t bss;  // slab stride (lp_slab_stride)
+  cpu::LpPack pack;
+  int T;
+  int64_t K;  // rows per tap
+  // B of the conv_nhwc contract for the columns from n0 (a multiple of pack.nr)
+  const cpu::bf16_t* ptr(int64_t n0) const { return packed + n0 / pack.nr * bss; }
+  // W(row, n) with row = t * K + k (the fp32 value of the packed bf16)
+  float at(int64_t row, int64_t n) const {
+    const int64_t t = row / K, k = row % K, nr = pack.nr;
+    const cpu::bf16_t* s = packed + n / nr * bss;
+    if (pack.kpair == 2) return cpu::bf16_to_f32(s[((t * ((K + 1) / 2) + k / 2) * nr + n % nr) * 2 + k % 2]);
+    return cpu::bf16_to_f32(s[(t * K + k) * nr + n % nr]);
+  }
+};
+struct LpWeightOperand {
+  at::Tensor packed;  // keeps the packed bf16 alive
+  LpBMat mat;
+};
+// make_kn(): the weight as a [T*K][N] row-major matrix (any float dtype; converted to fp32 to pack).
+LpWeightOperand lp_weight_operand(const at::Tensor& weight, const cpu::LpPack& pack, int T, int64_t K, int64_t N,
+                                  const std::function<at::Tensor()>& make_kn);
 
 }  // namespace mnv4

@@ -1,0 +1,205 @@
+"""bf16 on the CPU ops: mnv4::uib, mnv4_cpu::conv and mnv4_cpu::pointwise on bf16 activations (the bf16
+microkernels of csrc/cpu/kernels/interface/ukernels_bf16.h), and the bf16 fused model end to end.
+
+The ops keep every activation they write in bf16 (the uib's S, E, M tiles, the conv's projection row, the
+output) and compute each stage in fp32 from bf16 inputs and bf16-rounded weights, with fp32 biases, rounding
+the stage's output to bf16 once. Their reference is the plain-torch composite computed in fp32 from the same
+bf16 inputs and weights, rounded to bf16 at the same points (bf16_reference.py). Tolerance: BF16_TOL = 2^-8,
+the unit roundoff of bf16. Both sides round the same real values, up to the fp32 summation order (relative
+differences ~1e-6); they differ only where such a difference moves a value across a bf16 rounding boundary, a
+one-ulp difference (<= 2^-7 relative) at a small fraction of the elements (about 1e-6 / 2^-8 of them), which
+then propagates through the later stages scaled by their weights. The norm-wise relative error therefore stays
+far below 2^-8 (it is 0 on most cases here); a wrong operand, tap, bias or residual gives far more.
+
+Accuracy contract (DESIGN.md): for each of the twelve models, the bf16 fused model's logits against the fp32
+reference have a relative error at most 1.5x that of the reference itself run in bf16 by PyTorch, both
+measured here on the same input.
+"""
+
+import copy
+import os
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import mnv4_kernels
+from mnv4_kernels import fuse
+from mnv4_reference.randomize import randomized_model
+from mnv4_reference.testing import random_uib_args, rel_err, run_script, uib_battery
+from conftest import SHARED
+from bf16_reference import BF16_TOL, round_bf16 as _r, staged_conv as _staged_conv, staged_uib as _staged_uib
+from nan_reference import assert_nan_like
+
+bf = torch.bfloat16
+
+
+def _pythonpath():
+    """This process's import path, so the subprocess imports the same package and this module."""
+    import sys
+    return os.pathsep.join([os.path.dirname(os.path.abspath(__file__))] + [p for p in sys.path if p])
+
+
+def _check(out, ref, x):
+    assert out.dtype == bf
+    cl = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    assert out.is_contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
+    assert_nan_like(out.float(), ref, BF16_TOL)
+
+
+BATTERY = uib_battery()[::2] + [c for c in uib_battery() if c.get("residual")]
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("case", BATTERY, ids=[f"{i}" for i in range(len(BATTERY))])
+def test_uib_bf16(case, layout):
+    args = random_uib_args(**case, dtype=bf, channels_last=layout == "channels_last")
+    out = torch.ops.mnv4.uib(*args)
+    _check(out, _staged_uib(*args), args[0])
+
+
+@pytest.mark.parametrize("split", ["rows", "images"])
+def test_uib_bf16_schedules(split):
+    """Each schedule the bf16 path takes (mid-channel slices are fp32 only: MNV4_UIB_SPLIT=mid gives rows)."""
+    script = textwrap.dedent("""
+        import torch, test_bf16_model as t
+        from mnv4_reference.testing import random_uib_args
+        for case in [dict(n=4, cin=24, h=7, w=7, mid=96, cout=24, k_start=3, k_mid=5, residual=True),
+                     dict(n=5, cin=17, h=4, w=3, mid=40, cout=9, k_start=0, k_mid=3, stride=2),
+                     dict(n=3, cin=16, h=6, w=6, mid=48, cout=16, k_start=5, k_mid=0)]:
+            args = random_uib_args(**case, dtype=torch.bfloat16, channels_last=True)
+            t._check(torch.ops.mnv4.uib(*args), t._staged_uib(*args), args[0])
+        print("ok")
+    """)
+    env = dict(os.environ, MNV4_UIB_SPLIT=split, PYTHONPATH=_pythonpath())
+    assert run_script(script, env=env).stdout.strip().endswith("ok")
+
+
+def test_uib_bf16_nan():
+    for stage in (0, 3, 5):  # a NaN in x, in the expand weight, in the mid dw weight's centre tap
+        args = list(random_uib_args(n=2, cin=9, h=7, w=6, mid=27, cout=9, k_start=3, k_mid=5, dtype=bf,
+                                    channels_last=True, seed=stage))
+        t = args[stage].clone()
+        if stage == 0:
+            t[1, 4, 3, 2] = float("nan")
+        elif stage == 3:
+            t[5, 2] = float("nan")
+        else:
+            t[7, 0, 2, 2] = float("nan")
+        args[stage] = t
+        out = torch.ops.mnv4.uib(*args)
+        ref = _staged_uib(*args)
+        assert ref.isnan().any()
+        _check(out, ref, args[0])
+
+
+CONV_CASES = [  # (n, c, h, w, o, k, stride, proj P or None, residual, act, pact)
+    (2, 3, 17, 15, 16, 3, 2, None, False, "relu", "none"),  # stem, NCHW image
+    (1, 16, 9, 8, 40, 3, 2, 24, False, "relu", "none"),     # FusedIB, stride 2
+    (2, 24, 7, 7, 72, 3, 1, 24, True, "relu", "none"),      # FusedIB with residual
+    (1, 33, 6, 5, 17, 5, 1, None, False, "gelu", "none"),   # k 5, odd channels
+    (1, 8, 1, 1, 20, 3, 1, 12, False, "relu", "relu"),      # 1 x 1 image, proj act (Conv-S cn pair)
+]
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("case", CONV_CASES, ids=[str(i) for i in range(len(CONV_CASES))])
+def test_conv_bf16(case, layout):
+    n, c, h, w, o, k, s, p, res, act, pact = case
+    g = torch.Generator().manual_seed(n * c + h)
+    x = torch.randn(n, c, h, w, generator=g).to(bf)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    wt = (torch.randn(o, c, k, k, generator=g) / (c * k * k) ** 0.5).to(bf)
+    b = (0.1 * torch.randn(o, generator=g)).to(bf)
+    pw = (torch.randn(p, o, 1, 1, generator=g) / o ** 0.5).to(bf) if p else None
+    pb = (0.1 * torch.randn(p, generator=g)).to(bf) if p else None
+    out = torch.ops.mnv4_cpu.conv(x, wt, b, s, act, pw, pb, res, layout == "channels_last", pact)
+    ref = _staged_conv(x, wt, b, s, act, pw, pb, res, pact)
+    _check(out, ref, x)
+    x2 = x.clone()
+    x2[0, c // 2, h // 2, w // 2] = float("nan")
+    _check(torch.ops.mnv4_cpu.conv(x2, wt, b, s, act, pw, pb, res, layout == "channels_last", pact),
+           _staged_conv(x2, wt, b, s, act, pw, pb, res, pact), x2)
+
+
+@pytest.mark.parametrize("shape", [(2, 17, 5, 3), (1, 64, 1, 1), (3, 960), (1, 1280)])
+@pytest.mark.parametrize("o", [7, 40, 1000])
+def test_pointwise_bf16(shape, o):
+    g = torch.Generator().manual_seed(o + shape[1])
+    x = torch.randn(*shape, generator=g).to(bf)
+    if x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    c = shape[1]
+    wt = (torch.randn(o, c, generator=g) / c ** 0.5).to(bf)
+    b = (0.1 * torch.randn(o, generator=g)).to(bf)
+    x[0, c - 1] = float("nan")
+    out = torch.ops.mnv4_cpu.pointwise(x, wt if x.dim() == 2 else wt[:, :, None, None], b, "relu")
+    ref = torch.relu(TF.linear(x.float().movedim(1, -1), wt.float(), b.float())).movedim(-1, 1)
+    _check(out, _r(ref), x)
+
+
+# ---- the bf16 fused model ----
+
+MODELS = ["mobilenetv4_conv_small", "mobilenetv4_conv_small_035", "mobilenetv4_conv_small_050",
+          "mobilenetv4_conv_medium", "mobilenetv4_conv_large", "mobilenetv4_hybrid_medium",
+          "mobilenetv4_hybrid_medium_075", "mobilenetv4_hybrid_large", "mobilenetv4_hybrid_large_075",
+          "mobilenetv4_conv_aa_medium", "mobilenetv4_conv_blur_medium", "mobilenetv4_conv_aa_large"]
+GOLDEN = {"mobilenetv4_conv_small": "mobilenetv4_conv_small_224",
+          "mobilenetv4_hybrid_medium": "mobilenetv4_hybrid_medium_256"}
+
+
+def _subject(name):
+    """(reference model in fp32, input): the golden model and input where there is one, else a randomized
+    model on a 2 x 3 x 96 x 96 input (small, and every stage keeps a plane of at least 3 x 3)."""
+    if name in GOLDEN:
+        from safetensors.torch import load_file
+        from mnv4_reference import create_model
+        folder = os.path.join(SHARED, "golden", GOLDEN[name])
+        if os.path.isdir(folder):
+            ref = create_model(name)
+            ref.load_state_dict({k: v.float() for k, v in load_file(os.path.join(folder, "model.safetensors")).items()})
+            return ref.eval(), load_file(os.path.join(folder, "io.safetensors"))["input"].float()
+    ref = randomized_model(name, seed=3)
+    return ref, torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(5))
+
+
+def contract(name):
+    """(relative error of the bf16 fused model, of the reference run in bf16 by torch), both against the fp32
+    reference, and the fused model's summary."""
+    ref, x = _subject(name)
+    with torch.no_grad():
+        want = ref(x)
+        torch_bf16 = copy.deepcopy(ref).to(bf)(x.to(bf)).float()
+        fused = fuse(ref, backend="cpu", dtype=bf)
+        got = fused(x)
+    assert got.dtype == bf
+    return rel_err(got.float(), want), rel_err(torch_bf16, want), fused
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_accuracy_contract(name):
+    e_ours, e_torch, fused = contract(name)
+    print(f"{name}: bf16 fused {e_ours:.3e}, torch bf16 {e_torch:.3e}")
+    assert e_ours <= 1.5 * e_torch, (e_ours, e_torch)
+    # every step on the CPU ops, in one sequence call; only the anti-aliased and blur-pool models' stride-2
+    # UIBs (a pool inside the block, which no op has) run as folded torch ops, as in fp32
+    pooled = "_aa_" in name or "_blur_" in name
+    backends = {b for _, _, b, _ in fused.steps}
+    assert backends == ({"cpu", "composite"} if pooled else {"cpu"}), fused.summary()
+    assert ("mnv4_cpu::sequence" in fused.summary()) == (not pooled), fused.summary()
+
+
+@pytest.mark.parametrize("table", ["avx512f", "scalar"])
+def test_accuracy_contract_forced_table(table):
+    """The same contract through the convert-on-load and scalar bf16 tables (MNV4_CPU_LP_ISA), one model."""
+    script = textwrap.dedent("""
+        import torch, test_bf16_model as t
+        e_ours, e_torch, _ = t.contract("mobilenetv4_conv_small_050")
+        print(f"{e_ours:.6e} {e_torch:.6e}")
+        assert e_ours <= 1.5 * e_torch, (e_ours, e_torch)
+        print("ok")
+    """)
+    out = run_script(script, env=dict(os.environ, MNV4_CPU_LP_ISA=table, PYTHONPATH=_pythonpath())).stdout
+    assert out.strip().endswith("ok"), out
