@@ -89,8 +89,11 @@ at::Tensor conv_run(const ConvParams& cp, const at::Tensor& x, const at::Tensor&
       return proj_weight->to(at::kFloat).reshape({P, O}).t().contiguous();
     }) : typename KS::Operand{};
     const auto& wb = wo.mat;
-    const at::Tensor bf = bias.has_value() ? bias->to(at::kFloat).contiguous() : at::Tensor();
-    const at::Tensor pbf = proj_bias.has_value() ? proj_bias->to(at::kFloat).contiguous() : at::Tensor();
+    // fp32 biases (a bf16 model's converted once: fp32_constant)
+    auto f32_bias = [](const c10::optional<at::Tensor>& b) {
+      return b.has_value() ? fp32_constant(*b, "f32", [&] { return b->to(at::kFloat).contiguous(); }) : at::Tensor();
+    };
+    const at::Tensor bf = f32_bias(bias), pbf = f32_bias(proj_bias);
     const float* bp = bias.has_value() ? bf.data_ptr<float>() : nullptr;
     const float* pbp = proj_bias.has_value() ? pbf.data_ptr<float>() : nullptr;
     const E* xp = KS::data(xf);

@@ -49,7 +49,10 @@ at::Tensor pointwise_run(const PointwiseParams& pp, const at::Tensor& x, const a
       at::Tensor t = weight.to(at::kFloat).reshape({O, C}).t();
       return t.is_contiguous() ? t : t.contiguous();
     };
-    at::Tensor bf = bias.has_value() ? bias->to(at::kFloat).contiguous() : at::Tensor();
+    // fp32 bias (a bf16 model's converted once: fp32_constant)
+    const at::Tensor bf = bias.has_value()
+                              ? fp32_constant(*bias, "f32", [&] { return bias->to(at::kFloat).contiguous(); })
+                              : at::Tensor();
     const E* xp = KS::data(xf);
     const float* bp = bias.has_value() ? bf.data_ptr<float>() : nullptr;
     E* op = KS::data(out);
@@ -123,8 +126,9 @@ at::Tensor pointwise_cpu(const at::Tensor& x, const at::Tensor& weight, const c1
   const auto dt = x.scalar_type();
   at::Tensor out = dt == at::kBFloat16 ? pointwise_run<cpu::bf16_t>(pp, x, weight, bias)
                                        : pointwise_run<float>(pp, x, weight, bias);
-  if (pp.four_d && !pp.channels_last)  // NCHW result: a fresh contiguous tensor (out may already count as contiguous when
-                      // O == 1, H*W == 1 or N == 0, but with other strides than the fake kernel's)
+  // NCHW result: a fresh contiguous tensor (out may already count as contiguous when O == 1, H*W == 1 or N == 0,
+  // but with other strides than the fake kernel's)
+  if (pp.four_d && !pp.channels_last)
     out = at::empty(out.sizes(), out.options().memory_format(at::MemoryFormat::Contiguous)).copy_(out);
   return out.scalar_type() == dt ? out : out.to(dt);
 }

@@ -210,15 +210,17 @@ at::Tensor f32(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
 // A weight's fp32 data: read in place when it is fp32 and `in_place` (its strides are the layout the kernels
 // read), else from `convert()`'s tensor, kept alive in `hold`. Decided on the tensor's fields alone, because
 // the tensor ops this replaces (to, reshape, t, contiguous, each through the dispatcher) are a noticeable
-// part of a small block's time when the caches are cold after the previous block.
+// part of a small block's time when the caches are cold after the previous block. A bf16 / fp16 weight's
+// conversion is cached per weight tensor (fp32_constant; `layout` names the converted form).
 template <class Convert>
-const float* f32_data(const at::Tensor& t, bool in_place, at::Tensor& hold, const Convert& convert) {
+const float* f32_data(const at::Tensor& t, bool in_place, at::Tensor& hold, const char* layout,
+                      const Convert& convert) {
   if (in_place && t.scalar_type() == at::kFloat) return t.data_ptr<float>();
-  hold = convert();
+  hold = fp32_constant(t, layout, convert);
   return hold.data_ptr<float>();
 }
 const float* f32_data(const at::Tensor& t, at::Tensor& hold) {
-  return f32_data(t, t.is_contiguous(), hold, [&] { return f32(t); });
+  return f32_data(t, t.is_contiguous(), hold, "f32", [&] { return f32(t); });
 }
 
 // Pixel stride (floats) of a scratch tile of c channels: c rounded up to whole 64-byte lines, plus a line
@@ -405,7 +407,7 @@ void uib_nhwc(const KernelSet<E>& uk, const Geometry& g, const at::Tensor& xf, a
               const at::Tensor& proj_w, const at::Tensor& proj_b) {
   at::Tensor sw, sb, mw, mb, eb, pb;  // conversions, where the tensors cannot be read in place
   auto dw = [](const at::Tensor& w, at::Tensor& hold) {
-    return f32_data(w, dw_stored_kc(w), hold, [&] { return nhwc_weight(w); });
+    return f32_data(w, dw_stored_kc(w), hold, "f32_kc", [&] { return nhwc_weight(w); });
   };
   // The 1x1 weights packed in slabs of the running table's column tile, cached per weight tensor; without a
   // cache entry (inference tensors) fp32 reads them in place as [K][N] (nhwc_weight), bf16 packs them per call.

@@ -179,12 +179,19 @@ at::Tensor packed_slabs(const at::Tensor& weight, const cpu::UKernels& uk, const
   return cached(weight, layout, [&] { return pack(make_kn(), slab); });
 }
 
+at::Tensor fp32_constant(const at::Tensor& t, const char* layout, const std::function<at::Tensor()>& make) {
+  if (t.scalar_type() == at::kFloat) return make();
+  at::Tensor c = cached(t, layout, make);
+  return c.defined() ? c : make();
+}
+
 LpWeightOperand lp_weight_operand(const at::Tensor& weight, const cpu::LpPack& pack, int T, int64_t K, int64_t N,
                                   const std::function<at::Tensor()>& make_kn) {
   const int64_t size = cpu::lp_packed_size(pack, T, K, N);
   const std::string layout = std::string(pack.name) + "_t" + std::to_string(T);
   LpWeightOperand o;
-  o.packed = cached(weight, layout, [&] { return lp_pack_into(make_kn(), pack, T, K, N, chunk_tensor(size, at::kBFloat16)); });
+  o.packed = cached(weight, layout,
+                    [&] { return lp_pack_into(make_kn(), pack, T, K, N, chunk_tensor(size, at::kBFloat16)); });
   if (!o.packed.defined())  // not cacheable: packed for this call
     o.packed = lp_pack_into(make_kn(), pack, T, K, N, at::empty({size}, weight.options().dtype(at::kBFloat16)));
   o.mat = LpBMat{reinterpret_cast<const cpu::bf16_t*>(o.packed.data_ptr<at::BFloat16>()),

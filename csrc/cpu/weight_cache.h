@@ -35,6 +35,11 @@ namespace mnv4 {
 // chunk_tensor in weight_cache.cpp); undefined when `weight` cannot be cached (see above).
 at::Tensor packed_slabs(const at::Tensor& weight, const cpu::UKernels& uk, const std::function<at::Tensor()>& make_kn);
 
+// `t`, a small constant tensor (a bias, a depthwise weight), as the fp32 tensor make() gives: for an fp32 `t`
+// make() itself (a view or a cheap copy); otherwise make()'s result cached like the packed weights (keyed by
+// `layout`, the form make() gives), so a bf16 model converts its biases and depthwise weights once, not per call.
+at::Tensor fp32_constant(const at::Tensor& t, const char* layout, const std::function<at::Tensor()>& make);
+
 // Number of live entries (tests).
 int64_t packed_cache_entries();
 
