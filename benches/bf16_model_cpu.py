@@ -8,7 +8,10 @@ error of each against the fp32 reference. JSON under benches/results/ with the m
     python benches/bf16_model_cpu.py [--threads 2] [--repeats 40] [--cases conv_m_224_b8,...] [--cpu-time]
 
 --cpu-time times the process's CPU time (time.process_time) instead of wall time: with --threads 1 it is what
-the model costs whatever else the machine runs (on a shared 2-core machine, wall times under load vary 2-5x).
+the model costs whatever else the machine runs, and with --threads 2 and OMP_WAIT_POLICY=PASSIVE (waiting
+threads sleep instead of spinning) the work of both threads. On a shared 2-core machine under load, 2-thread
+wall times are dominated by the scheduler: each of a forward pass's parallel regions waits for a descheduled
+thread for up to a time slice.
 """
 
 import argparse
@@ -84,7 +87,8 @@ def main():
     payload = {"env": report.env_info(), "uptime_before": uptime,
                "uptime_after": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
                "lp_isa": lp_isa(), "threads": args.threads,
-               "clock": "process_time" if args.cpu_time else "perf_counter", "rows": rows}
+               "clock": "process_time" if args.cpu_time else "perf_counter",
+               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "rows": rows}
     out = args.out or os.path.join(HERE, "results", f"bf16-model-{report.machine_tag()}.json")
     print("wrote", report.write_json(out, payload))
 
