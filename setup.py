@@ -41,7 +41,7 @@ def _cuda_skip_reason():
 cpu_sources = _sources("ops.cpp", "cpu/*.cpp", "cpu/kernels/**/*.cpp")
 cuda_sources = _sources("cuda/*.cu", "cuda/*.cpp")
 include_dirs = [os.path.join(ROOT, "csrc")]
-cxx_flags = ["-O3", "-g0", "-fopenmp", "-DMNV4_TORCH_EXTENSION"]
+cxx_flags = ["-O3", "-g0", "-fopenmp"]
 link_flags = ["-fopenmp"]
 
 skip = _cuda_skip_reason()
@@ -53,8 +53,8 @@ if skip is None and cuda_sources:
         cpu_sources + cuda_sources,
         include_dirs=include_dirs,
         extra_compile_args={
-            "cxx": cxx_flags + ["-DMNV4_WITH_CUDA"],
-            "nvcc": ["-O3", "-lineinfo", "--expt-relaxed-constexpr", "-DMNV4_WITH_CUDA"],
+            "cxx": cxx_flags,
+            "nvcc": ["-O3", "-lineinfo", "--expt-relaxed-constexpr"],
         },
         extra_link_args=link_flags,
     )

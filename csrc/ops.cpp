@@ -1,7 +1,16 @@
-// The one place that declares the mnv4 operators. Kernels live in csrc/cpu (CPU), csrc/cuda (CUDA) and
-// mnv4_kernels/triton (the *_triton ops, registered from Python); fake kernels in mnv4_kernels/ops.py.
+// The one place that declares the operators: the public mnv4 ops and the CPU-only internal mnv4_cpu ops.
+// Argument checks: csrc/params.h. Kernels live in csrc/cpu (CPU), csrc/cuda (CUDA) and mnv4_kernels/triton
+// (the *_triton ops, registered from Python); fake kernels in mnv4_kernels/ops.py.
 #include <Python.h>
 #include <torch/library.h>
+
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "codes.h"
+#include "cpu/kernels/interface/ukernels.h"
+#include "cpu/weight_cache.h"
 
 // Importing mnv4_kernels._C from Python registers the library; the module itself has no functions.
 extern "C" PyObject* PyInit__C(void) {
@@ -32,3 +41,63 @@ TORCH_LIBRARY(mnv4, m) {
       "Tensor? k_dw_w, Tensor? k_dw_b, Tensor k_w, Tensor? v_dw_w, Tensor? v_dw_b, Tensor v_w, "
       "Tensor o_w, int num_heads, int kv_stride=1, bool residual=True) -> Tensor");
 }
+
+namespace mnv4 {
+
+// Internal ops of the CPU backend: the fused model's non-UIB layers and its whole forward pass, and what the
+// tests and benchmarks need to know about the build. Not part of the public op contract.
+TORCH_LIBRARY(mnv4_cpu, m) {
+  // A dense k x k conv + bias + act, optionally followed by a 1x1 projection (+ bias, + act) and the
+  // residual, in one pass (the stem, `cn` convs and FusedIB blocks):
+  //   h = act(conv2d(x, weight, bias, stride, padding = k // 2))     weight [O, C, k, k], k odd
+  //   y = h without proj_weight, else proj_act(conv2d(h, proj_weight, proj_bias))    proj_weight [P, O, 1, 1]
+  //   y = y + x with residual (stride 1, y's channels == C)
+  // The output's memory format follows x's, or is channels_last with channels_last=True.
+  m.def(
+      "conv(Tensor x, Tensor weight, Tensor? bias=None, int stride=1, str activation=\"none\", "
+      "Tensor? proj_weight=None, Tensor? proj_bias=None, bool residual=False, bool channels_last=False, "
+      "str proj_activation=\"none\") -> Tensor");
+
+  // A 1x1 conv or a linear layer: y = act(x W^T + bias); x [N, C] -> [N, O] or [N, C, H, W] -> [N, O, H, W]
+  // (the output's memory format follows x's); weight [O, C] or [O, C, 1, 1]; bias [O] or None.
+  m.def("pointwise(Tensor x, Tensor weight, Tensor? bias=None, str activation=\"none\") -> Tensor");
+
+  // A chain of the CPU ops in one call, each step's output the next step's input. program: 4 ints per step,
+  // [kind, a, b, c] (codes: csrc/codes.h); tensors: every step's tensor arguments in order (None = absent):
+  //   kind 0 conv       a stride, b activation, c flags (1 residual, 2 channels_last,   weight, bias, proj_weight,
+  //                     4 x the projection's activation)                               proj_bias
+  //   kind 1 pointwise  b activation                                                   weight, bias
+  //   kind 2 uib        a stride, b activation, c residual                             the 8 of mnv4::uib
+  //   kind 3 mqa        a num_heads, b kv_stride, c residual                           the 10 of mnv4::mqa
+  //   kind 4 mean       over H and W, [N, C, H, W] -> [N, C] (a global average pool)   none
+  //   activation: 0 none, 1 relu, 2 gelu (exact).
+  m.def("sequence(Tensor x, Tensor?[] tensors, int[] program) -> Tensor");
+
+  // The microkernel table the CPU ops use ("scalar", "avx2_fma", "avx512" or "neon"; MNV4_CPU_ISA, read
+  // before the first call, forces one). For tests and benchmark records.
+  m.def("isa() -> str", [] { return std::string(cpu::ukernels().name); });
+
+  // Entries of the packed-weight cache (csrc/cpu/weight_cache.h) whose weights are still alive. For tests.
+  m.def("packed_cache_entries() -> int", [] { return packed_cache_entries(); });
+
+  // The integer codes of csrc/codes.h as (names, values), so tests can check that mnv4_kernels/ops.py
+  // defines the same ones.
+  m.def("codes() -> (str[], int[])", [] {
+    std::vector<std::string> names = {"activation.none", "activation.relu", "activation.gelu",
+                                      "step.conv",       "step.pointwise",  "step.uib",
+                                      "step.mqa",        "step.mean",       "step_ints",
+                                      "conv_flag.residual", "conv_flag.channels_last", "conv_flag.proj_act_scale"};
+    std::vector<int64_t> values = {int64_t(Activation::None), int64_t(Activation::Relu), int64_t(Activation::Gelu),
+                                   int64_t(Step::Conv),       int64_t(Step::Pointwise),  int64_t(Step::Uib),
+                                   int64_t(Step::Mqa),        int64_t(Step::Mean),       kStepInts,
+                                   kConvResidual,             kConvChannelsLast,         kConvProjActScale};
+    const char* kinds[kStepKinds] = {"conv", "pointwise", "uib", "mqa", "mean"};
+    for (int64_t k = 0; k < kStepKinds; ++k) {
+      names.push_back(std::string("step_tensors.") + kinds[k]);
+      values.push_back(kStepTensors[k]);
+    }
+    return std::make_tuple(names, values);
+  });
+}
+
+}  // namespace mnv4

@@ -1,24 +1,30 @@
-// Argument validation and parameter structs for the mnv4 ops, shared by every backend (CPU, CUDA).
-// Each op's kernel starts with `auto p = make_uib_params(...)` (or mqa); after it returns, every shape,
-// dtype, device and flag has been checked, and the struct says everything a kernel needs to know.
+// Argument validation and parameter structs of every op (mnv4::uib, mnv4::mqa and the CPU-only mnv4_cpu
+// ops; schemas in csrc/ops.cpp), shared by every backend (CPU, CUDA). Each kernel starts with
+// `const auto p = make_uib_params(...)` (or mqa, conv, pointwise; the sequence op checks its program with
+// check_sequence); after it returns, every shape, dtype, device and flag has been checked, and the struct
+// says everything a kernel needs to know. Kernels read these structs as they are (a kernel's own plan may
+// extend one by inheritance); nothing is copied field by field into another struct of the same facts.
+// mnv4_kernels/ops.py's fake kernels check the same rules.
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/ArrayRef.h>
 #include <c10/util/Exception.h>
 #include <c10/util/Optional.h>
 
 #include <cstdint>
 #include <string>
 
+#include "codes.h"
+
 namespace mnv4 {
 
-enum class Activation : int { None = 0, Relu = 1, Gelu = 2 };
-
-inline Activation parse_activation(const std::string& name) {
+// `arg` of `op` ("relu" | "gelu" | "none") as its code.
+inline Activation parse_activation(const std::string& name, const char* op, const char* arg = "activation") {
   if (name == "relu") return Activation::Relu;
   if (name == "gelu") return Activation::Gelu;
   if (name == "none") return Activation::None;
-  TORCH_CHECK(false, "mnv4: activation must be one of \"relu\", \"gelu\", \"none\"; got \"", name, "\"");
+  TORCH_CHECK(false, op, ": ", arg, " must be one of \"relu\", \"gelu\", \"none\"; got \"", name, "\"");
 }
 
 // Output memory format rule, mirrored by mnv4_kernels/ops.py::_output_memory_format: channels_last when
@@ -71,29 +77,33 @@ inline int64_t check_depthwise(const at::Tensor& x, const c10::optional<at::Tens
   return w->size(2);
 }
 
-inline void check_input(const at::Tensor& x, const char* op) {
-  TORCH_CHECK(x.dim() == 4, op, ": x must be 4-D [N, C, H, W]; got ndim ", x.dim(), " (shape ", x.sizes(), ")");
+inline void check_dtype(const at::Tensor& x, const char* op) {
   auto dt = x.scalar_type();
   TORCH_CHECK(dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16, op,
               ": x must be float32, float16 or bfloat16; got ", dt);
+}
+
+inline void check_input(const at::Tensor& x, const char* op) {
+  TORCH_CHECK(x.dim() == 4, op, ": x must be 4-D [N, C, H, W]; got ndim ", x.dim(), " (shape ", x.sizes(), ")");
+  check_dtype(x, op);
   TORCH_CHECK(x.size(1) > 0 && x.size(2) > 0 && x.size(3) > 0, op,
               ": x must have at least one channel, row and column; got shape ", x.sizes());
 }
 
 }  // namespace detail
 
+// mnv4::uib. Short names, as in the kernels' index arithmetic.
 struct UibParams {
-  int64_t batch, in_channels, height, width;  // x
-  int64_t mid_channels, out_channels;
-  int64_t out_height, out_width;
-  int64_t start_kernel;  // 0 when there is no start dw
-  int64_t mid_kernel;    // 0 when there is no mid dw
-  int64_t start_stride;  // stride of the start dw (1 unless it carries the block's stride)
-  int64_t mid_stride;    // stride of the mid dw
+  int64_t N, Cin, H, W;  // x
+  int64_t mid, Cout;     // expanded and output channels
+  int64_t Hs, Ws;        // the grid after the start dw: the expanded tensor's
+  int64_t Ho, Wo;        // output
+  int64_t ks, ss;        // start dw kernel (0: none) and stride (the block's stride when there is no mid dw)
+  int64_t km, ms;        // mid dw kernel (0: none) and stride (the block's stride)
   int64_t stride;        // the block's stride
   bool residual;
-  Activation activation;
-  bool channels_last;    // output (and preferred compute) layout
+  Activation act;        // after the expansion and after the mid dw
+  bool channels_last;    // output memory format (follows x's: wants_channels_last)
 };
 
 inline UibParams make_uib_params(const at::Tensor& x, const c10::optional<at::Tensor>& start_dw_w,
@@ -105,48 +115,50 @@ inline UibParams make_uib_params(const at::Tensor& x, const c10::optional<at::Te
   constexpr const char* op = "mnv4::uib";
   detail::check_input(x, op);
   UibParams p{};
-  p.batch = x.size(0);
-  p.in_channels = x.size(1);
-  p.height = x.size(2);
-  p.width = x.size(3);
-  p.activation = parse_activation(activation);
+  p.N = x.size(0);
+  p.Cin = x.size(1);
+  p.H = x.size(2);
+  p.W = x.size(3);
+  p.act = parse_activation(activation, op);
   TORCH_CHECK(stride == 1 || stride == 2, op, ": stride must be 1 or 2; got ", stride);
   p.stride = stride;
 
-  p.start_kernel = detail::check_depthwise(x, start_dw_w, start_dw_b, op, "start_dw_w", "start_dw_b", p.in_channels);
-  detail::check_pointwise(x, expand_w, op, "expand_w", -1, p.in_channels);
-  p.mid_channels = expand_w.size(0);
-  TORCH_CHECK(p.mid_channels > 0, op, ": expand_w must have at least one output channel");
-  detail::check_bias(x, expand_b, op, "expand_b", p.mid_channels);
-  p.mid_kernel = detail::check_depthwise(x, mid_dw_w, mid_dw_b, op, "mid_dw_w", "mid_dw_b", p.mid_channels);
-  detail::check_pointwise(x, proj_w, op, "proj_w", -1, p.mid_channels);
-  p.out_channels = proj_w.size(0);
-  TORCH_CHECK(p.out_channels > 0, op, ": proj_w must have at least one output channel");
-  detail::check_bias(x, proj_b, op, "proj_b", p.out_channels);
+  p.ks = detail::check_depthwise(x, start_dw_w, start_dw_b, op, "start_dw_w", "start_dw_b", p.Cin);
+  detail::check_pointwise(x, expand_w, op, "expand_w", -1, p.Cin);
+  p.mid = expand_w.size(0);
+  TORCH_CHECK(p.mid > 0, op, ": expand_w must have at least one output channel");
+  detail::check_bias(x, expand_b, op, "expand_b", p.mid);
+  p.km = detail::check_depthwise(x, mid_dw_w, mid_dw_b, op, "mid_dw_w", "mid_dw_b", p.mid);
+  detail::check_pointwise(x, proj_w, op, "proj_w", -1, p.mid);
+  p.Cout = proj_w.size(0);
+  TORCH_CHECK(p.Cout > 0, op, ": proj_w must have at least one output channel");
+  detail::check_bias(x, proj_b, op, "proj_b", p.Cout);
 
-  p.mid_stride = p.mid_kernel ? stride : 1;
-  p.start_stride = (!p.mid_kernel && p.start_kernel) ? stride : 1;
-  TORCH_CHECK(stride == 1 || p.mid_kernel || p.start_kernel, op,
+  p.ms = p.km ? stride : 1;
+  p.ss = (!p.km && p.ks) ? stride : 1;
+  TORCH_CHECK(stride == 1 || p.km || p.ks, op,
               ": stride=2 needs a depthwise conv to carry it (start_dw_w or mid_dw_w); the FFN form has none");
-  p.out_height = conv_out_size(p.height, stride);
-  p.out_width = conv_out_size(p.width, stride);
+  p.Hs = conv_out_size(p.H, p.ss);
+  p.Ws = conv_out_size(p.W, p.ss);
+  p.Ho = conv_out_size(p.H, stride);
+  p.Wo = conv_out_size(p.W, stride);
   TORCH_CHECK(!residual || stride == 1, op, ": residual=True needs stride=1; got stride=", stride);
-  TORCH_CHECK(!residual || p.in_channels == p.out_channels, op, ": residual=True needs Cin == Cout; got Cin=",
-              p.in_channels, ", Cout=", p.out_channels);
+  TORCH_CHECK(!residual || p.Cin == p.Cout, op, ": residual=True needs Cin == Cout; got Cin=", p.Cin, ", Cout=",
+              p.Cout);
   p.residual = residual;
   p.channels_last = wants_channels_last(x);
   return p;
 }
 
+// mnv4::mqa.
 struct MqaParams {
-  int64_t batch, channels, height, width;  // x
-  int64_t num_heads, key_dim, value_dim;
-  int64_t out_channels;
-  int64_t kv_kernel;  // 0 when K/V take xn directly
-  int64_t kv_stride;
-  int64_t kv_height, kv_width;  // the K/V grid
+  int64_t N, C, H, W;       // x
+  int64_t heads, dk, dv;    // query heads, key and value width (one shared K head and V head)
+  int64_t Cout;             // output channels
+  int64_t kk, kv_stride;    // K/V dw kernel (0: K/V take xn directly) and stride
+  int64_t Hk, Wk;           // the K/V grid
   bool residual;
-  bool channels_last;
+  bool channels_last;       // output memory format
 };
 
 inline MqaParams make_mqa_params(const at::Tensor& x, const at::Tensor& norm_scale, const at::Tensor& norm_shift,
@@ -158,38 +170,165 @@ inline MqaParams make_mqa_params(const at::Tensor& x, const at::Tensor& norm_sca
   constexpr const char* op = "mnv4::mqa";
   detail::check_input(x, op);
   MqaParams p{};
-  p.batch = x.size(0);
-  p.channels = x.size(1);
-  p.height = x.size(2);
-  p.width = x.size(3);
-  detail::check_bias(x, norm_scale, op, "norm_scale", p.channels);
-  detail::check_bias(x, norm_shift, op, "norm_shift", p.channels);
+  p.N = x.size(0);
+  p.C = x.size(1);
+  p.H = x.size(2);
+  p.W = x.size(3);
+  detail::check_bias(x, norm_scale, op, "norm_scale", p.C);
+  detail::check_bias(x, norm_shift, op, "norm_shift", p.C);
   TORCH_CHECK(num_heads >= 1, op, ": num_heads must be >= 1; got ", num_heads);
-  p.num_heads = num_heads;
-  detail::check_pointwise(x, q_w, op, "q_w", -1, p.channels);
+  p.heads = num_heads;
+  detail::check_pointwise(x, q_w, op, "q_w", -1, p.C);
   TORCH_CHECK(q_w.size(0) % num_heads == 0 && q_w.size(0) > 0, op, ": num_heads=", num_heads,
               " must divide the query width q_w.size(0)=", q_w.size(0));
-  p.key_dim = q_w.size(0) / num_heads;
-  detail::check_pointwise(x, k_w, op, "k_w", p.key_dim, p.channels);
-  detail::check_pointwise(x, v_w, op, "v_w", -1, p.channels);
-  p.value_dim = v_w.size(0);
-  TORCH_CHECK(p.value_dim > 0, op, ": v_w must have at least one output channel");
-  detail::check_pointwise(x, o_w, op, "o_w", -1, num_heads * p.value_dim);
-  p.out_channels = o_w.size(0);
+  p.dk = q_w.size(0) / num_heads;
+  detail::check_pointwise(x, k_w, op, "k_w", p.dk, p.C);
+  detail::check_pointwise(x, v_w, op, "v_w", -1, p.C);
+  p.dv = v_w.size(0);
+  TORCH_CHECK(p.dv > 0, op, ": v_w must have at least one output channel");
+  detail::check_pointwise(x, o_w, op, "o_w", -1, num_heads * p.dv);
+  p.Cout = o_w.size(0);
   TORCH_CHECK(kv_stride == 1 || kv_stride == 2, op, ": kv_stride must be 1 or 2; got ", kv_stride);
   p.kv_stride = kv_stride;
-  int64_t kk = detail::check_depthwise(x, k_dw_w, k_dw_b, op, "k_dw_w", "k_dw_b", p.channels);
-  int64_t kv = detail::check_depthwise(x, v_dw_w, v_dw_b, op, "v_dw_w", "v_dw_b", p.channels);
+  int64_t kk = detail::check_depthwise(x, k_dw_w, k_dw_b, op, "k_dw_w", "k_dw_b", p.C);
+  int64_t kv = detail::check_depthwise(x, v_dw_w, v_dw_b, op, "v_dw_w", "v_dw_b", p.C);
   TORCH_CHECK(kk == kv, op, ": k_dw_w and v_dw_w must both be given with the same kernel size, or both omitted");
   TORCH_CHECK(kv_stride == 1 || kk > 0, op, ": kv_stride=2 needs the K/V depthwise weights (k_dw_w, v_dw_w)");
-  p.kv_kernel = kk;
-  p.kv_height = conv_out_size(p.height, kv_stride);
-  p.kv_width = conv_out_size(p.width, kv_stride);
-  TORCH_CHECK(!residual || p.out_channels == p.channels, op, ": residual=True needs o_w to have ", p.channels,
-              " output channels (C of x); got ", p.out_channels);
+  p.kk = kk;
+  p.Hk = conv_out_size(p.H, kv_stride);
+  p.Wk = conv_out_size(p.W, kv_stride);
+  TORCH_CHECK(!residual || p.Cout == p.C, op, ": residual=True needs o_w to have ", p.C,
+              " output channels (C of x); got ", p.Cout);
   p.residual = residual;
   p.channels_last = wants_channels_last(x);
   return p;
+}
+
+// mnv4_cpu::conv: a k x k conv (+ bias, + act), optionally followed by a 1x1 projection (+ bias, + act)
+// and the residual.
+struct ConvParams {
+  int64_t N, C, H, W;  // x
+  int64_t O, k;        // the k x k conv's output channels and kernel size (odd)
+  int64_t stride;
+  int64_t P;           // output channels: the projection's, else O
+  int64_t Ho, Wo;
+  bool proj;           // proj_weight given
+  bool residual;
+  Activation act, proj_act;
+  bool channels_last;  // output memory format: channels_last when asked for or when x is channels_last
+};
+
+inline ConvParams make_conv_params(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                                   int64_t stride, const std::string& activation,
+                                   const c10::optional<at::Tensor>& proj_weight,
+                                   const c10::optional<at::Tensor>& proj_bias, bool residual, bool channels_last,
+                                   const std::string& proj_activation) {
+  constexpr const char* op = "mnv4_cpu::conv";
+  detail::check_input(x, op);
+  ConvParams p{};
+  p.N = x.size(0);
+  p.C = x.size(1);
+  p.H = x.size(2);
+  p.W = x.size(3);
+  detail::check_same(x, weight, op, "weight");
+  TORCH_CHECK(weight.dim() == 4 && weight.size(1) == p.C, op, ": weight must be [out, ", p.C, ", k, k] (x has ", p.C,
+              " channels); got shape ", weight.sizes());
+  TORCH_CHECK(weight.size(2) == weight.size(3) && weight.size(2) % 2 == 1, op,
+              ": weight must have a square, odd kernel; got shape ", weight.sizes());
+  TORCH_CHECK(weight.size(0) > 0, op, ": weight must have at least one output channel; got shape ", weight.sizes());
+  p.O = weight.size(0);
+  p.k = weight.size(2);
+  if (bias.has_value()) detail::check_bias(x, *bias, op, "bias", p.O);
+  TORCH_CHECK(stride == 1 || stride == 2, op, ": stride must be 1 or 2; got ", stride);
+  p.stride = stride;
+  p.act = parse_activation(activation, op);
+  p.proj = proj_weight.has_value();
+  TORCH_CHECK(p.proj || !proj_bias.has_value(), op, ": proj_bias given without proj_weight");
+  p.proj_act = parse_activation(proj_activation, op, "proj_activation");
+  TORCH_CHECK(p.proj || p.proj_act == Activation::None, op, ": proj_activation '", proj_activation,
+              "' given without proj_weight");
+  p.P = p.O;
+  if (p.proj) {
+    detail::check_pointwise(x, *proj_weight, op, "proj_weight", -1, p.O);
+    p.P = proj_weight->size(0);
+    TORCH_CHECK(p.P > 0, op, ": proj_weight must have at least one output channel");
+    if (proj_bias.has_value()) detail::check_bias(x, *proj_bias, op, "proj_bias", p.P);
+  }
+  TORCH_CHECK(!residual || (stride == 1 && p.P == p.C), op,
+              ": residual needs stride 1 and as many output channels as x has (", p.C, "); got stride ", stride,
+              " and ", p.P, " output channels");
+  p.residual = residual;
+  p.Ho = conv_out_size(p.H, stride);
+  p.Wo = conv_out_size(p.W, stride);
+  p.channels_last = channels_last || wants_channels_last(x);
+  return p;
+}
+
+// mnv4_cpu::pointwise: x [N, C] -> [N, O] or x [N, C, H, W] -> [N, O, H, W]; y = act(x W^T + bias).
+struct PointwiseParams {
+  int64_t rows, C, O;  // rows: pixels (N*H*W) or N
+  bool four_d;
+  Activation act;
+  bool channels_last;  // 4-D output memory format (follows x's)
+};
+
+inline PointwiseParams make_pointwise_params(const at::Tensor& x, const at::Tensor& weight,
+                                             const c10::optional<at::Tensor>& bias, const std::string& activation) {
+  constexpr const char* op = "mnv4_cpu::pointwise";
+  TORCH_CHECK(x.dim() == 2 || x.dim() == 4, op, ": x must be 2-D [N, C] or 4-D [N, C, H, W]; got ndim ", x.dim());
+  detail::check_dtype(x, op);
+  PointwiseParams p{};
+  p.C = x.size(1);
+  detail::check_pointwise(x, weight, op, "weight", -1, p.C);
+  p.O = weight.size(0);
+  if (bias.has_value()) detail::check_bias(x, *bias, op, "bias", p.O);
+  p.act = parse_activation(activation, op);
+  p.four_d = x.dim() == 4;
+  p.channels_last = p.four_d && wants_channels_last(x);
+  p.rows = p.four_d ? x.size(0) * x.size(2) * x.size(3) : x.size(0);
+  return p;
+}
+
+// mnv4_cpu::sequence: `program` holds kStepInts ints per step ([kind, a, b, c], codes.h) and at least one
+// step; `tensors` holds every step's tensor arguments in order. Checked as a whole before anything runs;
+// each step's own arguments are then checked by its op's make_*_params.
+inline void check_sequence(at::IntArrayRef program, int64_t n_tensors) {
+  constexpr const char* op = "mnv4_cpu::sequence";
+  TORCH_CHECK(!program.empty() && program.size() % kStepInts == 0, op, ": program must hold ", kStepInts,
+              " ints per step and at least one step; got ", program.size(), " ints");
+  int64_t need = 0;
+  for (size_t s = 0; s < program.size() / kStepInts; ++s) {
+    const int64_t kind = program[s * kStepInts];
+    TORCH_CHECK(kind >= 0 && kind < kStepKinds, op, ": program step ", s, ": unknown op code ", kind,
+                " (0 conv, 1 pointwise, 2 uib, 3 mqa, 4 mean)");
+    need += kStepTensors[kind];
+  }
+  TORCH_CHECK(n_tensors == need, op, ": the program's steps take ", need, " tensors; got ", n_tensors);
+}
+
+// An activation code of a sequence step as the ops' activation string.
+inline const char* sequence_activation(int64_t code, int64_t step) {
+  TORCH_CHECK(code >= 0 && code <= 2, "mnv4_cpu::sequence: program step ", step,
+              ": activation code must be 0 (none), 1 (relu) or 2 (gelu); got ", code);
+  switch (static_cast<Activation>(code)) {
+    case Activation::Relu: return "relu";
+    case Activation::Gelu: return "gelu";
+    default: return "none";
+  }
+}
+
+// tensors[i], a required argument (`what`) of sequence step `step`.
+inline const at::Tensor& sequence_required(const c10::optional<at::Tensor>& t, size_t i, int64_t step,
+                                           const char* what) {
+  TORCH_CHECK(t.has_value() && t->defined(), "mnv4_cpu::sequence: tensors[", i, "] (step ", step, "'s ", what,
+              ") must not be None");
+  return *t;
+}
+
+// The input of a mean step (a global average pool over H and W).
+inline void check_sequence_mean(const at::Tensor& h, int64_t step) {
+  TORCH_CHECK(h.dim() == 4, "mnv4_cpu::sequence: program step ", step, ": mean needs a 4-D input; got ndim ",
+              h.dim());
 }
 
 }  // namespace mnv4

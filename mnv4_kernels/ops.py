@@ -95,7 +95,8 @@ def _conv_fake(x, weight, bias=None, stride=1, activation="none", proj_weight=No
                        memory_format=fmt)
 
 
-# mnv4_cpu::sequence (csrc/cpu/sequence.cpp): its step codes, the tensors each step takes, activation codes
+# mnv4_cpu::sequence: its step codes, the tensors each step takes, activation codes (the C++ side's: csrc/codes.h;
+# tests/test_codes.py checks that the two agree)
 SEQ_CONV, SEQ_POINTWISE, SEQ_UIB, SEQ_MQA, SEQ_MEAN = range(5)
 SEQ_TENSORS = (4, 2, 8, 10, 0)
 SEQ_ACT = validate.ACTIVATIONS

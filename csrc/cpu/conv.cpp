@@ -18,16 +18,9 @@
 // The row goes to the output, or (projection) to a one-row scratch that the pointwise GEMM turns into the
 // output row while it is in L1. Weights packed in column slabs once per weight tensor (weight_cache.h).
 // A channels_last x is read in place; any other x as NCHW, each task converting the input rows of its band to
-// NHWC in its scratch (no whole-tensor conversion pass before the conv). The stem (3 -> 32, s2, 224 px) on an
-// NCHW image, 2 threads (benches/kernels_cpu.py section 4, two runs): batch 1 241-247 us converting its bands
-// against 283-297 us for x.contiguous(channels_last) + the conv (188-197 us on a channels_last input); batch 8
-// 1871-1957 vs 2207-2467 (1701-1780).
-// Whole models, measured once against the code it replaced (e2e_cpu.py's harness, 50 ms gaps, blocks of 10):
-// Conv-S b1 0.984 / 0.982 of the time, Conv-M b1 0.998 / 0.997 and b8 1.002 / 1.006 (within the noise).
-// Against oneDNN's prepacked conv (+ our pointwise for FusedIB), which
-// the fused model used before: benches/kernels_cpu.py (results/kernels-*.json; oneDNN time / ours over three
-// runs, 2 threads: the FusedIB blocks and Conv-S's cn convs 1.01-1.24, the 3-channel stems 0.90-1.10).
-// Copying whole padded row bands instead of reading x in place measured 4% slower (stem: 12%).
+// NHWC in its scratch: the stems take the user's NCHW image, and converting band by band in the tasks is
+// cheaper than a whole-tensor conversion pass before the conv (benches/kernels_cpu.py, section 4). Reading x
+// in place rather than copying whole padded row bands saves a pass over the input.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -49,11 +42,8 @@
 namespace mnv4 {
 namespace {
 
-constexpr const char* kOp = "mnv4_cpu::conv";
-
 // Rows [r0, r1) of one image of an NCHW tensor (C planes of H x W) as NHWC rows at dst (W * C floats each),
-// in blocks of 16 pixels: C input lines read, 16 * C contiguous floats written. (Its cost and gain on the
-// stems: benches/kernels_cpu.py section 4, quoted in the header above.)
+// in blocks of 16 pixels: C input lines read, 16 * C contiguous floats written.
 void nchw_rows_to_nhwc(const float* src, int64_t C, int64_t H, int64_t W, int64_t r0, int64_t r1, float* dst) {
   for (int64_t y = r0; y < r1; ++y) {
     float* d = dst + (y - r0) * W * C;
@@ -73,36 +63,10 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
                     int64_t stride, std::string activation, const c10::optional<at::Tensor>& proj_weight,
                     const c10::optional<at::Tensor>& proj_bias, bool residual, bool channels_last,
                     std::string proj_activation) {
-  detail::check_input(x, kOp);
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  detail::check_same(x, weight, kOp, "weight");
-  TORCH_CHECK(weight.dim() == 4 && weight.size(1) == C, kOp, ": weight must be [out, ", C, ", k, k] (x has ", C,
-              " channels); got shape ", weight.sizes());
-  TORCH_CHECK(weight.size(2) == weight.size(3) && weight.size(2) % 2 == 1, kOp,
-              ": weight must have a square, odd kernel; got shape ", weight.sizes());
-  TORCH_CHECK(weight.size(0) > 0, kOp, ": weight must have at least one output channel; got shape ", weight.sizes());
-  const int64_t O = weight.size(0), k = weight.size(2), p = k / 2;
-  if (bias.has_value()) detail::check_bias(x, *bias, kOp, "bias", O);
-  TORCH_CHECK(stride == 1 || stride == 2, kOp, ": stride must be 1 or 2; got ", stride);
-  const Activation act = parse_activation(activation);
-  TORCH_CHECK(proj_weight.has_value() || !proj_bias.has_value(), kOp, ": proj_bias given without proj_weight");
-  TORCH_CHECK(proj_activation == "relu" || proj_activation == "gelu" || proj_activation == "none", kOp,
-              ": proj_activation must be one of \"relu\", \"gelu\", \"none\"; got \"", proj_activation, "\"");
-  const Activation proj_act = parse_activation(proj_activation);
-  TORCH_CHECK(proj_weight.has_value() || proj_act == Activation::None, kOp, ": proj_activation '",
-              proj_activation, "' given without proj_weight");
-  int64_t P = O;
-  if (proj_weight.has_value()) {
-    detail::check_pointwise(x, *proj_weight, kOp, "proj_weight", -1, O);
-    P = proj_weight->size(0);
-    TORCH_CHECK(P > 0, kOp, ": proj_weight must have at least one output channel");
-    if (proj_bias.has_value()) detail::check_bias(x, *proj_bias, kOp, "proj_bias", P);
-  }
-  if (residual)
-    TORCH_CHECK(stride == 1 && P == C, kOp, ": residual needs stride 1 and as many output channels as x has (", C,
-                "); got stride ", stride, " and ", P, " output channels");
-  const int64_t Ho = conv_out_size(H, stride), Wo = conv_out_size(W, stride);
-  const bool cl = channels_last || wants_channels_last(x);
+  const ConvParams cp = make_conv_params(x, weight, bias, stride, activation, proj_weight, proj_bias, residual,
+                                         channels_last, proj_activation);
+  const int64_t N = cp.N, C = cp.C, H = cp.H, W = cp.W, O = cp.O, k = cp.k, p = k / 2, P = cp.P, Ho = cp.Ho,
+                Wo = cp.Wo;
   at::Tensor out =
       at::empty({N, P, Ho, Wo}, x.options().dtype(at::kFloat).memory_format(at::MemoryFormat::ChannelsLast));
   if (N > 0) {
@@ -112,12 +76,12 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
     const bool nchw = !xf.is_contiguous(at::MemoryFormat::ChannelsLast);
     if (nchw) xf = xf.contiguous();
     const cpu::UKernels& uk = cpu::ukernels();
-    const int64_t slab = std::max(1, uk.gemm_nr), Kt = k * k * C;
+    const int64_t Kt = k * k * C;
     // [ky][kx][C][O]: a view of a weight stored output-channel innermost (ops.channels_innermost)
-    const WeightOperand wo = weight_operand(weight, Kt, O, slab, [&] {
+    const WeightOperand wo = weight_operand(weight, Kt, O, uk, [&] {
       return weight.to(at::kFloat).permute({2, 3, 1, 0}).reshape({Kt, O}).contiguous();
     });
-    const WeightOperand po = proj_weight.has_value() ? weight_operand(*proj_weight, O, P, slab, [&] {
+    const WeightOperand po = proj_weight.has_value() ? weight_operand(*proj_weight, O, P, uk, [&] {
       return proj_weight->to(at::kFloat).reshape({P, O}).t().contiguous();
     }) : WeightOperand{};
     const BMat& wb = wo.mat;
@@ -127,10 +91,7 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
     const float* pbp = proj_bias.has_value() ? pbf.data_ptr<float>() : nullptr;
     const float* xp = xf.data_ptr<float>();
     float* op = out.data_ptr<float>();
-    auto to_act = [](Activation v) {
-      return v == Activation::Relu ? cpu::Act::Relu : v == Activation::Gelu ? cpu::Act::Gelu : cpu::Act::None;
-    };
-    const cpu::Act a = to_act(act), pa = to_act(proj_act);
+    const cpu::Act a = cp.act, pa = cp.proj_act;
     // Output pixels whose k x k window lies inside the image read x in place (taps (ky*W + kx)*C apart);
     // the others (the border: rows oy < oy_lo or >= oy_hi, columns ox < ox_lo or >= ox_hi) read a
     // zero-padded copy of their window (a "strip", per thread).
@@ -139,7 +100,7 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
     const int64_t ox_hi = std::max(ox_lo, std::min(Wo, (W - 1 - p) / stride + 1));
     // A short last register tile in the interior run (112 -> 56, stride 2: 55 = 7 x 7 + 6 pixels) and a
     // one-pixel strip tile cost nearly two tiles: the left border's strip takes the interior's remainder.
-    const int64_t mr = std::max(1, uk.gemm_mr);
+    const int64_t mr = std::max(1, uk.conv_nhwc_tile.mr);
     const int64_t ox_in = ox_lo > 0 ? std::min(ox_hi, ox_lo + (ox_hi - ox_lo) % mr) : ox_lo;
     // The microkernel's taps are the kernel's rows: row ky's k taps of one output pixel are k * C contiguous
     // floats (k neighbouring pixels), so each tap is one K = k * C product (B's rows [ky][kx][C] in order).
@@ -256,16 +217,9 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
       }
     });
   }
-  if (!cl)  // NCHW result (see pointwise.cpp)
+  if (!cp.channels_last)  // NCHW result (see pointwise.cpp)
     out = at::empty(out.sizes(), out.options().memory_format(at::MemoryFormat::Contiguous)).copy_(out);
   return x.scalar_type() == at::kFloat ? out : out.to(x.scalar_type());
-}
-
-TORCH_LIBRARY_FRAGMENT(mnv4_cpu, m) {
-  m.def(
-      "conv(Tensor x, Tensor weight, Tensor? bias=None, int stride=1, str activation=\"none\", "
-      "Tensor? proj_weight=None, Tensor? proj_bias=None, bool residual=False, bool channels_last=False, "
-      "str proj_activation=\"none\") -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(mnv4_cpu, CPU, m) { m.impl("conv", &conv_cpu); }

@@ -1,6 +1,5 @@
 // The CPU kernels of the mnv4 and mnv4_cpu ops, callable from C++ without the dispatcher (sequence.cpp runs
-// a whole network through them in one call). Schemas and semantics: csrc/ops.cpp (uib, mqa), conv.cpp and
-// pointwise.cpp (the CPU-only helper ops).
+// a whole network through them in one call). Schemas and semantics: csrc/ops.cpp.
 #pragma once
 
 #include <ATen/core/Tensor.h>

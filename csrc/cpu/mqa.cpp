@@ -1,6 +1,6 @@
 // mnv4::mqa on the CPU: the Mobile MQA block fused into two passes per image over channel-major tiles.
 //
-// Layout ("weights as the A matrix", as in uib.cpp): activations are [C][pixels] tiles, so every 1x1
+// Layout ("weights as the A matrix", ukernels.h): activations are [C][pixels] tiles, so every 1x1
 // projection is a plain row-major GEMM of the microkernel interface with the torch weight as A (no packing):
 //   pass 1, task = (image, band of K/V rows); K/V are computed once per image:
 //     xn = x * scale + shift                        [C][P]     (kept for pass 2; a band with a dw conv also
@@ -42,12 +42,9 @@ namespace {
 
 using cpu::Act;
 
-struct Geometry {
-  int64_t N, C, H, W, P;       // x; P = H*W query pixels
-  int64_t heads, dk, dv, Cout;
-  int64_t kk, s, pad;          // K/V dw kernel (0 = none), kv stride, padding
-  int64_t Hk, Wk, M;           // K/V grid, M = Hk*Wk key pixels
-  bool cl, residual;
+// The op's parameters and this call's schedule.
+struct Geometry : MqaParams {
+  int64_t P, M;                // query pixels H*W, key pixels Hk*Wk
   int64_t kv_rows, kv_bands;   // pass 1: K/V rows per band, bands per image
   int64_t qt, q_tiles;         // pass 2: query pixels per tile, tiles per image
   bool per_image;              // one task per image running both passes (images split evenly over threads)
@@ -60,8 +57,8 @@ struct Weights {
 // Input rows [r0, r1) that K/V rows [y0, y1) need.
 inline void kv_input_rows(const Geometry& g, int64_t y0, int64_t y1, int64_t& r0, int64_t& r1) {
   if (g.kk) {
-    r0 = std::max<int64_t>(0, y0 * g.s - g.pad);
-    r1 = std::min<int64_t>(g.H, (y1 - 1) * g.s + g.pad + 1);
+    r0 = std::max<int64_t>(0, y0 * g.kv_stride - (g.kk / 2));
+    r1 = std::min<int64_t>(g.H, (y1 - 1) * g.kv_stride + (g.kk / 2) + 1);
   } else {
     r0 = y0;
     r1 = y1;
@@ -118,7 +115,7 @@ void plan(Geometry& g, int64_t threads) {
 // xn for the pixels [p0, p0 + np) of image n into a channel-major tile dst [C][np] with channel stride ld.
 void normalize_tile(const Geometry& g, const Weights& wt, const float* x, int64_t n, int64_t p0, int64_t np, float* dst,
                     int64_t ld, const cpu::UKernels& uk) {
-  if (g.cl) {
+  if (g.channels_last) {
     uk.transpose(np, g.C, x + (n * g.P + p0) * g.C, g.C, dst, ld);
     for (int64_t c = 0; c < g.C; ++c) {
       float* d = dst + c * ld;
@@ -145,11 +142,11 @@ struct KvScratch {
 KvScratch kv_scratch(const Geometry& g) {
   KvScratch z{};
   const int64_t mb = g.kv_rows * g.Wk;
-  z.xn = g.kk ? g.C * std::min(g.H, g.kv_rows * g.s + g.kk) * g.W : 0;  // without dw: straight into xn
+  z.xn = g.kk ? g.C * std::min(g.H, g.kv_rows * g.kv_stride + g.kk) * g.W : 0;  // without dw: straight into xn
   z.dk_in = g.kk ? g.C * mb : 0;
   z.dv_in = g.kk ? g.C * mb : 0;
   z.kb = g.dk * mb;
-  z.dw = g.kk ? cpu::f32_dwconv_scratch_floats(int(g.kk), int(g.s), g.W, g.kv_rows) : 0;
+  z.dw = g.kk ? cpu::f32_dwconv_scratch_floats(int(g.kk), int(g.kv_stride), g.W, g.kv_rows) : 0;
   return z;
 }
 
@@ -163,7 +160,7 @@ void kv_task(const Geometry& g, const Weights& wt, const float* x, float* xn_all
   float* dws = kb + z.kb;
   // This band's own input rows [o0, o1) (the bands partition the image): their xn goes to xn_all, where
   // pass 2 reads it. With a dw conv the band also needs halo rows, so it normalises the union into scratch.
-  const int64_t o0 = std::min(g.H, y0 * g.s), o1 = y1 == g.Hk ? g.H : std::min(g.H, y1 * g.s);
+  const int64_t o0 = std::min(g.H, y0 * g.kv_stride), o1 = y1 == g.Hk ? g.H : std::min(g.H, y1 * g.kv_stride);
   float* xn_img = xn_all + n * g.C * g.P;
   const int64_t mb = (y1 - y0) * g.Wk;
   const float* bk;
@@ -178,10 +175,10 @@ void kv_task(const Geometry& g, const Weights& wt, const float* x, float* xn_all
     normalize_tile(g, wt, x, n, r0 * g.W, px, xs, px, uk);
     for (int64_t c = 0; c < g.C; ++c)
       std::memcpy(xn_img + c * g.P + o0 * g.W, xs + c * px + (o0 - r0) * g.W, (o1 - o0) * g.W * sizeof(float));
-    uk.dwconv(g.C, int(g.kk), int(g.s), xs, px, g.W, r0, g.H, g.W, wt.kdw, wt.kdb, Act::None, dki, mb, g.Wk, y0, y1,
-              dws);
-    uk.dwconv(g.C, int(g.kk), int(g.s), xs, px, g.W, r0, g.H, g.W, wt.vdw, wt.vdb, Act::None, dvi, mb, g.Wk, y0, y1,
-              dws);
+    uk.dwconv(g.C, int(g.kk), int(g.kv_stride), xs, px, g.W, r0, g.H, g.W, wt.kdw, wt.kdb, Act::None, dki, mb, g.Wk,
+              y0, y1, dws);
+    uk.dwconv(g.C, int(g.kk), int(g.kv_stride), xs, px, g.W, r0, g.H, g.W, wt.vdw, wt.vdb, Act::None, dvi, mb, g.Wk,
+              y0, y1, dws);
     bk = dki;
     bv = dvi;
     ldb = mb;
@@ -209,7 +206,7 @@ QScratch q_scratch(const Geometry& g) {
   z.s = g.M * g.qt;
   z.sum = g.qt;
   z.o = g.heads * g.dv * g.qt;
-  z.y = g.cl ? g.Cout * g.qt : 0;
+  z.y = g.channels_last ? g.Cout * g.qt : 0;
   return z;
 }
 
@@ -238,7 +235,7 @@ void query_task(const Geometry& g, const Weights& wt, const float* x, const floa
     }
   }
   const int64_t hv = g.heads * g.dv;
-  if (g.cl) {
+  if (g.channels_last) {
     uk.gemm(g.Cout, nt, hv, wt.wo, hv, o, nt, y, nt, nullptr, Act::None, nullptr, 0);
     float* dst = out + (n * g.P + p0) * g.Cout;
     uk.transpose(g.Cout, nt, y, nt, dst, g.Cout);
@@ -264,26 +261,11 @@ at::Tensor mqa_cpu(const at::Tensor& x, const at::Tensor& norm_scale, const at::
   const MqaParams p = make_mqa_params(x, norm_scale, norm_shift, q_w, k_dw_w, k_dw_b, k_w, v_dw_w, v_dw_b, v_w, o_w,
                                       num_heads, kv_stride, residual);
   const auto fmt = p.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  if (p.batch == 0) return at::empty({0, p.out_channels, p.height, p.width}, x.options().memory_format(fmt));
+  if (p.N == 0) return at::empty({0, p.Cout, p.H, p.W}, x.options().memory_format(fmt));
 
-  Geometry g{};
-  g.N = p.batch;
-  g.C = p.channels;
-  g.H = p.height;
-  g.W = p.width;
+  Geometry g{p};
   g.P = g.H * g.W;
-  g.heads = p.num_heads;
-  g.dk = p.key_dim;
-  g.dv = p.value_dim;
-  g.Cout = p.out_channels;
-  g.kk = p.kv_kernel;
-  g.s = p.kv_stride;
-  g.pad = g.kk / 2;
-  g.Hk = p.kv_height;
-  g.Wk = p.kv_width;
   g.M = g.Hk * g.Wk;
-  g.cl = p.channels_last;
-  g.residual = p.residual;
   plan(g, at::get_num_threads());
 
   const at::Tensor xf = x.to(at::kFloat).contiguous(fmt);

@@ -24,26 +24,13 @@
 #include "weight_cache.h"
 
 namespace mnv4 {
-namespace {
-
-constexpr const char* kOp = "mnv4_cpu::pointwise";
-
-}  // namespace
 
 at::Tensor pointwise_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                          std::string activation) {
-  TORCH_CHECK(x.dim() == 2 || x.dim() == 4, kOp, ": x must be 2-D [N, C] or 4-D [N, C, H, W]; got ndim ", x.dim());
+  const PointwiseParams pp = make_pointwise_params(x, weight, bias, activation);
   const auto dt = x.scalar_type();
-  TORCH_CHECK(dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16, kOp,
-              ": x must be float32, float16 or bfloat16; got ", dt);
-  const int64_t C = x.size(1);
-  detail::check_pointwise(x, weight, kOp, "weight", -1, C);
-  const int64_t O = weight.size(0);
-  if (bias.has_value()) detail::check_bias(x, *bias, kOp, "bias", O);
-  const Activation act = parse_activation(activation);
-  const bool four_d = x.dim() == 4;
-  const bool cl = four_d && wants_channels_last(x);
-  const int64_t P = four_d ? x.size(0) * x.size(2) * x.size(3) : x.size(0);  // pixels (rows)
+  const int64_t C = pp.C, O = pp.O, P = pp.rows;  // P: pixels (rows)
+  const bool four_d = pp.four_d, cl = pp.channels_last;
   at::Tensor out = four_d ? at::empty({x.size(0), O, x.size(2), x.size(3)},
                                       x.options().dtype(at::kFloat).memory_format(at::MemoryFormat::ChannelsLast))
                           : at::empty({x.size(0), O}, x.options().dtype(at::kFloat));
@@ -60,12 +47,11 @@ at::Tensor pointwise_cpu(const at::Tensor& x, const at::Tensor& weight, const c1
     const float* xp = xf.data_ptr<float>();
     const float* bp = bias.has_value() ? bf.data_ptr<float>() : nullptr;
     float* op = out.data_ptr<float>();
-    const cpu::Act a = act == Activation::Relu ? cpu::Act::Relu : act == Activation::Gelu ? cpu::Act::Gelu
-                                                                                           : cpu::Act::None;
+    const cpu::Act a = pp.act;
     const cpu::UKernels& uk = cpu::ukernels();
     // The weight packed in column slabs, cached per weight tensor (weight_cache.h), else read in place.
-    const int64_t slab = std::max(1, uk.gemm_nr);
-    const WeightOperand wo = weight_operand(weight, C, O, slab, make_wt);
+    const int64_t slab = std::max(1, uk.conv_nhwc_tile.nr);
+    const WeightOperand wo = weight_operand(weight, C, O, uk, make_wt);
     const BMat& B = wo.mat;
     // Tasks: blocks of pixels when there are enough of them and more pixels than output channels (the
     // weight slab stays in L1 across a block); else blocks of whole slabs of output channels, which for a
@@ -75,8 +61,8 @@ at::Tensor pointwise_cpu(const at::Tensor& x, const at::Tensor& weight, const c1
     const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
     const int64_t pblk = 48;  // pixel rows per task
     if (P <= 4 && C >= 64 && (!B.packed || O < 16 * threads)) {
-      // Column blocks of a row-major [C][O] weight step one page per weight row (Conv-M's head ran at half
-      // onnxruntime's speed so), and too few output channels leave threads idle. Instead each task streams
+      // Column blocks of a row-major [C][O] weight step one page per weight row, where the prefetchers do not
+      // follow, and too few output channels leave threads idle. Instead each task streams
       // a contiguous block of rows, 32 rows per kernel call, accumulating into its own partial sums (the
       // kernel's in-place residual); then out = act(bias + sum of the partials): a K = T product with a
       // ones vector, so the activation is the kernel's vectorised one. (A packed weight with so few output
@@ -100,8 +86,7 @@ at::Tensor pointwise_cpu(const at::Tensor& x, const at::Tensor& weight, const c1
         uk.pwconv_nhwc(1, O, T, ones.data(), T, pp + q * O, P * O, slab, op + q * O, O, bp, a, nullptr, 0);
     } else if ((P >= pblk * threads && P >= O) || O < 16 * threads) {
       // Pixel blocks re-read the whole weight per block, channel blocks the whole x per block: split the
-      // larger operand (Conv-M blocks.4.0 at batch 8, 392 pixels x 256 -> 960: pixel blocks 1.2 ms, channel
-      // blocks 0.9 ms).
+      // larger operand.
       at::parallel_for(0, (P + pblk - 1) / pblk, 1, [&](int64_t b, int64_t e) {
         const int64_t p0 = b * pblk, p1 = std::min(P, e * pblk);
         gemm_b(uk, p1 - p0, O, C, xp + p0 * C, C, B, 0, 0, op + p0 * O, O, bp, a, nullptr, 0);
@@ -118,10 +103,6 @@ at::Tensor pointwise_cpu(const at::Tensor& x, const at::Tensor& weight, const c1
                       // O == 1, H*W == 1 or N == 0, but with other strides than the fake kernel's)
     out = at::empty(out.sizes(), out.options().memory_format(at::MemoryFormat::Contiguous)).copy_(out);
   return dt == at::kFloat ? out : out.to(dt);
-}
-
-TORCH_LIBRARY_FRAGMENT(mnv4_cpu, m) {
-  m.def("pointwise(Tensor x, Tensor weight, Tensor? bias=None, str activation=\"none\") -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(mnv4_cpu, CPU, m) { m.impl("pointwise", &pointwise_cpu); }

@@ -2,9 +2,8 @@
 // schedule, used from a 64-byte aligned start.
 //   task_scratch: what one task works in (tiles, windows). One arena for all ops rather than one per call
 //     site: the lines an op's tasks write were then written by the op before it and are still in L2/L3.
-//     With a buffer per schedule, the first op of a schedule after a run of others (Conv-M b1 blocks.2.1,
-//     the first mid-channel split after row bands) wrote ~0.6 MB of lines last touched a pass earlier:
-//     0.72 -> 0.58 ms for that block with the shared arena (in-process A/B, whole-model passes).
+//     With a buffer per schedule, the first op of a schedule after a run of others would write lines last
+//     touched a whole pass earlier, long evicted.
 //   call_scratch: what an op's calling thread shares with its tasks (the mid split's partial sums). Its own
 //     arena, because the calling thread runs tasks too.
 // Aligned: the NHWC tiles' pixel strides are whole cache lines (uib.cpp tile_stride), which keeps vector

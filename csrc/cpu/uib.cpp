@@ -1,33 +1,31 @@
-// mnv4::uib on the CPU: one fused pass per UIB block.
+// mnv4::uib on the CPU: one fused pass per UIB block, on channels_last (pixel-major) tiles.
 //
-// Two data layouts, one per input memory format; each task computes its part of the block through all four
-// stages in per-thread scratch tiles that stay in L1/L2, so the expanded tensor (mid = 2-6x Cin channels)
-// never exists in full:
-//   channels_last input (the fused model's; "NHWC path", uib_nhwc): tiles are [pixels][channels], the input
-//      and the output are read and written in place. A 1x1 conv is a GEMM with pixels as rows and the weight
-//      transposed, [Cin][Cout], as B: read in place when stored output-channel innermost (fuse() does;
-//      other strides cost a transposed copy per call). Register tile 6 pixels x 16 channels; the depthwise
-//      convs are vectorised along the channels (f32_pwconv_nhwc / f32_dwconv_nhwc).
-//   NCHW input ("channel-major path"): tiles are [channels][pixels]; a 1x1 conv is out[co][p] =
-//      sum_ci W[co][ci] X[ci][p], a GEMM whose A is the torch weight as stored ("weights as A"), and the dw
-//      convs run per channel plane, vectorised along the width (f32_gemm / f32_dwconv).
+// The op computes in channels_last: a channels_last x is read in place, any other x is converted to it at
+// entry, and the result is converted back to NCHW at exit when x's memory format asks for it (the output's
+// format follows x's, as on every backend). Each task computes its part of the block through all four stages
+// in per-thread scratch tiles that stay in L1/L2, so the expanded tensor (mid = 2-6x Cin channels) never
+// exists in full. Tiles are [pixels][channels]; the input and output are read and written in place. A 1x1
+// conv is a GEMM with pixels as rows and the weight transposed, [Cin][Cout], as B: packed once per weight
+// tensor into the running table's column slabs and cached (weight_cache.h, gemm_b), or read in place when
+// it cannot be cached. The depthwise convs are vectorised along the channels (weights as [k*k][C]:
+// nhwc_weight). Rows of a tile are contiguous, so the rolling window below shifts with one memmove.
 // Stages: S start dw (no act; ExtraDW, ConvNext) -> E expand 1x1 + bias + act -> M mid dw + act (carries the
 // stride; ExtraDW, IB) -> O proj 1x1 + bias (+ x).
 //
-// Three schedules (both layouts):
+// Three schedules:
 //  * row bands (default): a task = (image, band of output rows), bands only as many as keep the threads
 //    busy. Inside a band, steps of g.sb output rows; the expanded rows live in a rolling window (the rows
 //    the next step's mid dw still needs are shifted to the front, only new rows are computed), so only
-//    band boundaries recompute the mid dw's halo. The step height minimises a small tile-cost model
-//    within a ~640 KB window.
+//    band boundaries recompute the mid dw's halo. The step height minimises a small cost model of the
+//    running table's GEMM register tiles, within an L2-sized window.
 //  * mid-channel slices (batch < threads on small planes, where row bands would recompute much of the
 //    halo, or without a mid dw would be uneven): a task = (image, slice of the mid channels) through the
 //    projection's partial sum (slice 0's straight into the output with bias (+ x)), then a second pass adds
 //    the other slices' partials. See use_mid_split().
-//  * several whole images per task (channels_last, 7x7-sized planes, batch >= 2x threads): wider GEMMs,
-//    weights streamed once per image group. See images_per_task().
-// MNV4_UIB_SPLIT=rows|mid|images forces one (tests); MNV4_CPU_ISA=scalar|avx2|neon forces the microkernels.
-// fp16/bf16 inputs are computed in fp32 (converted on entry) and the result converted back.
+//  * several whole images per task (small planes, batch >= 2x threads): wider GEMMs, weights streamed once
+//    per image group. See images_per_task().
+// MNV4_UIB_SPLIT=rows|mid|images forces one (tests); MNV4_CPU_ISA=scalar|avx2|avx512|neon forces the
+// microkernels. fp16/bf16 inputs are computed in fp32 (converted on entry) and the result converted back.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -51,32 +49,18 @@ namespace {
 
 using cpu::Act;
 
-Act to_act(Activation a) {
-  switch (a) {
-    case Activation::Relu: return Act::Relu;
-    case Activation::Gelu: return Act::Gelu;
-    default: return Act::None;
-  }
-}
-
-struct Geometry {
-  int64_t N, Cin, H, W, mid, Cout, Ho, Wo;
-  int64_t Hs, Ws;      // resolution after the start dw (= of the expanded tensor)
-  int64_t ks, ss, ps;  // start dw kernel (0 = none), stride, pad
-  int64_t km, ms, pm;  // mid dw kernel (0 = none), stride, pad
-  bool residual;
-  bool nhwc;  // channels_last input: the NHWC path on pixel-major tiles (else channel-major tiles, NCHW)
-  Act act;
-  int64_t bh, nb;  // output rows per band (task), bands per image
-  int64_t sb;      // output rows per step inside a band
-  int64_t cap_e;   // rows of the rolling expanded-tensor window
+// The op's parameters and this call's schedule.
+struct Geometry : UibParams {
+  int64_t bh, nb;   // output rows per band (task), bands per image
+  int64_t sb;       // output rows per step inside a band
+  int64_t cap_e;    // rows of the rolling expanded-tensor window
 };
 
 // The expanded rows [e0, e1) that output rows [oy0, oy1) need.
 inline void expanded_rows(const Geometry& g, int64_t oy0, int64_t oy1, int64_t& e0, int64_t& e1) {
   if (g.km) {
-    e0 = std::max<int64_t>(0, oy0 * g.ms - g.pm);
-    e1 = std::min<int64_t>(g.Hs, (oy1 - 1) * g.ms + g.pm + 1);
+    e0 = std::max<int64_t>(0, oy0 * g.ms - g.km / 2);
+    e1 = std::min<int64_t>(g.Hs, (oy1 - 1) * g.ms + g.km / 2 + 1);
   } else {
     e0 = oy0;
     e1 = oy1;
@@ -86,8 +70,8 @@ inline void expanded_rows(const Geometry& g, int64_t oy0, int64_t oy1, int64_t& 
 // The input rows [r0, r1) that expanded rows [e0, e1) need.
 inline void input_rows(const Geometry& g, int64_t e0, int64_t e1, int64_t& r0, int64_t& r1) {
   if (g.ks) {
-    r0 = std::max<int64_t>(0, e0 * g.ss - g.ps);
-    r1 = std::min<int64_t>(g.H, (e1 - 1) * g.ss + g.ps + 1);
+    r0 = std::max<int64_t>(0, e0 * g.ss - g.ks / 2);
+    r1 = std::min<int64_t>(g.H, (e1 - 1) * g.ss + g.ks / 2 + 1);
   } else {
     r0 = e0;
     r1 = e1;
@@ -99,36 +83,20 @@ inline int64_t window_rows(const Geometry& g, int64_t out_rows) {
 }
 
 struct Sizes {  // scratch floats per stage
-  int64_t s, e, m, dw;
-  int64_t total() const { return s + e + m + dw; }
+  int64_t s, e, m;
+  int64_t total() const { return s + e + m; }
 };
-
-Sizes scratch_sizes(const Geometry& g) {
-  // per step: at most cap_e new expanded rows (the first step of a band), sb output rows
-  const int64_t er = g.cap_e;
-  Sizes z{};
-  z.s = g.ks ? g.Cin * er * g.Ws : 0;
-  z.e = g.mid * er * g.Ws;
-  z.m = g.km ? g.mid * g.sb * g.Wo : 0;
-  z.dw = std::max(g.ks ? cpu::f32_dwconv_scratch_floats(int(g.ks), int(g.ss), g.W, er) : 0,
-                  g.km ? cpu::f32_dwconv_scratch_floats(int(g.km), int(g.ms), g.Ws, g.sb) : 0);
-  return z;
-}
 
 // Bands (tasks): as few as keep every thread busy (each band boundary recomputes the mid dw's halo rows of
 // the expanded tensor). Steps inside a band: the step height minimising a cost model (GEMM register tiles
-// of 16 pixels, a short last tile at ~0.6 of a full one, plus a fixed cost per step), as long as the
-// expanded window and the mid dw output stay within ~640 KB together (L2).
-double gemm_tiles(const Geometry& g, int64_t pixels) {
-  if (g.nhwc) {  // pixels are GEMM rows, 6 per register tile; a short tile costs about its rows
-    const int64_t rem = pixels % 6;
-    return double(pixels / 6) + (rem == 0 ? 0.0 : 0.25 + rem / 6.0);
-  }
-  const int64_t rem = pixels % 16;  // pixels are GEMM columns, 16 per register tile
-  return double(pixels / 16) + (rem == 0 ? 0.0 : rem <= 8 ? 0.6 : 1.0);
+// of the running table's mr pixels, a short last tile costing about its rows, plus a fixed cost per step),
+// as long as the expanded window and the mid dw output stay within L2 together.
+double gemm_tiles(int64_t pixels, int64_t mr) {
+  const int64_t rem = pixels % mr;
+  return double(pixels / mr) + (rem == 0 ? 0.0 : 0.25 + double(rem) / double(mr));
 }
 
-void plan(Geometry& g, int64_t threads) {
+void plan(Geometry& g, int64_t threads, int64_t mr) {
   int64_t nb = 1;
   if (g.N < threads) nb = std::min(g.Ho, (threads + g.N - 1) / g.N);
   g.bh = (g.Ho + nb - 1) / nb;
@@ -145,7 +113,7 @@ void plan(Geometry& g, int64_t threads) {
       const int64_t oy1 = std::min(g.bh, oy0 + sb);
       int64_t e0, e1;
       expanded_rows(g, oy0, oy1, e0, e1);
-      cost += gemm_tiles(g, (oy1 - oy0) * g.Wo) + gemm_tiles(g, (e1 - std::max(e0, ew1)) * g.Ws) + 1.0;
+      cost += gemm_tiles((oy1 - oy0) * g.Wo, mr) + gemm_tiles((e1 - std::max(e0, ew1)) * g.Ws, mr) + 1.0;
       ew1 = e1;
     }
     if (cost < best * 0.999) best = cost, best_sb = sb;
@@ -154,11 +122,9 @@ void plan(Geometry& g, int64_t threads) {
   g.cap_e = window_rows(g, best_sb);
 }
 
-// fp32 weight pointers. Channel-major path: torch's layouts (ew [mid][Cin], pw [Cout][mid], dw [C][k*k]).
-// NHWC path: the dw ones transposed (dw [k*k][C]; see nhwc_weight), the 1x1 ones only as BMat (eB, pB; ew
-// and pw unused).
+// fp32 weights: the dw ones as [k*k][C] (see nhwc_weight), the 1x1 ones as BMat operands.
 struct Weights {
-  const float *sw, *sb, *ew, *eb, *mw, *mb, *pw, *pb;
+  const float *sw, *sb, *eb, *mw, *mb, *pb;
   BMat eB, pB;
 };
 
@@ -174,62 +140,6 @@ inline void advance_window(int64_t e0, int64_t& ew0, int64_t& ew1, Shift shift) 
     }
   } else {
     ew0 = ew1 = e0;
-  }
-}
-
-// One task: image n, output rows [OY0, OY1), in steps of g.sb rows. The expanded rows live in a rolling
-// window E [mid][cap_e rows * Ws] (rows [ew0, ew1)); a step shifts the rows it still needs to the front
-// and computes only the new ones, so inside a band every expanded row is computed once.
-void run_task(const Geometry& g, const Weights& wt, const float* x, float* out, int64_t n, int64_t OY0, int64_t OY1,
-              float* buf, const Sizes& z) {
-  const cpu::UKernels& uk = cpu::ukernels();
-  float* st = buf;
-  float* et = st + z.s;
-  float* mt = et + z.e;
-  float* dws = mt + z.m;
-  const int64_t ecs = g.cap_e * g.Ws;  // channel stride of the window
-  int64_t ew0 = 0, ew1 = 0;
-  for (int64_t oy0 = OY0; oy0 < OY1; oy0 += g.sb) {
-    const int64_t oy1 = std::min(OY1, oy0 + g.sb);
-    int64_t e0, e1;
-    expanded_rows(g, oy0, oy1, e0, e1);
-    advance_window(e0, ew0, ew1, [&](int64_t drop, int64_t keep) {  // per channel plane
-      for (int64_t c = 0; c < g.mid; ++c)
-        std::memmove(et + c * ecs, et + c * ecs + drop * g.Ws, keep * g.Ws * sizeof(float));
-    });
-    if (ew1 < e1) {  // compute expanded rows [ew1, e1)
-      const int64_t n0 = ew1;
-      int64_t r0, r1;
-      input_rows(g, n0, e1, r0, r1);
-      const float* X = x + n * g.Cin * g.H * g.W + r0 * g.W;  // NCHW: the input rows in place
-      const int64_t x_cs = g.H * g.W;
-      const int64_t pe = (e1 - n0) * g.Ws;
-      const float* S = X;
-      int64_t s_cs = x_cs;
-      if (g.ks) {
-        uk.dwconv(g.Cin, int(g.ks), int(g.ss), X, x_cs, g.W, r0, g.H, g.W, wt.sw, wt.sb, Act::None, st, pe, g.Ws, n0,
-                  e1, dws);
-        S = st;
-        s_cs = pe;
-      }
-      uk.gemm(g.mid, pe, g.Cin, wt.ew, g.Cin, S, s_cs, et + (n0 - ew0) * g.Ws, ecs, wt.eb, g.act, nullptr, 0);
-      ew1 = e1;
-    }
-    // M: mid dw + act over the window
-    const int64_t po = (oy1 - oy0) * g.Wo;
-    const float* Mp = et + (oy0 - ew0) * g.Ws;  // no mid dw: output rows = expanded rows
-    int64_t m_cs = ecs;
-    if (g.km) {
-      uk.dwconv(g.mid, int(g.km), int(g.ms), et, ecs, g.Ws, ew0, g.Hs, g.Ws, wt.mw, wt.mb, g.act, mt, po, g.Wo, oy0,
-                oy1, dws);
-      Mp = mt;
-      m_cs = po;
-    }
-    // O: proj 1x1 (+ x) straight into the NCHW output. residual => stride 1, Cin == Cout, W == Wo.
-    const int64_t o_cs = g.Ho * g.Wo;
-    const float* R = g.residual ? x + n * g.Cin * g.H * g.W + oy0 * g.W : nullptr;
-    uk.gemm(g.Cout, po, g.mid, wt.pw, g.mid, Mp, m_cs, out + n * g.Cout * o_cs + oy0 * g.Wo, o_cs, wt.pb, Act::None,
-            R, o_cs);
   }
 }
 
@@ -263,61 +173,12 @@ bool use_mid_split(const Geometry& g, int64_t threads) {
   return computed * 10 > g.Hs * 11 && g.mid * g.Hs * g.Ws <= 256 * 1024;  // > 10% over, slice fits L2
 }
 
-void run_mid_split(const Geometry& g, const Weights& wt, const float* x, float* out, int64_t threads) {
-  const cpu::UKernels& uk = cpu::ukernels();
-  const int64_t T = std::max<int64_t>(1, std::min((threads + g.N - 1) / g.N, (g.mid + 7) / 8));
-  const int64_t mc = ((g.mid + T - 1) / T + 7) / 8 * 8;  // slice width, a multiple of 8
-  const int64_t slices = (g.mid + mc - 1) / mc;
-  const int64_t P = g.Ho * g.Wo, PS = g.Hs * g.Ws, PX = g.H * g.W;
-  // slice 0's projection into the output (see run_mid_split_nhwc), the others' partials [Cout][P] per image
-  float* const partial = call_scratch(g.N * (slices - 1) * g.Cout * P);
-  const int64_t zs = g.ks ? g.Cin * PS : 0, ze = mc * PS, zm = g.km ? mc * P : 0;
-  const int64_t zdw = std::max(g.ks ? cpu::f32_dwconv_scratch_floats(int(g.ks), int(g.ss), g.W, g.Hs) : 0,
-                               g.km ? cpu::f32_dwconv_scratch_floats(int(g.km), int(g.ms), g.Ws, g.Ho) : 0);
-  at::parallel_for(0, g.N * slices, 1, [&](int64_t begin, int64_t end) {
-    float *st = task_scratch(zs + ze + zm + zdw), *et = st + zs, *mt = et + ze, *dws = mt + zm;
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t n = t / slices, m0 = (t % slices) * mc, m1 = std::min(g.mid, m0 + mc), cm = m1 - m0;
-      const float* X = x + n * g.Cin * PX;
-      const float* S = X;
-      if (g.ks) {
-        uk.dwconv(g.Cin, int(g.ks), int(g.ss), X, PX, g.W, 0, g.H, g.W, wt.sw, wt.sb, Act::None, st, PS, g.Ws, 0, g.Hs,
-                  dws);
-        S = st;
-      }
-      uk.gemm(cm, PS, g.Cin, wt.ew + m0 * g.Cin, g.Cin, S, PS, et, PS, wt.eb + m0, g.act, nullptr, 0);
-      const float* Mt = et;  // no mid dw: P == PS
-      if (g.km) {
-        uk.dwconv(cm, int(g.km), int(g.ms), et, PS, g.Ws, 0, g.Hs, g.Ws, wt.mw + m0 * g.km * g.km, wt.mb + m0, g.act,
-                  mt, P, g.Wo, 0, g.Ho, dws);
-        Mt = mt;
-      }
-      if (m0 == 0)
-        uk.gemm(g.Cout, P, cm, wt.pw, g.mid, Mt, P, out + n * g.Cout * P, P, wt.pb, Act::None,
-                g.residual ? X : nullptr, P);
-      else
-        uk.gemm(g.Cout, P, cm, wt.pw + m0, g.mid, Mt, P, partial + (t - n - 1) * g.Cout * P, P, nullptr, Act::None,
-                nullptr, 0);
-    }
-  });
-  if (slices == 1) return;
-  at::parallel_for(0, g.N * g.Cout, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {  // i = n * Cout + co
-      const int64_t n = i / g.Cout, co = i % g.Cout;
-      const float* p1 = partial + (n * (slices - 1) * g.Cout + co) * P;
-      float* o = out + i * P;
-      for (int64_t sl = 0; sl < slices - 1; ++sl)
-        for (int64_t q = 0; q < P; ++q) o[q] += p1[sl * g.Cout * P + q];
-    }
-  });
-}
-
-// ---- Several whole images per task (NHWC path): small planes (7x7, 8x8), batch >= 2x threads ----
-// A 7x7 plane is 49 pixels: 8 full 6-row GEMM tiles and a 1-row one. Consecutive images' pixels are
-// consecutive in NHWC, so G images make one G*49-row GEMM, and each task streams the weights once for them.
+// ---- Several whole images per task: small planes, batch >= 2x threads ----
+// A small plane's GEMMs are a few register tiles of rows, the last often short. Consecutive images' pixels
+// are consecutive in NHWC, so G images make one G*P-row GEMM, and each task streams the weights once for them.
 
 int64_t images_per_task(const Geometry& g, int64_t threads) {
-  if (!g.nhwc || g.nb != 1 || g.sb != g.Ho) return 1;
+  if (g.nb != 1 || g.sb != g.Ho) return 1;
   if (const char* e = std::getenv("MNV4_UIB_SPLIT")) {  // tests: force one schedule
     if (std::strcmp(e, "images") == 0) return std::min<int64_t>(g.N, 3);
     return 1;
@@ -335,13 +196,9 @@ int64_t images_per_task(const Geometry& g, int64_t threads) {
 at::Tensor f32(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
 
 // A weight's fp32 data: read in place when it is fp32 and `in_place` (its strides are the layout the kernels
-// read), else from `convert()`'s tensor, kept alive in `hold`. Decided on the tensor's fields alone: the
-// tensor ops this replaces (to, reshape, t, contiguous, each through the dispatcher) cost ~10 us per block
-// with the caches cold after the previous block. Conv-M@224 b1, temporary timestamps inside uib_cpu: the 21
-// blocks' setup (entry to parallel region) 0.40 -> 0.12 ms a pass; in-process A/B (a temporary toggle), 600
-// alternating passes, whole model 10.47 -> 10.38 and 9.94 -> 9.86 ms. Reproducible warm:
-// benches/kernels_cpu.py's block call on a 1x1 input, op alone 7.2-7.7 -> 5.7-6.0 us (8 processes each,
-// alternating with a build of the previous commit; issue 3's note).
+// read), else from `convert()`'s tensor, kept alive in `hold`. Decided on the tensor's fields alone, because
+// the tensor ops this replaces (to, reshape, t, contiguous, each through the dispatcher) are a noticeable
+// part of a small block's time when the caches are cold after the previous block.
 template <class Convert>
 const float* f32_data(const at::Tensor& t, bool in_place, at::Tensor& hold, const Convert& convert) {
   if (in_place && t.scalar_type() == at::kFloat) return t.data_ptr<float>();
@@ -352,17 +209,9 @@ const float* f32_data(const at::Tensor& t, at::Tensor& hold) {
   return f32_data(t, t.is_contiguous(), hold, [&] { return f32(t); });
 }
 
-// ---- channels_last: pixel-major (NHWC) tiles ----
-// The same three schedules on [pixels][channels] tiles with the NHWC kernels: the input and the output are
-// used in place (no transposes), a 1x1 conv is a GEMM with pixels as rows and the weight as B ([Cin][Cout],
-// packed once per weight tensor into the kernel's column slabs and cached: weight_cache.h, gemm_b), the
-// depthwise convs run along the channels (weights as [k*k][C]: nhwc_weight). Rows of an NHWC tile are
-// contiguous, so the rolling window shifts with one memmove.
-
-// Pixel stride (floats) of an NHWC scratch tile of c channels: c rounded up to whole 64-byte lines, plus a
-// line when that makes an even number, so consecutive pixels fall in different L1 sets. (A 1024-channel
-// tile has a 4 KB pixel stride: every pixel of a 16-channel dw chunk in one set, and Conv-M's 5x5 mid dw
-// over its 7x7 window ran at 3.4 GMAC/s single-threaded.)
+// Pixel stride (floats) of a scratch tile of c channels: c rounded up to whole 64-byte lines, plus a line
+// when that makes an even number, so consecutive pixels fall in different L1 sets (a 1024-channel tile would
+// have a 4 KB pixel stride: every pixel of a depthwise chunk in the same set).
 inline int64_t tile_stride(int64_t c) {
   if (c <= 16) return c;
   int64_t lines = (c + 15) / 16;
@@ -370,6 +219,7 @@ inline int64_t tile_stride(int64_t c) {
   return lines * 16;
 }
 
+// ---- Row bands: one task = image n, output rows [OY0, OY1), in steps of g.sb rows ----
 void run_task_nhwc(const Geometry& g, const Weights& wt, const float* x, float* out, int64_t n, int64_t OY0,
                    int64_t OY1, float* buf, const Sizes& z) {
   const cpu::UKernels& uk = cpu::ukernels();
@@ -538,18 +388,16 @@ void uib_nhwc(const Geometry& g, const at::Tensor& xf, at::Tensor& out, const c1
   auto dw = [](const at::Tensor& w, at::Tensor& hold) {
     return f32_data(w, dw_stored_kc(w), hold, [&] { return nhwc_weight(w); });
   };
-  // The 1x1 weights packed in slabs of the microkernel's column tile, cached per weight tensor; without a
+  // The 1x1 weights packed in slabs of the running table's column tile, cached per weight tensor; without a
   // cache entry (inference tensors) read in place as [K][N] (nhwc_weight).
-  const int64_t slab = std::max(1, cpu::ukernels().gemm_nr);
-  const WeightOperand eo = weight_operand(expand_w, g.Cin, g.mid, slab, [&] { return nhwc_weight(expand_w); });
-  const WeightOperand po = weight_operand(proj_w, g.mid, g.Cout, slab, [&] { return nhwc_weight(proj_w); });
+  const cpu::UKernels& uk = cpu::ukernels();
+  const WeightOperand eo = weight_operand(expand_w, g.Cin, g.mid, uk, [&] { return nhwc_weight(expand_w); });
+  const WeightOperand po = weight_operand(proj_w, g.mid, g.Cout, uk, [&] { return nhwc_weight(proj_w); });
   Weights wt{g.ks ? dw(*start_dw_w, sw) : nullptr,
              g.ks ? f32_data(*start_dw_b, sb) : nullptr,
-             nullptr,
              f32_data(expand_b, eb),
              g.km ? dw(*mid_dw_w, mw) : nullptr,
              g.km ? f32_data(*mid_dw_b, mb) : nullptr,
-             nullptr,
              f32_data(proj_b, pb),
              eo.mat,
              po.mat};
@@ -577,32 +425,6 @@ void uib_nhwc(const Geometry& g, const at::Tensor& xf, at::Tensor& out, const c1
   }
 }
 
-
-void uib_nchw(const Geometry& g, const at::Tensor& xf, at::Tensor& out, const c10::optional<at::Tensor>& start_dw_w,
-              const c10::optional<at::Tensor>& start_dw_b, const at::Tensor& expand_w, const at::Tensor& expand_b,
-              const c10::optional<at::Tensor>& mid_dw_w, const c10::optional<at::Tensor>& mid_dw_b,
-              const at::Tensor& proj_w, const at::Tensor& proj_b) {
-  at::Tensor sw, sb, ew, eb, mw, mb, pw, pb;  // conversions, where the tensors cannot be read in place
-  Weights wt{g.ks ? f32_data(*start_dw_w, sw) : nullptr, g.ks ? f32_data(*start_dw_b, sb) : nullptr,
-             f32_data(expand_w, ew), f32_data(expand_b, eb), g.km ? f32_data(*mid_dw_w, mw) : nullptr,
-             g.km ? f32_data(*mid_dw_b, mb) : nullptr, f32_data(proj_w, pw), f32_data(proj_b, pb)};
-  const float* xp = xf.data_ptr<float>();
-  float* op = out.data_ptr<float>();
-  const int64_t threads = at::get_num_threads();
-  if (use_mid_split(g, threads)) {
-    run_mid_split(g, wt, xp, op, threads);
-    return;
-  }
-  const Sizes z = scratch_sizes(g);
-  parallel_tasks(g.N * g.nb, [&](int64_t begin, int64_t end) {
-    float* const sp = task_scratch(z.total());
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t n = t / g.nb, oy0 = (t % g.nb) * g.bh;
-      run_task(g, wt, xp, op, n, oy0, std::min(g.Ho, oy0 + g.bh), sp, z);
-    }
-  });
-}
-
 }  // namespace
 
 at::Tensor uib_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& start_dw_w,
@@ -610,51 +432,22 @@ at::Tensor uib_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& start_d
                    const c10::optional<at::Tensor>& mid_dw_w, const c10::optional<at::Tensor>& mid_dw_b,
                    const at::Tensor& proj_w, const at::Tensor& proj_b, int64_t stride, bool residual,
                    std::string activation) {
-  const UibParams p = make_uib_params(x, start_dw_w, start_dw_b, expand_w, expand_b, mid_dw_w, mid_dw_b, proj_w,
-                                      proj_b, stride, residual, activation);
-  const auto fmt = p.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  if (p.batch == 0)
-    return at::empty({0, p.out_channels, p.out_height, p.out_width}, x.options().memory_format(fmt));
+  Geometry g{make_uib_params(x, start_dw_w, start_dw_b, expand_w, expand_b, mid_dw_w, mid_dw_b, proj_w, proj_b,
+                             stride, residual, activation)};
+  const auto fmt = g.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  if (g.N == 0) return at::empty({0, g.Cout, g.Ho, g.Wo}, x.options().memory_format(fmt));
+  plan(g, at::get_num_threads(), cpu::ukernels().conv_nhwc_tile.mr);
 
-  Geometry g{};
-  g.N = p.batch;
-  g.Cin = p.in_channels;
-  g.H = p.height;
-  g.W = p.width;
-  g.mid = p.mid_channels;
-  g.Cout = p.out_channels;
-  g.Ho = p.out_height;
-  g.Wo = p.out_width;
-  g.ks = p.start_kernel;
-  g.ss = p.start_stride;
-  g.ps = g.ks / 2;
-  g.km = p.mid_kernel;
-  g.ms = p.mid_stride;
-  g.pm = g.km / 2;
-  g.Hs = conv_out_size(g.H, g.ss);
-  g.Ws = conv_out_size(g.W, g.ss);
-  g.residual = p.residual;
-  g.act = to_act(p.activation);
-  // NHWC path for channels_last input, and for a 1x1 output plane from an input that is channels_last too
-  // (e.g. 1x1 planes, both formats at once: the NCHW output then has the NHWC memory layout)
-  g.nhwc = p.channels_last || (x.is_contiguous(at::MemoryFormat::ChannelsLast) && g.Ho * g.Wo == 1);
-  plan(g, at::get_num_threads());
-
-  const at::Tensor xf = x.to(at::kFloat).contiguous(fmt);
-  at::Tensor out = at::empty({g.N, g.Cout, g.Ho, g.Wo}, x.options().dtype(at::kFloat).memory_format(fmt));
-  if (g.nhwc)
-    uib_nhwc(g, xf, out, start_dw_w, start_dw_b, expand_w, expand_b, mid_dw_w, mid_dw_b, proj_w, proj_b);
-  else
-    uib_nchw(g, xf, out, start_dw_w, start_dw_b, expand_w, expand_b, mid_dw_w, mid_dw_b, proj_w, proj_b);
+  const at::Tensor xf = x.to(at::kFloat).contiguous(at::MemoryFormat::ChannelsLast);
+  at::Tensor out =
+      at::empty({g.N, g.Cout, g.Ho, g.Wo}, x.options().dtype(at::kFloat).memory_format(at::MemoryFormat::ChannelsLast));
+  uib_nhwc(g, xf, out, start_dw_w, start_dw_b, expand_w, expand_b, mid_dw_w, mid_dw_b, proj_w, proj_b);
+  // NCHW result: a fresh contiguous tensor (out may already count as contiguous when Cout == 1, Ho*Wo == 1,
+  // but with other strides than the fake kernel's)
+  if (!g.channels_last) return at::empty(out.sizes(), x.options().memory_format(fmt)).copy_(out);
   return x.scalar_type() == at::kFloat ? out : out.to(x.scalar_type());
 }
 
 TORCH_LIBRARY_IMPL(mnv4, CPU, m) { m.impl("uib", &uib_cpu); }
-
-// torch.ops.mnv4_cpu.isa(): the microkernel table the CPU ops use ("avx2_fma", "neon" or "scalar"; set
-// MNV4_CPU_ISA=scalar|avx2|neon before the first call to force one). For tests and benchmark records.
-TORCH_LIBRARY(mnv4_cpu, m) {
-  m.def("isa() -> str", [] { return std::string(cpu::ukernels().name); });
-}
 
 }  // namespace mnv4

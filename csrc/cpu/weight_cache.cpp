@@ -3,7 +3,6 @@
 
 #include <ATen/ops/from_blob.h>
 #include <c10/core/Storage.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <array>
@@ -23,11 +22,11 @@
 namespace mnv4 {
 namespace {
 
-// (storage, offset, dims, sizes and strides of up to 4 dims, dtype, slab width), built without heap
-// allocations: with a key of two std::vectors the two lookups of a UIB call took 2-5 us with the caches
-// cold between blocks (Conv-M@224 b1, 21 blocks: 79 us a pass, now 41; temporary timestamps inside uib_cpu)
+// (storage, offset, dims, sizes and strides of up to 4 dims, dtype, kernel table, slab width), built without
+// heap allocations: a key of std::vectors made each lookup allocate, a measurable cost per block with the
+// caches cold between blocks.
 constexpr int64_t kMaxDims = 4;
-using Key = std::tuple<const void*, int64_t, int64_t, std::array<int64_t, 2 * kMaxDims>, int, int64_t>;
+using Key = std::tuple<const void*, int64_t, int64_t, std::array<int64_t, 2 * kMaxDims>, int, int, int64_t>;
 
 struct Entry {
   c10::weak_intrusive_ptr<c10::StorageImpl> storage;
@@ -48,11 +47,9 @@ uint64_t clock_ = 0;
 // Packed weights are carved out of 2 MB-aligned chunks that Linux may back with transparent huge pages
 // (madvise(MADV_HUGEPAGE), which systems with THP in "madvise" mode need): a whole model's weights are
 // streamed from DRAM every pass, and with 4 KB pages the next slab's prefetches keep crossing into pages
-// the TLB does not hold. MNV4_HUGEPAGES=0 leaves the chunks on 4 KB pages (read when a chunk is opened).
-// benches/forward_cpu.py packs one fused copy each way and alternates them (results/forward-*.json): about
-// 1% on Conv-M@224 (huge / 4 KB medians 0.984-1.004x at batch 1 and 8, 2 threads), nothing measurable
-// on Conv-S (1.006x, 1.012x); issue 3's note has every run. A chunk is unmapped once no packed tensor in it is alive (each tensor's deleter holds
-// the chunk); the space of dropped entries is not reused before that.
+// the TLB does not hold. MNV4_HUGEPAGES=0 leaves the chunks on 4 KB pages (read when a chunk is opened;
+// benches/forward_cpu.py compares the two). A chunk is unmapped once no packed tensor in it is alive (each
+// tensor's deleter holds the chunk); the space of dropped entries is not reused before that.
 constexpr size_t kHugePage = size_t(2) << 20, kChunkBytes = size_t(32) << 20;
 
 #if defined(__linux__)
@@ -140,14 +137,15 @@ void evict_locked() {
 
 }  // namespace
 
-at::Tensor packed_slabs(const at::Tensor& weight, int64_t slab, const std::function<at::Tensor()>& make_kn) {
+at::Tensor packed_slabs(const at::Tensor& weight, const cpu::UKernels& uk, const std::function<at::Tensor()>& make_kn) {
+  const int64_t slab = std::max(1, uk.conv_nhwc_tile.nr);
   if (weight.is_inference() || !weight.has_storage() || weight.device().type() != c10::DeviceType::CPU ||
       weight.dim() > kMaxDims)
     return at::Tensor();
   std::array<int64_t, 2 * kMaxDims> shape{};  // sizes, then strides
   for (int64_t d = 0; d < weight.dim(); ++d) shape[d] = weight.size(d), shape[kMaxDims + d] = weight.stride(d);
   const Key key{weight.storage().unsafeGetStorageImpl(), weight.storage_offset(), weight.dim(), shape,
-                static_cast<int>(weight.scalar_type()), slab};
+                static_cast<int>(weight.scalar_type()), static_cast<int>(uk.isa), slab};
   const int64_t version = weight._version();
   std::lock_guard<std::mutex> lock(mu);
   auto& c = cache();
@@ -167,11 +165,6 @@ int64_t packed_cache_entries() {
   std::lock_guard<std::mutex> lock(mu);
   evict_locked();
   return static_cast<int64_t>(cache().size());
-}
-
-TORCH_LIBRARY_FRAGMENT(mnv4_cpu, m) {
-  // tests: entries of the packed-weight cache (csrc/cpu/weight_cache.h) whose weights are still alive
-  m.def("packed_cache_entries() -> int", [] { return packed_cache_entries(); });
 }
 
 }  // namespace mnv4

@@ -2,16 +2,16 @@
 //
 // The NHWC GEMM reads its B (the weight, [K][N]) in column slabs: packed, a slab is one contiguous run the
 // hardware prefetchers stream from DRAM; read in place from [K][N], each slab row is a separate 64-byte
-// line, rows often a page apart, one DRAM miss at a time. In a whole model the weights are cold (Conv-M's
-// 39 MB exceed the L3): with the cache Conv-M@224 b1's blocks took 10.34 ms in the model instead of 10.95
-// (sum of per-block medians), and Conv-M's blocks.3.1 alone 281 us instead of 350. Packing per call costs
-// a full read and write of the weight (measured slower at batch 1), hence the cache.
+// line, rows often a page apart, one DRAM miss at a time. In a whole model the weights are cold (a medium
+// model's weights exceed the L3), so the packed copy pays off in every call. Packing per call would cost a
+// full read and write of the weight, hence the cache.
 //
 // Validity: an entry is keyed by the weight's storage (held by a weak reference, so no other storage can
 // take its address while the entry exists), offset, sizes, strides (weights of up to 4 dims; others are not
-// cached), dtype and slab width, and remembers the tensor's version counter: an in-place update of the
-// weight (w.mul_(2), copy_, ...) makes the next call repack. Writes that bypass the version counter (through .data or a raw pointer) are not seen; the
-// same holds for any prepacked-weight cache. Inference tensors carry no version counter: they are not
+// cached), dtype and the packed layout (the kernel table and its slab width), and remembers the tensor's
+// version counter: an in-place update of the weight (w.mul_(2), copy_, ...) makes the next call repack.
+// Writes that bypass the version counter (through .data or a raw pointer) are not seen; the same holds for
+// any prepacked-weight cache. Inference tensors carry no version counter: they are not
 // cached (the caller reads the weight in place). Entries of freed weights are dropped on the next insert,
 // and the least recently used ones beyond 512 MB in total.
 #pragma once
@@ -28,11 +28,11 @@
 namespace mnv4 {
 
 // `make_kn()` gives the fp32 [K][N] row-major contiguous matrix form of `weight` (called only to pack).
-// Returns that matrix packed in slabs of `slab` columns: element (k, n) at [(n / slab) * K * slab + k * slab
-// + n % slab], the last slab zero-padded, as a 1-D fp32 tensor (its memory starts on a 64-byte line, in a
-// chunk advised for transparent huge pages: see chunk_floats in weight_cache.cpp);
-// undefined when `weight` cannot be cached (see above).
-at::Tensor packed_slabs(const at::Tensor& weight, int64_t slab, const std::function<at::Tensor()>& make_kn);
+// Returns that matrix packed for the NHWC GEMM of table `uk`, in slabs of slab = uk.conv_nhwc_tile.nr
+// columns: element (k, n) at [(n / slab) * K * slab + k * slab + n % slab], the last slab zero-padded, as a
+// 1-D fp32 tensor (its memory starts on a 64-byte line, in a chunk advised for transparent huge pages: see
+// chunk_floats in weight_cache.cpp); undefined when `weight` cannot be cached (see above).
+at::Tensor packed_slabs(const at::Tensor& weight, const cpu::UKernels& uk, const std::function<at::Tensor()>& make_kn);
 
 // Number of live entries (tests).
 int64_t packed_cache_entries();
@@ -40,7 +40,7 @@ int64_t packed_cache_entries();
 // A GEMM operand B of the NHWC kernels: a 1x1 (or [ky][kx][C] x N) weight as [K][N], either read in place
 // (rows ldb apart) or from its cached copy packed in slabs of `slab` columns (packed_slabs). ptr / row_stride
 // / slab_stride give the B, ldb, bss of the microkernel contract for the block starting at row k0, column n0
-// (packed: n0 a multiple of the slab width, which is the table's gemm_nr; read in place, bss = slab too).
+// (packed: n0 a multiple of the slab width, the table's conv_nhwc_tile.nr; read in place, bss = slab too).
 struct BMat {
   const float* plain;
   int64_t ldb;
@@ -60,10 +60,11 @@ struct WeightOperand {
   at::Tensor plain;
   BMat mat;
 };
-inline WeightOperand weight_operand(const at::Tensor& weight, int64_t K, int64_t N, int64_t slab,
+inline WeightOperand weight_operand(const at::Tensor& weight, int64_t K, int64_t N, const cpu::UKernels& uk,
                                     const std::function<at::Tensor()>& make_kn) {
+  const int64_t slab = std::max(1, uk.conv_nhwc_tile.nr);
   WeightOperand o;
-  o.packed = packed_slabs(weight, slab, make_kn);
+  o.packed = packed_slabs(weight, uk, make_kn);
   const bool packed = o.packed.defined();
   if (!packed) o.plain = make_kn();
   o.mat = BMat{packed ? nullptr : o.plain.data_ptr<float>(), N, packed ? o.packed.data_ptr<float>() : nullptr, K, slab};

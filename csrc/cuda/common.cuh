@@ -22,6 +22,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "codes.h"
+
 namespace mnv4 {
 namespace cuda {
 
@@ -38,13 +40,13 @@ template <> __device__ __forceinline__ float from_f<float>(float v) { return v; 
 template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
 template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
-// ---- activations (must match csrc/params.h Activation: None=0, Relu=1, Gelu=2) -------------------------
+// ---- activations (ACT: an Activation code, csrc/codes.h) -----------------------------------------------
 // NaN in -> NaN out, as torch.relu and F.gelu: the ReLU compares with `<` (false for NaN) instead of
 // fmaxf(v, 0), which returns the non-NaN operand.
 template <int ACT> __device__ __forceinline__ float activate(float v) {
-  if constexpr (ACT == 1) {
+  if constexpr (ACT == int(Activation::Relu)) {
     return v < 0.f ? 0.f : v;
-  } else if constexpr (ACT == 2) {
+  } else if constexpr (ACT == int(Activation::Gelu)) {
     return 0.5f * v * (1.f + erff(v * 0.70710678118654752440f));  // exact (erf) GELU
   } else {
     return v;

@@ -33,9 +33,9 @@ void dispatch_dtype(at::ScalarType dt, const char* op, F&& f) {
 template <typename F>
 void dispatch_act(Activation a, F&& f) {
   switch (a) {
-    case Activation::Relu: f(std::integral_constant<int, 1>{}); break;
-    case Activation::Gelu: f(std::integral_constant<int, 2>{}); break;
-    default: f(std::integral_constant<int, 0>{}); break;
+    case Activation::Relu: f(std::integral_constant<int, int(Activation::Relu)>{}); break;
+    case Activation::Gelu: f(std::integral_constant<int, int(Activation::Gelu)>{}); break;
+    default: f(std::integral_constant<int, int(Activation::None)>{}); break;
   }
 }
 

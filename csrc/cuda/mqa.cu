@@ -1,15 +1,5 @@
-// mnv4::mqa on CUDA, two kernels on the current stream:
-//
-// 1. mqa_kv_kernel: once per image, for a tile of TP K/V pixels: xn = x * norm_scale + norm_shift, the
-//    strided k x k dw convs for K and V (+ bias; zero padding applies to xn) or xn itself, then the 1x1
-//    projections k_w / v_w in fp32 -> workspace K [B, M, dk] and V [B, M, dv] (fp32, tiny: M = KH * KW).
-// 2. mqa_attn_kernel: a CTA owns TQ query pixels of one image:
-//      Xn [TQ x C] (dtype T, smem) -> Q = Xn q_w^T in NB-column chunks (tensor cores for fp16/bf16 via WMMA,
-//      fp32 FMA for fp32) -> attention for all heads at once (rows = (pixel, head), one shared K/V), K/V
-//      streamed in KC-key chunks with an online softmax (scale dk^-0.5), fp32 throughout -> O [TQ x h*dv]
-//      (dtype T, smem) -> out = O o_w^T (+ x) in NB-column chunks, written through out's strides.
-// x is read through its strides (channels_last native, NCHW and non-contiguous in place); the output has
-// x's memory format. Everything accumulates in fp32.
+// mnv4::mqa on CUDA, the host side: checks (params.h), the arguments and the launches. The two kernels,
+// what they compute and their tile plans: mqa_kernel.cuh.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
@@ -38,17 +28,17 @@ at::Tensor mqa_cuda(const at::Tensor& x, const at::Tensor& norm_scale, const at:
                                       num_heads, kv_stride, residual);
   TORCH_CHECK(x.is_cuda(), "mnv4::mqa (CUDA): x must be a CUDA tensor");
   c10::cuda::CUDAGuard guard(x.device());
-  auto out = at::empty({p.batch, p.out_channels, p.height, p.width}, x.options(),
+  auto out = at::empty({p.N, p.Cout, p.H, p.W}, x.options(),
                        p.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
   if (out.numel() == 0) return out;
-  TORCH_CHECK(p.channels < (1 << 20) && p.height * p.width < (1 << 30) && p.num_heads * p.key_dim < (1 << 20) &&
-                  p.num_heads * p.value_dim < (1 << 20) && p.out_channels < (1 << 20),
+  TORCH_CHECK(p.C < (1 << 20) && p.H * p.W < (1 << 30) && p.heads * p.dk < (1 << 20) &&
+                  p.heads * p.dv < (1 << 20) && p.Cout < (1 << 20),
               "mnv4::mqa (CUDA): a dimension is too large for this kernel; got x ", x.sizes());
 
   const int device = x.device().index();
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
   const int64_t limit = max_smem_optin(device);
-  const int64_t C = p.channels, dk = p.key_dim, dv = p.value_dim, M = p.kv_height * p.kv_width;
+  const int64_t C = p.C, dk = p.dk, dv = p.dv, M = p.Hk * p.Wk;
 
   at::Tensor sc = norm_scale.contiguous(), sf = norm_shift.contiguous();
   at::Tensor kdw = contig(k_dw_w), kdb = contig(k_dw_b), vdw = contig(v_dw_w), vdb = contig(v_dw_b);
@@ -56,7 +46,7 @@ at::Tensor mqa_cuda(const at::Tensor& x, const at::Tensor& norm_scale, const at:
   at::Tensor kwt = k_w.reshape({dk, C}).t().to(at::kFloat).contiguous();  // [C][dk]
   at::Tensor vwt = v_w.reshape({dv, C}).t().to(at::kFloat).contiguous();  // [C][dv]
   auto f32 = x.options().dtype(at::kFloat);
-  at::Tensor kws = at::empty({p.batch, M, dk}, f32), vws = at::empty({p.batch, M, dv}, f32);
+  at::Tensor kws = at::empty({p.N, M, dk}, f32), vws = at::empty({p.N, M, dv}, f32);
 
   MqaKvArgs ka{};
   ka.x = x.data_ptr();
@@ -72,14 +62,14 @@ at::Tensor mqa_cuda(const at::Tensor& x, const at::Tensor& norm_scale, const at:
   ka.K = kws.data_ptr<float>();
   ka.V = vws.data_ptr<float>();
   ka.c = int(C);
-  ka.h = int(p.height);
-  ka.w = int(p.width);
-  ka.kh = int(p.kv_height);
-  ka.kw = int(p.kv_width);
+  ka.h = int(p.H);
+  ka.w = int(p.W);
+  ka.kh = int(p.Hk);
+  ka.kw = int(p.Wk);
   ka.m = int(M);
   ka.dk = int(dk);
   ka.dv = int(dv);
-  ka.kk = int(p.kv_kernel);
+  ka.kk = int(p.kk);
   ka.kvs = int(p.kv_stride);
   ka.tp = kv_tile_pixels(M, C);
   const int64_t kv_smem = int64_t(2) * ka.tp * C * 4;
@@ -100,16 +90,16 @@ at::Tensor mqa_cuda(const at::Tensor& x, const at::Tensor& norm_scale, const at:
   aa.K = kws.data_ptr<float>();
   aa.V = vws.data_ptr<float>();
   aa.c = int(C);
-  aa.h = int(p.height);
-  aa.w = int(p.width);
-  aa.hw = int(p.height * p.width);
+  aa.h = int(p.H);
+  aa.w = int(p.W);
+  aa.hw = int(p.H * p.W);
   aa.m = int(M);
-  aa.heads = int(p.num_heads);
+  aa.heads = int(p.heads);
   aa.dk = int(dk);
   aa.dv = int(dv);
-  aa.qw_n = int(p.num_heads * dk);
-  aa.hdv = int(p.num_heads * dv);
-  aa.cout = int(p.out_channels);
+  aa.qw_n = int(p.heads * dk);
+  aa.hdv = int(p.heads * dv);
+  aa.cout = int(p.Cout);
   aa.residual = p.residual ? 1 : 0;
   aa.qscale = float(1.0 / std::sqrt(double(dk)));
 
@@ -117,7 +107,7 @@ at::Tensor mqa_cuda(const at::Tensor& x, const at::Tensor& norm_scale, const at:
     using T = decltype(tag);
     TORCH_CHECK(choose_attn_plan<T>(aa, limit), "mnv4::mqa (CUDA): the block does not fit in shared memory (needs ", aa.smem,
                 " bytes, the device allows ", limit, "; C=", C, ", heads*dk=", aa.qw_n, ", heads*dv=", aa.hdv, ")");
-    const int64_t kv_grid = p.batch * int64_t(ka.tiles_per_img), grid = p.batch * int64_t(aa.tiles_per_img);
+    const int64_t kv_grid = p.N * int64_t(ka.tiles_per_img), grid = p.N * int64_t(aa.tiles_per_img);
     TORCH_CHECK(kv_grid <= 0x7fffffff && grid <= 0x7fffffff, "mnv4::mqa (CUDA): too many tiles");
 
     allow_smem<mqa_kv_kernel<T>>(device);

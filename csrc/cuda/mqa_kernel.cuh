@@ -1,4 +1,5 @@
-// mnv4::mqa on CUDA (device code; also compiled for the CPU emulator in tests), two kernels on the current stream:
+// mnv4::mqa on CUDA (device code; also compiled for the CPU emulator in tests), two kernels on the current
+// stream:
 //
 // 1. mqa_kv_kernel: once per image, for a tile of TP K/V pixels: xn = x * norm_scale + norm_shift, the
 //    strided k x k dw convs for K and V (+ bias; zero padding applies to xn) or xn itself, then the 1x1

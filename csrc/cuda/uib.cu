@@ -1,23 +1,5 @@
-// mnv4::uib on CUDA: the whole Universal Inverted Bottleneck in one kernel, tile-wise.
-//
-// A CTA (256 threads) owns a TOH x TOW tile of output pixels of one image and computes, for all Cout:
-//   1. A  = start dw (k_s x k_s, no act) of x over the "expansion region" E (the tile plus the mid dw's halo,
-//           in the grid the expansion runs on), straight from global memory through x's strides (any layout:
-//           channels_last is the native, coalesced one; NCHW and non-contiguous inputs are read in place);
-//           without a start dw, A = x over E.                                              -> smem, dtype T
-//   then for each chunk of MC expanded channels (mid up to 2048 never has to fit at once):
-//   2. H  = act(A * We^T + be) on tensor cores (fp16/bf16, fp32 accumulate) or fp32 FMA (fp32),
-//           zeroed outside the image (the mid dw's zero padding)                          -> smem, fp32
-//   3. G  = act(mid dw (k_m x k_m, stride s) of H + bm); without a mid dw, G = H        -> smem, dtype T
-//   4. Acc += G * Wp^T (projection, accumulated over the chunks)                           -> smem, fp32
-//   5. out = Acc + bp (+ x) written through out's strides (same memory format as x).
-// The expanded tensor never leaves shared memory. The tile size and MC are chosen on the host as the
-// largest that fit the device's shared memory (see plan_uib); the smem budget per CTA is printed in the
-// error when even a 1x1 tile does not fit.
-//
-// Templates: T (float / __half / __nv_bfloat16) and ACT (none / relu / gelu) are compile-time; the dw kernel
-// sizes 3 and 5 are compile-time specialisations picked by a block-uniform switch (any other odd k takes a
-// generic loop); stride and form (which dw convs exist) are block-uniform runtime values.
+// mnv4::uib on CUDA, the host side: checks (params.h), the arguments and the launch. The kernel, what it
+// computes and its tile plan: uib_kernel.cuh.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
@@ -58,13 +40,13 @@ at::Tensor uib_cuda(const at::Tensor& x, const c10::optional<at::Tensor>& start_
                                       proj_b, stride, residual, activation);
   TORCH_CHECK(x.is_cuda(), "mnv4::uib (CUDA): x must be a CUDA tensor");
   c10::cuda::CUDAGuard guard(x.device());
-  auto out = at::empty({p.batch, p.out_channels, p.out_height, p.out_width}, x.options(),
+  auto out = at::empty({p.N, p.Cout, p.Ho, p.Wo}, x.options(),
                        p.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
   if (out.numel() == 0) return out;
-  TORCH_CHECK(p.in_channels < (1 << 20) && p.mid_channels < (1 << 20) && p.out_channels < (1 << 20) &&
-                  p.height < (1 << 20) && p.width < (1 << 20),
+  TORCH_CHECK(p.Cin < (1 << 20) && p.mid < (1 << 20) && p.Cout < (1 << 20) &&
+                  p.H < (1 << 20) && p.W < (1 << 20),
               "mnv4::uib (CUDA): a dimension is too large for this kernel; got x ", x.sizes(), ", mid ",
-              p.mid_channels, ", Cout ", p.out_channels);
+              p.mid, ", Cout ", p.Cout);
 
   // Weights as dense arrays: dw [C][k*k], expand [mid][Cin], proj [Cout][mid], biases [C].
   at::Tensor sw = contig(start_dw_w), sb = contig(start_dw_b), mw = contig(mid_dw_w), mb = contig(mid_dw_b);
@@ -85,17 +67,17 @@ at::Tensor uib_cuda(const at::Tensor& x, const c10::optional<at::Tensor>& start_
     a.xs[d] = x.stride(d);
     a.os[d] = out.stride(d);
   }
-  a.batch = int(p.batch);
-  a.cin = int(p.in_channels);
-  a.h = int(p.height);
-  a.w = int(p.width);
-  a.mid = int(p.mid_channels);
-  a.cout = int(p.out_channels);
-  a.oh = int(p.out_height);
-  a.ow = int(p.out_width);
-  a.ks = int(p.start_kernel);
-  a.km = int(p.mid_kernel);
-  a.ss = int(p.start_stride);
+  a.batch = int(p.N);
+  a.cin = int(p.Cin);
+  a.h = int(p.H);
+  a.w = int(p.W);
+  a.mid = int(p.mid);
+  a.cout = int(p.Cout);
+  a.oh = int(p.Ho);
+  a.ow = int(p.Wo);
+  a.ks = int(p.ks);
+  a.km = int(p.km);
+  a.ss = int(p.ss);
   a.s = int(p.stride);
   a.residual = p.residual ? 1 : 0;
   a.eg_h = a.km ? a.h : a.oh;
@@ -105,7 +87,7 @@ at::Tensor uib_cuda(const at::Tensor& x, const c10::optional<at::Tensor>& start_
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device).stream();
   dispatch_dtype(x.scalar_type(), "mnv4::uib", [&](auto tag) {
     using T = decltype(tag);
-    launch_uib<T>(a, p.activation, device, stream);
+    launch_uib<T>(a, p.act, device, stream);
   });
   return out;
 }

@@ -1,4 +1,5 @@
-// mnv4::uib on CUDA, the device code (also compiled for the CPU emulator in tests): the whole Universal Inverted Bottleneck in one kernel, tile-wise.
+// mnv4::uib on CUDA, the device code (also compiled for the CPU emulator in tests): the whole Universal
+// Inverted Bottleneck in one kernel, tile-wise.
 //
 // A CTA (256 threads) owns a TOH x TOW tile of output pixels of one image and computes, for all Cout:
 //   1. A  = start dw (k_s x k_s, no act) of x over the "expansion region" E (the tile plus the mid dw's halo,

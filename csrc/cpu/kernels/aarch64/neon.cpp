@@ -1,4 +1,5 @@
-// NEON (fp32) microkernels: f32_gemm_6x16__neon (6 rows x 4 q-registers = 24 accumulators of the 32),
+// NEON (fp32) microkernels: f32_gemm_6x16__neon and f32_conv_nhwc_6x16__neon (6 rows x 4 q-registers = 24
+// accumulators of the 32: ukernels.h's kGemmNeonTile, kConvNhwcNeonTile), f32_dwconv_nhwc__neon,
 // f32_dwconv__neon (4 output columns per q-register), x32_transpose__neon (4x4 register transposes).
 // The code is the shared template in ../common/simd_impl.h with V = Neon. Compiled only for aarch64.
 #if defined(__aarch64__)
@@ -23,12 +24,16 @@ using V = NeonVec;
 
 #include "../common/simd_impl.h"
 
+constexpr Tile kGemm = kGemmNeonTile, kConv = kConvNhwcNeonTile;
+static_assert(kGemm.nr % V::W == 0 && kConv.nr % V::W == 0, "a tile's columns are whole q-registers");
+
 }  // namespace neon
 
 void f32_conv_nhwc_6x16__neon(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const float* A,
     int64_t lda, const float* B, int64_t ldb, int64_t bss, float* C, int64_t ldc, const float* bias, Act act,
     const float* R, int64_t ldr) {
-  neon::pw_dispatch<6, 4>(M, N, K, T, off, A, lda, B, ldb, bss, C, ldc, bias, act, R, ldr);
+  neon::pw_dispatch<neon::kConv.mr, neon::kConv.nr / neon::V::W>(M, N, K, T, off, A, lda, B, ldb, bss, C, ldc, bias,
+                                                                  act, R, ldr);
 }
 
 void f32_dwconv_nhwc__neon(int64_t channels, int k, int s, const float* in, int64_t in_ps, int64_t in_rs,
@@ -41,7 +46,8 @@ void f32_dwconv_nhwc__neon(int64_t channels, int k, int s, const float* in, int6
 
 void f32_gemm_6x16__neon(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
                          float* C, int64_t ldc, const float* bias, Act act, const float* R, int64_t ldr) {
-  neon::gemm_dispatch<6, 4>(M, N, K, A, lda, B, ldb, C, ldc, bias, act, R, ldr);
+  neon::gemm_dispatch<neon::kGemm.mr, neon::kGemm.nr / neon::V::W>(M, N, K, A, lda, B, ldb, C, ldc, bias, act, R,
+                                                                    ldr);
 }
 
 void f32_dwconv__neon(int64_t channels, int k, int s, const float* in, int64_t in_cs, int64_t in_rs, int64_t in_r0,

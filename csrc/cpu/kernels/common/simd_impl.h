@@ -1,7 +1,7 @@
 // The SIMD microkernels, written once over a small vector-traits type V and instantiated per ISA
-// (x86/avx2_fma.cpp with V = Avx2, aarch64/neon.cpp with V = Neon). Include this only from an ISA file, after
-// every standard header and inside that file's target region and its own namespace, so nothing here is
-// shared (COMDAT-merged) between ISAs.
+// (x86/avx2_fma.cpp with V = Avx2Vec, x86/avx512.cpp with V = Avx512Vec, aarch64/neon.cpp with V = NeonVec).
+// Include this only from an ISA file, after every standard header and inside that file's target region and
+// its own namespace, so nothing here is shared (COMDAT-merged) between ISAs.
 //
 // V provides: T (register), W (lanes), zero(), set1(f), loadu(p), storeu(p, v), loadn(p, n) (first n lanes,
 // rest 0; n may be <= 0 or >= W), storen(p, v, n) (first n lanes only), fma(a, b, c) = a*b + c, add(a, b),
@@ -162,14 +162,12 @@ void gemm_dispatch(int64_t M, int64_t N, int64_t K, const float* a, int64_t lda,
 
 // ---- depthwise ----
 
-// Row length (floats) of one padded scratch row, all phases together. Matches f32_dwconv_scratch_floats.
-// One phase of a padded row: the vector loop reads columns < round_up(out_w, W) + (k - 1)/s (W divides 8).
-inline int64_t dw_phase_len(int k, int64_t out_w) { return round_up(round_up(out_w, 8) + k, 8); }
-// Scratch floats (must equal f32_dwconv_scratch_floats): DW_GROUP channels x rows x (s phases + for s == 2
-// an unsplit line of 2*plen + 16 floats).
+// The scratch layout (DW_GROUP channels x rows x (s phases, + for s == 2 an unsplit line of 2*plen + 16
+// floats), one phase dw_phase_len floats, rows padded for vectors of up to 8 lanes) is ukernels.h's, where
+// f32_dwconv_scratch_floats sizes it.
 
 constexpr int DW_ROWS = 4;
-constexpr int DW_GROUP = 8;  // = the factor in f32_dwconv_scratch_floats
+constexpr int DW_GROUP = kDwGroup;
 
 // Whether p[0, n) holds only finite values: x * 0 + acc stays 0 unless some x is NaN or infinite (4
 // independent FMA chains: a weight tensor of a few thousand floats takes well under a microsecond).
@@ -349,9 +347,8 @@ inline void pw_tile(int64_t K, int T, const int64_t* off, const float* a, int64_
   typename V::T acc[MR][NV];
   // MASKB (a tail slab of a row-major B, whose rows end at column N): B's vectors through masked loads.
   // A packed B's slabs are zero-padded to NR columns, so its tail slab is read with full loads: the masked
-  // loads made GCC keep the accumulators in memory, stored every k (a 16-column tail slab ran at 39
-  // GFLOP/s, with full loads 96, against 98 for full slabs; one thread, 6272 x 160 x 16 vs x 64; the
-  // widths' rates now: benches/kernels_cpu.py).
+  // loads made GCC keep the accumulators in memory, stored every k (a tail slab then ran at well under half
+  // the speed of a full one).
   typename V::Mask vm[NV];
   for (int v = 0; v < NV; ++v) {
     vm[v] = V::tail_mask(MASKB ? nrem - v * W : V::W);
@@ -359,9 +356,9 @@ inline void pw_tile(int64_t K, int T, const int64_t* off, const float* a, int64_
         bias ? (TAIL ? V::loadn(bias + v * W, nrem - v * W) : V::loadu(bias + v * W)) : V::zero();
     for (int i = 0; i < MR; ++i) acc[i][v] = b0;
   }
-  // Prefetches are issued per block of PW_KB k steps, outside the k loop itself: with their bookkeeping in
-  // it, warm Conv-S blocks ran 3-4% slower than without spreading (in-process A/B, commit 5c3e448; likely
-  // register pressure next to the MR row pointers). Flat: pf_lines spread evenly over the T*K steps.
+  // Prefetches are issued per block of PW_KB k steps, outside the k loop itself: their bookkeeping inside it
+  // made warm blocks slower than no spreading at all (likely register pressure next to the MR row
+  // pointers). Flat: pf_lines spread evenly over the T*K steps.
   constexpr int64_t PW_KB = 8;
   const int64_t KT = int64_t(T) * K;
   int64_t kdone = 0, issued = 0;
@@ -398,13 +395,8 @@ inline void pw_tile(int64_t K, int T, const int64_t* off, const float* a, int64_
 
 // The first NV vectors of `rows` rows of a tile's output C (for writing) and, with RES, of its residual R:
 // prefetched one tile ahead (pw_slab). Each output line is written exactly once, into a fresh tensor that
-// sits in L3 or DRAM, and without this every tile's stores waited on their read-for-ownership misses.
-// benches/kernels_cpu.py's pointwise chains against onnxruntime, 1 thread, three processes per build
-// alternating with a build of d49567a (before it): batch 8 28x28 80 -> 320 -> 80
-// ours/onnxruntime 1.33-1.53 -> 1.16-1.24, 14x14 160 -> 640 -> 160 1.09-1.28 -> 1.04-1.09. The fused
-// Conv-M@224 ran 0.94-0.99x the time at batch 8 (three A/Bs of 40-60 alternating passes) and 0.98-0.99x at
-// batch 1 (two of 300), in one process through a temporary toggle. Prefetching the next tile's input rows as
-// well made it slower (1.04x at batch 8, 1.02x at batch 1).
+// sits in L3 or DRAM, and without this every tile's stores wait on their read-for-ownership misses.
+// Prefetching the next tile's input rows as well was slower: the input rows are in cache already.
 template <int RW>
 inline void prefetch_row(const float* p, int n) {  // every 64-byte line of p[0, n), for reading / writing
   for (int o = 0; o < n; o += 16) __builtin_prefetch(p + o, RW, 3);
@@ -419,13 +411,11 @@ inline void prefetch_tile_rows(int64_t rows, float* c, int64_t ldc, const float*
 }
 
 // All M rows of one column slab. pf: the next slab (or nullptr), prefetched while this one runs. A row-major
-// B's slab rows are ldb apart, often a page or more, where the hardware prefetchers do not follow (Conv-M
-// blocks 2.1 / 3.1 at batch 1 after a 48 MB cache sweep, before the weight cache: 564 / 411-429 us without,
-// 547-555 / 393-408 us with): its rows during the first row tile. A packed next slab (pf_lines >= 0: its
-// 64-byte lines, contiguous) is shared out evenly among all the row tiles, tile t taking lines
-// [pf_lines * t / tiles, pf_lines * (t + 1) / tiles): all of it during the first tile asks DRAM for up to
-// 128 KB in one tile's time (Conv-M@224 b1 whole model 11.26 -> 10.92 ms with the spreading, in-process
-// A/B, commit 7e6324a; presumably the first tile stalled on the miss buffers).
+// B's slab rows are ldb apart, often a page or more, where the hardware prefetchers do not follow: its rows
+// during the first row tile. A packed next slab (pf_lines >= 0: its 64-byte lines, contiguous) is shared
+// out evenly among all the row tiles, tile t taking lines [pf_lines * t / tiles, pf_lines * (t + 1) / tiles):
+// all of it during the first tile would ask DRAM for up to 128 KB in one tile's time, more than the miss
+// buffers hold.
 template <int MR, int NV, Act A, bool RES, bool TAIL, bool MASKB = TAIL>
 inline void pw_slab(int64_t M, int64_t K, int T, const int64_t* off, const float* a, int64_t lda, const float* b,
                     int64_t ldb, float* c,
@@ -469,7 +459,7 @@ inline void pw_slab(int64_t M, int64_t K, int T, const int64_t* off, const float
 }
 
 // Rows in blocks of PW_MB = 32 register tiles (the block's rows of A stay in L2 while every column slab
-// passes over them; a 3136-pixel A re-read from L3 per slab ran at 0.8x the speed), column slabs inside.
+// passes over them, rather than a large A re-read from L3 per slab), column slabs inside.
 // Slab j (columns [j*NR, j*NR + NR)) of B starts at b + j*bss (see f32_pwconv_nhwc_fn): bss = NR for a
 // row-major B, K*NR for packed slabs; either way the next slab is prefetched while a slab runs (see pw_slab).
 template <int MR, int NV, Act A, bool RES>
@@ -542,7 +532,7 @@ constexpr int DWN_PX = 4;
 // One block of npx <= DWN_PX output pixels of one row: acc = bias + sum over taps. EDGE: skip the taps
 // outside [0, in_w) per pixel, and pixels q >= npx; else every tap of all DWN_PX pixels is inside. (Two
 // instantiations rather than one function with both paths: sharing the accumulators between the
-// branch-free and the branchy loop made GCC keep them in memory, and the 14x14 3x3 dw 2x slower.)
+// branch-free and the branchy loop made GCC keep them in memory.)
 template <int KC, int SC, Act A, int CV, bool TAIL, bool EDGE>
 inline void dwn_block(int k, int s, int cn, int i0, int i1, const float* in, int64_t yoff, int64_t x0, int npx,
                       int64_t in_ps, int64_t in_rs, int64_t in_w, const float* w, int64_t ldw,
@@ -607,18 +597,16 @@ inline void dwn_block(int k, int s, int cn, int i0, int i1, const float* in, int
 // NEON): output rows in segments of up to DWN_ROW pixels. In tap row i, input column u of a segment feeds
 // its pixel q = (u - j) / s through tap j, so each input vector is loaded once per tap row and each weight
 // vector once per tap row; taps outside the image are never visited. dwn_block's blocks of DWN_PX = 4
-// loaded more per FMA, and a 7-wide row with a 5x5 kernel has no interior block of 4 at all (its edge path:
-// 1.25-1.5 vector loads per FMA). 1 thread, against dwn_block (a scratch timing loop linked against the
-// library before and after, min of 5 alternating runs; commits 0c82a53, d8f8c0e, 4ffea7c): stride 1, 7x7 planes 5x5 2.3-2.5x faster
-// (256-1024 channels), 3x3 1.9x; 14x14 planes 1.4-1.9x; 28x28 and 56x56 (3x3) 1.1-1.2x. Stride 2: 14x14 ->
-// 7x7 and 16x16 -> 8x8 (5x5) 1.3-1.4x, but wider rows no faster (28 -> 14: 1.07x the time, 56 -> 28:
-// 0.96x), so dwn_impl keeps dwn_block for those. Each accumulator sees its taps in the same order as in
-// dwn_block (tap rows, then increasing j): the same results.
-// dwn_rows: stride 1, rows of at most DWN_ROW pixels, one segment starting at column 0 (the generic segment
-// dwn_seg ran these 1.1-1.4x slower). Both not inlined into dwn_impl: inlined, the other paths' loops ran
-// 2-4% slower (code layout). dwn_rows, dwn_seg and dwn_block repeat their weight-load and store lines, and
-// dwn_impl its three channel loops, on purpose: shared inline helpers for them (and a generic channel-chunk
-// loop) left the results alike but ran dwn_block's stride-2 rows 3-12% slower, again by code layout.
+// load more per FMA, and a 7-wide row with a 5x5 kernel has no interior block of 4 at all (its edge path
+// loads more than a vector per FMA). Faster than dwn_block on short rows (stride 1 up to 56 wide, stride 2
+// into 7- and 8-wide rows); wider stride-2 rows gain nothing, so dwn_impl keeps dwn_block for those. Each
+// accumulator sees its taps in the same order as in dwn_block (tap rows, then increasing j): the same
+// results.
+// dwn_rows: stride 1, rows of at most DWN_ROW pixels, one segment starting at column 0 (faster there than
+// the generic segment dwn_seg). Both not inlined into dwn_impl: inlined, the other paths' loops ran slower
+// (code layout). dwn_rows, dwn_seg and dwn_block repeat their weight-load and store lines, and dwn_impl its
+// three channel loops, on purpose: shared inline helpers for them (and a generic channel-chunk loop) left
+// the results alike but ran dwn_block's stride-2 rows slower, again by code layout.
 constexpr int DWN_ROW = 8;
 
 template <int KC, Act A, int CV, bool TAIL>

@@ -16,14 +16,6 @@ float act_scalar(float v, Act act) {
   return v;
 }
 
-int64_t f32_dwconv_scratch_floats(int k, int s, int64_t in_w, int64_t out_rows) {
-  if (out_rows <= 0) return 0;
-  const int64_t out_w = (in_w - 1) / s + 1;
-  const int64_t plen = ((out_w + 7) / 8 * 8 + k + 7) / 8 * 8;  // = dw_phase_len in common/simd_impl.h
-  // 8 channels (DW_GROUP) x rows x (s phases + for s == 2 an unsplit line); see common/simd_impl.h
-  return 8 * ((out_rows - 1) * s + k) * (plen * s + (s == 2 ? 2 * plen + 16 : 0));
-}
-
 void f32_gemm__scalar(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
                       float* C, int64_t ldc, const float* bias, Act act, const float* R, int64_t ldr) {
   for (int64_t m = 0; m < M; ++m) {

@@ -1,8 +1,7 @@
-// Picks the microkernel table for the running CPU: AVX-512 (NHWC kernels; the rest AVX2) or AVX2+FMA when
-// __builtin_cpu_supports says so (x86-64), NEON on aarch64 (always present there), the scalar fallback
-// otherwise. MNV4_CPU_ISA=scalar|avx2|avx512|neon|auto
-// overrides (read once, at the first call); an unavailable request falls back to the best table.
-#include <atomic>
+// Picks the microkernel table for the running CPU: AVX-512 or AVX2+FMA when __builtin_cpu_supports says so
+// (x86-64), NEON on aarch64 (always present there), the scalar fallback otherwise.
+// MNV4_CPU_ISA=scalar|avx2|avx512|neon|auto overrides (read once, at the first call); an unavailable request
+// falls back to the best table.
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
@@ -12,24 +11,33 @@
 namespace mnv4 {
 namespace cpu {
 
-// gemm_nr / gemm_mr: the NHWC GEMM's register tile, as instantiated in each ISA's conv_nhwc entry point
-// (pw_dispatch<MR, NV>: AVX-512 <7, 2> x 16 lanes, AVX2 <6, 2> x 8, NEON <6, 4> x 4). gemm_mr only steers
-// schedules (conv.cpp); a wrong value costs speed, not results.
-static const UKernels kScalar{Isa::Scalar, "scalar", 1, 1, f32_gemm__scalar, f32_dwconv__scalar,
-                              x32_transpose__scalar, f32_dwconv_nhwc__scalar,
+// Each table: its kernels, the ISA each is written for, and their register tiles (the constants the ISA
+// files instantiate them with, ukernels.h).
+static const UKernels kScalar{Isa::Scalar, "scalar",
+                              {"scalar", "scalar", "scalar", "scalar", "scalar"},
+                              kScalarTile, kScalarTile,
+                              f32_gemm__scalar, f32_dwconv__scalar, x32_transpose__scalar, f32_dwconv_nhwc__scalar,
                               f32_conv_nhwc__scalar};
 #if defined(__x86_64__) || defined(_M_X64)
-static const UKernels kAvx2{Isa::Avx2Fma, "avx2_fma", 16, 6, f32_gemm_6x16__avx2_fma, f32_dwconv__avx2_fma,
-                            x32_transpose__avx2, f32_dwconv_nhwc__avx2_fma,
-                            f32_conv_nhwc_6x16__avx2_fma};
-#endif
-#if defined(__x86_64__) || defined(_M_X64)
-static const UKernels kAvx512{Isa::Avx512, "avx512", 32, 7, f32_gemm_8x32__avx512, f32_dwconv__avx2_fma,
-                              x32_transpose__avx2, f32_dwconv_nhwc__avx512, f32_conv_nhwc_7x32__avx512};
+static const UKernels kAvx2{Isa::Avx2Fma, "avx2_fma",
+                            {"avx2_fma", "avx2_fma", "avx2_fma", "avx2_fma", "avx2_fma"},
+                            kGemmAvx2Tile, kConvNhwcAvx2Tile,
+                            f32_gemm_6x16__avx2_fma, f32_dwconv__avx2_fma, x32_transpose__avx2,
+                            f32_dwconv_nhwc__avx2_fma, f32_conv_nhwc_6x16__avx2_fma};
+// AVX-512F for both GEMMs and the NHWC depthwise conv. The channel-major depthwise conv and the transpose
+// (used by the mqa op only) have no AVX-512 versions: this table holds the AVX2 ones.
+static const UKernels kAvx512{Isa::Avx512, "avx512",
+                              {"avx512", "avx2_fma", "avx2_fma", "avx512", "avx512"},
+                              kGemmAvx512Tile, kConvNhwcAvx512Tile,
+                              f32_gemm_8x32__avx512, f32_dwconv__avx2_fma, x32_transpose__avx2,
+                              f32_dwconv_nhwc__avx512, f32_conv_nhwc_7x32__avx512};
 #endif
 #if defined(__aarch64__)
-static const UKernels kNeon{Isa::Neon, "neon", 16, 6, f32_gemm_6x16__neon, f32_dwconv__neon, x32_transpose__neon,
-                            f32_dwconv_nhwc__neon, f32_conv_nhwc_6x16__neon};
+static const UKernels kNeon{Isa::Neon, "neon",
+                            {"neon", "neon", "neon", "neon", "neon"},
+                            kGemmNeonTile, kConvNhwcNeonTile,
+                            f32_gemm_6x16__neon, f32_dwconv__neon, x32_transpose__neon, f32_dwconv_nhwc__neon,
+                            f32_conv_nhwc_6x16__neon};
 #endif
 
 const UKernels* ukernels_for(Isa isa) {
@@ -72,18 +80,9 @@ static const UKernels* initial() {
   return k ? k : best();
 }
 
-static std::atomic<const UKernels*>& current() {
-  static std::atomic<const UKernels*> cur{initial()};
-  return cur;
-}
-
-const UKernels& ukernels() { return *current().load(std::memory_order_relaxed); }
-
-bool set_ukernels(Isa isa) {
-  const UKernels* k = ukernels_for(isa);
-  if (!k) return false;
-  current().store(k, std::memory_order_relaxed);
-  return true;
+const UKernels& ukernels() {
+  static const UKernels* const k = initial();
+  return *k;
 }
 
 }  // namespace cpu

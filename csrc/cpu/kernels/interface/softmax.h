@@ -2,7 +2,8 @@
 // vectorised exp2 and a column softmax. Same structure as ukernels.h: a scalar fallback (the oracle,
 // fallback/softmax_scalar.cpp), AVX2+FMA (x86/softmax_avx2.cpp) and NEON (aarch64/softmax_neon.cpp) built from
 // one template (common/softmax_impl.h). The table follows the GEMM table: `softmax_ukernels()` returns the
-// kernels of the ISA that `ukernels()` currently uses, so MNV4_CPU_ISA and set_ukernels() switch both.
+// kernels of the ISA that `ukernels()` uses, so MNV4_CPU_ISA switches both. The exp2 kernels are the
+// softmax's building block, tested on their own (tests/test_softmax.cc) through the per-ISA entry points.
 //
 // Why columns: the MQA kernel keeps the attention logits transposed, S^T[m][n] (m = key pixel, n = query
 // pixel, n contiguous), because that is what the row-major GEMM microkernel produces from K^T x Q and what it
@@ -31,8 +32,7 @@ using f32_softmax_cols_fn = void (*)(int64_t M, int64_t N, float* S, int64_t lds
 
 struct SoftmaxUKernels {
   Isa isa;
-  const char* name;  // "scalar", "avx2_fma", "neon"
-  f32_exp2_fn exp2;
+  const char* name;  // the kernels' ISA: "scalar", "avx2_fma" (also in the avx512 table), "neon"
   f32_softmax_cols_fn softmax_cols;
 };
 

@@ -1,16 +1,16 @@
 // The exp2 / column-softmax table that goes with the GEMM table ukernels() uses (interface/dispatch.cpp
-// picks that one: CPU features, MNV4_CPU_ISA, set_ukernels), so one switch selects every MQA microkernel.
+// picks that one: CPU features, MNV4_CPU_ISA), so one switch selects every MQA microkernel.
 #include "softmax.h"
 
 namespace mnv4 {
 namespace cpu {
 
-static const SoftmaxUKernels kScalarSoftmax{Isa::Scalar, "scalar", f32_exp2__scalar, f32_softmax_cols__scalar};
+static const SoftmaxUKernels kScalarSoftmax{Isa::Scalar, "scalar", f32_softmax_cols__scalar};
 #if defined(__x86_64__) || defined(_M_X64)
-static const SoftmaxUKernels kAvx2Softmax{Isa::Avx2Fma, "avx2_fma", f32_exp2__avx2_fma, f32_softmax_cols__avx2_fma};
+static const SoftmaxUKernels kAvx2Softmax{Isa::Avx2Fma, "avx2_fma", f32_softmax_cols__avx2_fma};
 #endif
 #if defined(__aarch64__)
-static const SoftmaxUKernels kNeonSoftmax{Isa::Neon, "neon", f32_exp2__neon, f32_softmax_cols__neon};
+static const SoftmaxUKernels kNeonSoftmax{Isa::Neon, "neon", f32_softmax_cols__neon};
 #endif
 
 const SoftmaxUKernels* softmax_ukernels_for(Isa isa) {
@@ -19,7 +19,7 @@ const SoftmaxUKernels* softmax_ukernels_for(Isa isa) {
     case Isa::Scalar:
       return &kScalarSoftmax;
     case Isa::Avx2Fma:
-    case Isa::Avx512:  // its table keeps the AVX2 kernels outside the NHWC path, the softmax included
+    case Isa::Avx512:  // no AVX-512 softmax: the AVX2 one
 #if defined(__x86_64__) || defined(_M_X64)
       return &kAvx2Softmax;
 #endif

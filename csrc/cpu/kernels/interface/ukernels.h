@@ -1,25 +1,29 @@
 // Torch-free fp32 microkernels for the fused MobileNetV4 blocks (raw pointers, no torch headers).
 //
-// Layout convention ("weights as the A matrix"): activations are channel-major tiles, [C][pixels] with the
-// pixels of a channel contiguous (an NCHW plane, or a band of rows of it). A 1x1 convolution is then a plain
-// row-major GEMM with the torch weight [Cout, Cin] as A (no packing, no per-call repacking):
+// Two layouts. Channel-major ("weights as the A matrix"; the mqa op): activations are [C][pixels] tiles with
+// the pixels of a channel contiguous. A 1x1 convolution is then a plain row-major GEMM with the torch weight
+// [Cout, Cin] as A (no packing):
 //     C[m][n] = act(sum_k A[m][k] * B[k][n] + bias[m]) + R[m][n]
-// and a depthwise convolution runs plane by plane, vectorised along the width.
+// and a depthwise convolution runs plane by plane, vectorised along the width. Pixel-major (NHWC; the uib,
+// conv and pointwise ops): see the NHWC kernels below.
 //
-// Every kernel exists as a scalar fallback (fallback/, the oracle), AVX2+FMA (x86/, run-time detected) and
-// NEON (aarch64/, only on aarch64 builds). `ukernels()` returns the table for the running CPU;
-// `ukernels_for(isa)` a specific one (nullptr when it is not compiled in or the CPU lacks it).
+// Every kernel exists as a scalar fallback (fallback/, the oracle), AVX2+FMA and AVX-512F (x86/, run-time
+// detected) and NEON (aarch64/, only on aarch64 builds). `ukernels()` returns the table for the running CPU;
+// `ukernels_for(isa)` a specific one (nullptr when it is not compiled in or the CPU lacks it). A table may
+// hold another ISA's kernel where it has none of its own (UKernels::isa_of says which).
 // The environment variable MNV4_CPU_ISA=scalar|avx2|avx512|neon (read once) forces a table; unset/auto =
-// best (avx512 where the CPU has AVX-512F, else avx2_fma on x86-64).
+// best (avx512 where the CPU has AVX-512F, else avx2_fma on x86-64, neon on aarch64).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
+#include "codes.h"
+
 namespace mnv4 {
 namespace cpu {
 
-enum class Act : int { None = 0, Relu = 1, Gelu = 2 };  // Gelu is the exact (erf) form
+using Act = ::mnv4::Activation;  // the epilogue's activation (codes.h); Gelu is the exact (erf) form
 
 // NaN semantics (every kernel, every table): those of the plain-torch composite. NaN propagates through every
 // sum and activation (relu(NaN) = gelu(NaN) = NaN, as torch.relu / gelu), and in the depthwise convs a tap
@@ -28,8 +32,34 @@ enum class Act : int { None = 0, Relu = 1, Gelu = 2 };  // Gelu is the exact (er
 // it is given; a caller that pads must do the same for non-finite weights, as csrc/cpu/conv.cpp does.)
 // Infinities may give other results than torch's where the order of the additions differs; NaN may not.
 
-// Avx512: the AVX2+FMA table with both GEMMs (gemm, conv_nhwc) and dwconv_nhwc in AVX-512F.
 enum class Isa : int { Scalar = 0, Avx2Fma = 1, Neon = 2, Avx512 = 3 };
+
+// A GEMM kernel's register tile: mr rows x nr columns of C. The ISA files instantiate their kernels with
+// these constants (nr / lanes vectors), and the registry exports them (UKernels::gemm_tile, conv_nhwc_tile),
+// so schedules, cost models and packed weight layouts read the tile of the kernel that runs. For the NHWC
+// GEMM, nr is also the slab width of a packed B (a wrong one gives wrong results, not only slow ones).
+struct Tile {
+  int mr, nr;
+};
+constexpr Tile kScalarTile{1, 1};           // the scalar kernels (B slabs of one column)
+constexpr Tile kGemmAvx2Tile{6, 16};        // f32_gemm_6x16__avx2_fma
+constexpr Tile kConvNhwcAvx2Tile{6, 16};    // f32_conv_nhwc_6x16__avx2_fma
+constexpr Tile kGemmAvx512Tile{8, 32};      // f32_gemm_8x32__avx512
+constexpr Tile kConvNhwcAvx512Tile{7, 32};  // f32_conv_nhwc_7x32__avx512
+constexpr Tile kGemmNeonTile{6, 16};        // f32_gemm_6x16__neon
+constexpr Tile kConvNhwcNeonTile{6, 16};    // f32_conv_nhwc_6x16__neon
+
+// The channel-major depthwise kernels' scratch (f32_dwconv_fn): per group of kDwGroup channels, the needed
+// input rows zero-padded and, for s = 2, split into stride phases (common/simd_impl.h builds them there).
+// One phase of a padded row: the vector loop reads columns < round_up(out_w, lanes) + (k - 1)/s, lanes | 8.
+constexpr int kDwGroup = 8;
+constexpr int64_t dw_phase_len(int k, int64_t out_w) { return ((out_w + 7) / 8 * 8 + k + 7) / 8 * 8; }
+// kDwGroup channels x rows x (s phases, + for s == 2 an unsplit line of 2 * plen + 16 floats)
+constexpr int64_t f32_dwconv_scratch_floats(int k, int s, int64_t in_w, int64_t out_rows) {
+  if (out_rows <= 0) return 0;
+  const int64_t plen = dw_phase_len(k, (in_w - 1) / s + 1);
+  return kDwGroup * ((out_rows - 1) * s + k) * (plen * s + (s == 2 ? 2 * plen + 16 : 0));
+}
 
 // GEMM: C[m*ldc + n] = act(sum_k A[m*lda + k] * B[k*ldb + n] + bias[m]) + R[m*ldr + n]
 //   for m < M, n < N. A row-major (lda >= K), B row-major (ldb >= N), C row-major (ldc >= N); unit stride
@@ -59,8 +89,6 @@ using f32_dwconv_fn = void (*)(int64_t channels, int k, int s, const float* in, 
 using x32_transpose_fn = void (*)(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst,
                                   int64_t ldd);
 
-int64_t f32_dwconv_scratch_floats(int k, int s, int64_t in_w, int64_t out_rows);
-
 // ---- NHWC kernels ("pixels as rows"): channels_last activations used in place, weights transposed ----
 // A channels_last tensor is [pixels][C] with each pixel's channels contiguous; a 1x1 conv is then a GEMM
 // whose rows are pixels and whose B is the weight transposed, [Cin][Cout] (fuse() stores the weights that
@@ -69,7 +97,7 @@ int64_t f32_dwconv_scratch_floats(int k, int s, int64_t in_w, int64_t out_rows);
 //
 // Pointwise conv (a GEMM with a per-column bias):
 //   C[m*ldc + n] = act(sum_k A[m*lda + k] * B(k, n) + bias[n]) + R[m*ldr + n]   for m < M, n < N.
-//   A: M pixels x K channels (lda = pixel stride). B in column slabs of NR = the table's gemm_nr columns:
+//   A: M pixels x K channels (lda = pixel stride). B in column slabs of NR = the table's conv_nhwc_tile.nr:
 //   B(k, n) = B[(n / NR) * bss + k * ldb + n % NR]. A row-major [K][ldb] matrix (ldb >= N) is bss = NR;
 //   slabs packed one after the other (each K x NR, zero-padded) are ldb = NR, bss = K * NR. Unit stride
 //   along n in C and R.
@@ -99,18 +127,23 @@ using f32_dwconv_nhwc_fn = void (*)(int64_t channels, int k, int s, const float*
                                     const float* bias, Act act, float* out, int64_t out_ps, int64_t out_rs,
                                     int64_t oy0, int64_t oy1);
 
+// The instruction set each kernel of a table is written for ("scalar", "avx2_fma", "avx512", "neon").
+struct KernelIsas {
+  const char *gemm, *dwconv, *transpose, *dwconv_nhwc, *conv_nhwc;
+};
+
 struct UKernels {
   Isa isa;
-  const char* name;          // "scalar", "avx2_fma", "avx512", "neon"
-  int gemm_nr;               // columns (channels) of the NHWC GEMM's register tile: B's slab width
-  int gemm_mr;               // rows (pixels) of the NHWC GEMM's register tile
+  const char* name;     // "scalar", "avx2_fma", "avx512", "neon"
+  KernelIsas isa_of;    // each kernel's own ISA (the avx512 table borrows AVX2 kernels)
+  Tile gemm_tile;       // gemm's register tile: output channels x pixels
+  Tile conv_nhwc_tile;  // conv_nhwc's register tile: pixels x output channels (nr: B's slab width)
   f32_gemm_fn gemm;
   f32_dwconv_fn dwconv;
   x32_transpose_fn transpose;
   f32_dwconv_nhwc_fn dwconv_nhwc;
   f32_conv_nhwc_fn conv_nhwc;
-  // f32_pwconv_nhwc_fn: the conv with one tap at offset 0 (the per-ISA pointwise entry points did the same;
-  // 6272 x 160 x 64, 1 thread: 88-107 GFLOP/s with them, 94-106 without)
+  // f32_pwconv_nhwc_fn: the conv with one tap at offset 0 (as fast as a separate pointwise entry point)
   void pwconv_nhwc(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
                    int64_t bss, float* C, int64_t ldc, const float* bias, Act act, const float* R,
                    int64_t ldr) const {
@@ -123,12 +156,9 @@ struct UKernels {
 const UKernels& ukernels();
 // A specific table, or nullptr if not compiled in / not supported by this CPU.
 const UKernels* ukernels_for(Isa isa);
-// Forces the table that ukernels() returns from now on (tests). Returns false if unavailable.
-bool set_ukernels(Isa isa);
 // Scalar gelu (exact): x * 0.5 * (1 + erf(x / sqrt(2))) with std::erf: the oracle. The SIMD epilogues use
 // the vectorised form in common/vec_math.h (absolute error <= 0.75e-7 |x|), checked against this one by
-// the C++ tests; a per-lane scalar erf made GELU blocks several times slower (hybrid_large layers in
-// `python -m mnv4_kernels bench`).
+// the C++ tests; a per-lane scalar erf would make GELU blocks several times slower.
 float gelu_exact(float x);
 // The scalar activations (the fallback's epilogue and the oracle): relu(x) = x < 0 ? 0 : x (NaN stays NaN),
 // gelu_exact, identity.

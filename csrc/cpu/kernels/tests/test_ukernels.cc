@@ -1,6 +1,6 @@
 // Self-checking tests of every SIMD microkernel table compiled in and supported here (AVX2+FMA natively on
 // x86-64, NEON on aarch64 / under qemu-aarch64) against the scalar fallback, over the edge-case battery.
-// Usage: test_ukernels {gemm|dwconv|transpose|pwconv_nhwc|dwconv_nhwc|conv_nhwc|nan|all}.
+// Usage: test_ukernels {gemm|dwconv|transpose|pwconv_nhwc|dwconv_nhwc|conv_nhwc|nan|tiles|all}.
 // Exit status 0 = all passed; failures are printed.
 // (.cc, not .cpp: setup.py globs csrc/cpu/kernels/**/*.cpp into the torch extension; this has a main.)
 //
@@ -179,7 +179,7 @@ static std::vector<float> pack_slabs(const std::vector<float>& B, int64_t K, int
 }
 
 static void test_pwconv_nhwc(const UKernels& uk) {
-  const int64_t nr = uk.gemm_nr;  // B's slab width for this table: plain row-major B has bss = nr
+  const int64_t nr = uk.conv_nhwc_tile.nr;  // B's slab width for this table: plain row-major B has bss = nr
   const int64_t Ms[] = {1, 2, 5, 6, 7, 11, 12, 13, 16, 23, 49, 64};  // 49, 64: the 7x7 / 8x8 planes
   const int64_t Ns[] = {1, 3, 7, 8, 9, 15, 16, 17, 24, 31, 33, 40};
   const int64_t Ks[] = {0, 1, 3, 16, 37};
@@ -261,11 +261,54 @@ static void test_pwconv_nhwc(const UKernels& uk) {
   std::printf("%s pwconv_nhwc: %d cases\n", uk.name, cases);
 }
 
+// The table's declared register tiles against its kernels. conv_nhwc_tile.nr is the slab width of a packed
+// B: with B packed in slabs of the declared width and N = nr + 1 columns (a second slab of one column), a
+// declared width other than the kernel's reads the wrong columns. Rows M = mr + 1 start a second row tile.
+// The gemm kernel's tile only shapes its loops: the same edges, checked for results.
+static void test_tiles(const UKernels& uk) {
+  int cases = 0;
+  const int64_t nr = uk.conv_nhwc_tile.nr, mr = uk.conv_nhwc_tile.mr;
+  for (int64_t K : {1, 7, 32})
+    for (int64_t N : {nr, nr + 1, 2 * nr + 1})
+      for (int64_t M : {mr, mr + 1}) {
+        auto A = rand_strided(M, K, K), B = rand_strided(K, N, N), bias = rand_vec(N);
+        std::vector<float> want(M * N, kNaN), got(M * N, kNaN), mag(M * N, kNaN);
+        f32_pwconv_nhwc__scalar(M, N, K, A.data(), K, B.data(), N, 1, want.data(), N, bias.data(), Act::Relu,
+                                nullptr, 0);
+        auto aA = abs_vec(A), aB = abs_vec(B), ab = abs_vec(bias);
+        f32_pwconv_nhwc__scalar(M, N, K, aA.data(), K, aB.data(), N, 1, mag.data(), N, ab.data(), Act::None, nullptr,
+                                0);
+        const std::vector<float> Bp = pack_slabs(B, K, N, N, nr);
+        uk.pwconv_nhwc(M, N, K, A.data(), K, Bp.data(), nr, K * nr, got.data(), N, bias.data(), Act::Relu, nullptr, 0);
+        compare(got, want, mag, 2.5e-7f * (K + 3), [](size_t) { return true; },
+                std::string(uk.name) + " conv_nhwc_tile " + std::to_string(mr) + "x" + std::to_string(nr) +
+                    " (M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) + ")");
+        ++cases;
+      }
+  const int64_t gm = uk.gemm_tile.mr, gn = uk.gemm_tile.nr;
+  for (int64_t K : {1, 32})
+    for (int64_t N : {gn, gn + 1, 2 * gn + 1})
+      for (int64_t M : {gm, gm + 1}) {
+        auto A = rand_vec(M * K), B = rand_vec(K * N), bias = rand_vec(M);
+        std::vector<float> want(M * N, kNaN), got(M * N, kNaN), mag(M * N, kNaN);
+        f32_gemm__scalar(M, N, K, A.data(), K, B.data(), N, want.data(), N, bias.data(), Act::Relu, nullptr, 0);
+        auto aA = abs_vec(A), aB = abs_vec(B), ab = abs_vec(bias);
+        f32_gemm__scalar(M, N, K, aA.data(), K, aB.data(), N, mag.data(), N, ab.data(), Act::None, nullptr, 0);
+        uk.gemm(M, N, K, A.data(), K, B.data(), N, got.data(), N, bias.data(), Act::Relu, nullptr, 0);
+        compare(got, want, mag, 2.5e-7f * (K + 3), [](size_t) { return true; },
+                std::string(uk.name) + " gemm_tile (M=" + std::to_string(M) + " N=" + std::to_string(N) + ")");
+        ++cases;
+      }
+  std::printf("%s tiles: conv_nhwc %dx%d (%s), gemm %dx%d (%s), dwconv %s, dwconv_nhwc %s, transpose %s: %d cases\n",
+              uk.name, int(mr), int(nr), uk.isa_of.conv_nhwc, int(gm), int(gn), uk.isa_of.gemm, uk.isa_of.dwconv,
+              uk.isa_of.dwconv_nhwc, uk.isa_of.transpose, cases);
+}
+
 // Dense k x k conv as taps (f32_conv_nhwc_fn) over a zero-padded row band: rows*Wp pixels, pixel stride ps
 // >= Cin (NaN between pixels: a read of the gap poisons C), M output pixels of one row at stride s. The
 // expected values come from a direct loop over the band (no kernel); the scalar oracle is checked too.
 static void test_conv_nhwc(const UKernels& uk) {
-  const int64_t nr = uk.gemm_nr;
+  const int64_t nr = uk.conv_nhwc_tile.nr;
   int cases = 0;
   std::uniform_real_distribution<float> d(-1.f, 1.f);
   for (int k : {1, 3, 5})
@@ -472,7 +515,7 @@ static void test_nan(const UKernels& uk) {
             const float* rp = res ? R.data() : nullptr;
             if (nhwc) {
               f32_pwconv_nhwc__scalar(M, N, K, A.data(), K, B.data(), N, 1, sc.data(), N, bias.data(), act, rp, N);
-              uk.pwconv_nhwc(M, N, K, A.data(), K, B.data(), N, uk.gemm_nr, got.data(), N, bias.data(), act, rp, N);
+              uk.pwconv_nhwc(M, N, K, A.data(), K, B.data(), N, uk.conv_nhwc_tile.nr, got.data(), N, bias.data(), act, rp, N);
             } else {
               f32_gemm__scalar(M, N, K, A.data(), K, B.data(), N, sc.data(), N, bias.data(), act, rp, N);
               uk.gemm(M, N, K, A.data(), K, B.data(), N, got.data(), N, bias.data(), act, rp, N);
@@ -573,8 +616,8 @@ static void test_nan(const UKernels& uk) {
           std::vector<float> sc(M * N + 3, kNaN), got(M * N + 3, kNaN);
           f32_conv_nhwc__scalar(M, N, Cin, int(T), off.data(), band.data(), s * Cin, B.data(), N, 1, sc.data(), N,
                                 bias.data(), act, nullptr, 0);
-          const std::vector<float> Bp = pack_slabs(B, Kt, N, N, uk.gemm_nr);
-          uk.conv_nhwc(M, N, Cin, int(T), off.data(), band.data(), s * Cin, Bp.data(), uk.gemm_nr, Kt * uk.gemm_nr,
+          const std::vector<float> Bp = pack_slabs(B, Kt, N, N, uk.conv_nhwc_tile.nr);
+          uk.conv_nhwc(M, N, Cin, int(T), off.data(), band.data(), s * Cin, Bp.data(), uk.conv_nhwc_tile.nr, Kt * uk.conv_nhwc_tile.nr,
                        got.data(), N, bias.data(), act, nullptr, 0);
           char what[160];
           std::snprintf(what, sizeof what, "%s conv_nhwc NaN k=%d s=%d Cin=%lld N=%lld M=%lld act=%s", uk.name, k, s,
@@ -651,6 +694,7 @@ int main(int argc, char** argv) {
     if (group == "dwconv_nhwc" || group == "all") test_dwconv_nhwc(*uk);
     if (group == "conv_nhwc" || group == "all") test_conv_nhwc(*uk);
     if (group == "nan" || group == "all") test_nan(*uk);
+    if (group == "tiles" || group == "all") test_tiles(*uk);
   }
   if (tables == 0) {
     std::printf("FAIL: no SIMD kernel table is available on this CPU/build (nothing was tested)\n");

@@ -1,5 +1,6 @@
-// AVX2+FMA microkernels: f32_gemm_6x16__avx2_fma (6 rows x 2 ymm = 12 accumulators), f32_dwconv__avx2_fma
-// (8 output columns per ymm), x32_transpose__avx2 (8x8 register transposes). The code is the shared
+// AVX2+FMA microkernels: f32_gemm_6x16__avx2_fma and f32_conv_nhwc_6x16__avx2_fma (6 rows x 2 ymm = 12
+// accumulators: ukernels.h's kGemmAvx2Tile, kConvNhwcAvx2Tile), f32_dwconv__avx2_fma (8 output columns per
+// ymm), f32_dwconv_nhwc__avx2_fma, x32_transpose__avx2 (8x8 register transposes). The code is the shared
 // template in ../common/simd_impl.h with V = Avx2. Only this file is compiled for avx2+fma (the pragma below
 // = __attribute__((target("avx2,fma"))) on every function after it); the rest of the build stays generic
 // x86-64 and interface/dispatch.cpp calls in here only when __builtin_cpu_supports says the CPU has both.
@@ -29,12 +30,16 @@ using V = Avx2Vec;
 
 #include "../common/simd_impl.h"
 
+constexpr Tile kGemm = kGemmAvx2Tile, kConv = kConvNhwcAvx2Tile;
+static_assert(kGemm.nr % V::W == 0 && kConv.nr % V::W == 0, "a tile's columns are whole ymm vectors");
+
 }  // namespace avx2
 
 void f32_conv_nhwc_6x16__avx2_fma(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const float* A,
     int64_t lda, const float* B, int64_t ldb, int64_t bss, float* C, int64_t ldc, const float* bias, Act act,
     const float* R, int64_t ldr) {
-  avx2::pw_dispatch<6, 2>(M, N, K, T, off, A, lda, B, ldb, bss, C, ldc, bias, act, R, ldr);
+  avx2::pw_dispatch<avx2::kConv.mr, avx2::kConv.nr / avx2::V::W>(M, N, K, T, off, A, lda, B, ldb, bss, C, ldc, bias,
+                                                                  act, R, ldr);
 }
 
 void f32_dwconv_nhwc__avx2_fma(int64_t channels, int k, int s, const float* in, int64_t in_ps, int64_t in_rs,
@@ -48,7 +53,8 @@ void f32_dwconv_nhwc__avx2_fma(int64_t channels, int k, int s, const float* in, 
 void f32_gemm_6x16__avx2_fma(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
                              int64_t ldb, float* C, int64_t ldc, const float* bias, Act act, const float* R,
                              int64_t ldr) {
-  avx2::gemm_dispatch<6, 2>(M, N, K, A, lda, B, ldb, C, ldc, bias, act, R, ldr);
+  avx2::gemm_dispatch<avx2::kGemm.mr, avx2::kGemm.nr / avx2::V::W>(M, N, K, A, lda, B, ldb, C, ldc, bias, act, R,
+                                                                    ldr);
 }
 
 void f32_dwconv__avx2_fma(int64_t channels, int k, int s, const float* in, int64_t in_cs, int64_t in_rs,
