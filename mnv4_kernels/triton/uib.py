@@ -306,7 +306,7 @@ def validate_uib(x, start_dw_w, start_dw_b, expand_w, expand_b, mid_dw_w, mid_dw
     check_input(x, op)
     n, cin, h, w = x.shape
     check(activation in ACTIVATIONS,
-          f'mnv4: activation must be one of "relu", "gelu", "none"; got "{activation}"')
+          f'{op}: activation must be one of "relu", "gelu", "none"; got "{activation}"')
     check(stride in (1, 2), f"{op}: stride must be 1 or 2; got {stride}")
     ks = check_depthwise(x, start_dw_w, start_dw_b, op, "start_dw_w", "start_dw_b", cin)
     check_pointwise(x, expand_w, op, "expand_w", -1, cin)
