@@ -45,9 +45,9 @@ def _shape(t):
     return list(t.shape)
 
 
-def parse_activation(name):
+def parse_activation(name, op, arg="activation"):
     check(isinstance(name, str) and name in ACTIVATIONS,
-          lambda: f'mnv4: activation must be one of "relu", "gelu", "none"; got "{name}"')
+          lambda: f'{op}: {arg} must be one of "relu", "gelu", "none"; got "{name}"')
     return ACTIVATIONS[name]
 
 
@@ -111,7 +111,7 @@ def uib(x, start_dw_w, start_dw_b, expand_w, expand_b, mid_dw_w, mid_dw_b, proj_
     op = "mnv4::uib"
     check_input(x, op)
     n, cin, h, w = x.shape
-    act = parse_activation(activation)
+    act = parse_activation(activation, op)
     check(stride in (1, 2), lambda: f"{op}: stride must be 1 or 2; got {stride}")
     ks = check_depthwise(x, start_dw_w, start_dw_b, op, "start_dw_w", "start_dw_b", cin)
     check_pointwise(x, expand_w, op, "expand_w", -1, cin)
@@ -184,10 +184,9 @@ def conv(x, weight, bias=None, stride=1, activation="none", proj_weight=None, pr
     if bias is not None:
         check_bias(x, bias, op, "bias", o)
     check(stride in (1, 2), lambda: f"{op}: stride must be 1 or 2; got {stride}")
-    parse_activation(activation)
+    parse_activation(activation, op)
     check(proj_weight is not None or proj_bias is None, lambda: f"{op}: proj_bias given without proj_weight")
-    check(proj_activation in ACTIVATIONS,
-          lambda: f'{op}: proj_activation must be one of "relu", "gelu", "none"; got "{proj_activation}"')
+    parse_activation(proj_activation, op, "proj_activation")
     check(proj_weight is not None or proj_activation == "none",
           lambda: f"{op}: proj_activation '{proj_activation}' given without proj_weight")
     p = o
@@ -214,5 +213,5 @@ def pointwise(x, weight, bias=None, activation="none"):
     o = weight.shape[0]
     if bias is not None:
         check_bias(x, bias, op, "bias", o)
-    parse_activation(activation)
+    parse_activation(activation, op)
     return dict(out=o)

@@ -287,20 +287,18 @@ def test_same_rejection_everywhere(messages, case_id):
     assert len(set(got.values())) == 1, got  # the same message, word for word
 
 
-def test_triton_common_delegates_to_the_validator():
-    """The Triton ops' check helpers are the validator's (one set of rules)."""
+def test_triton_validators_are_the_validator():
+    """The Triton ops take their rules from mnv4_kernels.validate (one set): the derived sizes agree on a valid
+    call (the rejections are compared message by message above)."""
     pytest.importorskip("triton")
     from mnv4_kernels import validate
-    from mnv4_kernels.triton import _common
+    from mnv4_kernels.triton import mqa as tmqa, uib as tuib
 
-    x = torch.randn(1, 8, 4, 4)
-    for fn, args in ((_common.check_pointwise, (x, torch.randn(4, 7, 1, 1), "op", "w", -1, 8)),
-                     (_common.check_depthwise, (x, torch.randn(8, 1, 2, 2), torch.randn(8), "op", "w", "b", 8)),
-                     (_common.check_bias, (x, torch.randn(3), "op", "b", 4)),
-                     (_common.check_input, (x.int(), "op"))):
-        with pytest.raises(RuntimeError) as mine:
-            fn(*args)
-        with pytest.raises(RuntimeError) as ref:
-            getattr(validate, fn.__name__)(*args)
-        assert str(mine.value) == str(ref.value)
-    assert _common.ACTIVATIONS is validate.ACTIVATIONS
+    x = torch.randn(2, 8, 5, 7)
+    u = (None, None, torch.randn(16, 8, 1, 1), torch.randn(16), torch.randn(16, 1, 3, 3), torch.randn(16),
+         torch.randn(8, 16, 1, 1), torch.randn(8))
+    assert tuib.validate_uib(x, *u, 2, False, "gelu") == validate.uib(x, *u, 2, False, "gelu")
+    m = (torch.randn(8), torch.randn(8), torch.randn(8, 8, 1, 1), torch.randn(8, 1, 3, 3), torch.randn(8),
+         torch.randn(4, 8, 1, 1), torch.randn(8, 1, 3, 3), torch.randn(8), torch.randn(4, 8, 1, 1),
+         torch.randn(8, 8, 1, 1))
+    assert tmqa.validate_mqa(x, *m, 2, 2, True) == validate.mqa(x, *m, 2, 2, True)

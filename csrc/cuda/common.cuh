@@ -41,9 +41,11 @@ template <> __device__ __forceinline__ __half from_f<__half>(float v) { return _
 template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
 // ---- activations (ACT: an Activation code, csrc/codes.h) -----------------------------------------------
+// NaN in -> NaN out, as torch.relu and F.gelu: the ReLU compares with `<` (false for NaN) instead of
+// fmaxf(v, 0), which returns the non-NaN operand.
 template <int ACT> __device__ __forceinline__ float activate(float v) {
   if constexpr (ACT == int(Activation::Relu)) {
-    return v < 0.f ? 0.f : v;  // NaN stays NaN, as torch.relu (fmaxf would drop it)
+    return v < 0.f ? 0.f : v;
   } else if constexpr (ACT == int(Activation::Gelu)) {
     return 0.5f * v * (1.f + erff(v * 0.70710678118654752440f));  // exact (erf) GELU
   } else {

@@ -1,40 +1,8 @@
-"""Argument checks shared by the Triton ops: csrc/params.h's detail:: helpers, through their one Python mirror
-(mnv4_kernels.validate), with the same rules and messages (each names the offending argument). They raise
-RuntimeError, as TORCH_CHECK does, so a caller sees the same exception type from every backend."""
+"""Helpers shared by the Triton ops. Their argument checks are mnv4_kernels.validate's (the one Python mirror of
+csrc/params.h: the same rules and messages as the C++ ops and the fake kernels); `check` is re-exported for the
+ops' own launch-time checks (device, dtype support)."""
 
-from .. import validate as _v
-
-ACTIVATIONS = _v.ACTIVATIONS
-
-
-def check(cond, msg):
-    _v.check(cond, msg)
-
-
-def conv_out(size, stride):
-    return _v.conv_out(size, stride)
-
-
-def check_same(x, t, op, name):
-    _v.check_same(x, t, op, name)
-
-
-def check_input(x, op):
-    _v.check_input(x, op)
-
-
-def check_pointwise(x, w, op, name, out, cin):
-    """A 1x1 conv weight [out, in, 1, 1] (or [out, in]); out < 0 accepts any output width."""
-    _v.check_pointwise(x, w, op, name, out, cin)
-
-
-def check_bias(x, b, op, name, n):
-    _v.check_bias(x, b, op, name, n)
-
-
-def check_depthwise(x, w, b, op, wname, bname, channels):
-    """A depthwise weight [C, 1, k, k] (k odd) and its bias [C], both or neither. Returns k (0 if absent)."""
-    return _v.check_depthwise(x, w, b, op, wname, bname, channels)
+from ..validate import check  # noqa: F401
 
 
 # ---- running under TRITON_INTERPRET=1 ----

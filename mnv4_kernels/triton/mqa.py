@@ -39,9 +39,9 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
+from .. import validate
 from ..ops import output_memory_format
-from ._common import (check, check_bias, check_depthwise, check_input, check_pointwise, conv_out,
-                      keep_opaque_when_interpreted, metadata_only)
+from ._common import check, keep_opaque_when_interpreted, metadata_only
 from ._tuning import gpu_configs, prune_args
 
 __all__ = ["mqa_triton", "validate_mqa"]
@@ -291,33 +291,10 @@ def _mqa_attn_kernel(
 
 def validate_mqa(x, norm_scale, norm_shift, q_w, k_dw_w, k_dw_b, k_w, v_dw_w, v_dw_b, v_w, o_w, num_heads,
                  kv_stride, residual):
-    """Python mirror of mnv4::make_mqa_params (csrc/params.h): same rules, same messages naming the argument
-    (RuntimeError, like TORCH_CHECK). Returns a dict of the derived sizes."""
-    op = "mnv4::mqa"
-    check_input(x, op)
-    n, c, h, w = x.shape
-    check_bias(x, norm_scale, op, "norm_scale", c)
-    check_bias(x, norm_shift, op, "norm_shift", c)
-    check(num_heads >= 1, f"{op}: num_heads must be >= 1; got {num_heads}")
-    check_pointwise(x, q_w, op, "q_w", -1, c)
-    check(q_w.shape[0] % num_heads == 0 and q_w.shape[0] > 0,
-          f"{op}: num_heads={num_heads} must divide the query width q_w.size(0)={q_w.shape[0]}")
-    dk = q_w.shape[0] // num_heads
-    check_pointwise(x, k_w, op, "k_w", dk, c)
-    check_pointwise(x, v_w, op, "v_w", -1, c)
-    dv = v_w.shape[0]
-    check(dv > 0, f"{op}: v_w must have at least one output channel")
-    check_pointwise(x, o_w, op, "o_w", -1, num_heads * dv)
-    cout = o_w.shape[0]
-    check(kv_stride in (1, 2), f"{op}: kv_stride must be 1 or 2; got {kv_stride}")
-    kk = check_depthwise(x, k_dw_w, k_dw_b, op, "k_dw_w", "k_dw_b", c)
-    kv = check_depthwise(x, v_dw_w, v_dw_b, op, "v_dw_w", "v_dw_b", c)
-    check(kk == kv, f"{op}: k_dw_w and v_dw_w must both be given with the same kernel size, or both omitted")
-    check(kv_stride == 1 or kk > 0, f"{op}: kv_stride=2 needs the K/V depthwise weights (k_dw_w, v_dw_w)")
-    check(not residual or cout == c,
-          f"{op}: residual=True needs o_w to have {c} output channels (C of x); got {cout}")
-    return dict(batch=n, c=c, h=h, w=w, heads=num_heads, dk=dk, dv=dv, cout=cout, kk=kk,
-                kvh=conv_out(h, kv_stride), kvw=conv_out(w, kv_stride))
+    """mnv4_kernels.validate's mirror of csrc/params.h (the same rules and messages as the C++ op and the
+    fake kernel). Returns a dict of the derived sizes."""
+    return validate.mqa(x, norm_scale, norm_shift, q_w, k_dw_w, k_dw_b, k_w, v_dw_w, v_dw_b, v_w, o_w, num_heads,
+                        kv_stride, residual)
 
 
 def _p2(n):

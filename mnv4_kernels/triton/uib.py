@@ -44,9 +44,9 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
+from .. import validate
 from ..ops import output_memory_format
-from ._common import (ACTIVATIONS, check, check_bias, check_depthwise, check_input, check_pointwise, conv_out,
-                      keep_opaque_when_interpreted, metadata_only)
+from ._common import check, keep_opaque_when_interpreted, metadata_only
 from ._tuning import gpu_configs, prune_args
 
 __all__ = ["uib_triton", "validate_uib"]
@@ -300,33 +300,10 @@ def _uib_kernel(
 
 def validate_uib(x, start_dw_w, start_dw_b, expand_w, expand_b, mid_dw_w, mid_dw_b, proj_w, proj_b,
                  stride, residual, activation):
-    """Python mirror of mnv4::make_uib_params (csrc/params.h): same rules, same messages naming the argument
-    (RuntimeError, like TORCH_CHECK). Returns a dict of the derived sizes."""
-    op = "mnv4::uib"
-    check_input(x, op)
-    n, cin, h, w = x.shape
-    check(activation in ACTIVATIONS,
-          f'mnv4: activation must be one of "relu", "gelu", "none"; got "{activation}"')
-    check(stride in (1, 2), f"{op}: stride must be 1 or 2; got {stride}")
-    ks = check_depthwise(x, start_dw_w, start_dw_b, op, "start_dw_w", "start_dw_b", cin)
-    check_pointwise(x, expand_w, op, "expand_w", -1, cin)
-    mid = expand_w.shape[0]
-    check(mid > 0, f"{op}: expand_w must have at least one output channel")
-    check_bias(x, expand_b, op, "expand_b", mid)
-    km = check_depthwise(x, mid_dw_w, mid_dw_b, op, "mid_dw_w", "mid_dw_b", mid)
-    check_pointwise(x, proj_w, op, "proj_w", -1, mid)
-    cout = proj_w.shape[0]
-    check(cout > 0, f"{op}: proj_w must have at least one output channel")
-    check_bias(x, proj_b, op, "proj_b", cout)
-    check(stride == 1 or km or ks,
-          f"{op}: stride=2 needs a depthwise conv to carry it (start_dw_w or mid_dw_w); the FFN form has none")
-    check(not residual or stride == 1, f"{op}: residual=True needs stride=1; got stride={stride}")
-    check(not residual or cin == cout, f"{op}: residual=True needs Cin == Cout; got Cin={cin}, Cout={cout}")
-    s_mid = stride if km else 1
-    s_start = stride if (ks and not km) else 1
-    return dict(batch=n, cin=cin, h=h, w=w, mid=mid, cout=cout, ks=ks, km=km, s_mid=s_mid, s_start=s_start,
-                oh=conv_out(h, stride), ow=conv_out(w, stride), eh=conv_out(h, s_start), ew=conv_out(w, s_start),
-                act=ACTIVATIONS[activation])
+    """mnv4_kernels.validate's mirror of csrc/params.h (the same rules and messages as the C++ op and the
+    fake kernel). Returns a dict of the derived sizes."""
+    return validate.uib(x, start_dw_w, start_dw_b, expand_w, expand_b, mid_dw_w, mid_dw_b, proj_w, proj_b, stride,
+                        residual, activation)
 
 
 def _w2(t):

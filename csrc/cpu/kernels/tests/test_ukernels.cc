@@ -1,6 +1,6 @@
 // Self-checking tests of every SIMD microkernel table compiled in and supported here (AVX2+FMA natively on
 // x86-64, NEON on aarch64 / under qemu-aarch64) against the scalar fallback, over the edge-case battery.
-// Usage: test_ukernels {gemm|dwconv|transpose|pwconv_nhwc|dwconv_nhwc|conv_nhwc|tiles|nan|all}.
+// Usage: test_ukernels {gemm|dwconv|transpose|pwconv_nhwc|dwconv_nhwc|conv_nhwc|nan|tiles|all}.
 // Exit status 0 = all passed; failures are printed.
 // (.cc, not .cpp: setup.py globs csrc/cpu/kernels/**/*.cpp into the torch extension; this has a main.)
 //
@@ -515,7 +515,7 @@ static void test_nan(const UKernels& uk) {
             const float* rp = res ? R.data() : nullptr;
             if (nhwc) {
               f32_pwconv_nhwc__scalar(M, N, K, A.data(), K, B.data(), N, 1, sc.data(), N, bias.data(), act, rp, N);
-              uk.pwconv_nhwc(M, N, K, A.data(), K, B.data(), N, uk.gemm_nr, got.data(), N, bias.data(), act, rp, N);
+              uk.pwconv_nhwc(M, N, K, A.data(), K, B.data(), N, uk.conv_nhwc_tile.nr, got.data(), N, bias.data(), act, rp, N);
             } else {
               f32_gemm__scalar(M, N, K, A.data(), K, B.data(), N, sc.data(), N, bias.data(), act, rp, N);
               uk.gemm(M, N, K, A.data(), K, B.data(), N, got.data(), N, bias.data(), act, rp, N);
@@ -616,8 +616,8 @@ static void test_nan(const UKernels& uk) {
           std::vector<float> sc(M * N + 3, kNaN), got(M * N + 3, kNaN);
           f32_conv_nhwc__scalar(M, N, Cin, int(T), off.data(), band.data(), s * Cin, B.data(), N, 1, sc.data(), N,
                                 bias.data(), act, nullptr, 0);
-          const std::vector<float> Bp = pack_slabs(B, Kt, N, N, uk.gemm_nr);
-          uk.conv_nhwc(M, N, Cin, int(T), off.data(), band.data(), s * Cin, Bp.data(), uk.gemm_nr, Kt * uk.gemm_nr,
+          const std::vector<float> Bp = pack_slabs(B, Kt, N, N, uk.conv_nhwc_tile.nr);
+          uk.conv_nhwc(M, N, Cin, int(T), off.data(), band.data(), s * Cin, Bp.data(), uk.conv_nhwc_tile.nr, Kt * uk.conv_nhwc_tile.nr,
                        got.data(), N, bias.data(), act, nullptr, 0);
           char what[160];
           std::snprintf(what, sizeof what, "%s conv_nhwc NaN k=%d s=%d Cin=%lld N=%lld M=%lld act=%s", uk.name, k, s,
@@ -693,8 +693,8 @@ int main(int argc, char** argv) {
     if (group == "pwconv_nhwc" || group == "all") test_pwconv_nhwc(*uk);
     if (group == "dwconv_nhwc" || group == "all") test_dwconv_nhwc(*uk);
     if (group == "conv_nhwc" || group == "all") test_conv_nhwc(*uk);
-    if (group == "tiles" || group == "all") test_tiles(*uk);
     if (group == "nan" || group == "all") test_nan(*uk);
+    if (group == "tiles" || group == "all") test_tiles(*uk);
   }
   if (tables == 0) {
     std::printf("FAIL: no SIMD kernel table is available on this CPU/build (nothing was tested)\n");
