@@ -410,7 +410,7 @@ def test_cpu_tensor_without_interpreter_is_rejected():
 def test_kernels_compile_for_sm90():
     """The interpreter does not lower the kernels; Triton's bundled ptxas does, without a GPU: every kernel
     (uib in its four forms, hoisted and chunked A tile; mqa K/V and attention, 4 and 8 heads) compiles for
-    sm_90 in fp16 (bf16 takes the same path; fp32 IEEE dots compile for minutes: left to the GPU session), and
+    sm_90 in fp16 (bf16 takes the same path; fp32 IEEE dots compile for minutes: left to the GPU run), and
     no uib kernel (ReLU, GELU and none) holds a NaN-dropping max/min in its TTIR (aot_check exits non-zero)."""
     import subprocess
     import sys
