@@ -187,7 +187,9 @@ def test_gpu_run_parses():
 
 def _dry_run(tmp_path, **env):
     out = tmp_path / "out"
-    e = {k: v for k, v in os.environ.items() if not k.startswith("MNV4_GPU")}
+    # the script's own defaults, not the caller's build settings (make exports MAX_JOBS=2)
+    e = {k: v for k, v in os.environ.items()
+         if not k.startswith("MNV4_GPU") and k not in ("MAX_JOBS", "TORCH_CUDA_ARCH_LIST")}
     e.update(MNV4_GPU_DRY_RUN="1", OUT=str(out), PYTHON=sys.executable, TMPDIR=str(tmp_path), **env)
     r = subprocess.run(["bash", GPU_RUN], env=e, capture_output=True, text=True, timeout=120)
     with tarfile.open(out / "logs.tar") as t:
