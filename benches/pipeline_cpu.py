@@ -76,10 +76,12 @@ def throughput(folders, model, batch, workers, rounds):
         def run_infer():
             return sum(1 for _ in predict(files, t, predictor, batch_size=batch, workers=workers))
 
+        reps = max(1, n // len(x))  # x holds min(batch, n) images: count what ran, not the batch size
+
         def run_model():
-            for _ in range(max(1, n // batch)):
+            for _ in range(reps):
                 predictor(x)
-            return max(1, n // batch) * batch
+            return reps * len(x)
 
         def run_decode():
             from concurrent.futures import ThreadPoolExecutor
