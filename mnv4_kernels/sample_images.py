@@ -10,7 +10,7 @@ import os
 import numpy as np
 from PIL import Image
 
-__all__ = ["photo", "write_jpeg_folder"]
+__all__ = ["photo", "checker", "write_jpeg_folder"]
 
 
 def photo(w: int, h: int, seed: int = 0, grain: float = 4.0) -> Image.Image:
@@ -34,6 +34,14 @@ def photo(w: int, h: int, seed: int = 0, grain: float = 4.0) -> Image.Image:
     if grain:
         a += rng.normal(0, grain, (h, w, 1)).astype(np.float32)
     return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+
+
+def checker(w: int, h: int, cell: int = 97) -> Image.Image:
+    """An RGB w x h black/white checkerboard of `cell` px squares: the worst case for a downscale's filter (all
+    its energy sits in hard edges), where two different low-pass filters differ the most."""
+    yy, xx = np.ogrid[:h, :w]
+    a = (((yy // cell) + (xx // cell)) % 2 * 255).astype(np.uint8)
+    return Image.fromarray(a).convert("RGB")
 
 
 def write_jpeg_folder(folder, n: int, w: int, h: int, distinct: int = 4, quality: int = 90, grain: float = 4.0):

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from mnv4_kernels.pipeline import BatchPredictor, EvalTransform, Prediction, image_files, predict
-from mnv4_kernels.sample_images import photo
+from mnv4_kernels.sample_images import checker, photo
 from mnv4_reference import load_image, preprocess, pretrained_cfg
 from mnv4_reference.preprocess import center_crop, resize_shorter
 
@@ -17,11 +17,15 @@ MODEL = "mobilenetv4_conv_small"  # 224 crop of a 256 shorter side: draft decodi
 
 # Draft decoding (DCT-domain 1/2, 1/4 scale, then bicubic) against a full decode + bicubic, in uint8 levels, on
 # these photo-like images: measured max 2-3, mean 0.10-0.25 (see test_draft_error for each image). The reduction
-# is a different low-pass filter from the bicubic kernel it replaces: the two differ by a few levels where the
-# image has edges at the target scale (a 97 px black/white checker of a 12 MP JPEG: 7 levels); only a full decode
-# is within 1 level, so the bound below is stated for photo-like content, and --exact-decode gives 0.
+# is a different low-pass filter from the bicubic kernel it replaces (and its result is rounded to uint8 once
+# more before the resize): the two differ by a few levels where the image has edges at the target scale, most on
+# a black/white checker, whose energy is all in hard edges (measured: 7 levels, mean 0.59). Keeping 4x the target
+# (1/2 instead of 1/4 scale on 12 MP) still leaves 2-3 levels on photo-like JPEGs (benches/pipeline_cpu.py,
+# draft accuracy), so no draft setting meets 1 level: only a full decode does, and --exact-decode gives 0.
 DRAFT_MAX_LEVELS = 4
 DRAFT_MEAN_LEVELS = 0.4
+CHECKER_MAX_LEVELS = 7
+CHECKER_MEAN_LEVELS = 0.6
 
 
 def _with_exif(img, path, orientation, **kw):
@@ -47,6 +51,7 @@ def images(tmp_path_factory):
 
     save("large.jpg", big, True, quality=90)                                     # 1/2 scale
     save("12mp.jpg", photo(4032, 3024, seed=3), True, quality=90)                # 1/4 scale
+    save("checker_12mp.jpg", checker(4032, 3024), True, quality=90)              # 1/4 scale, hard edges
     save("portrait_large.jpg", photo(1800, 2600, seed=4), True, quality=92)
     save("small.jpg", small, False, quality=90)
     save("tiny.jpg", photo(300, 260, seed=5), False, quality=85)
@@ -95,7 +100,9 @@ def test_draft_error(images):
             assert scale == 1 and diff.max() == 0, name
         else:
             assert scale in (2, 4), name
-            assert diff.max() <= DRAFT_MAX_LEVELS and diff.mean() <= DRAFT_MEAN_LEVELS, (name, scale, diff.max())
+            top, mean = (CHECKER_MAX_LEVELS, CHECKER_MEAN_LEVELS) if "checker" in name else (DRAFT_MAX_LEVELS,
+                                                                                             DRAFT_MEAN_LEVELS)
+            assert diff.max() <= top and diff.mean() <= mean, (name, scale, diff.max(), diff.mean())
     print("\nimage, draft scale, max |fast - reference| (levels), mean")
     for r in rows:
         print("  %-20s 1/%d  %d  %.3f" % r)
