@@ -2,9 +2,9 @@
 
     .venv/bin/python benches/bf16_cpu.py [--rounds 15] [--out benches/results/bf16-gemm-<machine>.json]
 
-Builds the torch-free kernels with CMake (build-native/, target mnv4_ukernels), benches/bf16_peak.c twice (the
+Builds the torch-free kernels with CMake (build-native/, target mnv4_ukernels), benches/peak.c twice (the
 standalone peak program, and its loops for the harness) and benches/bf16_gemm_cpu.cpp, then runs:
-  1. bf16_peak 1: the register-only fp32 FMA, vdpbf16ps and (where the CPU has AMX) tdpbf16ps peaks of one core;
+  1. peak 1: the register-only fp32 FMA, vdpbf16ps and (where the CPU has AMX) tdpbf16ps peaks of one core;
   2. per shape, bf16_gemm_cpu: the fp32 kernel, every usable bf16 table and the peak loops interleaved round by
      round in one process (medians), so the ratios hold under one load on these shared machines.
 Records GFLOP/s, the ratio of each bf16 table to the fp32 kernel and to the peaks, and the CPU's ISA flags.
@@ -49,10 +49,10 @@ def main():
     subprocess.run(["cmake", "-S", ROOT, "-B", build, "-DCMAKE_BUILD_TYPE=Release"], check=True, capture_output=True)
     subprocess.run(["cmake", "--build", build, "-j", "2", "--target", "mnv4_ukernels"], check=True)
     with tempfile.TemporaryDirectory() as d:
-        peak = os.path.join(d, "bf16_peak")
-        subprocess.run(["gcc", "-O2", os.path.join(HERE, "bf16_peak.c"), "-o", peak, "-lpthread"], check=True)
+        peak = os.path.join(d, "peak")
+        subprocess.run(["gcc", "-O2", os.path.join(HERE, "peak.c"), "-o", peak, "-lpthread"], check=True)
         peak_o = os.path.join(d, "peak.o")
-        subprocess.run(["gcc", "-O2", "-DBF16_PEAK_NO_MAIN", "-c", os.path.join(HERE, "bf16_peak.c"), "-o", peak_o],
+        subprocess.run(["gcc", "-O2", "-DPEAK_NO_MAIN", "-c", os.path.join(HERE, "peak.c"), "-o", peak_o],
                        check=True)
         exe = os.path.join(d, "bf16_gemm_cpu")
         subprocess.run([os.environ.get("CXX", "g++"), "-O2", "-std=c++17", "-I", os.path.join(ROOT, "csrc"),

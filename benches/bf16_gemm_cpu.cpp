@@ -1,7 +1,7 @@
 // One-thread rate of the bf16 NHWC GEMM tables against the fp32 kernel on MobileNetV4 1x1 shapes, and the
-// register-only peaks (benches/bf16_peak.c) measured between them in the same process, so every ratio holds
+// register-only peaks (benches/peak.c) measured between them in the same process, so every ratio holds
 // under one load. Not part of the library; built and run by benches/bf16_cpu.py (links the CMake build's
-// libmnv4_ukernels.a and bf16_peak.c built with -DBF16_PEAK_NO_MAIN).
+// libmnv4_ukernels.a and peak.c built with -DPEAK_NO_MAIN).
 //   bf16_gemm_cpu M K N ROUNDS  ->  one JSON object per variant on stdout
 // One call = C[M x N] = relu(A[M x K] B[K x N] + bias), B packed once in each table's layout (fp32: the
 // weight cache's 32-column slabs; bf16: the table's LpPack), operands hot (the same buffers every call).

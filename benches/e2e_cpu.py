@@ -7,9 +7,11 @@ reason where missing), PyTorch eager (channels_last) fp32 and bf16. Timed by mnv
 runner `run` and `bench` use: every runtime on --threads threads in its own pool, round-robin blocks of calls,
 medians; each candidate's relative error against the fp32 reference.
 
-Each case also records how fast any fp32 implementation could be here: the model's FLOPs over the fp32 FMA
-peak (benches/fma_peak.c, the higher of a measurement at the start and at the end) and over the GEMM ceiling
-(mnv4_kernels.bench.measure_ceilings). See benches/README.md for the method and how to read the bounds.
+Each case also records how fast any implementation could be here (mnv4_kernels.bench.e2e_bounds): the model's
+FLOPs at the fp32 FMA, vdpbf16ps and (where the CPU has AMX) tdpbf16ps register peaks of --threads cores
+(benches/peak.c, per peak the higher of a measurement at the start and at the end) and at the GEMM ceiling
+(mnv4_kernels.bench.measure_ceilings); and, where OpenVINO ran at bf16, the bf16 target (0.8x its time) with the
+fraction of the vdpbf16ps peak it requires and the fraction ours-bf16 achieves. See benches/README.md, Bounds.
 
     .venv/bin/python benches/e2e_cpu.py [--repeats 40] [--max-seconds 120] [--threads 2] [--cases conv_small@224:1,...]
 Writes benches/results/e2e-<machine>.json.
@@ -36,6 +38,11 @@ def parse_cases(spec):
     return cases
 
 
+def _peaks_text(peaks):
+    return ", ".join(f"{n} {peaks[n]:.1f}" if peaks[n] else f"{n} n/a ({peaks['skipped'].get(n, '?')})"
+                     for n in bench.PEAKS) + " GFLOP/s"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", default=CASES)
@@ -51,10 +58,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     names = bench.parse_e2e(args.candidates) if args.candidates else bench.default_e2e("cpu")
-    peak_start = bench.fma_peak_gflops(args.threads)
+    peaks_start = bench.peak_gflops(args.threads)
     ceiling = bench.measure_ceilings("cpu", torch.float32)["gemm_gflops"]
-    print(f"fp32 FMA peak {peak_start} GFLOP/s, GEMM ceiling {ceiling:.1f} GFLOP/s ({args.threads} threads)",
-          flush=True)
+    print(f"peaks {_peaks_text(peaks_start)}, GEMM ceiling {ceiling:.1f} GFLOP/s ({args.threads} threads)", flush=True)
     records = []
     for name, res, batch in parse_cases(args.cases):
         print(f"{name}@{res} b{batch}", flush=True)
@@ -62,18 +68,16 @@ def main(argv=None):
         rec = bench.e2e_case(ref, x, names, threads=args.threads, repeats=args.repeats, warmup=3,
                              max_seconds=args.max_seconds, progress=f"{name}@{res} b{batch}",
                              blocks=dict(inner=args.inner, settle=args.settle, gap_s=args.gap))
-        flops = bench.model_flops(ref, x)
-        rec.update(model=name, gflop=flops / 1e9, min_ms_at_gemm_ceiling=flops / ceiling / 1e6)
-        for c in rec["candidates"].values():
-            c["gflops"] = flops / c["median_ms"] / 1e6
+        rec.update(model=name, flops=bench.model_flops(ref, x))
         records.append(rec)
         print(bench.e2e_table(rec), flush=True)
         for n, why in rec["skipped"].items():
             print(f"  (no {n}: {why})", flush=True)
-    peaks = [p for p in (peak_start, bench.fma_peak_gflops(args.threads)) if p]
-    peak = max(peaks) if peaks else None
+    peaks = bench.best_peaks(peaks_start, bench.peak_gflops(args.threads))
+    print(f"\nbounds ({args.threads} threads; peaks {_peaks_text(peaks)}, GEMM ceiling {ceiling:.1f} GFLOP/s):")
     for rec in records:
-        rec["min_ms_at_fma_peak"] = rec["gflop"] * 1e3 / peak if peak else None
+        bench.e2e_bounds(rec, rec.pop("flops"), peaks, ceiling)
+        print(f"  {rec['model']}@{rec['res']} b{rec['batch']}: {bench.e2e_bounds_line(rec)}")
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                    f"e2e-{report.machine_tag()}.json")
     report.write_json(out, dict(
@@ -81,8 +85,11 @@ def main(argv=None):
         method="mnv4_kernels.bench.e2e_case: candidates interleaved in rotating order, each sample the mean of "
                "`inner` calls after `settle` untimed calls and a `gap_s` sleep, medians (record.timing); "
                "time_over_first = median / the first candidate's median; min_ms_at_* = model FLOPs (torch "
-               "FlopCounterMode: convolutions and matmuls) at the fp32 FMA peak / GEMM ceiling",
-        fma_peak_gflops=peak, gemm_ceiling_gflops=ceiling, records=records))
+               "FlopCounterMode: convolutions and matmuls) at the fp32 FMA / vdpbf16ps / tdpbf16ps register peak "
+               "(benches/peak.c, higher of start and end) / GEMM ceiling; bf16_target: "
+               f"{bench.BF16_TARGET_OVER_OPENVINO}x openvino-bf16's median, target_needs_peak_fraction = "
+               "min_ms_at_bf16_peak / target_ms, ours_peak_fraction = min_ms_at_bf16_peak / ours-bf16's median",
+        fma_peak_gflops=peaks["fma32"], peaks_gflops=peaks, gemm_ceiling_gflops=ceiling, records=records))
     print(f"wrote {out}")
     return 0
 

@@ -9,7 +9,7 @@ Per layer (`bench_layers`): every UIB and MQA block of the MobileNetV4 models (m
 the reference model), our backends against the PyTorch op chain (mnv4_reference.functional on the same folded
 weights, channels_last input), interleaved, medians. Each record carries the achieved GB/s (compulsory
 traffic) and GFLOP/s, and on the CPU the speedup bounds: at the GEMM ceiling probed beside the layer and at
-the fp32 FMA peak (benches/fma_peak.c).
+the fp32 FMA peak (benches/peak.c).
 
 `bench` writes JSON (benches/results/ by default) and plots: per-layer speedup bars and a roofline chart.
 """
@@ -64,21 +64,49 @@ def parse_e2e(spec):
     return names
 
 
-def fma_peak_gflops(threads):
-    """The fp32 FMA peak of `threads` cores (benches/fma_peak.c built with the system C compiler), or None where
-    the source or a compiler is missing (an installed package without the repository)."""
-    src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benches", "fma_peak.c")
+PEAKS = ("fma32", "vdpbf16ps", "tdpbf16ps")  # benches/peak.c: fp32 FMA, AVX512-BF16 dot product, AMX-BF16 tile
+
+
+def peak_gflops(threads):
+    """The register-only arithmetic peaks of `threads` cores (benches/peak.c, built with the system C compiler
+    and -march=native): {"fma32": GFLOP/s, "vdpbf16ps": GFLOP/s, "tdpbf16ps": GFLOP/s, "skipped": {name: why}},
+    a peak None where the CPU lacks its instructions (the reason in "skipped"), all None where the source or a
+    compiler is missing (an installed package without the repository)."""
+    out = dict.fromkeys(PEAKS)
+    out["skipped"] = {}
+    src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benches", "peak.c")
     if not os.path.exists(src):
-        return None
+        out["skipped"] = dict.fromkeys(PEAKS, f"{src} is missing")
+        return out
     with tempfile.TemporaryDirectory() as d:
-        exe = os.path.join(d, "fma_peak")
+        exe = os.path.join(d, "peak")
         try:
-            subprocess.run(["cc", "-O2", "-march=native", "-ffp-contract=fast", "-pthread", src, "-o", exe],
-                           check=True, capture_output=True)
-            out = subprocess.run([exe, str(threads)], check=True, capture_output=True, text=True).stdout
-        except (OSError, subprocess.CalledProcessError):
-            return None
-    return float(out.split()[0])
+            subprocess.run(["cc", "-O2", "-march=native", "-pthread", src, "-o", exe], check=True, capture_output=True)
+            text = subprocess.run([exe, str(threads)], check=True, capture_output=True, text=True).stdout
+        except (OSError, subprocess.CalledProcessError) as e:
+            out["skipped"] = dict.fromkeys(PEAKS, f"benches/peak.c did not build or run: {e}")
+            return out
+    for line in text.splitlines():
+        name, _, rest = line.partition(" ")
+        if rest.startswith("skipped: "):
+            out["skipped"][name] = rest[len("skipped: "):]
+        elif name in PEAKS:
+            out[name] = float(rest.split()[0])
+    return out
+
+
+def best_peaks(*measurements):
+    """Per peak, the highest of several peak_gflops results (a slow phase of a shared machine must not lower
+    a bound)."""
+    out = dict.fromkeys(PEAKS)
+    out["skipped"] = {}
+    for m in measurements:
+        for name in PEAKS:
+            if m.get(name) and (out[name] is None or m[name] > out[name]):
+                out[name] = m[name]
+        out["skipped"].update({k: v for k, v in m.get("skipped", {}).items() if out.get(k) is None})
+    out["skipped"] = {k: v for k, v in out["skipped"].items() if out.get(k) is None}
+    return out
 
 
 def model_flops(ref, x):
@@ -249,6 +277,70 @@ def e2e_table(record):
                                       ("img_per_s", "img/s", "{:.1f}"), ("time_over_first", f"x {first}", "{:.2f}"),
                                       ("rel_err_vs_reference_fp32", "rel err", "{:.1e}"),
                                       ("precision", "precision", "{}")])
+
+
+# The bf16 target end to end: ours-bf16 at most this fraction of OpenVINO's time at bf16 precision.
+BF16_TARGET_OVER_OPENVINO = 0.8
+
+
+def e2e_bounds(record, flops, peaks, gemm_ceiling=None):
+    """Add to an e2e record how fast any implementation could run the model here (benches/README.md, Bounds).
+
+    gflop: the model's FLOPs (model_flops). min_ms_at_fma_peak / min_ms_at_bf16_peak / min_ms_at_amx_peak:
+    those FLOPs at the fp32 FMA / vdpbf16ps / tdpbf16ps peak of `peaks` (peak_gflops of the record's threads;
+    None where the CPU lacks the instructions, the AMX one only where it has them), min_ms_at_gemm_ceiling at
+    `gemm_ceiling`. Each candidate: gflops. bf16_target, where openvino-bf16 ran at bf16 precision: target_ms
+    (BF16_TARGET_OVER_OPENVINO x its median), target_needs_peak_fraction (min_ms_at_bf16_peak / target_ms: the
+    share of the vdpbf16ps peak the whole network must sustain to meet it; near or above 1, out of reach) and,
+    where ours-bf16 ran, its median and achieved fraction (min_ms_at_bf16_peak / its median); else None."""
+    def at(rate):
+        return flops / rate / 1e6 if rate else None
+
+    record["gflop"] = flops / 1e9
+    record["min_ms_at_fma_peak"] = at(peaks.get("fma32"))
+    record["min_ms_at_bf16_peak"] = at(peaks.get("vdpbf16ps"))
+    if peaks.get("tdpbf16ps"):
+        record["min_ms_at_amx_peak"] = at(peaks["tdpbf16ps"])
+    if gemm_ceiling:
+        record["min_ms_at_gemm_ceiling"] = at(gemm_ceiling)
+    record["peaks_skipped"] = dict(peaks.get("skipped", {}))
+    cands = record["candidates"]
+    for c in cands.values():
+        c["gflops"] = flops / c["median_ms"] / 1e6
+    bound, ov, ours = record["min_ms_at_bf16_peak"], cands.get("openvino-bf16"), cands.get("ours-bf16")
+    target = None
+    if ov and ov.get("precision") == "bf16":
+        target_ms = BF16_TARGET_OVER_OPENVINO * ov["median_ms"]
+        target = dict(candidate="ours-bf16", against="openvino-bf16", factor=BF16_TARGET_OVER_OPENVINO,
+                      target_ms=target_ms, target_needs_peak_fraction=bound / target_ms if bound else None)
+        if record.get("min_ms_at_amx_peak"):
+            target["target_needs_amx_peak_fraction"] = record["min_ms_at_amx_peak"] / target_ms
+        if ours:
+            target.update(ours_ms=ours["median_ms"], ours_over_target=ours["median_ms"] / target_ms,
+                          ours_peak_fraction=bound / ours["median_ms"] if bound else None)
+    record["bf16_target"] = target
+    return record
+
+
+def e2e_bounds_line(record):
+    """One line of an e2e record's bounds (e2e_bounds) for a run's summary."""
+    def ms(key):
+        v = record.get(key)
+        return "n/a" if v is None else f"{v:.2f} ms"
+
+    line = (f"{record['gflop']:.2f} GFLOP; at fp32 FMA peak {ms('min_ms_at_fma_peak')}, at bf16 peak "
+            f"{ms('min_ms_at_bf16_peak')}" + (f", at AMX peak {ms('min_ms_at_amx_peak')}"
+                                             if "min_ms_at_amx_peak" in record else ""))
+    t = record.get("bf16_target")
+    if t:
+        need = t["target_needs_peak_fraction"]
+        line += (f"; bf16 target {t['target_ms']:.2f} ms ({t['factor']}x {t['against']}) needs "
+                 + ("n/a" if need is None else f"{100 * need:.0f}%") + " of the bf16 peak")
+        if "ours_ms" in t:
+            got = t["ours_peak_fraction"]
+            line += (f", ours-bf16 {t['ours_ms']:.2f} ms = {t['ours_over_target']:.2f}x the target, at "
+                     + ("n/a" if got is None else f"{100 * got:.0f}%") + " of it")
+    return line
 
 
 # -------------------------------------------------------------------------------------------- per layer
@@ -432,8 +524,10 @@ def main(args):
     log(f"bench on {dev} ({report.cpu_model() if dev.type == 'cpu' else torch.cuda.get_device_name(dev)}), "
         f"{torch.get_num_threads()} threads, {str(dtype).replace('torch.', '')}, batches {batches}")
     ceilings = measure_ceilings(dev, dtype)
-    peak = fma_peak_gflops(torch.get_num_threads()) if dev.type == "cpu" and not args.quick else None
+    peaks = peak_gflops(torch.get_num_threads()) if dev.type == "cpu" and not args.quick else None
+    peak = peaks["fma32"] if peaks else None
     ceilings["fma_peak_gflops"] = peak
+    ceilings["peaks_gflops"] = peaks
     log(f"  ceilings: copy {ceilings['copy_gbps']:.1f} GB/s, GEMM {ceilings['gemm_gflops']:.1f} GFLOP/s"
         + (f", fp32 FMA peak {peak:.1f} GFLOP/s" if peak else ""))
     records = []
@@ -445,6 +539,8 @@ def main(args):
                 ref, x = e2e_reference(model, res, batch)
                 rec = e2e_case(ref.to(dev), x.to(dev), e2e, repeats=repeats, max_seconds=4 * max_s, log=log)
                 rec.update(model=model, dtype=str(dtype).replace("torch.", ""))
+                if peaks:
+                    e2e_bounds(rec, model_flops(ref, x), peaks, ceilings["gemm_gflops"])
                 records.append(rec)
                 log(f"  e2e {model}@{res} b{batch}:\n" + e2e_table(rec))
     summary = summarize(records)
@@ -456,6 +552,8 @@ def main(args):
         print(report.format_table(summary, cols))
     for r in (r for r in records if r["kind"] == "e2e"):
         print(f"e2e {r['model']}@{r['res']} batch {r['batch']}:\n{e2e_table(r)}")
+        if "gflop" in r:
+            print("  bounds: " + e2e_bounds_line(r))
     out = args.out or os.path.join("benches", "results", f"bench-{report.machine_tag(dev)}.json")
     report.write_json(out, dict(env=report.env_info(dev), ceilings=ceilings, summary=summary, records=records))
     pngs = plot(records, ceilings, os.path.splitext(out)[0])

@@ -1,6 +1,8 @@
 """The end-to-end runner behind `run`, `bench` and benches/e2e_cpu.py: every baseline computes the reference's
-logits on the same input, a baseline that cannot be built is skipped with its reason, and names are checked."""
+logits on the same input, a baseline that cannot be built is skipped with its reason, and names are checked;
+the register peaks (benches/peak.c) and the bounds a record carries (bench.e2e_bounds)."""
 
+import copy
 import sys
 
 import pytest
@@ -14,11 +16,18 @@ def case():
     return bench.e2e_reference("mobilenetv4_conv_small", 64, 2, seed=3)
 
 
-def test_every_baseline_computes_the_reference(case):
+NAMES = ["ours-fp32", "eager-fp32", "onnxruntime-fp32", "openvino-f32", "openvino-bf16", "ours-bf16"]
+
+
+@pytest.fixture(scope="module")
+def record(case):
     ref, x = case
-    names = ["ours-fp32", "eager-fp32", "onnxruntime-fp32", "openvino-f32", "openvino-bf16", "ours-bf16"]
-    rec = bench.e2e_case(ref, x, names, threads=2, repeats=2, warmup=1, blocks=dict(inner=1, settle=0, gap_s=0),
-                         log=lambda *_: None)
+    return bench.e2e_case(ref, x, NAMES, threads=2, repeats=2, warmup=1, blocks=dict(inner=1, settle=0, gap_s=0),
+                          log=lambda *_: None)
+
+
+def test_every_baseline_computes_the_reference(record):
+    rec, names = record, NAMES
     assert list(rec["candidates"]) == names and rec["skipped"] == {} and rec["relative_to"] == "ours-fp32"
     c = rec["candidates"]
     for n in ("ours-fp32", "eager-fp32", "onnxruntime-fp32", "openvino-f32"):
@@ -67,3 +76,60 @@ def test_default_candidates():
     assert bench.default_e2e("cpu")[:2] == ["ours-fp32", "ours-bf16"]
     assert set(bench.E2E_FIXED) <= set(bench.default_e2e("cpu"))
     assert bench.default_e2e("cuda", torch.float16) == ["ours-fp16", "eager-fp16"]
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return []
+
+
+def test_peaks_follow_the_cpu():
+    """benches/peak.c builds and reports each peak the CPU has, and skips the others with the reason."""
+    peaks = bench.peak_gflops(1)
+    assert peaks["fma32"] and peaks["fma32"] > 0, peaks
+    flags = _cpu_flags()
+    if not flags:
+        pytest.skip("no /proc/cpuinfo flags to compare with (not Linux)")
+    for name, flag in (("vdpbf16ps", "avx512_bf16"), ("tdpbf16ps", "amx_bf16")):
+        if flag in flags and name == "vdpbf16ps":
+            assert peaks[name] > 0 and name not in peaks["skipped"], peaks
+        elif flag not in flags:
+            assert peaks[name] is None and "the CPU has no" in peaks["skipped"][name], peaks
+    best = bench.best_peaks(peaks, dict(peaks, fma32=peaks["fma32"] / 2))
+    assert best["fma32"] == peaks["fma32"]
+
+
+@pytest.mark.parametrize("amx", [False, True])
+def test_record_carries_the_bounds(case, record, amx):
+    """e2e_bounds on a real (tiny) record, with given peaks: every bound and the bf16 target's fractions."""
+    ref, x = case
+    flops = bench.model_flops(ref, x)
+    peaks = dict(fma32=100.0, vdpbf16ps=200.0, tdpbf16ps=2000.0 if amx else None,
+                 skipped={} if amx else {"tdpbf16ps": "the CPU has no AMX-TILE / AMX-BF16"})
+    rec = copy.deepcopy(record)
+    ov, ours = rec["candidates"]["openvino-bf16"], rec["candidates"]["ours-bf16"]
+    ov["precision"] = "bf16"  # as OpenVINO reports it on a CPU with bf16 instructions
+    bench.e2e_bounds(rec, flops, peaks, gemm_ceiling=50.0)
+    assert flops > 0 and rec["gflop"] == pytest.approx(flops / 1e9)
+    assert rec["min_ms_at_fma_peak"] == pytest.approx(flops / 100e9 * 1e3)
+    assert rec["min_ms_at_bf16_peak"] == pytest.approx(flops / 200e9 * 1e3)
+    assert rec["min_ms_at_gemm_ceiling"] == pytest.approx(flops / 50e9 * 1e3)
+    assert ("min_ms_at_amx_peak" in rec) == amx and ("tdpbf16ps" in rec["peaks_skipped"]) != amx
+    t = rec["bf16_target"]
+    assert t["target_ms"] == pytest.approx(bench.BF16_TARGET_OVER_OPENVINO * ov["median_ms"])
+    assert t["target_needs_peak_fraction"] == pytest.approx(rec["min_ms_at_bf16_peak"] / t["target_ms"])
+    assert t["ours_ms"] == ours["median_ms"]
+    assert t["ours_peak_fraction"] == pytest.approx(rec["min_ms_at_bf16_peak"] / ours["median_ms"])
+    assert ("target_needs_amx_peak_fraction" in t) == amx
+    assert all(c["gflops"] == pytest.approx(flops / c["median_ms"] / 1e6) for c in rec["candidates"].values())
+    assert "bf16 target" in bench.e2e_bounds_line(rec)
+    # no bf16 target where OpenVINO did not run at bf16 (a CPU without bf16 instructions); no bf16 bound
+    # where the CPU lacks vdpbf16ps
+    rec = copy.deepcopy(record)
+    rec["candidates"]["openvino-bf16"]["precision"] = "f32"
+    bench.e2e_bounds(rec, flops, dict(peaks, vdpbf16ps=None))
+    assert rec["bf16_target"] is None and rec["min_ms_at_bf16_peak"] is None
+    assert "n/a" in bench.e2e_bounds_line(rec)
