@@ -2,21 +2,28 @@
 
 1. preprocess, one thread, CPU time per image: the plain reference (preprocess(load_image(f))) against the fast
    EvalTransform (draft decoding) and the fast one with --exact-decode semantics (draft=0), interleaved;
-2. throughput on all cores (Conv-S, random weights in a temporary safetensors file): the pipeline as `infer` runs
+2. the decode bound, one thread, CPU time per 12 MP JPEG (bytes in memory): PIL at 1/8 scale (libjpeg's smallest
+   DCT scale: every coefficient is still Huffman-decoded, only the IDCT shrinks to the DC term), at the scale the
+   transform uses and in full, against the other decoders pip installs: simplejpeg, OpenCV, PyTurboJPEG (all
+   libjpeg-turbo), kornia-rs (libjpeg-turbo, and zune-jpeg, a Rust decoder), ajpegli and pyjpegli (Google's
+   jpegli); the last three have no DCT scaling, so full decodes only; a missing one is skipped with the reason.
+   The fastest 1/8 decode is the floor of any preprocess that reads every coefficient, and with the model-alone
+   rate it bounds infer's 12 MP / 500x375 per-image ratio on these cores;
+3. draft accuracy: max |fast - reference| in uint8 levels (before normalisation) and CPU time for draft keeping
+   >= 1x, >= 2x, >= 4x the resize target and a full decode, on generated photo-like JPEGs and a black/white checker;
+4. throughput on all cores (Conv-S, random weights in a temporary safetensors file): the pipeline as `infer` runs
    it (startup excluded), the model alone on pre-decoded batches, decoding alone; the bound for two stages sharing
    the cores is 1 / (1 / decode + 1 / model) images/s;
-3. the decode bound, one thread, CPU time per 12 MP JPEG (bytes in memory): PIL at 1/8 scale (libjpeg's smallest
-   DCT scale: every coefficient is still Huffman-decoded, only the IDCT shrinks to the DC term), at the scale the
-   transform uses and in full, against the other decoders pip installs (simplejpeg, OpenCV, PyTurboJPEG: all
-   libjpeg-turbo; kornia-rs: libjpeg-turbo and zune-jpeg, a Rust decoder without DCT scaling), each missing one
-   skipped with the reason; the fastest 1/8 decode is the floor of any preprocess that reads every coefficient,
-   and with the model-alone rate it bounds infer's 12 MP / 500x375 per-image ratio on these cores;
-4. draft accuracy: max |fast - reference| in uint8 levels (before normalisation) and CPU time for draft keeping
-   >= 1x, >= 2x, >= 4x the resize target and a full decode, on generated photo-like JPEGs and a black/white checker;
 5. --memory: peak RSS of `python -m mnv4_kernels infer --json` on 1,000 and 10,000 small JPEGs (subprocesses).
 
     python benches/pipeline_cpu.py [--sections preprocess,bound,accuracy,throughput] [--memory] \
         [--out benches/results/pipeline-<machine>.json]
+
+The other decoders are not requirements; to compare them (exact pins, no dependencies pulled):
+    pip install --no-deps simplejpeg==1.9.0 opencv-python-headless==5.0.0.93 kornia-rs==0.2.0 ajpegli==1.0.0 \
+        pyjpegli==0.3.2 PyTurboJPEG==1.8.3
+PyTurboJPEG loads the system libturbojpeg (Debian: apt-get install libturbojpeg0, libjpeg-turbo 2.1; its 2.x
+releases require libjpeg-turbo >= 3).
 """
 
 import argparse
@@ -146,6 +153,21 @@ def jpeg_decoders():
                       lambda data, w, h, s: kio.decode_image_jpegturbo(data, "rgb"), (1,)))
     except ImportError as e:
         skipped["kornia-rs"] = f"not installed ({e})"
+    try:
+        import ajpegli
+
+        cands.append(("ajpegli", _version("ajpegli"), "jpegli (no DCT scaling)",
+                      lambda data, w, h, s: ajpegli.decode(data), (1,)))
+    except ImportError as e:
+        skipped["ajpegli"] = f"not installed ({e})"
+    try:
+        import pyjpegli
+
+        cands.append(("pyjpegli", _version("pyjpegli"), "jpegli (no DCT scaling)",
+                      lambda data, w, h, s: np.frombuffer(pyjpegli.decode(data)[0], np.uint8).reshape(h, w, 3),
+                      (1,)))
+    except ImportError as e:
+        skipped["pyjpegli"] = f"not installed ({e})"
     return cands, skipped
 
 
