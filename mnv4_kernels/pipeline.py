@@ -5,7 +5,8 @@ bicubic, centre crop, per-model mean/std) made cheap:
   - a JPEG at least 2 * `draft` times the resize target is decoded by libjpeg at 1/2, 1/4 or 1/8 scale (PIL's
     draft mode: a downscale in the DCT domain, so the full-resolution image never exists), keeping at least
     `draft` times the target; the exact bicubic resize then runs from there;
-  - resize and crop stay on uint8 (a grayscale image is resized as one channel);
+  - resize and crop stay on uint8 (a grayscale image is resized as one channel); a draft-decoded image is
+    resampled over the crop's source region only (PIL's resize box), not resized whole and then cropped;
   - one pass converts to float and normalises, x * (1 / (255 std)) - mean / std, straight into a slot of a
     preallocated channels_last batch.
 Without draft decoding (draft=0, and for every image below the draft threshold) the uint8 crop is bit-identical
@@ -106,11 +107,19 @@ class EvalTransform:
             if img.mode not in ("RGB", "L"):
                 img = img.convert("RGB")
             nw, nh, left, top = eval_geometry(img.size[0], img.size[1], self.size, self.crop_pct)
-            if (nw, nh) != img.size:
-                img = img.resize((nw, nh), Image.BICUBIC)
             if nw < self.size or nh < self.size:
                 raise ValueError(f"image {nw}x{nh} is smaller than the crop {self.size}")
-            img = img.crop((left, top, left + self.size, top + self.size))
+            if scale > 1:
+                # resample only the crop's own source region: the same filter and centres as resizing the whole
+                # image and cropping, but PIL takes the box in float32, so a centre may move by ~1e-5 px and a
+                # pixel by 1 level; that is only acceptable where draft decoding already made the result approximate
+                sx, sy = img.size[0] / nw, img.size[1] / nh
+                s = self.size
+                img = img.resize((s, s), Image.BICUBIC, box=(left * sx, top * sy, (left + s) * sx, (top + s) * sy))
+            else:
+                if (nw, nh) != img.size:
+                    img = img.resize((nw, nh), Image.BICUBIC)
+                img = img.crop((left, top, left + self.size, top + self.size))
             return np.asarray(img), scale
         except FileNotFoundError:
             raise
