@@ -1,13 +1,18 @@
 """Where the end-to-end time goes, block by block: the fused model against onnxruntime's own per-node times.
 
-For one model, resolution and batch (fp32, 2 threads): every block of the fused model (stem, blocks, head)
-timed inside whole forward passes, twice in a row per pass: `first` is the block as the model runs it (its
-weights cold after the other blocks), `repeat` the same call again at once (weights, scratch and output
-memory warm); and onnxruntime's per-node kernel times from its profiler (nodes grouped by block name), with
-its unprofiled median for scale (profiling slows it). Medians over the passes.
-Writes benches/results/profile-<model>-<res>-b<batch>-<machine>.json.
+For one model, resolution, batch and dtype (--dtype fp32 or bf16; 2 threads): every block of the fused model
+(stem, blocks, head) timed inside whole forward passes, twice in a row per pass: `first` is the block as the
+model runs it (its weights cold after the other blocks), `repeat` the same call again at once (weights, scratch
+and output memory warm); medians over the passes. Each block's FLOPs, split into dense (1x1 and k x k convs,
+the classifier, the attention matmuls) and depthwise convs, counted on the reference model; with the register
+peaks of the same threads (benches/peak.c), each block's time at the peak of its precision (dense FLOPs at the
+fp32 FMA or vdpbf16ps peak): the per-block view of the end-to-end bound (benches/README.md, Bounds). fp32
+only: onnxruntime's per-node kernel times from its profiler (nodes grouped by block name), with its unprofiled
+median for scale (profiling slows it).
+Writes benches/results/profile-<model>-<res>-b<batch>[-bf16]-<machine>.json.
 
     .venv/bin/python benches/profile_blocks_cpu.py [--model mobilenetv4_conv_medium] [--res 224] [--batch 1]
+        [--dtype fp32|bf16]
 """
 
 import argparse
@@ -22,7 +27,7 @@ import time
 import torch
 
 import mnv4_kernels
-from mnv4_kernels import baselines, report
+from mnv4_kernels import baselines, bench, report
 from mnv4_reference import create_model, randomize_
 
 
@@ -53,6 +58,58 @@ def ours(model, x, passes):
         for _ in range(passes):
             one_pass()
     return [(name, statistics.median(first[name]), statistics.median(repeat[name])) for name, _ in mods]
+
+
+def block_of(name):
+    """The fused model's block name for a reference module name."""
+    parts = name.split(".")
+    if parts[0] == "blocks" and len(parts) >= 3:
+        return ".".join(parts[:3])
+    return "stem" if parts[0] in ("conv_stem", "bn1") else "head"
+
+
+def block_flops(ref, x):
+    """{block: {"dense": FLOPs, "depthwise": FLOPs}} of one forward pass of the reference (2 per multiply-add):
+    convolutions with groups == in_channels > 1 are depthwise; other convolutions, the classifier and the MQA
+    attention matmuls (q k^T and attn v) are dense."""
+    from mnv4_reference.model import MultiQueryAttention2d
+
+    out = collections.defaultdict(lambda: {"dense": 0, "depthwise": 0})
+    hooks = []
+
+    def conv(name):
+        def hook(m, inp, y):
+            macs = y.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+            kind = "depthwise" if m.groups > 1 and m.groups == m.in_channels else "dense"
+            out[block_of(name)][kind] += 2 * macs
+        return hook
+
+    def linear(name):
+        def hook(m, inp, y):
+            out[block_of(name)]["dense"] += 2 * y.numel() * m.in_features
+        return hook
+
+    def attention(name):
+        def hook(m, inp, y):
+            b, _, h, w = inp[0].shape
+            kv = -(-h // m.kv_stride) * -(-w // m.kv_stride)
+            out[block_of(name)]["dense"] += 2 * b * m.num_heads * h * w * kv * (m.key_dim + m.value_dim)
+        return hook
+
+    for name, m in ref.named_modules():
+        if isinstance(m, torch.nn.Conv2d):
+            hooks.append(m.register_forward_hook(conv(name)))
+        elif isinstance(m, torch.nn.Linear):
+            hooks.append(m.register_forward_hook(linear(name)))
+        elif isinstance(m, MultiQueryAttention2d):
+            hooks.append(m.register_forward_hook(attention(name)))
+    try:
+        with torch.inference_mode():
+            ref(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return dict(out)
 
 
 def onnxruntime_nodes(ref, x, passes, threads):
@@ -95,34 +152,70 @@ def main():
     ap.add_argument("--model", default="mobilenetv4_conv_medium")
     ap.add_argument("--res", type=int, default=224)
     ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--passes", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
     x16 = torch.randn(max(16, args.batch), 3, args.res, args.res, generator=torch.Generator().manual_seed(0))
     ref = randomize_(create_model(args.model), calibration_input=x16)
     x = x16[:args.batch].contiguous()
-    rows = ours(mnv4_kernels.fuse(ref), x, args.passes)
-    ort_ms, ort_groups = onnxruntime_nodes(ref, x, args.passes, args.threads)
-    print(f"{args.model}@{args.res} b{args.batch}: ours first-call sum {sum(r[1] for r in rows):.2f} ms, repeated "
-          f"{sum(r[2] for r in rows):.2f} ms; onnxruntime {ort_ms:.2f} ms unprofiled, node sum "
-          f"{sum(ort_groups.values()):.2f} ms profiled")
-    print(f"{'block':30s} {'first':>8s} {'repeat':>8s} {'ort nodes':>10s}")
+    flops = block_flops(ref, x)
+    total = bench.model_flops(ref, x)
+    # FLOPs torch counts that the split does not place (the anti-aliased models' blur filters); 0 elsewhere
+    unplaced = total - sum(f["dense"] + f["depthwise"] for f in flops.values())
+    peaks = bench.peak_gflops(args.threads)
+    peak_name = "fma32" if dtype == torch.float32 else "vdpbf16ps"
+    peak = peaks[peak_name]
+    rows = ours(mnv4_kernels.fuse(ref, dtype=dtype), x.to(dtype), args.passes)
+    ort_ms, ort_groups = onnxruntime_nodes(ref, x, args.passes, args.threads) if dtype == torch.float32 else (None, {})
+    first_sum = sum(r[1] for r in rows)
+    dense = sum(f["dense"] for f in flops.values())
+    print(f"{args.model}@{args.res} b{args.batch} {args.dtype}: ours first-call sum {first_sum:.2f} ms, repeated "
+          f"{sum(r[2] for r in rows):.2f} ms" + (f"; onnxruntime {ort_ms:.2f} ms unprofiled, node sum "
+                                               f"{sum(ort_groups.values()):.2f} ms profiled" if ort_ms else ""))
+    print(f"{total / 1e9:.3f} GFLOP: dense {dense / 1e9:.3f} ({100 * dense / total:.1f}%), depthwise "
+          f"{(total - dense - unplaced) / 1e9:.3f}, unplaced {unplaced / 1e9:.3f}; {peak_name} peak {peak} GFLOP/s on {args.threads} threads"
+          + (f": dense FLOPs alone take {dense / peak / 1e6:.2f} ms there" if peak else
+             f" ({peaks['skipped'].get(peak_name)})"))
+    print(f"{'block':30s} {'first':>8s} {'repeat':>8s} {'dense MF':>9s} {'dw MF':>7s} {'at peak':>8s} {'x peak':>7s}"
+          f" {'ort nodes':>10s}")
+    records = []
     for name, f, r in rows:
+        fl = flops.get(name, {"dense": 0, "depthwise": 0})
+        at_peak = fl["dense"] / peak / 1e6 if peak else None
+        rec = dict(block=name, first_ms=f, repeat_ms=r, dense_mflop=fl["dense"] / 1e6,
+                   depthwise_mflop=fl["depthwise"] / 1e6, dense_ms_at_peak=at_peak,
+                   first_over_dense_at_peak=f / at_peak if at_peak else None)
+        records.append(rec)
         o = ort_groups.get(name)
-        print(f"{name:30s} {f:8.3f} {r:8.3f} {'' if o is None else f'{o:10.3f}'}")
-    print(f"{'ort: other (stem, head, reorders)':30s} {'':8s} {'':8s} {ort_groups.get('other (stem, head, reorders)', 0):10.3f}")
+        print(f"{name:30s} {f:8.3f} {r:8.3f} {rec['dense_mflop']:9.2f} {rec['depthwise_mflop']:7.2f} "
+              + (f"{at_peak:8.3f} {f / at_peak:7.2f}" if at_peak else f"{'':8s} {'':7s}")
+              + ("" if o is None else f" {o:10.3f}"))
+    if ort_ms:
+        print(f"{'ort: other (stem, head, reorders)':30s} {'':8s} {'':8s} {'':9s} {'':7s} {'':8s} {'':7s} "
+              f"{ort_groups.get('other (stem, head, reorders)', 0):10.3f}")
     payload = dict(benchmark="profile_blocks_cpu", env=report.env_info(), isa=torch.ops.mnv4_cpu.isa(),
-                   model=args.model, res=args.res, batch=args.batch, threads=args.threads,
+                   lp_isa=torch.ops.mnv4_cpu.lp_isa(), model=args.model, res=args.res, batch=args.batch,
+                   dtype=args.dtype, threads=args.threads,
                    method="per block inside whole forward passes, each block called twice per pass (first, "
-                          "repeat), medians over passes; onnxruntime per-node kernel times from its "
-                          "profiler grouped by block name, with its unprofiled median",
-                   ours=[dict(block=n, first_ms=f, repeat_ms=r) for n, f, r in rows],
-                   onnxruntime_ms=ort_ms, onnxruntime_node_ms=ort_groups)
+                          "repeat), medians over passes; FLOPs per block from the reference (2 per multiply-add; "
+                          "depthwise = convs with groups == in_channels > 1; dense = other convs, the classifier, "
+                          "the attention matmuls); dense_ms_at_peak = dense FLOPs at the register peak of the "
+                          "dtype (fma32 for fp32, vdpbf16ps for bf16; benches/peak.c, same threads); fp32 only: "
+                          "onnxruntime per-node kernel times from its profiler grouped by block name, with its "
+                          "unprofiled median",
+                   gflop=total / 1e9, dense_gflop=dense / 1e9, depthwise_gflop=(total - dense - unplaced) / 1e9,
+                   unplaced_gflop=unplaced / 1e9,
+                   peaks_gflops=peaks, peak=peak_name,
+                   dense_ms_at_peak=dense / peak / 1e6 if peak else None, first_sum_ms=first_sum,
+                   ours=records, onnxruntime_ms=ort_ms, onnxruntime_node_ms=ort_groups or None)
+    suffix = "" if args.dtype == "fp32" else f"-{args.dtype}"
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                   f"profile-{args.model}-{args.res}-b{args.batch}-{report.machine_tag()}.json")
+                                   f"profile-{args.model}-{args.res}-b{args.batch}{suffix}-{report.machine_tag()}.json")
     report.write_json(out, payload)
     print("wrote", out)
 
