@@ -120,13 +120,18 @@ def test_non_contiguous(case, kind):
     _check(tuple(args))
 
 
-def test_non_contiguous_weights():
-    args = list(random_mqa_args(2, 12, 6, 7, num_heads=2, key_dim=8, kv_stride=2, seed=5))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_non_contiguous_weights(dtype):
+    args = list(random_mqa_args(2, 12, 6, 7, num_heads=2, key_dim=8, kv_stride=2, seed=5, dtype=dtype))
     args[3] = args[3].transpose(0, 1).contiguous().transpose(0, 1)  # q_w with swapped strides
     args[10] = args[10].flatten(1).t().contiguous().t()  # o_w as a 2-D column-major [Cout, hv]
     assert not args[3].is_contiguous() and not args[10].is_contiguous()
     args[1] = torch.stack([args[1], args[1]], 1)[:, 0]  # norm_scale with stride 2
-    _check(tuple(args))
+    args[4] = args[4].permute(2, 3, 0, 1).contiguous().permute(2, 3, 0, 1)  # k_dw_w stored [k][k][C][1]
+    if dtype == torch.float32:
+        _check(tuple(args))
+    else:
+        _check_bf16(tuple(args))
 
 
 def test_ambiguous_layouts_follow_the_fake_kernel():
