@@ -20,7 +20,8 @@
 // both passes back to back; otherwise pass 1 over (image, K/V band) and pass 2 over (image, query tile), with
 // at least as many tasks as threads and the tile size picked by a per-thread cost model, so batch 1 uses
 // every thread. xn, K^T and V (a few MB for a batch of 8 at most) are the per-call buffers.
-// fp16 input is computed in fp32 (converted on entry, the result converted back): no x86 table computes fp16.
+// fp16 input is computed in fp32 (converted on entry, the result converted back; the weights converted once
+// per tensor and cached): no x86 table computes fp16.
 //
 // bf16 input runs the same plan and attention on the bf16 kernels (ukernels_bf16.h, through KernelSet<bf16_t>;
 // MNV4_CPU_LP_ISA forces the table) in the NHWC orientation of uib.cpp: x is taken channels_last (an NCHW x
@@ -488,11 +489,14 @@ at::Tensor mqa_cpu(const at::Tensor& x, const at::Tensor& norm_scale, const at::
     return g.channels_last ? out : at::empty(out.sizes(), x.options().memory_format(fmt)).copy_(out);
   }
 
+  // fp32 input: the weights as they are (or contiguous copies); fp16: converted once per tensor (fp32_constant)
   const at::Tensor xf = x.to(at::kFloat).contiguous(fmt);
-  const at::Tensor sc = f32(norm_scale), sh = f32(norm_shift), wq = f32(q_w), wv = f32(v_w), wo = f32(o_w);
-  const at::Tensor wk = k_w.to(at::kFloat).mul(k_scale(g)).contiguous();
+  auto cf = [](const at::Tensor& t) { return fp32_constant(t, "f32", [&] { return f32(t); }); };
+  const at::Tensor sc = cf(norm_scale), sh = cf(norm_shift), wq = cf(q_w), wv = cf(v_w), wo = cf(o_w);
+  const at::Tensor wk =
+      fp32_constant(k_w, "f32_kscale", [&] { return k_w.to(at::kFloat).mul(k_scale(g)).contiguous(); });
   at::Tensor kdw, kdb, vdw, vdb;
-  if (g.kk) kdw = f32(*k_dw_w), kdb = f32(*k_dw_b), vdw = f32(*v_dw_w), vdb = f32(*v_dw_b);
+  if (g.kk) kdw = cf(*k_dw_w), kdb = cf(*k_dw_b), vdw = cf(*v_dw_w), vdb = cf(*v_dw_b);
   const Weights wt{sc.data_ptr<float>(), sh.data_ptr<float>(), wq.data_ptr<float>(),
                    g.kk ? kdw.data_ptr<float>() : nullptr, g.kk ? kdb.data_ptr<float>() : nullptr,
                    wk.data_ptr<float>(), g.kk ? vdw.data_ptr<float>() : nullptr,
