@@ -1,7 +1,9 @@
 """bf16 references for the CPU ops' tests: the plain-torch composites computed in fp32 from bf16 operands, each
-stage's output rounded to bf16 where the bf16 kernels round it (csrc/cpu/uib.cpp, conv.cpp: every stage's
-output is stored in bf16, every sum is fp32), and the tolerance against them (see tests/test_bf16_model.py).
+stage's output rounded to bf16 where the bf16 kernels round it (csrc/cpu/uib.cpp, conv.cpp, mqa.cpp: every
+stored intermediate is bf16, every sum is fp32), and the tolerance against them (see tests/test_bf16_model.py).
 """
+
+import math
 
 import torch
 import torch.nn.functional as TF
@@ -42,3 +44,30 @@ def staged_conv(x, w, b, stride, act, pw=None, pb=None, residual=False, pact="no
     if pw is not None:
         h = F.activation_fn(pact)(TF.conv2d(round_bf16(h), _f(pw), _f(pb)))
     return round_bf16(h + _f(x) if residual else h)
+
+
+def staged_mqa(x, scale, shift, q_w, kdw, kdb, k_w, vdw, vdb, v_w, o_w, num_heads, kv_stride=1, residual=True):
+    """mnv4_reference.functional.mqa in fp32 from bf16 operands, rounded to bf16 where csrc/cpu/mqa.cpp rounds
+    (its header comment): xn, the K/V dw outputs, Q, K, V, the attention output and the result; the projection
+    weights in bf16, K's with the softmax scale c = log2(e) / sqrt(dk) folded in before that rounding (the
+    softmax then runs in base 2, in fp32)."""
+    x, scale, shift, q_w, kdw, kdb, k_w, vdw, vdb, v_w, o_w = map(
+        _f, (x, scale, shift, q_w, kdw, kdb, k_w, vdw, vdb, v_w, o_w))
+    B, C, H, W = x.shape
+    dk, dv = k_w.shape[0], v_w.shape[0]
+
+    def proj(h, w):
+        return round_bf16(TF.conv2d(h, round_bf16(w.reshape(w.shape[0], -1, 1, 1))))
+
+    xn = round_bf16(x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1))
+    k_in = round_bf16(F._dw(xn, kdw, kdb, kv_stride)) if kdw is not None else xn
+    v_in = round_bf16(F._dw(xn, vdw, vdb, kv_stride)) if vdw is not None else xn
+    q = proj(xn, q_w).reshape(B, num_heads, dk, H * W).transpose(-1, -2)  # [B, h, N, dk]
+    k = proj(k_in, k_w * (math.log2(math.e) / math.sqrt(dk))).flatten(2)  # [B, dk, M], base-2 logits' scale
+    v = proj(v_in, v_w).flatten(2)  # [B, dv, M]
+    logits = q @ k.unsqueeze(1)  # [B, h, N, M]
+    p = torch.exp2(logits - logits.amax(-1, keepdim=True))
+    o = (p @ v.transpose(-1, -2).unsqueeze(1)) / p.sum(-1, keepdim=True)  # [B, h, N, dv]
+    o = round_bf16(o.transpose(-1, -2).reshape(B, num_heads * dv, H, W))
+    y = TF.conv2d(o, round_bf16(o_w.reshape(o_w.shape[0], -1, 1, 1)))
+    return round_bf16(y + x if residual else y)

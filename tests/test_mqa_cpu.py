@@ -4,11 +4,14 @@ Correctness over the edge-case battery (NCHW, channels_last, non-contiguous; fp3
 MobileNetV4 layer shapes, output layout vs the fake kernel, opcheck, torch.compile / torch.export, zero batch,
 many query tiles (large N*M), sharp softmaxes, thread counts, the scalar microkernels end to end vs AVX2,
 rejected input (in a subprocess that must exit normally), the fused hybrid models vs the reference model and
-the hybrid-medium golden logits from timm.
+the hybrid-medium golden logits from timm. bf16 runs the bf16 kernels and is checked against the staged
+composite (tests/bf16_reference.py staged_mqa), also under each forced bf16 table (MNV4_CPU_LP_ISA).
 """
 
+import contextlib
 import copy
 import os
+import sys
 import textwrap
 
 import pytest
@@ -19,14 +22,16 @@ from mnv4_kernels import ops as mops
 from mnv4_reference import functional as F
 from mnv4_reference.testing import (NON_CONTIGUOUS_KINDS, OpModule, mqa_battery, non_contiguous, random_mqa_args,
                                     rel_err, run_script)
+from bf16_reference import BF16_TOL, staged_mqa
 from nan_reference import assert_nan_like, conv2d_inside_taps
 
 BATTERY = mqa_battery()
 FP32_TOL = 1e-5
-# The op computes in fp32 from the low-precision inputs and rounds once at the end, so against the fp32
+# fp16: the op computes in fp32 from the fp16 inputs and rounds once at the end, so against the fp32
 # composite on the same (upcast) inputs the only error is that rounding: |fl(y) - y| <= u |y| element-wise,
-# hence rel_err <= u (fp16: u = 2^-11, bf16: u = 2^-8) plus the fp32 compute error (<= FP32_TOL).
-UNIT_ROUNDOFF = {torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8}
+# hence rel_err <= u = 2^-11 plus the fp32 compute error (<= FP32_TOL). bf16 rounds at more points (the bf16
+# kernels store each intermediate in bf16): see the bf16 tests below.
+FP16_TOL = 2.0 ** -11 + FP32_TOL
 
 
 def _ids(cases):
@@ -63,11 +68,10 @@ def test_battery_fp32(case, layout):
     _check(random_mqa_args(**case, channels_last=layout == "channels_last"))
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("case", BATTERY[::2], ids=_ids(BATTERY[::2]))
-def test_battery_low_precision(case, dtype):
+def test_battery_fp16(case):
     for cl in (False, True):
-        _check(random_mqa_args(**case, dtype=dtype, channels_last=cl), UNIT_ROUNDOFF[dtype] + FP32_TOL)
+        _check(random_mqa_args(**case, dtype=torch.float16, channels_last=cl), FP16_TOL)
 
 
 # The MQA layers of the hybrid models (C, H, W, heads, key_dim, kv_stride), 8+ heads, dv != dk, and shapes
@@ -116,13 +120,18 @@ def test_non_contiguous(case, kind):
     _check(tuple(args))
 
 
-def test_non_contiguous_weights():
-    args = list(random_mqa_args(2, 12, 6, 7, num_heads=2, key_dim=8, kv_stride=2, seed=5))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_non_contiguous_weights(dtype):
+    args = list(random_mqa_args(2, 12, 6, 7, num_heads=2, key_dim=8, kv_stride=2, seed=5, dtype=dtype))
     args[3] = args[3].transpose(0, 1).contiguous().transpose(0, 1)  # q_w with swapped strides
     args[10] = args[10].flatten(1).t().contiguous().t()  # o_w as a 2-D column-major [Cout, hv]
     assert not args[3].is_contiguous() and not args[10].is_contiguous()
     args[1] = torch.stack([args[1], args[1]], 1)[:, 0]  # norm_scale with stride 2
-    _check(tuple(args))
+    args[4] = args[4].permute(2, 3, 0, 1).contiguous().permute(2, 3, 0, 1)  # k_dw_w stored [k][k][C][1]
+    if dtype == torch.float32:
+        _check(tuple(args))
+    else:
+        _check_bf16(tuple(args))
 
 
 def test_ambiguous_layouts_follow_the_fake_kernel():
@@ -147,17 +156,18 @@ def test_sharp_softmax_is_safe():
             assert rel_err(out, ref) <= 1e-2
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("batch", [1, 4])
-def test_threads_do_not_change_the_result(batch):
+def test_threads_do_not_change_the_result(batch, dtype):
     # batch 1: K/V bands and query tiles split over threads; batch 4: whole images per thread (1, 2 and 4
     # threads) or bands/tiles again (3 threads: no even split)
-    args = random_mqa_args(batch, 24, 13, 11, num_heads=3, key_dim=16, kv_stride=2, seed=3)
-    ref = F.mqa(*args)
+    args = random_mqa_args(batch, 24, 13, 11, num_heads=3, key_dim=16, kv_stride=2, seed=3, dtype=dtype)
+    ref, tol = (F.mqa(*args), FP32_TOL) if dtype == torch.float32 else (staged_mqa(*args), BF16_TOL)
     old = torch.get_num_threads()
     try:
         for t in (1, 2, 3, 4):
             torch.set_num_threads(t)
-            assert rel_err(torch.ops.mnv4.mqa(*args), ref) <= FP32_TOL
+            assert rel_err(torch.ops.mnv4.mqa(*args).float(), ref) <= tol
     finally:
         torch.set_num_threads(old)
 
@@ -174,6 +184,7 @@ def test_zero_batch(layout):
 
 OPCHECK_CASES = {
     "contiguous": dict(n=2, c=12, h=6, w=7, num_heads=2, key_dim=8, kv_stride=2),
+    "bf16": dict(n=2, c=12, h=6, w=7, num_heads=2, key_dim=8, kv_stride=2, dtype=torch.bfloat16),
     "channels_last": dict(n=1, c=16, h=5, w=5, num_heads=4, key_dim=8, value_dim=12, kv_stride=1,
                           channels_last=True),
     "non_contiguous": dict(n=2, c=8, h=6, w=6, num_heads=1, key_dim=16, cout=5, residual=False, kv_stride=2),
@@ -354,20 +365,144 @@ def _mqa_with_nan(args, site):
     return args[:slot] + (t,) + args[slot + 1:]
 
 
-@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-@pytest.mark.parametrize("case", MQA_NAN_CASES, ids=["kv1", "kv2", "kv2-2rows"])
-def test_nan_propagates_as_in_the_composite(case, layout, monkeypatch):
-    args = random_mqa_args(**case, seed=60, channels_last=layout == "channels_last")
+@contextlib.contextmanager
+def _dw_inside_taps(on):
+    """F._dw (the composites' depthwise conv, also staged_mqa's) as conv2d_inside_taps while `on`."""
+    old = F._dw
+    if on:
+        F._dw = lambda x, w, b, s: conv2d_inside_taps(x, w, b, s, groups=x.shape[1])
+    try:
+        yield
+    finally:
+        F._dw = old
+
+
+def _nan_check(case, channels_last, dtype=torch.float32):
+    """Each NaN site of MQA_NAN_SITES: the op's output against the composite (fp32) or staged_mqa (bf16)."""
+    args = random_mqa_args(**case, seed=60, channels_last=channels_last, dtype=dtype)
+    composite, tol = (F.mqa, FP32_TOL) if dtype == torch.float32 else (staged_mqa, BF16_TOL)
     for site in MQA_NAN_SITES:
         a = _mqa_with_nan(args, site)
         if a is None:
             continue
         out = torch.ops.mnv4.mqa(*a)
-        with monkeypatch.context() as m:
-            if site.endswith("dw_corner"):
-                m.setattr(F, "_dw", lambda x, w, b, s: conv2d_inside_taps(x, w, b, s, groups=x.shape[1]))
-            ref = F.mqa(*a)
+        with _dw_inside_taps(site.endswith("dw_corner")):
+            ref = composite(*a)
         assert ref.isnan().any() or (site.endswith("dw_corner") and case["h"] == 2), site
         if site.startswith("x"):
             assert not ref[1].isnan().any()
-        assert_nan_like(out, ref, FP32_TOL)
+        assert out.dtype == dtype
+        assert_nan_like(out.float(), ref, tol)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("case", MQA_NAN_CASES, ids=["kv1", "kv2", "kv2-2rows"])
+def test_nan_propagates_as_in_the_composite(case, layout):
+    _nan_check(case, layout == "channels_last")
+
+
+# ---- bf16: the bf16 kernels (csrc/cpu/mqa.cpp's header comment) ----
+#
+# The op stores xn, the K/V dw outputs, Q, K, V, the attention output and the result in bf16 and computes
+# everything else in fp32; staged_mqa is the composite in fp32 rounded at exactly those points. Tolerance
+# BF16_TOL = 2^-8, the unit roundoff, as for the other bf16 ops (tests/test_bf16_model.py's docstring: both
+# sides round the same fp32 values up to the summation order; the norm-wise error is 0 on most cases here).
+# A wrong operand, scale, rounding point or residual gives far more (the measured errors against the
+# composite without staging are ~2-7e-3).
+
+BF16_CASES = BATTERY + [SHAPES[k] for k in ("hybrid_m_stage3_kv2", "heads12_dv_ne_dk", "wide_odd_kv2")] + [
+    dict(n=3, c=5, h=1, w=9, num_heads=2, key_dim=12, kv_stride=2, seed=70),  # C odd and small, one row
+    dict(n=3, c=7, h=9, w=1, num_heads=1, key_dim=20, value_dim=7, kv_stride=1, kv_dw=True, seed=71),
+    dict(n=1, c=3, h=2, w=3, num_heads=4, key_dim=9, kv_stride=2, seed=72),
+    dict(n=1, c=40, h=11, w=13, num_heads=2, key_dim=33, value_dim=17, cout=23, residual=False, kv_stride=1,
+         seed=73),
+]
+
+
+def _check_bf16(args):
+    out = torch.ops.mnv4.mqa(*args)
+    assert out.dtype == torch.bfloat16
+    assert out.stride() == _expected_strides(args)
+    assert_nan_like(out.float(), staged_mqa(*args), BF16_TOL)
+    return out
+
+
+def _bf16_all():
+    """The whole bf16 check (battery in both layouts, non-contiguous x, NaN), for the forced-table runs."""
+    for c in BF16_CASES:
+        for cl in (False, True):
+            _check_bf16(random_mqa_args(**c, dtype=torch.bfloat16, channels_last=cl))
+    for kind in NON_CONTIGUOUS_KINDS:
+        args = list(random_mqa_args(2, 17, 6, 7, num_heads=2, key_dim=12, kv_stride=2, dtype=torch.bfloat16))
+        args[0] = non_contiguous(args[0], kind)
+        _check_bf16(tuple(args))
+    for c in MQA_NAN_CASES:
+        _nan_check(c, True, torch.bfloat16)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("case", BF16_CASES, ids=_ids(BF16_CASES))
+def test_battery_bf16(case, layout):
+    _check_bf16(random_mqa_args(**case, dtype=torch.bfloat16, channels_last=layout == "channels_last"))
+
+
+@pytest.mark.parametrize("kind", NON_CONTIGUOUS_KINDS)
+@pytest.mark.parametrize("case", NONCONTIG_CASES, ids=_ids(NONCONTIG_CASES))
+def test_non_contiguous_bf16(case, kind):
+    args = list(random_mqa_args(**case, dtype=torch.bfloat16))
+    args[0] = non_contiguous(args[0], kind)
+    assert not args[0].is_contiguous()
+    _check_bf16(tuple(args))
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("case", MQA_NAN_CASES, ids=["kv1", "kv2", "kv2-2rows"])
+def test_nan_bf16(case, layout):
+    _nan_check(case, layout == "channels_last", torch.bfloat16)
+
+
+def test_bf16_k_weight_shared_with_q():
+    # one tensor as q_w and k_w (1 head): the K operand is cached with the softmax scale folded in, the Q
+    # operand without; the two must not share a cache entry
+    args = list(random_mqa_args(1, 16, 6, 5, num_heads=1, key_dim=16, kv_stride=2, dtype=torch.bfloat16, seed=9))
+    args[6] = args[3]
+    for _ in range(2):  # the second call reads both from the cache
+        _check_bf16(tuple(args))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_weights_updated_in_place(dtype):
+    # fp16 and bf16 convert (fp16) or pack (bf16) each weight once and cache it per tensor: an in-place update
+    # of a weight (here k_w, cached with the softmax scale folded in, and o_w) must be seen by the next call
+    args = random_mqa_args(1, 16, 6, 5, num_heads=2, key_dim=8, kv_stride=2, dtype=dtype, seed=13)
+    check = _check_bf16 if dtype == torch.bfloat16 else (lambda a: _check(a, FP16_TOL))
+    first = check(args)
+    with torch.no_grad():
+        args[6].mul_(1.5)
+        args[10].neg_()
+    second = check(args)
+    assert not torch.equal(first, second)
+
+
+@pytest.mark.parametrize("table", ["scalar", "avx512", "amx_emu_portable"])
+def test_bf16_forced_table(table):
+    """The bf16 checks above through another bf16 table (MNV4_CPU_LP_ISA) in a fresh process, which checks
+    that the table it asked for is the one that ran."""
+    if table == "avx512" and not _has_avx512():
+        pytest.skip("the avx512 bf16 table needs an x86 CPU with AVX-512BW")
+    script = textwrap.dedent(f"""
+        import torch, test_mqa_cpu as t
+        assert torch.ops.mnv4_cpu.lp_isa() == "{table}", torch.ops.mnv4_cpu.lp_isa()
+        t._bf16_all()
+        print("ok")
+    """)
+    path = os.pathsep.join([os.path.dirname(os.path.abspath(__file__))] + [p for p in sys.path if p])
+    out = run_script(script, timeout=600, env=dict(os.environ, MNV4_CPU_LP_ISA=table, PYTHONPATH=path)).stdout
+    assert out.strip().endswith("ok"), out
+
+
+def _has_avx512():
+    if not os.path.exists("/proc/cpuinfo"):
+        return False
+    with open("/proc/cpuinfo") as f:
+        return " avx512bw " in f.read()

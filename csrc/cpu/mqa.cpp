@@ -20,7 +20,21 @@
 // both passes back to back; otherwise pass 1 over (image, K/V band) and pass 2 over (image, query tile), with
 // at least as many tasks as threads and the tile size picked by a per-thread cost model, so batch 1 uses
 // every thread. xn, K^T and V (a few MB for a batch of 8 at most) are the per-call buffers.
-// fp16/bf16 inputs are computed in fp32 and the result converted back, as in uib.cpp.
+// fp16 input is computed in fp32 (converted on entry, the result converted back; the weights converted once
+// per tensor and cached): no x86 table computes fp16.
+//
+// bf16 input runs the same plan and attention on the bf16 kernels (ukernels_bf16.h, through KernelSet<bf16_t>;
+// MNV4_CPU_LP_ISA forces the table) in the NHWC orientation of uib.cpp: x is taken channels_last (an NCHW x
+// is converted at entry and the result back at exit), activations are [pixels][C] rows, and each projection
+// is a GEMM with pixel rows as A and the transposed weight, packed in bf16 once and cached (weight_cache.h;
+// K's with c folded in), as B. Sums are fp32; the values stored in bf16, each rounded once to nearest even,
+// are exactly these (tests/bf16_reference.py staged_mqa is the composite rounded at the same points):
+//     xn = bf16(x * scale + shift)                  [P][C]     (scale, shift, dw taps and biases in fp32)
+//     dk_in = bf16(dw_k(xn)), dv_in = bf16(dw_v(xn))
+//     K = bf16(dk_in bf16(c Wk)^T), V = bf16(dv_in Wv^T), Q = bf16(xn Wq^T)
+//     attention in fp32 from those bf16 values (K^T, V, Q widened into the fp32 layouts above), then
+//     O = bf16(softmax-weighted sum)                [nt][h*dv]
+//     out = bf16(O Wo^T (+ x))                      the kernel's residual epilogue, bf16 NHWC output.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -34,8 +48,10 @@
 #include "../params.h"
 #include "cpu_ops.h"
 #include "kernels/interface/softmax.h"
+#include "kernel_set.h"
 #include "kernels/interface/ukernels.h"
 #include "scratch.h"
+#include "weight_cache.h"
 
 namespace mnv4 {
 namespace {
@@ -195,6 +211,24 @@ void kv_task(const Geometry& g, const Weights& wt, const float* x, float* xn_all
 
 // ---- pass 2: attention + output projection for query pixels [p0, p0 + nt) of image n ----
 
+// The attention of one query tile, all heads, in fp32: q [h*dk][nt] (head h's rows from h*dk), K^T [M][dk]
+// (scaled), V [dv][M] of its image -> o [h*dv][nt], normalised. s: [M][nt] logits scratch, sum: nt floats.
+void attend(const Geometry& g, const cpu::UKernels& uk, const float* ktn, const float* vn, const float* q, int64_t nt,
+            float* s, float* sum, float* o) {
+  const cpu::SoftmaxUKernels& sk = cpu::softmax_ukernels();
+  for (int64_t h = 0; h < g.heads; ++h) {
+    uk.gemm(g.M, nt, g.dk, ktn, g.dk, q + h * g.dk * nt, nt, s, nt, nullptr, Act::None, nullptr, 0);
+    sk.softmax_cols(g.M, nt, s, nt, sum);
+    float* oh = o + h * g.dv * nt;
+    uk.gemm(g.dv, nt, g.M, vn, g.M, s, nt, oh, nt, nullptr, Act::None, nullptr, 0);
+    for (int64_t j = 0; j < nt; ++j) sum[j] = 1.f / sum[j];
+    for (int64_t d = 0; d < g.dv; ++d) {
+      float* od = oh + d * nt;
+      for (int64_t j = 0; j < nt; ++j) od[j] *= sum[j];
+    }
+  }
+}
+
 struct QScratch {
   int64_t q, s, sum, o, y;
   int64_t total() const { return q + s + sum + o + y; }
@@ -213,7 +247,6 @@ QScratch q_scratch(const Geometry& g) {
 void query_task(const Geometry& g, const Weights& wt, const float* x, const float* xn_all, const float* kt,
                 const float* v, float* out, int64_t n, int64_t p0, int64_t nt, float* buf, const QScratch& z) {
   const cpu::UKernels& uk = cpu::ukernels();
-  const cpu::SoftmaxUKernels& sk = cpu::softmax_ukernels();
   float* q = buf;
   float* s = q + z.q;
   float* sum = s + z.s;
@@ -221,19 +254,7 @@ void query_task(const Geometry& g, const Weights& wt, const float* x, const floa
   float* y = o + z.o;
   uk.gemm(g.heads * g.dk, nt, g.C, wt.wq, g.C, xn_all + n * g.C * g.P + p0, g.P, q, nt, nullptr, Act::None, nullptr,
           0);
-  const float* ktn = kt + n * g.M * g.dk;
-  const float* vn = v + n * g.dv * g.M;
-  for (int64_t h = 0; h < g.heads; ++h) {
-    uk.gemm(g.M, nt, g.dk, ktn, g.dk, q + h * g.dk * nt, nt, s, nt, nullptr, Act::None, nullptr, 0);
-    sk.softmax_cols(g.M, nt, s, nt, sum);
-    float* oh = o + h * g.dv * nt;
-    uk.gemm(g.dv, nt, g.M, vn, g.M, s, nt, oh, nt, nullptr, Act::None, nullptr, 0);
-    for (int64_t j = 0; j < nt; ++j) sum[j] = 1.f / sum[j];
-    for (int64_t d = 0; d < g.dv; ++d) {
-      float* od = oh + d * nt;
-      for (int64_t j = 0; j < nt; ++j) od[j] *= sum[j];
-    }
-  }
+  attend(g, uk, kt + n * g.M * g.dk, v + n * g.dv * g.M, q, nt, s, sum, o);
   const int64_t hv = g.heads * g.dv;
   if (g.channels_last) {
     uk.gemm(g.Cout, nt, hv, wt.wo, hv, o, nt, y, nt, nullptr, Act::None, nullptr, 0);
@@ -249,7 +270,200 @@ void query_task(const Geometry& g, const Weights& wt, const float* x, const floa
   }
 }
 
+// Both passes over the call's tasks (see the file comment): kv(t) for t < N * kv_bands, query(t) for
+// t < N * q_tiles, image by image on whole-image threads when g.per_image.
+template <class KV, class Query>
+void run_passes(const Geometry& g, const KV& kv, const Query& query) {
+  if (g.per_image) {
+    at::parallel_for(0, g.N, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t n = begin; n < end; ++n) {
+        for (int64_t t = n * g.kv_bands; t < (n + 1) * g.kv_bands; ++t) kv(t);
+        for (int64_t t = n * g.q_tiles; t < (n + 1) * g.q_tiles; ++t) query(t);
+      }
+    });
+  } else {
+    at::parallel_for(0, g.N * g.kv_bands, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) kv(t);
+    });
+    at::parallel_for(0, g.N * g.q_tiles, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) query(t);
+    });
+  }
+}
+
+// Softmax scale dk^-0.5 and log2(e) (the softmax runs in base 2), folded into Wk: K^T comes out scaled.
+double k_scale(const Geometry& g) { return 1.4426950408889634 / std::sqrt(double(g.dk)); }
+
 at::Tensor f32(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
+
+// ---- bf16: the NHWC orientation (see the file comment) ----
+
+using cpu::bf16_t;
+
+// Conversions of contiguous runs (c10::BFloat16: round to nearest even, NaN stays NaN; bf16_t has its layout).
+inline void widen(int64_t n, const bf16_t* src, float* dst) {
+  const auto* s = reinterpret_cast<const c10::BFloat16*>(src);
+  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(s[i]);
+}
+inline void narrow(int64_t n, const float* src, bf16_t* dst) {
+  auto* d = reinterpret_cast<c10::BFloat16*>(dst);
+  for (int64_t i = 0; i < n; ++i) d[i] = c10::BFloat16(src[i]);
+}
+
+struct Bf16Weights {
+  const float *scale, *shift, *kdw, *kdb, *vdw, *vdb;  // fp32; the dw taps as [k*k][C]
+  LpBMat q, k, v, o;                                   // B = W^T, packed bf16 (k: times c)
+};
+
+// Parts of a task's scratch, each on whole 64-byte lines: elements of E from a byte cursor.
+struct Carve {
+  char* p;
+  template <class E>
+  E* take(int64_t elems) {
+    E* r = reinterpret_cast<E*>(p);
+    p += lines_of<E>(elems) * int64_t(sizeof(E));
+    return r;
+  }
+};
+template <class E>
+inline int64_t bytes_of(int64_t elems) {
+  return lines_of<E>(elems) * int64_t(sizeof(E));
+}
+inline char* task_bytes(int64_t bytes) { return reinterpret_cast<char*>(task_scratch((bytes + 3) / 4)); }
+
+// xn = bf16(x * scale + shift) for the pixels [p0, p0 + np) of image n (x: [N*P][C]) into dst [np][C].
+void normalize_rows_bf16(const Geometry& g, const Bf16Weights& wt, const bf16_t* x, int64_t n, int64_t p0, int64_t np,
+                         bf16_t* dst) {
+  const auto* src = reinterpret_cast<const c10::BFloat16*>(x + (n * g.P + p0) * g.C);
+  auto* d = reinterpret_cast<c10::BFloat16*>(dst);
+  for (int64_t j = 0; j < np; ++j, src += g.C, d += g.C)
+    for (int64_t c = 0; c < g.C; ++c) d[c] = c10::BFloat16(static_cast<float>(src[c]) * wt.scale[c] + wt.shift[c]);
+}
+
+// pass 1 scratch (bytes): normalised rows with the dw halo, the dw outputs, a K or V tile in bf16 and in fp32
+int64_t kv_bytes_bf16(const Geometry& g) {
+  const int64_t mb = g.kv_rows * g.Wk, kv = std::max(g.dk, g.dv) * mb;
+  const int64_t rows = g.kk ? std::min(g.H, g.kv_rows * g.kv_stride + g.kk) : 0;
+  return bytes_of<bf16_t>(rows * g.W * g.C) + 2 * bytes_of<bf16_t>(g.kk ? mb * g.C : 0) + bytes_of<bf16_t>(kv) +
+         bytes_of<float>(kv);
+}
+
+void kv_task_bf16(const KernelSet<bf16_t>& lk, const cpu::UKernels& uk, const Geometry& g, const Bf16Weights& wt,
+                  const bf16_t* x, bf16_t* xn_all, float* kt, float* v, int64_t n, int64_t y0, int64_t y1) {
+  const int64_t mb = (y1 - y0) * g.Wk, m0 = y0 * g.Wk;
+  Carve z{task_bytes(kv_bytes_bf16(g))};
+  const int64_t rows = g.kk ? std::min(g.H, g.kv_rows * g.kv_stride + g.kk) : 0;
+  bf16_t* xs = z.take<bf16_t>(rows * g.W * g.C);
+  bf16_t* dki = z.take<bf16_t>(g.kk ? g.kv_rows * g.Wk * g.C : 0);
+  bf16_t* dvi = z.take<bf16_t>(g.kk ? g.kv_rows * g.Wk * g.C : 0);
+  bf16_t* tb = z.take<bf16_t>(std::max(g.dk, g.dv) * g.kv_rows * g.Wk);
+  float* tf = z.take<float>(std::max(g.dk, g.dv) * g.kv_rows * g.Wk);
+  // the band's own input rows [o0, o1) go to xn_all (pass 2 reads them); see kv_task
+  const int64_t o0 = std::min(g.H, y0 * g.kv_stride), o1 = y1 == g.Hk ? g.H : std::min(g.H, y1 * g.kv_stride);
+  bf16_t* xn_img = xn_all + n * g.P * g.C;
+  const bf16_t *ak = xn_img + o0 * g.W * g.C, *av = ak;  // without dw: K/V pixels = the band's own pixels
+  if (g.kk) {
+    int64_t r0, r1;
+    kv_input_rows(g, y0, y1, r0, r1);
+    r0 = std::min(r0, o0);
+    r1 = std::max(r1, o1);
+    normalize_rows_bf16(g, wt, x, n, r0 * g.W, (r1 - r0) * g.W, xs);
+    std::memcpy(xn_img + o0 * g.W * g.C, xs + (o0 - r0) * g.W * g.C, (o1 - o0) * g.W * g.C * sizeof(bf16_t));
+    lk.dw(g.C, int(g.kk), int(g.kv_stride), xs, g.C, g.W * g.C, r0, g.H, g.W, wt.kdw, g.C, wt.kdb, Act::None, dki,
+          g.C, g.Wk * g.C, y0, y1);
+    lk.dw(g.C, int(g.kk), int(g.kv_stride), xs, g.C, g.W * g.C, r0, g.H, g.W, wt.vdw, g.C, wt.vdb, Act::None, dvi,
+          g.C, g.Wk * g.C, y0, y1);
+    ak = dki;
+    av = dvi;
+  } else {
+    normalize_rows_bf16(g, wt, x, n, o0 * g.W, (o1 - o0) * g.W, xn_img + o0 * g.W * g.C);
+  }
+  // K [mb][dk] is K^T's rows m0..: widened in place; V [mb][dv] widened, then transposed into V [dv][M]
+  lk.gemm(mb, g.dk, g.C, ak, g.C, wt.k, 0, tb, g.dk, nullptr, Act::None, nullptr, 0);
+  widen(mb * g.dk, tb, kt + (n * g.M + m0) * g.dk);
+  lk.gemm(mb, g.dv, g.C, av, g.C, wt.v, 0, tb, g.dv, nullptr, Act::None, nullptr, 0);
+  widen(mb * g.dv, tb, tf);
+  uk.transpose(mb, g.dv, tf, g.dv, v + n * g.dv * g.M + m0, g.M);
+}
+
+// pass 2 scratch (bytes): Q / O in bf16 [nt][h*d], the same widened, Q^T [h*dk][nt], logits, sums, O [h*dv][nt]
+int64_t query_bytes_bf16(const Geometry& g) {
+  const int64_t qo = std::max(g.heads * g.dk, g.heads * g.dv) * g.qt;
+  return bytes_of<bf16_t>(qo) + bytes_of<float>(qo) + bytes_of<float>(g.heads * g.dk * g.qt) +
+         bytes_of<float>(g.M * g.qt) + bytes_of<float>(g.qt) + bytes_of<float>(g.heads * g.dv * g.qt);
+}
+
+void query_task_bf16(const KernelSet<bf16_t>& lk, const cpu::UKernels& uk, const Geometry& g, const Bf16Weights& wt,
+                     const bf16_t* x, const bf16_t* xn_all, const float* kt, const float* v, bf16_t* out, int64_t n,
+                     int64_t p0, int64_t nt) {
+  const int64_t hk = g.heads * g.dk, hv = g.heads * g.dv, qo = std::max(hk, hv) * g.qt;
+  Carve z{task_bytes(query_bytes_bf16(g))};
+  bf16_t* rb = z.take<bf16_t>(qo);  // Q, later O, as bf16 pixel rows
+  float* rf = z.take<float>(qo);    // the same widened
+  float* q = z.take<float>(hk * g.qt);
+  float* s = z.take<float>(g.M * g.qt);
+  float* sum = z.take<float>(g.qt);
+  float* o = z.take<float>(hv * g.qt);
+  const int64_t px = n * g.P + p0;
+  lk.gemm(nt, hk, g.C, xn_all + px * g.C, g.C, wt.q, 0, rb, hk, nullptr, Act::None, nullptr, 0);
+  widen(nt * hk, rb, rf);
+  uk.transpose(nt, hk, rf, hk, q, nt);
+  attend(g, uk, kt + n * g.M * g.dk, v + n * g.dv * g.M, q, nt, s, sum, o);
+  uk.transpose(hv, nt, o, nt, rf, hv);
+  narrow(nt * hv, rf, rb);
+  lk.gemm(nt, g.Cout, hv, rb, hv, wt.o, 0, out + px * g.Cout, g.Cout, nullptr, Act::None,
+          g.residual ? x + px * g.C : nullptr, g.C);
+}
+
+// A 1x1 weight [O, I, 1, 1] as the fp32 matrix [I][O] (B = W^T; packed from it once); a depthwise weight
+// [C, 1, k, k] as [k*k][C].
+at::Tensor kn_matrix(const at::Tensor& w) { return w.to(at::kFloat).reshape({w.size(0), -1}).t().contiguous(); }
+
+at::Tensor mqa_bf16(const Geometry& g, const at::Tensor& x, const at::Tensor& norm_scale,
+                    const at::Tensor& norm_shift, const at::Tensor& q_w, const c10::optional<at::Tensor>& k_dw_w,
+                    const c10::optional<at::Tensor>& k_dw_b, const at::Tensor& k_w,
+                    const c10::optional<at::Tensor>& v_dw_w, const c10::optional<at::Tensor>& v_dw_b,
+                    const at::Tensor& v_w, const at::Tensor& o_w) {
+  const KernelSet<bf16_t> lk;
+  const cpu::UKernels& uk = cpu::ukernels();
+  // fp32 constants (converted once per bf16 tensor, fp32_constant) and the packed bf16 projections
+  auto vec = [](const at::Tensor& t) { return fp32_constant(t, "f32", [&] { return f32(t); }); };
+  auto taps = [](const at::Tensor& t) { return fp32_constant(t, "f32_kc", [&] { return kn_matrix(t); }); };
+  const at::Tensor sc = vec(norm_scale), sh = vec(norm_shift);
+  at::Tensor kdw, kdb, vdw, vdb;
+  if (g.kk) kdw = taps(*k_dw_w), kdb = vec(*k_dw_b), vdw = taps(*v_dw_w), vdb = vec(*v_dw_b);
+  const float c = static_cast<float>(k_scale(g));
+  const auto qo = lk.operand(q_w, 1, g.C, g.heads * g.dk, [&] { return kn_matrix(q_w); });
+  const auto ko = lp_weight_operand(k_w, lk.lk.pack, 1, g.C, g.dk, [&] { return kn_matrix(k_w).mul(c); }, "kscale");
+  const auto vo = lk.operand(v_w, 1, g.C, g.dv, [&] { return kn_matrix(v_w); });
+  const auto oo = lk.operand(o_w, 1, g.heads * g.dv, g.Cout, [&] { return kn_matrix(o_w); });
+  auto fp = [&](const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; };
+  const Bf16Weights wt{fp(sc), fp(sh), fp(kdw), fp(kdb), fp(vdw), fp(vdb), qo.mat, ko.mat, vo.mat, oo.mat};
+
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  const at::Tensor xe = x.contiguous(cl);
+  const auto opt = x.options();
+  at::Tensor xn = at::empty({g.N, g.P, g.C}, opt);                          // xn, pixel rows
+  at::Tensor kt = at::empty({g.N, g.M, g.dk}, opt.dtype(at::kFloat));       // K^T, scaled
+  at::Tensor vv = at::empty({g.N, g.dv, g.M}, opt.dtype(at::kFloat));
+  at::Tensor out = at::empty({g.N, g.Cout, g.H, g.W}, opt.memory_format(cl));
+  const bf16_t* xp = KernelSet<bf16_t>::data(xe);
+  bf16_t* xnp = KernelSet<bf16_t>::data(xn);
+  float* ktp = kt.data_ptr<float>();
+  float* vp = vv.data_ptr<float>();
+  bf16_t* op = KernelSet<bf16_t>::data(out);
+  run_passes(
+      g,
+      [&](int64_t t) {
+        const int64_t n = t / g.kv_bands, y0 = (t % g.kv_bands) * g.kv_rows;
+        kv_task_bf16(lk, uk, g, wt, xp, xnp, ktp, vp, n, y0, std::min(g.Hk, y0 + g.kv_rows));
+      },
+      [&](int64_t t) {
+        const int64_t n = t / g.q_tiles, p0 = (t % g.q_tiles) * g.qt;
+        query_task_bf16(lk, uk, g, wt, xp, xnp, ktp, vp, op, n, p0, std::min(g.P, p0 + g.qt) - p0);
+      });
+  return out;
+}
 
 }  // namespace
 
@@ -268,13 +482,21 @@ at::Tensor mqa_cpu(const at::Tensor& x, const at::Tensor& norm_scale, const at::
   g.M = g.Hk * g.Wk;
   plan(g, at::get_num_threads());
 
+  if (x.scalar_type() == at::kBFloat16) {
+    at::Tensor out = mqa_bf16(g, x, norm_scale, norm_shift, q_w, k_dw_w, k_dw_b, k_w, v_dw_w, v_dw_b, v_w, o_w);
+    // NCHW result: a fresh contiguous tensor (out may already count as contiguous when Cout == 1 or
+    // H*W == 1, but with other strides than the fake kernel's)
+    return g.channels_last ? out : at::empty(out.sizes(), x.options().memory_format(fmt)).copy_(out);
+  }
+
+  // fp32 input: the weights as they are (or contiguous copies); fp16: converted once per tensor (fp32_constant)
   const at::Tensor xf = x.to(at::kFloat).contiguous(fmt);
-  const at::Tensor sc = f32(norm_scale), sh = f32(norm_shift), wq = f32(q_w), wv = f32(v_w), wo = f32(o_w);
-  // Softmax scale dk^-0.5 and log2(e) (the softmax runs in base 2) folded into Wk: K^T comes out scaled.
-  const double c = 1.4426950408889634 / std::sqrt(double(g.dk));
-  const at::Tensor wk = k_w.to(at::kFloat).mul(c).contiguous();
+  auto cf = [](const at::Tensor& t) { return fp32_constant(t, "f32", [&] { return f32(t); }); };
+  const at::Tensor sc = cf(norm_scale), sh = cf(norm_shift), wq = cf(q_w), wv = cf(v_w), wo = cf(o_w);
+  const at::Tensor wk =
+      fp32_constant(k_w, "f32_kscale", [&] { return k_w.to(at::kFloat).mul(k_scale(g)).contiguous(); });
   at::Tensor kdw, kdb, vdw, vdb;
-  if (g.kk) kdw = f32(*k_dw_w), kdb = f32(*k_dw_b), vdw = f32(*v_dw_w), vdb = f32(*v_dw_b);
+  if (g.kk) kdw = cf(*k_dw_w), kdb = cf(*k_dw_b), vdw = cf(*v_dw_w), vdb = cf(*v_dw_b);
   const Weights wt{sc.data_ptr<float>(), sh.data_ptr<float>(), wq.data_ptr<float>(),
                    g.kk ? kdw.data_ptr<float>() : nullptr, g.kk ? kdb.data_ptr<float>() : nullptr,
                    wk.data_ptr<float>(), g.kk ? vdw.data_ptr<float>() : nullptr,
@@ -293,31 +515,18 @@ at::Tensor mqa_cpu(const at::Tensor& x, const at::Tensor& norm_scale, const at::
 
   const KvScratch zk = kv_scratch(g);
   const QScratch zq = q_scratch(g);
-  auto kv = [&](int64_t t) {
-    float* const sp = task_scratch(zk.total());
-    const int64_t n = t / g.kv_bands, y0 = (t % g.kv_bands) * g.kv_rows;
-    kv_task(g, wt, xp, xnp, ktp, vp, n, y0, std::min(g.Hk, y0 + g.kv_rows), sp, zk);
-  };
-  auto query = [&](int64_t t) {
-    float* const sp = task_scratch(zq.total());
-    const int64_t n = t / g.q_tiles, p0 = (t % g.q_tiles) * g.qt;
-    query_task(g, wt, xp, xnp, ktp, vp, op, n, p0, std::min(g.P, p0 + g.qt) - p0, sp, zq);
-  };
-  if (g.per_image) {
-    at::parallel_for(0, g.N, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t n = begin; n < end; ++n) {
-        for (int64_t t = n * g.kv_bands; t < (n + 1) * g.kv_bands; ++t) kv(t);
-        for (int64_t t = n * g.q_tiles; t < (n + 1) * g.q_tiles; ++t) query(t);
-      }
-    });
-  } else {
-    at::parallel_for(0, g.N * g.kv_bands, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t t = begin; t < end; ++t) kv(t);
-    });
-    at::parallel_for(0, g.N * g.q_tiles, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t t = begin; t < end; ++t) query(t);
-    });
-  }
+  run_passes(
+      g,
+      [&](int64_t t) {
+        float* const sp = task_scratch(zk.total());
+        const int64_t n = t / g.kv_bands, y0 = (t % g.kv_bands) * g.kv_rows;
+        kv_task(g, wt, xp, xnp, ktp, vp, n, y0, std::min(g.Hk, y0 + g.kv_rows), sp, zk);
+      },
+      [&](int64_t t) {
+        float* const sp = task_scratch(zq.total());
+        const int64_t n = t / g.q_tiles, p0 = (t % g.q_tiles) * g.qt;
+        query_task(g, wt, xp, xnp, ktp, vp, op, n, p0, std::min(g.P, p0 + g.qt) - p0, sp, zq);
+      });
   if (x.scalar_type() != at::kFloat) out = out.to(x.scalar_type());
   return out;
 }

@@ -186,9 +186,9 @@ at::Tensor fp32_constant(const at::Tensor& t, const char* layout, const std::fun
 }
 
 LpWeightOperand lp_weight_operand(const at::Tensor& weight, const cpu::LpPack& pack, int T, int64_t K, int64_t N,
-                                  const std::function<at::Tensor()>& make_kn) {
+                                  const std::function<at::Tensor()>& make_kn, const char* form) {
   const int64_t size = cpu::lp_packed_size(pack, T, K, N);
-  const std::string layout = std::string(pack.name) + "_t" + std::to_string(T);
+  const std::string layout = std::string(pack.name) + "_t" + std::to_string(T) + (form ? std::string("_") + form : "");
   LpWeightOperand o;
   o.packed = cached(weight, layout,
                     [&] { return lp_pack_into(make_kn(), pack, T, K, N, chunk_tensor(size, at::kBFloat16)); });

@@ -109,7 +109,9 @@ struct LpWeightOperand {
   LpBMat mat;
 };
 // make_kn(): the weight as a [T*K][N] row-major matrix (any float dtype; converted to fp32 to pack).
+// form: names what make_kn() computes when that is not the weight's own values (the MQA's K weight times the
+// softmax scale), so the two forms of one tensor have separate entries; nullptr for the weight as it is.
 LpWeightOperand lp_weight_operand(const at::Tensor& weight, const cpu::LpPack& pack, int T, int64_t K, int64_t N,
-                                  const std::function<at::Tensor()>& make_kn);
+                                  const std::function<at::Tensor()>& make_kn, const char* form = nullptr);
 
 }  // namespace mnv4
