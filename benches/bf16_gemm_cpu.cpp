@@ -5,13 +5,13 @@
 //   bf16_gemm_cpu M K N ROUNDS  ->  one JSON object per variant on stdout
 // One call = C[M x N] = relu(A[M x K] B[K x N] + bias), B packed once in each table's layout (fp32: the
 // weight cache's 32-column slabs; bf16: the table's LpPack), operands hot (the same buffers every call).
-// Variants, interleaved round by round (median and best of ROUNDS rounds of ~10 ms each):
+// Variants, interleaved round by round (median and best of ROUNDS rounds of ~10 ms each, timed by the thread's
+// CPU time, so time slices taken by other processes on a shared machine do not count):
 //   fma32_peak, vdpbf16ps_peak, tdpbf16ps_peak: the peak loops (skipped where the CPU lacks them)
 //   f32_avx512: f32_conv_nhwc_7x32__avx512 (the fp32 model's kernel)
 //   bf16_<table>: every bf16 table usable here except scalar and the emulated AMX ones
 // Each bf16 result is checked against the fp32 one (max_rel_err: max |bf16 - f32| / max |f32|).
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -19,6 +19,7 @@
 #include <functional>
 #include <random>
 #include <string>
+#include <ctime>
 #include <vector>
 
 #include "cpu/kernels/interface/ukernels.h"
@@ -30,6 +31,13 @@ extern "C" {
 double bf16_peak_fma32(long iters);
 double bf16_peak_dp(long iters);
 double bf16_peak_amx(long iters);
+}
+
+// This thread's CPU time: a round is not charged for the time slices other processes take on a shared machine.
+static double thread_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
 }
 
 int main(int argc, char** argv) {
@@ -52,7 +60,7 @@ int main(int argc, char** argv) {
     std::printf("{\"skipped\": \"no AVX-512F\"}\n");
     return 0;
   }
-  const int64_t nr = f32->gemm_nr, slabs = (N + nr - 1) / nr;
+  const int64_t nr = f32->conv_nhwc_tile.nr, slabs = (N + nr - 1) / nr;
   std::vector<float> wp(slabs * K * nr, 0.f);
   for (int64_t k = 0; k < K; ++k)
     for (int64_t n = 0; n < N; ++n) wp[(n / nr) * K * nr + k * nr + n % nr] = w[k * N + n];
@@ -93,10 +101,9 @@ int main(int argc, char** argv) {
     pdp.push_back(bf16_peak_dp(200000));
     pamx.push_back(bf16_peak_amx(20000));
     for (auto& v : vs) {
-      const auto t0 = std::chrono::steady_clock::now();
+      const double t0 = thread_seconds();
       for (long i = 0; i < reps; ++i) v.call();
-      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      v.gflops.push_back(flops * reps / s / 1e9);
+      v.gflops.push_back(flops * reps / (thread_seconds() - t0) / 1e9);
     }
   }
   double mx = 0;

@@ -301,6 +301,12 @@ static void test_conv(const LpUKernels<E>& uk, const LpUKernels<E>& oracle) {
         run_conv_case(uk, oracle, cc);
         ++cases;
       }
+  // several row blocks (32 register tiles each, the last one up to 1.5x) and a long K, pointwise and 3x3
+  for (int taps : {1, 9}) {
+    ConvCase cc{3 * 32 * mr + 5, 2 * nr + 3, taps == 1 ? 300 : 33, taps, 1, Act::Relu, 1, true, 0};
+    run_conv_case(uk, oracle, cc);
+    ++cases;
+  }
   std::printf("%s %s conv_nhwc: %d cases\n", Ty<E>::name, uk.name, cases);
 }
 

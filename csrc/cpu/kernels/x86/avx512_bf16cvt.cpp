@@ -1,7 +1,7 @@
 // bf16 tables for AVX-512 CPUs without AVX512-BF16 (Skylake-SP, Cascade Lake, Ice Lake): convert-on-load.
-//   bf16_conv_nhwc_7x32__avx512f: the 7 x 32 tile of the fp32 kernel (same FMAs per k), B's kpair32 rows
-//     unpacked to fp32 in registers (a shift and a mask), the tile's A rows widened once per tap into an fp32
-//     buffer (PairTileF32A, common/bf16_impl.h): half the fp32 kernel's weight bytes for a few more ops.
+//   bf16_conv_nhwc_7x32__avx512f: the 7 x 32 tile of the fp32 kernel on operands widened to fp32 once per row
+//     block (A) and per row block and slab (B's kpair32 rows, a shift and a mask, by the slab's first row tile):
+//     F32Tile, common/bf16_impl.h. The k loop is the fp32 kernel's; the weights cross memory in bf16.
 //   bf16_dwconv_nhwc__avx512f: bf16 in / out, fp32 taps and sums, rounding in integer lanes.
 //   bf16_conv_nhwc_32x32__amx_emu: the AMX kernel (common/amx_conv_impl.h) over the portable tile emulation
 //     with this file's AVX-512 epilogue: the native AMX kernel's code paths but its tile instructions, for the
@@ -48,7 +48,7 @@ void bf16_conv_nhwc_7x32__avx512f(int64_t M, int64_t N, int64_t K, int T, const 
                                   int64_t lda, const bf16_t* B, int64_t bss, bf16_t* C, int64_t ldc, const float* bias,
                                   Act act, const bf16_t* R, int64_t ldr) {
   using L = avx512cvt::Bf16Avx512Cvt;
-  avx512cvt::lp_conv_dispatch<L, avx512cvt::PairTileF32A<L>, 7, 2>(M, N, K, T, off, A, lda, B, bss, C, ldc, bias, act, R,
+  avx512cvt::lp_conv_dispatch<L, avx512cvt::F32Tile<L>, 7, 2>(M, N, K, T, off, A, lda, B, bss, C, ldc, bias, act, R,
                                                                ldr);
 }
 
