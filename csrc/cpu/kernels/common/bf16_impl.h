@@ -67,7 +67,7 @@ struct LpInPlace {
     return {a, lda, off};
   }
   template <int NR>
-  static inline const typename L::E* b_slab(int64_t, int, const typename L::E* b) { return b; }
+  static inline const typename L::E* b_slab(int64_t, int, const typename L::E* b, bool) { return b; }
 };
 
 template <class L>
@@ -119,7 +119,8 @@ struct PairTile : LpInPlace<L> {
 // multiplies with them and stores them widened, k-major rows of NR floats (the fp32 kernel's slab layout), into
 // a per-thread buffer (b_slab names it); the slab's other row tiles read that buffer. Their k loop is then the
 // fp32 kernel's: NV vector loads of B, MR broadcasts of A (memory operands of the FMAs), MR x NV FMAs, no
-// conversion. A separate widening pass per slab, instead of the first tile's stores, cost ~5% of a 49-row GEMM.
+// conversion. The first tile widens rather than a separate pass, whose loads, shifts and stores would not
+// overlap FMAs: it matters where a slab has few row tiles (7x7 planes, the fused blocks' row bands).
 template <class L>
 struct F32Tile {
   struct ABlock {
@@ -159,13 +160,52 @@ struct F32Tile {
     static thread_local Pending p;
     return p;
   }
-  // slab b's widened buffer: row t*K + k of NR floats, filled by the slab's first row tile
+  // slab b's widened buffer: row t*K + k of NR floats, filled by the slab's first row tile when other row tiles
+  // follow (reuse); a slab of one row tile is only unpacked in registers
   template <int NR>
-  static inline const float* b_slab(int64_t K, int T, const typename L::E* b) {
+  static inline const float* b_slab(int64_t K, int T, const typename L::E* b, bool reuse) {
     static thread_local std::vector<float> buf;
-    if (buf.size() < size_t(T * K * NR)) buf.resize(size_t(T * K * NR));
-    pending() = {b, buf.data()};
+    if (reuse && buf.size() < size_t(T * K * NR)) buf.resize(size_t(T * K * NR));
+    pending() = {b, reuse ? buf.data() : nullptr};
     return buf.data();
+  }
+
+  // acc += the T*K products of a tile's rows with the packed kpair slab src, unpacked in registers; STORE: the
+  // unpacked rows also go to dst (row t*K + k of NVS*W floats). Even k, then odd k, each from its own load of
+  // the pair row: NV live B vectors, as in the fp32 tile (AVX2's 6 x 16 tile has no registers to spare).
+  template <bool STORE, int MR, int NV, int NVS>
+  static inline void unpack_tile(typename L::V::T (&acc)[MR][NV], int64_t K, int T, const int64_t* off,
+                                 const float* a, int64_t lda, const typename L::E* src, float* dst) {
+    using V = typename L::V;
+    constexpr int W = V::W;
+    constexpr int64_t ROW = NVS * W;
+    const int64_t Kp = (K + 1) / 2;
+    for (int t = 0; t < T; ++t) {
+      const float* at = a + off[t];
+      const typename L::E* bt = src + t * Kp * 2 * ROW;
+      float* dt = STORE ? dst + t * K * ROW : nullptr;
+      for (int64_t q = 0; q < Kp; ++q) {
+        const int64_t k = 2 * q;
+        typename V::T bv[NV];
+        for (int v = 0; v < NV; ++v) {
+          bv[v] = L::b_load(bt + q * 2 * ROW + v * 2 * W).e;
+          if (STORE) V::storeu(dt + k * ROW + v * W, bv[v]);
+        }
+        for (int i = 0; i < MR; ++i) {
+          const typename V::T av = V::set1(at[i * lda + k]);
+          for (int v = 0; v < NV; ++v) acc[i][v] = V::fma(av, bv[v], acc[i][v]);
+        }
+        if (k + 1 == K) break;  // an odd K's last pair: (B(K-1, n), 0)
+        for (int v = 0; v < NV; ++v) {
+          bv[v] = L::b_load(bt + q * 2 * ROW + v * 2 * W).o;
+          if (STORE) V::storeu(dt + (k + 1) * ROW + v * W, bv[v]);
+        }
+        for (int i = 0; i < MR; ++i) {
+          const typename V::T av = V::set1(at[i * lda + k + 1]);
+          for (int v = 0; v < NV; ++v) acc[i][v] = V::fma(av, bv[v], acc[i][v]);
+        }
+      }
+    }
   }
 
   template <int MR, int NV, int NVS, Act A, bool RES, bool TAIL>
@@ -182,31 +222,11 @@ struct F32Tile {
       for (int i = 0; i < MR; ++i) acc[i][v] = b0;
     }
     Pending& pw = pending();
-    if (pw.src) {  // the slab's first tile: unpack the pair rows, use and store them
-      const int64_t Kp = (K + 1) / 2;
-      for (int t = 0; t < T; ++t) {
-        const float* at = a + off[t];
-        const typename L::E* bt = pw.src + t * Kp * 2 * ROW;
-        float* dt = pw.dst + t * K * ROW;
-        for (int64_t q = 0; q < Kp; ++q) {
-          const int64_t k = 2 * q;
-          typename L::BP bv[NV];
-          for (int v = 0; v < NV; ++v) {
-            bv[v] = L::b_load(bt + q * 2 * ROW + v * 2 * W);
-            V::storeu(dt + k * ROW + v * W, bv[v].e);
-          }
-          for (int i = 0; i < MR; ++i) {
-            const typename V::T av = V::set1(at[i * lda + k]);
-            for (int v = 0; v < NV; ++v) acc[i][v] = V::fma(av, bv[v].e, acc[i][v]);
-          }
-          if (k + 1 == K) break;  // an odd K's last pair: (B(K-1, n), 0)
-          for (int v = 0; v < NV; ++v) V::storeu(dt + (k + 1) * ROW + v * W, bv[v].o);
-          for (int i = 0; i < MR; ++i) {
-            const typename V::T av = V::set1(at[i * lda + k + 1]);
-            for (int v = 0; v < NV; ++v) acc[i][v] = V::fma(av, bv[v].o, acc[i][v]);
-          }
-        }
-      }
+    if (pw.src) {  // the slab's first tile: unpack the pair rows, use them (and store them for the others)
+      if (pw.dst)
+        unpack_tile<true, MR, NV, NVS>(acc, K, T, off, a, lda, pw.src, pw.dst);
+      else
+        unpack_tile<false, MR, NV, NVS>(acc, K, T, off, a, lda, pw.src, nullptr);
       pw.src = nullptr;
     } else {
       for (int t = 0; t < T; ++t) {
@@ -275,12 +295,12 @@ void lp_conv_impl(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, co
     int64_t j = 0;
     const typename L::E* bj = b;
     for (; j + NR <= N; j += NR, bj += bss)
-      lp_slab<L, K_, MR, NV, NV, A, RES, false>(mb, K, T, ab.off, ab.a, ab.lda, K_::template b_slab<NR>(K, T, bj),
+      lp_slab<L, K_, MR, NV, NV, A, RES, false>(mb, K, T, ab.off, ab.a, ab.lda, K_::template b_slab<NR>(K, T, bj, mb > MR),
                                                 cm + j, ldc, bias ? bias + j : nullptr, RES ? rm + j : nullptr, ldr,
                                                 NR);
     if (j < N) {
       const int rem = static_cast<int>(N - j);
-      const auto bw = K_::template b_slab<NR>(K, T, bj);
+      const auto bw = K_::template b_slab<NR>(K, T, bj, mb > MR);
       if (rem <= W)
         lp_slab<L, K_, MR, 1, NV, A, RES, true>(mb, K, T, ab.off, ab.a, ab.lda, bw, cm + j, ldc,
                                                 bias ? bias + j : nullptr, RES ? rm + j : nullptr, ldr, rem);
