@@ -173,13 +173,18 @@ struct F32Tile {
   // acc += the T*K products of a tile's rows with the packed kpair slab src, unpacked in registers; STORE: the
   // unpacked rows also go to dst (row t*K + k of NVS*W floats). Even k, then odd k, each from its own load of
   // the pair row: NV live B vectors, as in the fp32 tile (AVX2's 6 x 16 tile has no registers to spare).
+  // Tiles of fewer than 4 rows would wait on the FMA latency (MR x NV chains): odd k go to chains of their own.
   template <bool STORE, int MR, int NV, int NVS>
   static inline void unpack_tile(typename L::V::T (&acc)[MR][NV], int64_t K, int T, const int64_t* off,
                                  const float* a, int64_t lda, const typename L::E* src, float* dst) {
     using V = typename L::V;
     constexpr int W = V::W;
     constexpr int64_t ROW = NVS * W;
+    constexpr bool SPLIT = MR < 4;
     const int64_t Kp = (K + 1) / 2;
+    typename V::T acc_o[MR][NV];
+    for (int i = 0; i < MR; ++i)
+      for (int v = 0; v < NV; ++v) acc_o[i][v] = V::zero();
     for (int t = 0; t < T; ++t) {
       const float* at = a + off[t];
       const typename L::E* bt = src + t * Kp * 2 * ROW;
@@ -202,10 +207,18 @@ struct F32Tile {
         }
         for (int i = 0; i < MR; ++i) {
           const typename V::T av = V::set1(at[i * lda + k + 1]);
-          for (int v = 0; v < NV; ++v) acc[i][v] = V::fma(av, bv[v], acc[i][v]);
+          for (int v = 0; v < NV; ++v) {
+            if (SPLIT)
+              acc_o[i][v] = V::fma(av, bv[v], acc_o[i][v]);
+            else
+              acc[i][v] = V::fma(av, bv[v], acc[i][v]);
+          }
         }
       }
     }
+    if (SPLIT)
+      for (int i = 0; i < MR; ++i)
+        for (int v = 0; v < NV; ++v) acc[i][v] = V::add(acc[i][v], acc_o[i][v]);
   }
 
   template <int MR, int NV, int NVS, Act A, bool RES, bool TAIL>
