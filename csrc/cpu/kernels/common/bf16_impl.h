@@ -359,18 +359,40 @@ inline void lp_dw_block(int k_rt, int s_rt, int cn, int i0, int i1, const typena
   T acc[LP_DW_PX][CV];
   for (int q = 0; q < LP_DW_PX; ++q)
     for (int v = 0; v < CV; ++v) acc[q][v] = b0[v];
-  for (int i = i0; i < i1; ++i) {
-    const typename L::E* irow = in + (yoff + i) * in_rs;
-    for (int j = 0; j < k; ++j) {
-      T wv[CV];
-      for (int v = 0; v < CV; ++v)
-        wv[v] = TAIL ? V::loadn(w + (i * k + j) * ldw + v * W, cn - v * W) : V::loadu(w + (i * k + j) * ldw + v * W);
-      for (int q = 0; q < LP_DW_PX; ++q) {
-        const int64_t xx = x0 + q * s + j;
-        if (EDGE && (q >= npx || xx < 0 || xx >= in_w)) continue;
-        const typename L::E* ip = irow + xx * in_ps;
+  if constexpr (!EDGE && !TAIL && KC != 0 && V::W >= 8) {
+    // interior, whole vectors, k known (x86): each input vector of the row is loaded (and widened) once and
+    // serves every (pixel, tap) that reads it; the taps are memory operands of the FMAs (NEON's FMLA takes none:
+    // there the loop below keeps a tap in registers for the block's pixels)
+    constexpr int SPAN = (LP_DW_PX - 1) * SC + KC;
+    for (int i = i0; i < i1; ++i) {
+      const typename L::E* irow = in + (yoff + i) * in_rs + x0 * in_ps;
+      const float* wrow = w + i * KC * ldw;
+#pragma GCC unroll 16
+      for (int m = 0; m < SPAN; ++m) {
+        T xv[CV];
+        for (int v = 0; v < CV; ++v) xv[v] = L::load(irow + m * in_ps + v * W);
+#pragma GCC unroll 4
+        for (int q = 0; q < LP_DW_PX; ++q) {
+          const int j = m - q * SC;
+          if (j < 0 || j >= KC) continue;
+          for (int v = 0; v < CV; ++v) acc[q][v] = V::fma(V::loadu(wrow + j * ldw + v * W), xv[v], acc[q][v]);
+        }
+      }
+    }
+  } else {
+    for (int i = i0; i < i1; ++i) {
+      const typename L::E* irow = in + (yoff + i) * in_rs;
+      for (int j = 0; j < k; ++j) {
+        T wv[CV];
         for (int v = 0; v < CV; ++v)
-          acc[q][v] = V::fma(wv[v], TAIL ? L::loadn(ip + v * W, cn - v * W) : L::load(ip + v * W), acc[q][v]);
+          wv[v] = TAIL ? V::loadn(w + (i * k + j) * ldw + v * W, cn - v * W) : V::loadu(w + (i * k + j) * ldw + v * W);
+        for (int q = 0; q < LP_DW_PX; ++q) {
+          const int64_t xx = x0 + q * s + j;
+          if (EDGE && (q >= npx || xx < 0 || xx >= in_w)) continue;
+          const typename L::E* ip = irow + xx * in_ps;
+          for (int v = 0; v < CV; ++v)
+            acc[q][v] = V::fma(wv[v], TAIL ? L::loadn(ip + v * W, cn - v * W) : L::load(ip + v * W), acc[q][v]);
+        }
       }
     }
   }
