@@ -6,8 +6,8 @@
 // Tables (one registry, lp_ukernels<E>() / lp_ukernels_for<E>(isa)):
 //   bf16: scalar (fallback/, the oracle), avx512 (x86 with AVX-512 but not AVX512-BF16) and avx2 (x86 with
 //         AVX2+FMA only): convert-on-load, the fp32 kernel's register tile and k loop on operands widened once
-//         per row block and slab, at least the fp32 kernel's speed of the same vector width
-//         (benches/bf16_cpu.py), avx512bf16 (vdpbf16ps), amx (tdpbf16ps over the tile layer of
+//         per row block and slab: the speed of the fp32 kernel of the same vector width or more (the bf16 GEMM
+//         line of benches/README.md), avx512bf16 (vdpbf16ps), amx (tdpbf16ps over the tile layer of
 //         x86/amx_tiles.h), amx_emu and amx_emu_portable (the same AMX kernel over the portable tile
 //         emulation: tests; never picked by auto), neon (aarch64 convert-on-load), neon_bf16 (BFDOT).
 //   f16:  scalar, neon_fp16 (FMLA .8h).
