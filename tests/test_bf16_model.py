@@ -216,12 +216,14 @@ def _has_avx512():
         return " avx512bw " in f.read()
 
 
-@pytest.mark.parametrize("table", ["avx512", "scalar"])
+@pytest.mark.parametrize("table", ["avx512", "avx2", "scalar"])
 def test_accuracy_contract_forced_table(table):
-    """The same contract through the convert-on-load (x86 with AVX-512) and scalar bf16 tables
+    """The same contract through the convert-on-load (x86 with AVX-512; with AVX2) and scalar bf16 tables
     (MNV4_CPU_LP_ISA), one model; the subprocess checks that the table it asked for is the one that ran."""
     if table == "avx512" and not (os.path.exists("/proc/cpuinfo") and _has_avx512()):
         pytest.skip("the avx512 bf16 table needs an x86 CPU with AVX-512BW")
+    if table == "avx2" and not (os.path.exists("/proc/cpuinfo") and " avx2 " in open("/proc/cpuinfo").read()):
+        pytest.skip("the avx2 bf16 table needs an x86 CPU with AVX2")
     script = textwrap.dedent(f"""
         import torch, test_bf16_model as t
         assert torch.ops.mnv4_cpu.lp_isa() == "{table}", torch.ops.mnv4_cpu.lp_isa()

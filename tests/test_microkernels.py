@@ -102,6 +102,8 @@ def test_bf16_native():
     if platform.machine() in ("x86_64", "AMD64"):
         flags = _cpu_flags()
         native = out.split("native:")[1].splitlines()[0]
+        if "avx2" in flags and "fma" in flags:  # the AVX2 convert-on-load table (x86 CPUs without AVX-512)
+            assert "bf16:avx2 " in native + " ", out[-3000:]
         if "avx512bw" in flags and "avx512vl" in flags:
             assert "bf16:avx512 " in native + " " and "bf16:amx_emu" in out, out[-3000:]
         if "avx512_bf16" in flags:

@@ -26,21 +26,21 @@
 #pragma GCC push_options
 #pragma GCC target("arch=armv8.2-a+fp16")
 
+#define MNV4_LP_NS neonfp16
+#define MNV4_LP_TRAITS "../aarch64/lp_neon.h"
+#define MNV4_LP_NEON_FP16 1
+#include "../common/lp_table.inc"
+
 namespace mnv4 {
 namespace cpu {
 namespace neonfp16 {
 
-#define MNV4_LP_NEON_FP16 1
-#include "lp_neon.h"
-#include "../common/vec_math.h"
-#include "../common/bf16_impl.h"
-
 constexpr int kChunk = 8;  // = the table's f16_acc_chunk (interface/dispatch_bf16.cpp)
 
-struct F16Tile {
+struct F16Tile : LpInPlace<F16Neon> {
   template <int MR, int NV, int NVS, Act A, bool RES, bool TAIL>
   static inline void tile(int64_t K, int T, const int64_t* off, const f16_t* a, int64_t lda, const f16_t* b, f16_t* c,
-                          int64_t ldc, const float* bias, const f16_t* r, int64_t ldr, int nrem) {
+                          int64_t ldc, const float* bias, const f16_t* r, int64_t ldr, int nrem, int64_t /*i0*/) {
     constexpr int NH = (NV + 1) / 2;  // fp16 vectors (8 lanes) covering NV fp32 vectors (4 lanes)
     constexpr int64_t NR = NVS * 4;   // elements per slab row
     float32x4_t acc[MR][NV];
@@ -93,20 +93,9 @@ struct F16Tile {
 
 }  // namespace neonfp16
 
-void f16_conv_nhwc_4x16__neonfp16arith(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const f16_t* A,
-                                       int64_t lda, const f16_t* B, int64_t bss, f16_t* C, int64_t ldc,
-                                       const float* bias, Act act, const f16_t* R, int64_t ldr) {
-  neonfp16::lp_conv_dispatch<neonfp16::F16Neon, neonfp16::F16Tile, 4, 4>(M, N, K, T, off, A, lda, B, bss, C, ldc,
-                                                                         bias, act, R, ldr);
-}
-
-void f16_dwconv_nhwc__neonfp16arith(int64_t channels, int k, int s, const f16_t* in, int64_t in_ps, int64_t in_rs,
-                                    int64_t in_r0, int64_t in_h, int64_t in_w, const float* w, int64_t ldw,
-                                    const float* bias, Act act, f16_t* out, int64_t out_ps, int64_t out_rs,
-                                    int64_t oy0, int64_t oy1) {
-  neonfp16::lp_dw_dispatch<neonfp16::F16Neon>(channels, k, s, in, in_ps, in_rs, in_r0, in_h, in_w, w, ldw, bias, act,
-                                              out, out_ps, out_rs, oy0, oy1);
-}
+MNV4_LP_CONV_ENTRY(f16_t, f16_conv_nhwc_4x16__neonfp16arith,
+                   neonfp16::lp_conv_dispatch<neonfp16::F16Neon, neonfp16::F16Tile, 4, 4>)
+MNV4_LP_DW_ENTRY(f16_t, f16_dwconv_nhwc__neonfp16arith, neonfp16::lp_dw_dispatch<neonfp16::F16Neon>)
 
 }  // namespace cpu
 }  // namespace mnv4

@@ -54,12 +54,28 @@ inline uint32_t lp_load_pair(const E* p) {  // p[0] | p[1] << 16 (little endian)
 
 // The "kpair" tile: slab row (t*Kp + k/2) holds NVS*W pairs (B(2q, n), B(2q+1, n)); A's two elements k, k+1
 // of a row are broadcast as one 32-bit pair. An odd K's last pair is (A[K-1], 0) against the packing's zero.
+// Operands of a row block / slab as a tile reads them (lp_conv_impl): the tiles that read E in place take the
+// block's rows and the packed slab as they are.
 template <class L>
-struct PairTile {
+struct LpInPlace {
+  struct ABlock {
+    const typename L::E* a;
+    int64_t lda;
+    const int64_t* off;
+  };
+  static inline ABlock a_block(int64_t, int64_t, int, const int64_t* off, const typename L::E* a, int64_t lda) {
+    return {a, lda, off};
+  }
+  template <int NR>
+  static inline const typename L::E* b_slab(int64_t, int, const typename L::E* b, bool) { return b; }
+};
+
+template <class L>
+struct PairTile : LpInPlace<L> {
   template <int MR, int NV, int NVS, Act A, bool RES, bool TAIL>
   static inline void tile(int64_t K, int T, const int64_t* off, const typename L::E* a, int64_t lda,
                           const typename L::E* b, typename L::E* c, int64_t ldc, const float* bias,
-                          const typename L::E* r, int64_t ldr, int nrem) {
+                          const typename L::E* r, int64_t ldr, int nrem, int64_t /*i0*/) {
     using V = typename L::V;
     using E = typename L::E;
     constexpr int W = V::W;
@@ -97,73 +113,165 @@ struct PairTile {
   }
 };
 
-// The "kpair" tile for convert-on-load tables (L::b_load returns the pair rows unpacked to fp32: BP{e, o}):
-// the tile's A rows of one tap are first widened to fp32 in a small per-thread buffer, so the k loop is the
-// fp32 kernel's (a broadcast of an fp32 A element is a memory operand of the FMA, no register op) plus the
-// shift and mask that unpack B. Widening costs about 3 vector ops per 16 elements of the MR x K block, against
-// 2*MR*NV FMAs per k; broadcasting each A pair from a general register instead (PairTile) spent register ops
-// on every row and k pair.
+// The convert-on-load conv's operands and tile (tables without bf16 products: x86/avx512_bf16cvt.cpp,
+// x86/avx2_bf16cvt.cpp). Per row block, the block's A rows of every tap are widened to fp32 once (a_block). Per
+// slab, the block's first row tile unpacks the packed kpair rows in registers (a shift and a mask per vector),
+// multiplies with them and stores them widened, k-major rows of NR floats (the fp32 kernel's slab layout), into
+// a per-thread buffer (b_slab names it); the slab's other row tiles read that buffer. Their k loop is then the
+// fp32 kernel's: NV vector loads of B, MR broadcasts of A (memory operands of the FMAs), MR x NV FMAs, no
+// conversion. The first tile widens rather than a separate pass, whose loads, shifts and stores would not
+// overlap FMAs: it matters where a slab has few row tiles (7x7 planes, the fused blocks' row bands).
 template <class L>
-struct PairTileF32A {
-  template <int MR, int NV, int NVS, Act A, bool RES, bool TAIL>
-  static inline void tile(int64_t K, int T, const int64_t* off, const typename L::E* a, int64_t lda,
-                          const typename L::E* b, typename L::E* c, int64_t ldc, const float* bias,
-                          const typename L::E* r, int64_t ldr, int nrem) {
+struct F32Tile {
+  struct ABlock {
+    const float* a;
+    int64_t lda;
+    const int64_t* off;
+  };
+  // tap t's row i at buf + (t*mb + i)*ld, ld = K rounded up to 16 floats plus 16: rows a multiple of 1 KB
+  // apart would share L1 sets (K = 512: every other row of a tile in the same set)
+  static inline ABlock a_block(int64_t mb, int64_t K, int T, const int64_t* off, const typename L::E* a,
+                               int64_t lda) {
     using V = typename L::V;
-    using E = typename L::E;
     constexpr int W = V::W;
-    constexpr int64_t ROW = 2 * NVS * W;
-    const int64_t Kp = (K + 1) / 2, K2 = 2 * Kp;  // K2: the widened row, an odd K's pad element 0
-    static thread_local std::vector<float> abuf;
-    if (abuf.size() < size_t(MR * K2)) abuf.resize(size_t(MR * K2));
-    float* af = abuf.data();
+    static thread_local std::vector<float> buf;
+    static thread_local std::vector<int64_t> toff;
+    const int64_t ld = (K + 15) / 16 * 16 + 16;
+    if (buf.size() < size_t(T * mb * ld)) buf.resize(size_t(T * mb * ld));
+    if (toff.size() < size_t(T)) toff.resize(size_t(T));
+    for (int t = 0; t < T; ++t) {
+      toff[t] = t * mb * ld;
+      for (int64_t i = 0; i < mb; ++i) {  // elements < K of each row only
+        const typename L::E* src = a + i * lda + off[t];
+        float* dst = buf.data() + toff[t] + i * ld;
+        int64_t k = 0;
+        for (; k + W <= K; k += W) V::storeu(dst + k, L::load(src + k));
+        if (k < K) V::storen(dst + k, L::loadn(src + k, int(K - k)), int(K - k));
+      }
+    }
+    return {buf.data(), ld, toff.data()};
+  }
+  // the packed slab the next first row tile widens (into `dst`), or nullptr once it has
+  struct Pending {
+    const typename L::E* src = nullptr;
+    float* dst = nullptr;
+  };
+  static inline Pending& pending() {
+    static thread_local Pending p;
+    return p;
+  }
+  // slab b's widened buffer: row t*K + k of NR floats, filled by the slab's first row tile when other row tiles
+  // follow (reuse); a slab of one row tile is only unpacked in registers
+  template <int NR>
+  static inline const float* b_slab(int64_t K, int T, const typename L::E* b, bool reuse) {
+    static thread_local std::vector<float> buf;
+    if (reuse && buf.size() < size_t(T * K * NR)) buf.resize(size_t(T * K * NR));
+    pending() = {b, reuse ? buf.data() : nullptr};
+    return buf.data();
+  }
+
+  // acc += the T*K products of a tile's rows with the packed kpair slab src, unpacked in registers; STORE: the
+  // unpacked rows also go to dst (row t*K + k of NVS*W floats). Even k, then odd k, each from its own load of
+  // the pair row: NV live B vectors, as in the fp32 tile (AVX2's 6 x 16 tile has no registers to spare).
+  // Tiles of fewer than 4 rows would wait on the FMA latency (MR x NV chains): odd k go to chains of their own.
+  template <bool STORE, int MR, int NV, int NVS>
+  static inline void unpack_tile(typename L::V::T (&acc)[MR][NV], int64_t K, int T, const int64_t* off,
+                                 const float* a, int64_t lda, const typename L::E* src, float* dst) {
+    using V = typename L::V;
+    constexpr int W = V::W;
+    constexpr int64_t ROW = NVS * W;
+    constexpr bool SPLIT = MR < 4;
+    const int64_t Kp = (K + 1) / 2;
+    typename V::T acc_o[MR][NV];
+    for (int i = 0; i < MR; ++i)
+      for (int v = 0; v < NV; ++v) acc_o[i][v] = V::zero();
+    for (int t = 0; t < T; ++t) {
+      const float* at = a + off[t];
+      const typename L::E* bt = src + t * Kp * 2 * ROW;
+      float* dt = STORE ? dst + t * K * ROW : nullptr;
+      for (int64_t q = 0; q < Kp; ++q) {
+        const int64_t k = 2 * q;
+        typename V::T bv[NV];
+        for (int v = 0; v < NV; ++v) {
+          bv[v] = L::b_load(bt + q * 2 * ROW + v * 2 * W).e;
+          if (STORE) V::storeu(dt + k * ROW + v * W, bv[v]);
+        }
+        for (int i = 0; i < MR; ++i) {
+          const typename V::T av = V::set1(at[i * lda + k]);
+          for (int v = 0; v < NV; ++v) acc[i][v] = V::fma(av, bv[v], acc[i][v]);
+        }
+        if (k + 1 == K) break;  // an odd K's last pair: (B(K-1, n), 0)
+        for (int v = 0; v < NV; ++v) {
+          bv[v] = L::b_load(bt + q * 2 * ROW + v * 2 * W).o;
+          if (STORE) V::storeu(dt + (k + 1) * ROW + v * W, bv[v]);
+        }
+        for (int i = 0; i < MR; ++i) {
+          const typename V::T av = V::set1(at[i * lda + k + 1]);
+          for (int v = 0; v < NV; ++v) {
+            if (SPLIT)
+              acc_o[i][v] = V::fma(av, bv[v], acc_o[i][v]);
+            else
+              acc[i][v] = V::fma(av, bv[v], acc[i][v]);
+          }
+        }
+      }
+    }
+    if (SPLIT)
+      for (int i = 0; i < MR; ++i)
+        for (int v = 0; v < NV; ++v) acc[i][v] = V::add(acc[i][v], acc_o[i][v]);
+  }
+
+  template <int MR, int NV, int NVS, Act A, bool RES, bool TAIL>
+  static inline void tile(int64_t K, int T, const int64_t* off, const float* a, int64_t lda, const float* b,
+                          typename L::E* c, int64_t ldc, const float* bias, const typename L::E* r, int64_t ldr,
+                          int nrem, int64_t) {
+    using V = typename L::V;
+    constexpr int W = V::W;
+    constexpr int64_t ROW = NVS * W;
     typename V::T acc[MR][NV];
     for (int v = 0; v < NV; ++v) {
       const typename V::T b0 =
           bias ? (TAIL ? V::loadn(bias + v * W, nrem - v * W) : V::loadu(bias + v * W)) : V::zero();
       for (int i = 0; i < MR; ++i) acc[i][v] = b0;
     }
-    for (int t = 0; t < T; ++t) {
-      const E* at = a + off[t];
-      for (int i = 0; i < MR; ++i) {  // widen rows i < MR of this tap: elements < K only, then the pad
-        const E* src = at + i * lda;
-        float* dst = af + i * K2;
-        int64_t k = 0;
-        for (; k + W <= K; k += W) V::storeu(dst + k, L::load(src + k));
-        for (; k < K; ++k) dst[k] = widen1(src[k]);
-        if (K2 > K) dst[K] = 0.f;
-      }
-      const E* bt = b + t * Kp * ROW;
-      for (int64_t k = 0; k < K2; k += 2) {
-        typename L::BP bv[NV];
-        const E* bk = bt + (k / 2) * ROW;
-        for (int v = 0; v < NV; ++v) bv[v] = L::b_load(bk + v * 2 * W);
-        for (int i = 0; i < MR; ++i) {
-          const typename V::T ae = V::set1(af[i * K2 + k]), ao = V::set1(af[i * K2 + k + 1]);
-          for (int v = 0; v < NV; ++v) acc[i][v] = V::fma(ao, bv[v].o, V::fma(ae, bv[v].e, acc[i][v]));
+    Pending& pw = pending();
+    if (pw.src) {  // the slab's first tile: unpack the pair rows, use them (and store them for the others)
+      if (pw.dst)
+        unpack_tile<true, MR, NV, NVS>(acc, K, T, off, a, lda, pw.src, pw.dst);
+      else
+        unpack_tile<false, MR, NV, NVS>(acc, K, T, off, a, lda, pw.src, nullptr);
+      pw.src = nullptr;
+    } else {
+      for (int t = 0; t < T; ++t) {
+        const float* at = a + off[t];
+        const float* bt = b + t * K * ROW;
+        for (int64_t k = 0; k < K; ++k) {
+          typename V::T bv[NV];
+          for (int v = 0; v < NV; ++v) bv[v] = V::loadu(bt + k * ROW + v * W);
+          for (int i = 0; i < MR; ++i) {
+            const typename V::T av = V::set1(at[i * lda + k]);
+            for (int v = 0; v < NV; ++v) acc[i][v] = V::fma(av, bv[v], acc[i][v]);
+          }
         }
       }
     }
-    for (int i = 0; i < MR; ++i) lp_store_row<L, NV, A, RES, TAIL>(acc[i], c + i * ldc, RES ? r + i * ldr : nullptr, nrem);
-  }
-  static inline float widen1(typename L::E h) {
-    const uint32_t u = uint32_t(h.bits) << 16;
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
+    for (int i = 0; i < MR; ++i)
+      lp_store_row<L, NV, A, RES, TAIL>(acc[i], c + i * ldc, RES ? r + i * ldr : nullptr, nrem);
   }
 };
 
 // All M rows of one slab: full row tiles, then one tile of the M % MR last rows.
-template <class L, class K_, int MR, int NV, int NVS, Act A, bool RES, bool TAIL>
-inline void lp_slab(int64_t M, int64_t K, int T, const int64_t* off, const typename L::E* a, int64_t lda,
-                    const typename L::E* b, typename L::E* c, int64_t ldc, const float* bias, const typename L::E* r,
+// AE, BE: the operand types the tile reads (E, or fp32 for F32Tile).
+template <class L, class K_, int MR, int NV, int NVS, Act A, bool RES, bool TAIL, class AE, class BE>
+inline void lp_slab(int64_t M, int64_t K, int T, const int64_t* off, const AE* a, int64_t lda, const BE* b,
+                    typename L::E* c, int64_t ldc, const float* bias, const typename L::E* r,
                     int64_t ldr, int nrem) {
   int64_t i = 0;
   for (; i + MR <= M; i += MR)
     K_::template tile<MR, NV, NVS, A, RES, TAIL>(K, T, off, a + i * lda, lda, b, c + i * ldc, ldc, bias,
-                                                 RES ? r + i * ldr : nullptr, ldr, nrem);
+                                                 RES ? r + i * ldr : nullptr, ldr, nrem, i);
   if (i == M) return;
+  const int64_t i0 = i;
   a += i * lda;
   c += i * ldc;
   if (RES) r += i * ldr;
@@ -172,7 +280,7 @@ inline void lp_slab(int64_t M, int64_t K, int T, const int64_t* off, const typen
   case R:                                                                                                   \
     if (R < MR)                                                                                             \
       K_::template tile<(R < MR ? R : 1), NV, NVS, A, RES, TAIL>(K, T, off, a, lda, b, c, ldc, bias, r, ldr, \
-                                                                 nrem);                                     \
+                                                                 nrem, i0);                                   \
     break;
     MNV4_LP_ROWS(1) MNV4_LP_ROWS(2) MNV4_LP_ROWS(3) MNV4_LP_ROWS(4) MNV4_LP_ROWS(5) MNV4_LP_ROWS(6)
     MNV4_LP_ROWS(7)
@@ -183,7 +291,8 @@ inline void lp_slab(int64_t M, int64_t K, int T, const int64_t* off, const typen
 
 // The conv (lp_conv_nhwc_fn): rows in blocks of 32 register tiles (their A rows stay in L2 while every slab
 // passes over them), slabs inside (a slab, T*K x NR, stays in L1 over the block's row tiles), as the fp32
-// kernel. A last slab of at most W columns runs a one-vector tile.
+// kernel. A last slab of at most W columns runs a one-vector tile. K_::a_block / b_slab give the operands as
+// the tile reads them: in place (LpInPlace), or widened to fp32 (F32Tile).
 template <class L, class K_, int MR, int NV, Act A, bool RES>
 void lp_conv_impl(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const typename L::E* a, int64_t lda,
                   const typename L::E* b, int64_t bss, typename L::E* c, int64_t ldc, const float* bias,
@@ -193,21 +302,23 @@ void lp_conv_impl(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, co
   if (M <= 0 || N <= 0) return;
   for (int64_t m0 = 0; m0 < M; m0 += MB) {
     const int64_t mb = M - m0 < MB + MB / 2 ? M - m0 : MB;  // no short last block
-    const typename L::E* am = a + m0 * lda;
+    const auto ab = K_::a_block(mb, K, T, off, a + m0 * lda, lda);
     typename L::E* cm = c + m0 * ldc;
     const typename L::E* rm = RES ? r + m0 * ldr : nullptr;
     int64_t j = 0;
     const typename L::E* bj = b;
     for (; j + NR <= N; j += NR, bj += bss)
-      lp_slab<L, K_, MR, NV, NV, A, RES, false>(mb, K, T, off, am, lda, bj, cm + j, ldc, bias ? bias + j : nullptr,
-                                                RES ? rm + j : nullptr, ldr, NR);
+      lp_slab<L, K_, MR, NV, NV, A, RES, false>(mb, K, T, ab.off, ab.a, ab.lda, K_::template b_slab<NR>(K, T, bj, mb > MR),
+                                                cm + j, ldc, bias ? bias + j : nullptr, RES ? rm + j : nullptr, ldr,
+                                                NR);
     if (j < N) {
       const int rem = static_cast<int>(N - j);
+      const auto bw = K_::template b_slab<NR>(K, T, bj, mb > MR);
       if (rem <= W)
-        lp_slab<L, K_, MR, 1, NV, A, RES, true>(mb, K, T, off, am, lda, bj, cm + j, ldc, bias ? bias + j : nullptr,
-                                                RES ? rm + j : nullptr, ldr, rem);
+        lp_slab<L, K_, MR, 1, NV, A, RES, true>(mb, K, T, ab.off, ab.a, ab.lda, bw, cm + j, ldc,
+                                                bias ? bias + j : nullptr, RES ? rm + j : nullptr, ldr, rem);
       else
-        lp_slab<L, K_, MR, NV, NV, A, RES, true>(mb, K, T, off, am, lda, bj, cm + j, ldc,
+        lp_slab<L, K_, MR, NV, NV, A, RES, true>(mb, K, T, ab.off, ab.a, ab.lda, bw, cm + j, ldc,
                                                  bias ? bias + j : nullptr, RES ? rm + j : nullptr, ldr, rem);
     }
     if (mb != MB) break;
@@ -248,18 +359,40 @@ inline void lp_dw_block(int k_rt, int s_rt, int cn, int i0, int i1, const typena
   T acc[LP_DW_PX][CV];
   for (int q = 0; q < LP_DW_PX; ++q)
     for (int v = 0; v < CV; ++v) acc[q][v] = b0[v];
-  for (int i = i0; i < i1; ++i) {
-    const typename L::E* irow = in + (yoff + i) * in_rs;
-    for (int j = 0; j < k; ++j) {
-      T wv[CV];
-      for (int v = 0; v < CV; ++v)
-        wv[v] = TAIL ? V::loadn(w + (i * k + j) * ldw + v * W, cn - v * W) : V::loadu(w + (i * k + j) * ldw + v * W);
-      for (int q = 0; q < LP_DW_PX; ++q) {
-        const int64_t xx = x0 + q * s + j;
-        if (EDGE && (q >= npx || xx < 0 || xx >= in_w)) continue;
-        const typename L::E* ip = irow + xx * in_ps;
+  if constexpr (!EDGE && !TAIL && KC != 0 && V::W >= 8) {
+    // interior, whole vectors, k known (x86): each input vector of the row is loaded (and widened) once and
+    // serves every (pixel, tap) that reads it; the taps are memory operands of the FMAs (NEON's FMLA takes none:
+    // there the loop below keeps a tap in registers for the block's pixels)
+    constexpr int SPAN = (LP_DW_PX - 1) * SC + KC;
+    for (int i = i0; i < i1; ++i) {
+      const typename L::E* irow = in + (yoff + i) * in_rs + x0 * in_ps;
+      const float* wrow = w + i * KC * ldw;
+#pragma GCC unroll 16
+      for (int m = 0; m < SPAN; ++m) {
+        T xv[CV];
+        for (int v = 0; v < CV; ++v) xv[v] = L::load(irow + m * in_ps + v * W);
+#pragma GCC unroll 4
+        for (int q = 0; q < LP_DW_PX; ++q) {
+          const int j = m - q * SC;
+          if (j < 0 || j >= KC) continue;
+          for (int v = 0; v < CV; ++v) acc[q][v] = V::fma(V::loadu(wrow + j * ldw + v * W), xv[v], acc[q][v]);
+        }
+      }
+    }
+  } else {
+    for (int i = i0; i < i1; ++i) {
+      const typename L::E* irow = in + (yoff + i) * in_rs;
+      for (int j = 0; j < k; ++j) {
+        T wv[CV];
         for (int v = 0; v < CV; ++v)
-          acc[q][v] = V::fma(wv[v], TAIL ? L::loadn(ip + v * W, cn - v * W) : L::load(ip + v * W), acc[q][v]);
+          wv[v] = TAIL ? V::loadn(w + (i * k + j) * ldw + v * W, cn - v * W) : V::loadu(w + (i * k + j) * ldw + v * W);
+        for (int q = 0; q < LP_DW_PX; ++q) {
+          const int64_t xx = x0 + q * s + j;
+          if (EDGE && (q >= npx || xx < 0 || xx >= in_w)) continue;
+          const typename L::E* ip = irow + xx * in_ps;
+          for (int v = 0; v < CV; ++v)
+            acc[q][v] = V::fma(wv[v], TAIL ? L::loadn(ip + v * W, cn - v * W) : L::load(ip + v * W), acc[q][v]);
+        }
       }
     }
   }

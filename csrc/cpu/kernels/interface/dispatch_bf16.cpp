@@ -38,6 +38,8 @@ static const LpUKernels<bf16_t> kBf16Amx{LpIsa::Amx, "amx", 32, kPackBf16Kpair32
                                          bf16_dwconv_nhwc__avx512bf16};
 static const LpUKernels<bf16_t> kBf16AmxEmu{LpIsa::AmxEmu, "amx_emu", 32, kPackBf16Kpair32, 0,
                                             bf16_conv_nhwc_32x32__amx_emu, bf16_dwconv_nhwc__avx512f};
+static const LpUKernels<bf16_t> kBf16Avx2{LpIsa::Avx2, "avx2", 6, kPackBf16Kpair16, 0, bf16_conv_nhwc_6x16__avx2_fma,
+                                          bf16_dwconv_nhwc__avx2_fma};
 static bool x86_avx512_bw_vl() {
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma");
@@ -80,6 +82,10 @@ static const LpUKernels<bf16_t>* bf16_for(LpIsa isa, const char** why) {
     case LpIsa::AmxEmu:
       if (x86_avx512_bw_vl()) k = &kBf16AmxEmu; else no = "the CPU lacks AVX-512 F/BW/VL (its epilogue)";
       break;
+    case LpIsa::Avx2:
+      if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) k = &kBf16Avx2;
+      else no = "the CPU lacks AVX2 / FMA";
+      break;
 #endif
 #if defined(__aarch64__)
     case LpIsa::Neon: k = &kBf16Neon; break;
@@ -115,10 +121,12 @@ template <>
 const LpUKernels<f16_t>* lp_ukernels_for<f16_t>(LpIsa isa, const char** why) { return f16_for(isa, why); }
 
 // Best first; the emulated AMX tables are for the tests only.
-static constexpr LpIsa kBf16Order[] = {LpIsa::Amx, LpIsa::Avx512Bf16, LpIsa::Avx512F, LpIsa::NeonBf16, LpIsa::Neon};
+static constexpr LpIsa kBf16Order[] = {LpIsa::Amx,      LpIsa::Avx512Bf16, LpIsa::Avx512F,
+                                       LpIsa::Avx2,     LpIsa::NeonBf16,   LpIsa::Neon};
 static constexpr LpIsa kF16Order[] = {LpIsa::NeonFp16};
 static constexpr LpIsa kAllIsas[] = {LpIsa::Scalar, LpIsa::Avx512F, LpIsa::Avx512Bf16, LpIsa::Amx, LpIsa::AmxEmu,
-                                     LpIsa::AmxEmuPortable, LpIsa::Neon, LpIsa::NeonBf16, LpIsa::NeonFp16};
+                                     LpIsa::AmxEmuPortable, LpIsa::Neon, LpIsa::NeonBf16, LpIsa::NeonFp16,
+                                     LpIsa::Avx2};
 
 template <class E, size_t NO>
 static const LpUKernels<E>* initial(const LpIsa (&order)[NO]) {

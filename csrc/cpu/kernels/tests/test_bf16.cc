@@ -301,6 +301,12 @@ static void test_conv(const LpUKernels<E>& uk, const LpUKernels<E>& oracle) {
         run_conv_case(uk, oracle, cc);
         ++cases;
       }
+  // several row blocks (32 register tiles each, the last one up to 1.5x) and a long K, pointwise and 3x3
+  for (int taps : {1, 9}) {
+    ConvCase cc{3 * 32 * mr + 5, 2 * nr + 3, taps == 1 ? 300 : 33, taps, 1, Act::Relu, 1, true, 0};
+    run_conv_case(uk, oracle, cc);
+    ++cases;
+  }
   std::printf("%s %s conv_nhwc: %d cases\n", Ty<E>::name, uk.name, cases);
 }
 
@@ -398,7 +404,7 @@ static int run_tables(const std::string& group, const LpIsa* isas, size_t n, std
     const LpUKernels<E>* uk = lp_ukernels_for<E>(isas[i], &why);
     if (!uk) {
       static const char* const names[] = {"scalar", "avx512", "avx512bf16", "amx", "amx_emu", "amx_emu_portable",
-                                          "neon", "neon_bf16", "neon_fp16"};
+                                          "neon", "neon_bf16", "neon_fp16", "avx2"};
       skipped += std::string(" ") + Ty<E>::name + ":" + names[int(isas[i])] + " (" + (why ? why : "?") + ")";
       continue;
     }
@@ -439,8 +445,8 @@ int main(int argc, char** argv) {
       }
   }
   std::string native, emulated, skipped;
-  static const LpIsa bf16_isas[] = {LpIsa::Scalar, LpIsa::Avx512F, LpIsa::Avx512Bf16, LpIsa::Amx,
-                                    LpIsa::AmxEmu, LpIsa::AmxEmuPortable, LpIsa::Neon, LpIsa::NeonBf16};
+  static const LpIsa bf16_isas[] = {LpIsa::Scalar, LpIsa::Avx2,   LpIsa::Avx512F,        LpIsa::Avx512Bf16, LpIsa::Amx,
+                                    LpIsa::AmxEmu, LpIsa::AmxEmuPortable, LpIsa::Neon,     LpIsa::NeonBf16};
   static const LpIsa f16_isas[] = {LpIsa::Scalar, LpIsa::NeonFp16};
   int tables = 0;
   if (group != "convert") {

@@ -56,25 +56,15 @@ bool amx_bf16_usable(const char** why) {
 
 #include "amx_tiles.h"
 
+#define MNV4_LP_NS amx
+#define MNV4_LP_TRAITS "../x86/lp_avx512.h"
+#define MNV4_LP_AVX512_DP 1
+#define MNV4_LP_AMX 1
+#include "../common/lp_table.inc"
+
 namespace mnv4 {
 namespace cpu {
-namespace amx {
-
-#define MNV4_LP_AVX512_DP 1
-#include "lp_avx512.h"
-#include "../common/vec_math.h"
-#include "../common/bf16_impl.h"
-#include "../common/amx_conv_impl.h"
-
-}  // namespace amx
-
-void bf16_conv_nhwc_32x32__amx(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const bf16_t* A,
-                               int64_t lda, const bf16_t* B, int64_t bss, bf16_t* C, int64_t ldc, const float* bias,
-                               Act act, const bf16_t* R, int64_t ldr) {
-  amx::amx_conv_dispatch<AmxNativeTiles, amx::Bf16Avx512Dp>(M, N, K, T, off, A, lda, B, bss, C, ldc, bias, act, R,
-                                                            ldr);
-}
-
+MNV4_LP_CONV_ENTRY(bf16_t, bf16_conv_nhwc_32x32__amx, amx::amx_conv_dispatch<AmxNativeTiles, amx::Bf16Avx512Dp>)
 }  // namespace cpu
 }  // namespace mnv4
 

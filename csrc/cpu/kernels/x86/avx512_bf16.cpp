@@ -30,33 +30,15 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
+#define MNV4_LP_NS avx512bf16
+#define MNV4_LP_TRAITS "../x86/lp_avx512.h"
+#define MNV4_LP_AVX512_DP 1
+#include "../common/lp_table.inc"
+
 namespace mnv4 {
 namespace cpu {
-namespace avx512bf16 {
-
-#define MNV4_LP_AVX512_DP 1
-#include "lp_avx512.h"
-#include "../common/vec_math.h"
-#include "../common/bf16_impl.h"
-
-}  // namespace avx512bf16
-
-void bf16_conv_nhwc_7x32__avx512bf16(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const bf16_t* A,
-                                     int64_t lda, const bf16_t* B, int64_t bss, bf16_t* C, int64_t ldc,
-                                     const float* bias, Act act, const bf16_t* R, int64_t ldr) {
-  using L = avx512bf16::Bf16Avx512Dp;
-  avx512bf16::lp_conv_dispatch<L, avx512bf16::PairTile<L>, 7, 2>(M, N, K, T, off, A, lda, B, bss, C, ldc, bias, act,
-                                                                 R, ldr);
-}
-
-void bf16_dwconv_nhwc__avx512bf16(int64_t channels, int k, int s, const bf16_t* in, int64_t in_ps, int64_t in_rs,
-                                  int64_t in_r0, int64_t in_h, int64_t in_w, const float* w, int64_t ldw,
-                                  const float* bias, Act act, bf16_t* out, int64_t out_ps, int64_t out_rs,
-                                  int64_t oy0, int64_t oy1) {
-  avx512bf16::lp_dw_dispatch<avx512bf16::Bf16Avx512Dp>(channels, k, s, in, in_ps, in_rs, in_r0, in_h, in_w, w, ldw,
-                                                       bias, act, out, out_ps, out_rs, oy0, oy1);
-}
-
+MNV4_LP_TABLE(bf16_t, avx512bf16, Bf16Avx512Dp, PairTile, 7, 2, bf16_conv_nhwc_7x32__avx512bf16,
+              bf16_dwconv_nhwc__avx512bf16)
 }  // namespace cpu
 }  // namespace mnv4
 
