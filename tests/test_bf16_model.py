@@ -61,17 +61,44 @@ def test_uib_bf16(case, layout):
     _check(out, _staged_uib(*args), args[0])
 
 
-@pytest.mark.parametrize("split", ["rows", "images"])
+# Shapes for MNV4_UIB_SPLIT=mid (mid-channel slices, then the projection over the whole mid tensor): 14x14 and
+# 7x7 planes; mid not a multiple of the bf16 slab width (32 or 16), odd mid and Cout; residual on and off;
+# stride 2 on the mid dw and on the start dw; start dw only, mid dw only, both, neither; gelu; batch 1 and 2.
+MID_SPLIT_CASES = [
+    dict(n=1, cin=24, h=14, w=14, mid=96, cout=24, k_start=3, k_mid=5, residual=True),
+    dict(n=2, cin=17, h=7, w=7, mid=45, cout=9, k_start=3, k_mid=3, stride=2),
+    dict(n=1, cin=16, h=7, w=7, mid=100, cout=33, k_start=5, k_mid=0),
+    dict(n=2, cin=32, h=14, w=14, mid=72, cout=32, k_start=0, k_mid=5, residual=True, activation="gelu"),
+    dict(n=1, cin=40, h=7, w=7, mid=161, cout=40, k_start=0, k_mid=0, residual=True),
+    dict(n=1, cin=8, h=14, w=14, mid=40, cout=7, k_start=3, k_mid=0, stride=2),
+    dict(n=2, cin=64, h=7, w=7, mid=256, cout=64, k_start=5, k_mid=5, residual=True),
+    dict(n=1, cin=48, h=14, w=14, mid=193, cout=80, k_start=3, k_mid=5, stride=2),
+]
+
+
+@pytest.mark.parametrize("split", ["rows", "mid", "images"])
 def test_uib_bf16_schedules(split):
-    """Each schedule the bf16 path takes (mid-channel slices are fp32 only: MNV4_UIB_SPLIT=mid gives rows)."""
+    """Each schedule the bf16 path takes, forced by MNV4_UIB_SPLIT, with 2 and 3 threads, against the staged
+    composite; the mid-channel slices over MID_SPLIT_CASES, with a NaN in x as well."""
     script = textwrap.dedent("""
-        import torch, test_bf16_model as t
+        import os, torch, test_bf16_model as t
         from mnv4_reference.testing import random_uib_args
-        for case in [dict(n=4, cin=24, h=7, w=7, mid=96, cout=24, k_start=3, k_mid=5, residual=True),
-                     dict(n=5, cin=17, h=4, w=3, mid=40, cout=9, k_start=0, k_mid=3, stride=2),
-                     dict(n=3, cin=16, h=6, w=6, mid=48, cout=16, k_start=5, k_mid=0)]:
-            args = random_uib_args(**case, dtype=torch.bfloat16, channels_last=True)
-            t._check(torch.ops.mnv4.uib(*args), t._staged_uib(*args), args[0])
+        cases = [dict(n=4, cin=24, h=7, w=7, mid=96, cout=24, k_start=3, k_mid=5, residual=True),
+                 dict(n=5, cin=17, h=4, w=3, mid=40, cout=9, k_start=0, k_mid=3, stride=2),
+                 dict(n=3, cin=16, h=6, w=6, mid=48, cout=16, k_start=5, k_mid=0)]
+        if os.environ["MNV4_UIB_SPLIT"] == "mid":
+            cases = t.MID_SPLIT_CASES
+        for threads in (2, 3):
+            torch.set_num_threads(threads)
+            for i, case in enumerate(cases):
+                args = random_uib_args(**case, dtype=torch.bfloat16, channels_last=True, seed=i)
+                t._check(torch.ops.mnv4.uib(*args), t._staged_uib(*args), args[0])
+                x = args[0].clone()  # a NaN pixel channel in the last image: NaN where its taps reach
+                x[-1, 1, x.shape[2] // 2, 1] = float("nan")
+                args = (x,) + args[1:]
+                ref = t._staged_uib(*args)
+                assert ref.isnan().any() and not ref.isnan().all()
+                t._check(torch.ops.mnv4.uib(*args), ref, x)
         print("ok")
     """)
     env = dict(os.environ, MNV4_UIB_SPLIT=split, PYTHONPATH=_pythonpath())

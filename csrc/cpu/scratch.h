@@ -4,8 +4,8 @@
 //     site: the lines an op's tasks write were then written by the op before it and are still in L2/L3.
 //     With a buffer per schedule, the first op of a schedule after a run of others would write lines last
 //     touched a whole pass earlier, long evicted.
-//   call_scratch: what an op's calling thread shares with its tasks (the mid split's partial sums). Its own
-//     arena, because the calling thread runs tasks too.
+//   call_scratch: what an op's calling thread shares with its tasks (the mid split's partial sums in fp32,
+//     its mid tensor in bf16). Its own arena, because the calling thread runs tasks too.
 // Aligned: the NHWC tiles' pixel strides are whole cache lines (uib.cpp tile_stride), which keeps vector
 // loads inside one line only from a line-aligned base, and a std::vector's data is 16-byte aligned.
 // A returned pointer is valid until the same arena is asked for again on this thread.

@@ -20,8 +20,10 @@
 //    running table's GEMM register tiles, within an L2-sized window.
 //  * mid-channel slices (batch < threads on small planes, where row bands would recompute much of the
 //    halo, or without a mid dw would be uneven): a task = (image, slice of the mid channels) through the
-//    projection's partial sum (slice 0's straight into the output with bias (+ x)), then a second pass adds
-//    the other slices' partials. See use_mid_split().
+//    mid dw; fp32 goes on through the projection's partial sum (slice 0's straight into the output with
+//    bias (+ x)) and a second pass adds the other slices' partials; bf16 writes the slice into a per-call mid
+//    tensor [pixels][mid] and a second pass runs the projection over the full mid with bias (+ x), split over
+//    output pixels or column slabs. See use_mid_split().
 //  * several whole images per task (small planes, batch >= 2x threads): wider GEMMs, weights streamed once
 //    per image group. See images_per_task().
 // MNV4_UIB_SPLIT=rows|mid|images forces one (tests); MNV4_CPU_ISA=scalar|avx2|avx512|neon forces the
@@ -31,9 +33,9 @@
 // tiles, the output), run through KernelSet<E> (kernel_set.h). bf16 x runs the bf16 kernels (ukernels_bf16.h;
 // MNV4_CPU_LP_ISA forces the table): the tiles hold bf16, the 1x1 weights are packed in bf16, the dw weights
 // and all biases are fp32, sums are fp32 and each stage's output is rounded to bf16 once, as the composite
-// run in bf16 by torch rounds each conv's output. The mid-channel-slice schedule is not used for bf16: its
-// projection partials would each be rounded to bf16 before the second pass adds them (the bf16 kernels write
-// only bf16), a rounding per slice that the composite does not have; bf16 takes the row bands there instead.
+// run in bf16 by torch rounds each conv's output. Every bf16 schedule stores each stage's output once (the
+// mid-channel slices keep the whole mid tensor rather than projection partials, which the bf16 kernels could
+// only store rounded), so all three round at the same points.
 // fp16 x is computed in fp32 (converted on entry, the result converted back): no x86 table computes fp16.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -155,15 +157,22 @@ inline void advance_window(int64_t e0, int64_t& ew0, int64_t& ew1, Shift shift) 
   }
 }
 
-// ---- Mid-channel split: few images, small planes ----
+// ---- Mid-channel slices: few images, small planes ----
 // With fewer images than threads, row bands would each recompute the mid dw's halo of expanded rows
 // (on a 7x7 plane split in two, a 5x5 mid dw makes the expand GEMM ~1.6x the work), and without a mid dw
 // they are uneven on a plane of few rows (7 rows in two bands: 4 + 3, the larger 14% over an even share).
-// Instead each task takes one image and a slice [m0, m1) of the mid channels: start dw (whole plane),
-// expand rows m0..m1, mid dw on them (if any), and the projection's partial sum over that slice,
-// Cout x pixels: slice 0's into the output with the bias (+ x), the others' into a buffer. The projection has
-// no activation, so a second pass adds those partials into the output. The expanded tensor still never
-// exists in full: a task holds (m1 - m0) channels of one image.
+// Instead a task takes one image and a slice [m0, m1) of the mid channels: start dw (whole plane), expand
+// columns m0..m1, mid dw on them (if any). Then, in two forms:
+//  * fp32, partial sums (run_mid_partial_nhwc): the task goes on through the projection's partial sum over
+//    its slice, Cout x pixels: slice 0's into the output with the bias (+ x), the others' into a buffer; the
+//    projection has no activation, so a second pass adds those partials into the output.
+//  * bf16, mid tensor (run_mid_tensor_nhwc): the task writes its slice as channels m0..m1 of the call's mid
+//    tensor [N*P][mid]; a second parallel region runs the projection over the full K = mid with the bias
+//    (+ x), in blocks of output pixels or of output-column slabs, each output written once. Partials would be
+//    stored rounded to bf16 (the bf16 kernels write only bf16), a rounding per slice the composite does not
+//    have; this form stores every stage's output once, as the row bands do.
+// The expanded tensor never exists in full: a task holds (m1 - m0) channels of one image (the mid tensor,
+// P pixels x mid channels per image, is the mid dw's output, within L2 by use_mid_split's bound).
 
 bool use_mid_split(const Geometry& g, int64_t threads) {
   if (const char* e = std::getenv("MNV4_UIB_SPLIT")) {  // tests: force one schedule
@@ -291,10 +300,83 @@ Sizes scratch_sizes_nhwc(const Geometry& g) {
   return z;
 }
 
-// Mid-channel slices (see use_mid_split): task = (image, slice [m0, m1)); slice 0's projection goes into the
-// output with bias (+ x), the other slices' partials [P][Cout] are added by a second pass.
-void run_mid_split_nhwc(const KernelSet<float>& ks, const Geometry& g, const Weights<float>& wt, const float* x,
-                        float* out, int64_t threads) {
+// The slab width of a packed bf16 1x1 weight's columns (a GEMM's n0 must be a multiple of it).
+int64_t slab_width(const LpBMat& b) { return b.pack.nr; }
+
+// Mid-channel slices, mid-tensor form (bf16; see use_mid_split and the comment above it).
+template <class E>
+void run_mid_tensor_nhwc(const KernelSet<E>& uk, const Geometry& g, const Weights<E>& wt, const E* x, E* out,
+                         int64_t threads) {
+  const int64_t P = g.Ho * g.Wo, PS = g.Hs * g.Ws, PX = g.H * g.W;
+  // Region 1: slices of whole slabs of the expand weight, per image as many as make the N * slices tasks a
+  // multiple of the threads where that takes at most `threads` slices, else ceil(threads / N).
+  const int64_t q = slab_width(wt.eB), qs = (g.mid + q - 1) / q;
+  int64_t T = std::max<int64_t>(1, std::min((threads + g.N - 1) / g.N, qs));
+  for (int64_t t = T; t <= std::min(threads, qs); ++t)
+    if (g.N * t % threads == 0) {
+      T = t;
+      break;
+    }
+  const int64_t mc = (qs + T - 1) / T * q, slices = (g.mid + mc - 1) / mc;
+  const int64_t sps = tile_stride<E>(g.Cin), cps = tile_stride<E>(mc), mps = tile_stride<E>(g.mid);
+  // the mid tensor [N*P][mps], in the calling thread's arena (the tasks' own arenas hold their S, E tiles)
+  E* const M = reinterpret_cast<E*>(call_scratch((g.N * P * mps * int64_t(sizeof(E)) + 3) / 4));
+  const int64_t zs = g.ks ? lines_of<E>(PS * sps) : 0, ze = g.km ? lines_of<E>(PS * cps) : 0;
+  parallel_tasks(g.N * slices, [&](int64_t begin, int64_t end) {
+    E* const st = task_scratch_of<E>(zs + ze);
+    E* const et = st + zs;
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t n = t / slices, m0 = (t % slices) * mc, cm = std::min(g.mid, m0 + mc) - m0;
+      const E* X = x + n * PX * g.Cin;
+      const E* S = X;  // no start dw: PS == PX
+      int64_t s_ps = g.Cin;
+      if (g.ks) {
+        uk.dw(g.Cin, int(g.ks), int(g.ss), X, g.Cin, g.W * g.Cin, 0, g.H, g.W, wt.sw, g.Cin, wt.sb, Act::None, st, sps,
+              g.Ws * sps, 0, g.Hs);
+        S = st;
+        s_ps = sps;
+      }
+      E* const Mn = M + n * P * mps + m0;
+      if (g.km) {
+        uk.gemm(PS, cm, g.Cin, S, s_ps, wt.eB, m0, et, cps, wt.eb + m0, g.act, nullptr, 0);
+        uk.dw(cm, int(g.km), int(g.ms), et, cps, g.Ws * cps, 0, g.Hs, g.Ws, wt.mw + m0, g.mid, wt.mb + m0, g.act, Mn,
+              mps, g.Wo * mps, 0, g.Ho);
+      } else {  // no mid dw: P == PS, the expand writes the mid tensor
+        uk.gemm(PS, cm, g.Cin, S, s_ps, wt.eB, m0, Mn, mps, wt.eb + m0, g.act, nullptr, 0);
+      }
+    }
+  });
+  // Region 2: the [N*P] x Cout projection (the images' pixels are consecutive in M, x and the output alike;
+  // residual => stride 1, Cin == Cout: x's pixels line up with the output's), in blocks of whole register
+  // tiles of pixels or whole column slabs: the split whose busiest thread has fewer tiles x slabs (columns on
+  // a tie: each thread then streams only its columns of the weight).
+  const int64_t NP = g.N * P, mr = std::max(1, int(uk.mr())), nr = slab_width(wt.pB);
+  const int64_t tiles = (NP + mr - 1) / mr, slabs = (g.Cout + nr - 1) / nr;
+  const int64_t tiles_per = (tiles + threads - 1) / threads, slabs_per = (slabs + threads - 1) / threads;
+  const bool by_cols = slabs > 1 && tiles * slabs_per <= tiles_per * slabs;
+  const int64_t step = by_cols ? slabs_per * nr : tiles_per * mr;
+  parallel_tasks(((by_cols ? g.Cout : NP) + step - 1) / step, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      if (by_cols) {
+        const int64_t c0 = t * step, nc = std::min(g.Cout, c0 + step) - c0;
+        uk.gemm(NP, nc, g.mid, M, mps, wt.pB, c0, out + c0, g.Cout, wt.pb + c0, Act::None,
+                g.residual ? x + c0 : nullptr, g.Cin);
+      } else {
+        const int64_t p0 = t * step, np = std::min(NP, p0 + step) - p0;
+        uk.gemm(np, g.Cout, g.mid, M + p0 * mps, mps, wt.pB, 0, out + p0 * g.Cout, g.Cout, wt.pb, Act::None,
+                g.residual ? x + p0 * g.Cin : nullptr, g.Cin);
+      }
+    }
+  });
+}
+
+// fp32 mid-channel slices, partial-sum form: task = (image, slice [m0, m1)) through the projection's partial sum
+// over its slice; slice 0's goes into the output with bias (+ x), the other slices' partials [P][Cout] are added
+// by a second pass. In fp32 as fast as the mid-tensor form (run_mid_tensor_nhwc) with a mid dw, a little faster
+// without one: there the mid-tensor form's projection reads the whole mid tensor, half of it from the
+// other threads' caches, where this one reads only its slice and adds Cout-wide partials.
+void run_mid_partial_nhwc(const KernelSet<float>& ks, const Geometry& g, const Weights<float>& wt, const float* x,
+                          float* out, int64_t threads) {
   const cpu::UKernels& uk = ks.uk;
   const int64_t T = std::max<int64_t>(1, std::min((threads + g.N - 1) / g.N, (g.mid + 7) / 8));
   const int64_t q = std::max<int64_t>(8, wt.eB.packed ? wt.eB.slab : 8);  // slices: whole slabs of packed B
@@ -434,8 +516,11 @@ void uib_nhwc(const KernelSet<E>& uk, const Geometry& g, const at::Tensor& xf, a
     });
     return;
   }
-  if constexpr (std::is_same_v<E, float>) {  // fp32 only: see the file comment
-    if (use_mid_split(g, threads)) return run_mid_split_nhwc(uk, g, wt, xp, op, threads);
+  if (use_mid_split(g, threads)) {
+    if constexpr (std::is_same_v<E, float>)
+      return run_mid_partial_nhwc(uk, g, wt, xp, op, threads);
+    else
+      return run_mid_tensor_nhwc(uk, g, wt, xp, op, threads);
   }
   const Sizes z = scratch_sizes_nhwc<E>(g);
   parallel_tasks(g.N * g.nb, [&](int64_t begin, int64_t end) {
