@@ -470,12 +470,14 @@ def test_bf16_k_weight_shared_with_q():
         _check_bf16(tuple(args))
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_low_precision_weights_updated_in_place(dtype):
-    # fp16 and bf16 convert (fp16) or pack (bf16) each weight once and cache it per tensor: an in-place update
-    # of a weight (here k_w, cached with the softmax scale folded in, and o_w) must be seen by the next call
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_weights_updated_in_place(dtype):
+    # every dtype caches k_w with the softmax scale folded in, fp16 and bf16 also convert (fp16) or pack (bf16)
+    # the other weights once per tensor: an in-place update of a weight (here k_w and o_w) must be seen by the
+    # next call
     args = random_mqa_args(1, 16, 6, 5, num_heads=2, key_dim=8, kv_stride=2, dtype=dtype, seed=13)
-    check = _check_bf16 if dtype == torch.bfloat16 else (lambda a: _check(a, FP16_TOL))
+    tol = {torch.float32: FP32_TOL, torch.float16: FP16_TOL}
+    check = _check_bf16 if dtype == torch.bfloat16 else (lambda a: _check(a, tol[dtype]))
     first = check(args)
     with torch.no_grad():
         args[6].mul_(1.5)

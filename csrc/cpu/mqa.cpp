@@ -489,12 +489,13 @@ at::Tensor mqa_cpu(const at::Tensor& x, const at::Tensor& norm_scale, const at::
     return g.channels_last ? out : at::empty(out.sizes(), x.options().memory_format(fmt)).copy_(out);
   }
 
-  // fp32 input: the weights as they are (or contiguous copies); fp16: converted once per tensor (fp32_constant)
+  // fp32 input: the weights as they are (or contiguous copies); fp16: converted once per tensor (fp32_constant);
+  // K times the softmax scale made once per tensor for both (derived_constant)
   const at::Tensor xf = x.to(at::kFloat).contiguous(fmt);
   auto cf = [](const at::Tensor& t) { return fp32_constant(t, "f32", [&] { return f32(t); }); };
   const at::Tensor sc = cf(norm_scale), sh = cf(norm_shift), wq = cf(q_w), wv = cf(v_w), wo = cf(o_w);
   const at::Tensor wk =
-      fp32_constant(k_w, "f32_kscale", [&] { return k_w.to(at::kFloat).mul(k_scale(g)).contiguous(); });
+      derived_constant(k_w, "f32_kscale", [&] { return k_w.to(at::kFloat).mul(k_scale(g)).contiguous(); });
   at::Tensor kdw, kdb, vdw, vdb;
   if (g.kk) kdw = cf(*k_dw_w), kdb = cf(*k_dw_b), vdw = cf(*v_dw_w), vdb = cf(*v_dw_b);
   const Weights wt{sc.data_ptr<float>(), sh.data_ptr<float>(), wq.data_ptr<float>(),

@@ -179,10 +179,13 @@ at::Tensor packed_slabs(const at::Tensor& weight, const cpu::UKernels& uk, const
   return cached(weight, layout, [&] { return pack(make_kn(), slab); });
 }
 
-at::Tensor fp32_constant(const at::Tensor& t, const char* layout, const std::function<at::Tensor()>& make) {
-  if (t.scalar_type() == at::kFloat) return make();
+at::Tensor derived_constant(const at::Tensor& t, const char* layout, const std::function<at::Tensor()>& make) {
   at::Tensor c = cached(t, layout, make);
   return c.defined() ? c : make();
+}
+
+at::Tensor fp32_constant(const at::Tensor& t, const char* layout, const std::function<at::Tensor()>& make) {
+  return t.scalar_type() == at::kFloat ? make() : derived_constant(t, layout, make);
 }
 
 LpWeightOperand lp_weight_operand(const at::Tensor& weight, const cpu::LpPack& pack, int T, int64_t K, int64_t N,

@@ -39,6 +39,9 @@ at::Tensor packed_slabs(const at::Tensor& weight, const cpu::UKernels& uk, const
 // make() itself (a view or a cheap copy); otherwise make()'s result cached like the packed weights (keyed by
 // `layout`, the form make() gives), so a bf16 model converts its biases and depthwise weights once, not per call.
 at::Tensor fp32_constant(const at::Tensor& t, const char* layout, const std::function<at::Tensor()>& make);
+// make()'s result for `t`, cached like fp32_constant's whatever t's dtype: for a constant that no view of an
+// fp32 `t` gives (the MQA K weight with the softmax scale folded in), so it is computed once, not per call.
+at::Tensor derived_constant(const at::Tensor& t, const char* layout, const std::function<at::Tensor()>& make);
 
 // Number of live entries (tests).
 int64_t packed_cache_entries();
