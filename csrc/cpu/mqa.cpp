@@ -315,21 +315,21 @@ struct Bf16Weights {
   LpBMat q, k, v, o;                                   // B = W^T, packed bf16 (k: times c)
 };
 
-// Parts of a task's scratch, each on whole 64-byte lines: elements of E from a byte cursor.
+// Bytes of `elems` elements of E rounded up to whole 64-byte lines (scratch.h lines_of).
+template <class E>
+inline int64_t bytes_of(int64_t elems) {
+  return lines_of<E>(elems) * int64_t(sizeof(E));
+}
+// Parts of a task's scratch (task_scratch_of<char>), each on whole lines: elements of E from a byte cursor.
 struct Carve {
   char* p;
   template <class E>
   E* take(int64_t elems) {
     E* r = reinterpret_cast<E*>(p);
-    p += lines_of<E>(elems) * int64_t(sizeof(E));
+    p += bytes_of<E>(elems);
     return r;
   }
 };
-template <class E>
-inline int64_t bytes_of(int64_t elems) {
-  return lines_of<E>(elems) * int64_t(sizeof(E));
-}
-inline char* task_bytes(int64_t bytes) { return reinterpret_cast<char*>(task_scratch((bytes + 3) / 4)); }
 
 // xn = bf16(x * scale + shift) for the pixels [p0, p0 + np) of image n (x: [N*P][C]) into dst [np][C].
 void normalize_rows_bf16(const Geometry& g, const Bf16Weights& wt, const bf16_t* x, int64_t n, int64_t p0, int64_t np,
@@ -351,7 +351,7 @@ int64_t kv_bytes_bf16(const Geometry& g) {
 void kv_task_bf16(const KernelSet<bf16_t>& lk, const cpu::UKernels& uk, const Geometry& g, const Bf16Weights& wt,
                   const bf16_t* x, bf16_t* xn_all, float* kt, float* v, int64_t n, int64_t y0, int64_t y1) {
   const int64_t mb = (y1 - y0) * g.Wk, m0 = y0 * g.Wk;
-  Carve z{task_bytes(kv_bytes_bf16(g))};
+  Carve z{task_scratch_of<char>(kv_bytes_bf16(g))};
   const int64_t rows = g.kk ? std::min(g.H, g.kv_rows * g.kv_stride + g.kk) : 0;
   bf16_t* xs = z.take<bf16_t>(rows * g.W * g.C);
   bf16_t* dki = z.take<bf16_t>(g.kk ? g.kv_rows * g.Wk * g.C : 0);
@@ -397,7 +397,7 @@ void query_task_bf16(const KernelSet<bf16_t>& lk, const cpu::UKernels& uk, const
                      const bf16_t* x, const bf16_t* xn_all, const float* kt, const float* v, bf16_t* out, int64_t n,
                      int64_t p0, int64_t nt) {
   const int64_t hk = g.heads * g.dk, hv = g.heads * g.dv, qo = std::max(hk, hv) * g.qt;
-  Carve z{task_bytes(query_bytes_bf16(g))};
+  Carve z{task_scratch_of<char>(query_bytes_bf16(g))};
   bf16_t* rb = z.take<bf16_t>(qo);  // Q, later O, as bf16 pixel rows
   float* rf = z.take<float>(qo);    // the same widened
   float* q = z.take<float>(hk * g.qt);
