@@ -296,7 +296,15 @@ def fuse(model: nn.Module, backend: str = "auto", dtype=None, name=None) -> Fuse
     resolved for the device the model is on. dtype: None keeps float32; torch.float16 / torch.bfloat16 cast
     the folded weights (folding itself is float64); torch.float64 runs every block on the reference backend
     (backend "auto" or "reference"; a kernel backend raises ValueError). The model is not modified.
+    Called under torch.inference_mode, it still makes the fused model's constants normal tensors: the CPU
+    ops keep each weight's packed form in a cache keyed by the tensor and its version counter, which
+    inference tensors lack, so inference-tensor weights would be packed again on every call.
     """
+    with torch.inference_mode(False):
+        return _fuse(model, backend, dtype, name)
+
+
+def _fuse(model, backend, dtype, name):
     ref, variant = _as_reference(model, name)
     dtype = torch.float32 if dtype is None else dtype
     if dtype not in DTYPES:
@@ -315,8 +323,11 @@ def fuse(model: nn.Module, backend: str = "auto", dtype=None, name=None) -> Fuse
     act = ref.act
     aa_kind = getattr(ref, "aa_layer", None)
 
-    def c(t):
-        return None if t is None else t.to(dtype).contiguous()
+    def c(t):  # a view or same-dtype copy of an inference tensor (a model built under inference_mode) is one too
+        if t is None:
+            return None
+        t = t.to(dtype).contiguous()
+        return t.clone() if t.is_inference() else t
 
     # A model fused for the CPU ops also runs its dense convs through mnv4_cpu::conv and its 1x1 convs and
     # head through mnv4_cpu::pointwise, with the weights stored output-channel innermost (the layout the

@@ -73,6 +73,34 @@ def test_reference_model_untouched():
         assert torch.equal(v, before[k]), k
 
 
+@pytest.mark.parametrize("ref_built_in_inference_mode", [False, True])
+def test_fuse_under_inference_mode(ref_built_in_inference_mode):
+    """fuse() under torch.inference_mode gives the model fused outside it, with normal-tensor constants: the CPU
+    ops cache each weight's packed form per tensor and version counter, which inference tensors lack, so a bf16
+    model of inference-tensor weights would pack every weight on every call. The hybrid covers the MQA op."""
+    name = "mobilenetv4_hybrid_medium_075"
+    xc, x = _inputs()
+    if ref_built_in_inference_mode:
+        with torch.inference_mode():
+            ref = randomized_model(name, num_classes=100, calibration_input=xc)
+    else:
+        ref, x = _subject(name)
+    outside = fuse(ref, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        inside = fuse(ref, dtype=torch.bfloat16)
+        lp = x.to(torch.bfloat16)
+        want = outside(lp)
+        before = torch.ops.mnv4_cpu.packed_cache_entries()
+        got = inside(lp)
+        after_first = torch.ops.mnv4_cpu.packed_cache_entries()
+        inside(lp)
+        assert after_first > before  # its weights were packed into the cache ...
+        assert torch.ops.mnv4_cpu.packed_cache_entries() == after_first  # ... once, not per call
+    assert torch.equal(got, want)
+    made_inside = [k for k, t in inside.state_dict().items() if t.is_inference()]
+    assert not made_inside, made_inside
+
+
 @pytest.mark.parametrize("name,res", [("mobilenetv4_conv_small", 224), ("mobilenetv4_hybrid_medium", 256)])
 def test_golden_through_load(shared_dir, name, res):
     from safetensors.torch import load_file
