@@ -12,7 +12,7 @@
 // version counter: an in-place update of the weight (w.mul_(2), copy_, ...) makes the next call repack.
 // Writes that bypass the version counter (through .data or a raw pointer) are not seen; the same holds for
 // any prepacked-weight cache. Inference tensors carry no version counter: they are not
-// cached (the caller reads the weight in place). Entries of freed weights are dropped on the next insert,
+// cached (an fp32 caller reads the weight in place; a bf16/fp16 one packs it per call, with a warning once). Entries of freed weights are dropped on the next insert,
 // and the least recently used ones beyond 512 MB in total.
 #pragma once
 
