@@ -80,6 +80,10 @@ TORCH_LIBRARY(mnv4_cpu, m) {
   // The bf16 microkernel table the CPU ops use on bf16 activations (ukernels_bf16.h: "avx512bf16", "avx512f",
   // "amx", "scalar", ...; MNV4_CPU_LP_ISA forces one). For tests and benchmark records.
   m.def("lp_isa() -> str", [] { return std::string(cpu::lp_ukernels<cpu::bf16_t>().name); });
+  // Whether that table converts on load (cpu::lp_convert_on_load): the bf16 ops then keep their
+  // intermediates in fp32 and round fewer times (csrc/cpu/uib.cpp). For tests and benchmark records.
+  m.def("lp_convert_on_load() -> bool",
+        [] { return cpu::lp_convert_on_load(cpu::lp_ukernels<cpu::bf16_t>().isa); });
 
   // Entries of the packed-weight cache (csrc/cpu/weight_cache.h) whose weights are still alive. For tests.
   m.def("packed_cache_entries() -> int", [] { return packed_cache_entries(); });

@@ -1,6 +1,8 @@
 """bf16 references for the CPU ops' tests: the plain-torch composites computed in fp32 from bf16 operands, each
 stage's output rounded to bf16 where the bf16 kernels round it (csrc/cpu/uib.cpp, conv.cpp, mqa.cpp: every
 stored intermediate is bf16, every sum is fp32), and the tolerance against them (see tests/test_bf16_model.py).
+On a convert-on-load bf16 table (torch.ops.mnv4_cpu.lp_convert_on_load()) the uib keeps its intermediates in
+fp32 and rounds only its output; staged_uib follows the running table.
 """
 
 import math
@@ -23,16 +25,24 @@ def _f(t):
     return t.float() if isinstance(t, torch.Tensor) else t
 
 
-def staged_uib(x, sw, sb, ew, eb, mw, mb, pw, pb, stride, residual, activation):
-    """mnv4_reference.functional.uib in fp32 from bf16 operands, each stage's output rounded to bf16."""
+def uib_rounds_inside():
+    """Whether the running bf16 table's uib rounds its intermediates (the start dw, expand and mid dw outputs)
+    to bf16: on tables with a bf16 dot product; a convert-on-load table keeps them in fp32."""
+    return not torch.ops.mnv4_cpu.lp_convert_on_load()
+
+
+def staged_uib(x, sw, sb, ew, eb, mw, mb, pw, pb, stride, residual, activation, rounds_inside=None):
+    """mnv4_reference.functional.uib in fp32 from bf16 operands, the output rounded to bf16 and, when
+    `rounds_inside` (default: as the running table, uib_rounds_inside()), each stage's output too."""
     act = F.activation_fn(activation)
     x, sw, sb, ew, eb, mw, mb, pw, pb = map(_f, (x, sw, sb, ew, eb, mw, mb, pw, pb))
+    inner = round_bf16 if (uib_rounds_inside() if rounds_inside is None else rounds_inside) else (lambda t: t)
     h = x
     if sw is not None:
-        h = round_bf16(F._dw(h, sw, sb, 1 if mw is not None else stride))
-    h = round_bf16(act(TF.conv2d(h, ew, eb)))
+        h = inner(F._dw(h, sw, sb, 1 if mw is not None else stride))
+    h = inner(act(TF.conv2d(h, ew, eb)))
     if mw is not None:
-        h = round_bf16(act(F._dw(h, mw, mb, stride)))
+        h = inner(act(F._dw(h, mw, mb, stride)))
     y = TF.conv2d(h, pw, pb)
     return round_bf16(y + x if residual else y)
 

@@ -3,8 +3,10 @@ microkernels of csrc/cpu/kernels/interface/ukernels_bf16.h), and the bf16 fused 
 
 The ops keep every activation they write in bf16 (the uib's S, E, M tiles, the conv's projection row, the
 output) and compute each stage in fp32 from bf16 inputs and bf16-rounded weights, with fp32 biases, rounding
-the stage's output to bf16 once. Their reference is the plain-torch composite computed in fp32 from the same
-bf16 inputs and weights, rounded to bf16 at the same points (bf16_reference.py). Tolerance: BF16_TOL = 2^-8,
+the stage's output to bf16 once; on a convert-on-load bf16 table (no bf16 dot product: avx512, avx2, neon,
+scalar) the uib keeps S, E, M in fp32 and rounds only its output. Their reference is the plain-torch composite
+computed in fp32 from the same bf16 inputs and weights, rounded to bf16 at the same points (bf16_reference.py;
+staged_uib follows the running table). Tolerance: BF16_TOL = 2^-8,
 the unit roundoff of bf16. Both sides round the same real values, up to the fp32 summation order (relative
 differences ~1e-6); they differ only where such a difference moves a value across a bf16 rounding boundary, a
 one-ulp difference (<= 2^-7 relative) at a small fraction of the elements (about 1e-6 / 2^-8 of them), which
@@ -103,6 +105,58 @@ def test_uib_bf16_schedules(split):
     """)
     env = dict(os.environ, MNV4_UIB_SPLIT=split, PYTHONPATH=_pythonpath())
     assert run_script(script, env=env).stdout.strip().endswith("ok")
+
+
+def _table_skip(table):
+    """Why `table` (a bf16 table name) cannot run on this CPU, or None."""
+    import platform
+    cpuinfo = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    if table == "avx512" and " avx512bw " not in cpuinfo:
+        return "the avx512 bf16 table needs an x86 CPU with AVX-512BW"
+    if table == "avx2" and " avx2 " not in cpuinfo:
+        return "the avx2 bf16 table needs an x86 CPU with AVX2"
+    if table == "neon" and platform.machine() not in ("aarch64", "arm64"):
+        return "the neon bf16 table needs an aarch64 CPU"
+    return None
+
+
+@pytest.mark.parametrize("table", ["avx512", "avx2", "neon", "scalar"])
+def test_uib_bf16_forced_table(table):
+    """The uib through each convert-on-load bf16 table (MNV4_CPU_LP_ISA) in a fresh process, where it keeps its
+    intermediates in fp32 and rounds only its output: the battery in both layouts, then each schedule
+    (MNV4_UIB_SPLIT) with 1 and 3 threads, with a NaN in x too, against staged_uib rounding at those points."""
+    if _table_skip(table):
+        pytest.skip(_table_skip(table))
+    script = textwrap.dedent(f"""
+        import os, torch, test_bf16_model as t
+        from bf16_reference import uib_rounds_inside
+        from mnv4_reference.testing import random_uib_args
+        assert torch.ops.mnv4_cpu.lp_isa() == "{table}", torch.ops.mnv4_cpu.lp_isa()
+        assert not uib_rounds_inside()
+        for i, case in enumerate(t.BATTERY):
+            for cl in (False, True):
+                args = random_uib_args(**case, dtype=torch.bfloat16, channels_last=cl)
+                t._check(torch.ops.mnv4.uib(*args), t._staged_uib(*args), args[0])
+        cases = [dict(n=4, cin=24, h=7, w=7, mid=96, cout=24, k_start=3, k_mid=5, residual=True),
+                 dict(n=5, cin=17, h=4, w=3, mid=40, cout=9, k_start=0, k_mid=3, stride=2),
+                 dict(n=3, cin=16, h=6, w=6, mid=48, cout=16, k_start=5, k_mid=0)]
+        for split, cs in (("rows", cases), ("images", cases), ("mid", t.MID_SPLIT_CASES)):
+            os.environ["MNV4_UIB_SPLIT"] = split
+            for threads in (1, 3):
+                torch.set_num_threads(threads)
+                for i, case in enumerate(cs):
+                    args = random_uib_args(**case, dtype=torch.bfloat16, channels_last=True, seed=i)
+                    t._check(torch.ops.mnv4.uib(*args), t._staged_uib(*args), args[0])
+                    x = args[0].clone()
+                    x[-1, 1, x.shape[2] // 2, 1] = float("nan")
+                    args = (x,) + args[1:]
+                    ref = t._staged_uib(*args)
+                    assert ref.isnan().any() and not ref.isnan().all()
+                    t._check(torch.ops.mnv4.uib(*args), ref, x)
+        print("ok")
+    """)
+    out = run_script(script, timeout=600, env=dict(os.environ, MNV4_CPU_LP_ISA=table, PYTHONPATH=_pythonpath()))
+    assert out.stdout.strip().endswith("ok"), out.stdout
 
 
 def test_uib_bf16_nan():
@@ -240,19 +294,12 @@ def test_accuracy_contract_fp16(name):
     assert {b for _, _, b, _ in fused.steps} == ({"cpu", "composite"} if pooled else {"cpu"}), fused.summary()
 
 
-def _has_avx512():
-    with open("/proc/cpuinfo") as f:
-        return " avx512bw " in f.read()
-
-
 @pytest.mark.parametrize("table", ["avx512", "avx2", "scalar"])
 def test_accuracy_contract_forced_table(table):
     """The same contract through the convert-on-load (x86 with AVX-512; with AVX2) and scalar bf16 tables
     (MNV4_CPU_LP_ISA), one model; the subprocess checks that the table it asked for is the one that ran."""
-    if table == "avx512" and not (os.path.exists("/proc/cpuinfo") and _has_avx512()):
-        pytest.skip("the avx512 bf16 table needs an x86 CPU with AVX-512BW")
-    if table == "avx2" and not (os.path.exists("/proc/cpuinfo") and " avx2 " in open("/proc/cpuinfo").read()):
-        pytest.skip("the avx2 bf16 table needs an x86 CPU with AVX2")
+    if _table_skip(table):
+        pytest.skip(_table_skip(table))
     script = textwrap.dedent(f"""
         import torch, test_bf16_model as t
         assert torch.ops.mnv4_cpu.lp_isa() == "{table}", torch.ops.mnv4_cpu.lp_isa()

@@ -7,10 +7,13 @@
 //     per weight tensor, weight_cache.h); make_kn() gives it as a [T*K][N] row-major matrix.
 //   gemm / conv: the NHWC GEMM / k-tap conv over columns [n0, n0 + N) of B (n0 a multiple of nr()).
 //   dw: the NHWC depthwise conv (fp32 weights [k*k][C] and bias).
+// Elem is the type of the op's input and output, Tile that of the intermediates it keeps in scratch (the
+// same but for WideningKernelSet: a bf16 op on a convert-on-load table, bf16 in and out, fp32 inside).
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 
@@ -26,6 +29,7 @@ struct KernelSet;
 template <>
 struct KernelSet<float> {
   using Elem = float;
+  using Tile = float;
   using Operand = WeightOperand;
   using B = BMat;
   const cpu::UKernels& uk = cpu::ukernels();
@@ -58,6 +62,7 @@ struct KernelSet<float> {
 template <>
 struct KernelSet<cpu::bf16_t> {
   using Elem = cpu::bf16_t;
+  using Tile = cpu::bf16_t;
   using Operand = LpWeightOperand;
   using B = LpBMat;
   const cpu::LpUKernels<cpu::bf16_t>& lk = cpu::lp_ukernels<cpu::bf16_t>();
@@ -81,6 +86,64 @@ struct KernelSet<cpu::bf16_t> {
           int64_t out_rs, int64_t oy0, int64_t oy1) const {
     lk.dwconv_nhwc(channels, k, s, in, in_ps, in_rs, in_r0, in_h, in_w, w, ldw, bias, act, out, out_ps, out_rs, oy0,
                    oy1);
+  }
+  static float to_f(Elem v) { return cpu::bf16_to_f32(v); }
+  static Elem from_f(float v) { return cpu::f32_to_bf16(v); }
+  static Elem* data(const at::Tensor& t) { return reinterpret_cast<Elem*>(t.data_ptr<at::BFloat16>()); }
+  static constexpr at::ScalarType dtype = at::kBFloat16;
+};
+
+// Row conversions of bf16_rows.cpp, at the vector width of a bf16 table's ISA:
+//   widen: dst[r*ldd + c] = src[r*lds + c] as fp32 (exact)
+//   round: dst[r*ldd + c] = rnd(src[r*lds + c] + R[r*ldr + c]) (R nullptr: + 0), R widened, the sum in fp32,
+//          rnd = cpu::f32_to_bf16 (nearest even, NaN kept)
+// for r < rows, c < cols.
+struct Bf16Rows {
+  void (*widen)(int64_t rows, int64_t cols, const cpu::bf16_t* src, int64_t lds, float* dst, int64_t ldd);
+  void (*round)(int64_t rows, int64_t cols, const float* src, int64_t lds, const cpu::bf16_t* R, int64_t ldr,
+                cpu::bf16_t* dst, int64_t ldd);
+};
+const Bf16Rows& bf16_rows(cpu::LpIsa isa);
+// A per-thread arena for WideningKernelSet's widened operands and unrounded outputs (64-byte aligned; valid
+// until the next call on this thread: each use ends within one kernel-set call).
+float* widen_scratch(int64_t floats);
+
+// A bf16 op on a convert-on-load table (cpu::lp_convert_on_load: no bf16 dot product): the fp32 kernels
+// (cpu::ukernels(), MNV4_CPU_ISA) on fp32 intermediates (Tile) and fp32 1x1 weights (from the bf16 weight
+// tensors: exact), bf16 (Elem) only at the op's input and output. An operand read from the bf16 input is
+// widened once per call; an output in bf16 is computed in fp32 and rounded once, the residual added in fp32
+// before that rounding (as the bf16 kernels do). The schedule runs the same steps as on the other sets; only
+// the rounding points differ (fewer: the intermediates are not rounded).
+struct WideningKernelSet : KernelSet<float> {
+  using Elem = cpu::bf16_t;
+  using Tile = float;
+  const Bf16Rows& cv = bf16_rows(cpu::lp_ukernels<cpu::bf16_t>().isa);
+  using KernelSet<float>::gemm;
+  using KernelSet<float>::dw;
+  // bf16 A (the op's input) -> fp32 C
+  void gemm(int64_t M, int64_t N, int64_t K, const Elem* A, int64_t lda, const B& b, int64_t n0, float* C,
+            int64_t ldc, const float* bias, cpu::Act act, const float* R, int64_t ldr) const {
+    float* a = widen_scratch(M * K);
+    cv.widen(M, K, A, lda, a, K);
+    KernelSet<float>::gemm(M, N, K, a, K, b, n0, C, ldc, bias, act, R, ldr);
+  }
+  // fp32 A -> bf16 C (the op's output), residual R in bf16
+  void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const B& b, int64_t n0, Elem* C,
+            int64_t ldc, const float* bias, cpu::Act act, const Elem* R, int64_t ldr) const {
+    float* c = widen_scratch(M * N);
+    KernelSet<float>::gemm(M, N, K, A, lda, b, n0, c, N, bias, act, nullptr, 0);
+    cv.round(M, N, c, N, R, ldr, C, ldc);
+  }
+  // bf16 in (the op's input) -> fp32 out: the input rows the output rows [oy0, oy1) read, widened
+  void dw(int64_t channels, int k, int s, const Elem* in, int64_t in_ps, int64_t in_rs, int64_t in_r0, int64_t in_h,
+          int64_t in_w, const float* w, int64_t ldw, const float* bias, cpu::Act act, float* out, int64_t out_ps,
+          int64_t out_rs, int64_t oy0, int64_t oy1) const {
+    const int64_t lo = std::max<int64_t>(0, oy0 * s - k / 2), hi = std::min<int64_t>(in_h, (oy1 - 1) * s + k / 2 + 1);
+    float* t = widen_scratch(std::max<int64_t>(0, hi - lo) * in_w * channels);
+    for (int64_t r = lo; r < hi; ++r)
+      cv.widen(in_w, channels, in + (r - in_r0) * in_rs, in_ps, t + (r - lo) * in_w * channels, channels);
+    KernelSet<float>::dw(channels, k, s, t, channels, in_w * channels, lo, in_h, in_w, w, ldw, bias, act, out, out_ps,
+                         out_rs, oy0, oy1);
   }
   static float to_f(Elem v) { return cpu::bf16_to_f32(v); }
   static Elem from_f(float v) { return cpu::f32_to_bf16(v); }

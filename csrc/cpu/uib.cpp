@@ -29,13 +29,21 @@
 // MNV4_UIB_SPLIT=rows|mid|images forces one (tests); MNV4_CPU_ISA=scalar|avx2|avx512|neon forces the
 // microkernels.
 //
-// Element types: the schedules are templates on the type E of the activations in memory (x, the S, E, M
-// tiles, the output), run through KernelSet<E> (kernel_set.h). bf16 x runs the bf16 kernels (ukernels_bf16.h;
-// MNV4_CPU_LP_ISA forces the table): the tiles hold bf16, the 1x1 weights are packed in bf16, the dw weights
-// and all biases are fp32, sums are fp32 and each stage's output is rounded to bf16 once, as the composite
-// run in bf16 by torch rounds each conv's output. Every bf16 schedule stores each stage's output once (the
-// mid-channel slices keep the whole mid tensor rather than projection partials, which the bf16 kernels could
-// only store rounded), so all three round at the same points.
+// Element types: the schedules are templates on a kernel set KS (kernel_set.h): E = KS::Elem, the type of x and
+// the output, and T = KS::Tile, that of the S, E, M tiles. fp32: KernelSet<float>. bf16 x, in two forms by
+// the running bf16 table (ukernels_bf16.h; MNV4_CPU_LP_ISA forces it):
+//  * a table with a bf16 dot product (avx512bf16, amx, neon_bf16, ...): KernelSet<bf16_t>, the bf16 kernels.
+//    The tiles hold bf16, the 1x1 weights are packed in bf16, the dw weights and all biases are fp32, sums are
+//    fp32 and each stage's output (S, E, M and the result) is rounded to bf16 once, as the composite run in
+//    bf16 by torch rounds each conv's output. Every schedule stores each stage's output once (the mid-channel
+//    slices keep the whole mid tensor rather than projection partials, which the bf16 kernels could only
+//    store rounded), so all three round at the same points.
+//  * a convert-on-load table (cpu::lp_convert_on_load: avx512, avx2, neon, scalar): WideningKernelSet, the
+//    fp32 kernels (MNV4_CPU_ISA) on fp32 tiles with the 1x1 weights packed in fp32 from their bf16 values:
+//    x is widened where a stage reads it (the start dw's input rows, the expand's when there is no start dw),
+//    S, E and M stay fp32, and only the result is rounded to bf16 (after the bias and the residual, added in
+//    fp32). One rounding where the first form has four: the fp32 block's cost plus the conversions, no
+//    bf16 widening inside the stages. The mid-channel slices keep an fp32 mid tensor.
 // fp16 x is computed in fp32 (converted on entry, the result converted back): no x86 table computes fp16.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -136,10 +144,10 @@ void plan(Geometry& g, int64_t threads, int64_t mr) {
 }
 
 // fp32 dw weights as [k*k][C] (see nhwc_weight) and fp32 biases; the 1x1 weights as the kernel set's operands.
-template <class E>
+template <class KS>
 struct Weights {
   const float *sw, *sb, *eb, *mw, *mb, *pb;
-  typename KernelSet<E>::B eB, pB;
+  typename KS::B eB, pB;
 };
 
 // The rolling window of expanded rows [ew0, ew1) before a step that needs rows [e0, e1): keeps the rows
@@ -245,13 +253,14 @@ inline int64_t tile_stride(int64_t c) {
 }
 
 // ---- Row bands: one task = image n, output rows [OY0, OY1), in steps of g.sb rows ----
-template <class E>
-void run_task_nhwc(const KernelSet<E>& uk, const Geometry& g, const Weights<E>& wt, const E* x, E* out, int64_t n,
-                   int64_t OY0, int64_t OY1, E* buf, const Sizes& z) {
-  E* st = buf;
-  E* et = st + z.s;
-  E* mt = et + z.e;
-  const int64_t sps = tile_stride<E>(g.Cin), eps = tile_stride<E>(g.mid);  // pixel strides of S and of E, M
+// KS: the kernel set (kernel_set.h); E its elements in memory (x, out), T those of its tiles.
+template <class KS, class E = typename KS::Elem, class T = typename KS::Tile>
+void run_task_nhwc(const KS& uk, const Geometry& g, const Weights<KS>& wt, const E* x, E* out, int64_t n, int64_t OY0,
+                   int64_t OY1, T* buf, const Sizes& z) {
+  T* st = buf;
+  T* et = st + z.s;
+  T* mt = et + z.e;
+  const int64_t sps = tile_stride<T>(g.Cin), eps = tile_stride<T>(g.mid);  // pixel strides of S and of E, M
   const int64_t ers = g.Ws * eps;                                           // row stride of the window
   const E* xn = x + n * g.H * g.W * g.Cin;
   int64_t ew0 = 0, ew1 = 0;
@@ -260,25 +269,26 @@ void run_task_nhwc(const KernelSet<E>& uk, const Geometry& g, const Weights<E>& 
     int64_t e0, e1;
     expanded_rows(g, oy0, oy1, e0, e1);
     advance_window(e0, ew0, ew1, [&](int64_t drop, int64_t keep) {  // rows are contiguous: one move
-      std::memmove(et, et + drop * ers, keep * ers * sizeof(E));
+      std::memmove(et, et + drop * ers, keep * ers * sizeof(T));
     });
     if (ew1 < e1) {  // compute expanded rows [ew1, e1)
       const int64_t n0 = ew1, pe = (e1 - n0) * g.Ws;
-      const E* S = xn + n0 * g.W * g.Cin;  // no start dw: expanded rows = input rows
-      int64_t s_ps = g.Cin;
+      auto expand = [&](const auto* S, int64_t s_ps) {
+        uk.gemm(pe, g.mid, g.Cin, S, s_ps, wt.eB, 0, et + (n0 - ew0) * ers, eps, wt.eb, g.act, nullptr, 0);
+      };
       if (g.ks) {
         int64_t r0, r1;
         input_rows(g, n0, e1, r0, r1);
         uk.dw(g.Cin, int(g.ks), int(g.ss), xn + r0 * g.W * g.Cin, g.Cin, g.W * g.Cin, r0, g.H, g.W, wt.sw, g.Cin,
               wt.sb, Act::None, st, sps, g.Ws * sps, n0, e1);
-        S = st;
-        s_ps = sps;
+        expand(st, sps);
+      } else {
+        expand(xn + n0 * g.W * g.Cin, g.Cin);  // no start dw: expanded rows = input rows
       }
-      uk.gemm(pe, g.mid, g.Cin, S, s_ps, wt.eB, 0, et + (n0 - ew0) * ers, eps, wt.eb, g.act, nullptr, 0);
       ew1 = e1;
     }
     const int64_t po = (oy1 - oy0) * g.Wo;
-    const E* Mp = et + (oy0 - ew0) * ers;  // no mid dw: output rows = expanded rows
+    const T* Mp = et + (oy0 - ew0) * ers;  // no mid dw: output rows = expanded rows
     if (g.km) {
       uk.dw(g.mid, int(g.km), int(g.ms), et, eps, ers, ew0, g.Hs, g.Ws, wt.mw, g.mid, wt.mb, g.act, mt, eps,
             g.Wo * eps, oy0, oy1);
@@ -291,58 +301,60 @@ void run_task_nhwc(const KernelSet<E>& uk, const Geometry& g, const Weights<E>& 
   }
 }
 
-template <class E>  // elements of E
+template <class T>  // tiles' elements
 Sizes scratch_sizes_nhwc(const Geometry& g) {
   Sizes z{};
-  z.s = g.ks ? lines_of<E>(g.cap_e * g.Ws * tile_stride<E>(g.Cin)) : 0;
-  z.e = lines_of<E>(g.cap_e * g.Ws * tile_stride<E>(g.mid));
-  z.m = g.km ? lines_of<E>(g.sb * g.Wo * tile_stride<E>(g.mid)) : 0;
+  z.s = g.ks ? lines_of<T>(g.cap_e * g.Ws * tile_stride<T>(g.Cin)) : 0;
+  z.e = lines_of<T>(g.cap_e * g.Ws * tile_stride<T>(g.mid));
+  z.m = g.km ? lines_of<T>(g.sb * g.Wo * tile_stride<T>(g.mid)) : 0;
   return z;
 }
 
-// The slab width of a packed bf16 1x1 weight's columns (a GEMM's n0 must be a multiple of it).
+// The slab width of a packed 1x1 weight's columns (a GEMM's n0 must be a multiple of it).
 int64_t slab_width(const LpBMat& b) { return b.pack.nr; }
+int64_t slab_width(const BMat& b) { return b.slab; }
 
 // Mid-channel slices, mid-tensor form (bf16; see use_mid_split and the comment above it).
-template <class E>
-void run_mid_tensor_nhwc(const KernelSet<E>& uk, const Geometry& g, const Weights<E>& wt, const E* x, E* out,
+template <class KS, class E = typename KS::Elem, class T = typename KS::Tile>
+void run_mid_tensor_nhwc(const KS& uk, const Geometry& g, const Weights<KS>& wt, const E* x, E* out,
                          int64_t threads) {
   const int64_t P = g.Ho * g.Wo, PS = g.Hs * g.Ws, PX = g.H * g.W;
   // Region 1: slices of whole slabs of the expand weight, per image as many as make the N * slices tasks a
   // multiple of the threads where that takes at most `threads` slices, else ceil(threads / N).
   const int64_t q = slab_width(wt.eB), qs = (g.mid + q - 1) / q;
-  int64_t T = std::max<int64_t>(1, std::min((threads + g.N - 1) / g.N, qs));
-  for (int64_t t = T; t <= std::min(threads, qs); ++t)
+  int64_t per = std::max<int64_t>(1, std::min((threads + g.N - 1) / g.N, qs));  // slices per image
+  for (int64_t t = per; t <= std::min(threads, qs); ++t)
     if (g.N * t % threads == 0) {
-      T = t;
+      per = t;
       break;
     }
-  const int64_t mc = (qs + T - 1) / T * q, slices = (g.mid + mc - 1) / mc;
-  const int64_t sps = tile_stride<E>(g.Cin), cps = tile_stride<E>(mc), mps = tile_stride<E>(g.mid);
+  const int64_t mc = (qs + per - 1) / per * q, slices = (g.mid + mc - 1) / mc;
+  const int64_t sps = tile_stride<T>(g.Cin), cps = tile_stride<T>(mc), mps = tile_stride<T>(g.mid);
   // the mid tensor [N*P][mps], in the calling thread's arena (the tasks' own arenas hold their S, E tiles)
-  E* const M = reinterpret_cast<E*>(call_scratch((g.N * P * mps * int64_t(sizeof(E)) + 3) / 4));
-  const int64_t zs = g.ks ? lines_of<E>(PS * sps) : 0, ze = g.km ? lines_of<E>(PS * cps) : 0;
+  T* const M = reinterpret_cast<T*>(call_scratch((g.N * P * mps * int64_t(sizeof(T)) + 3) / 4));
+  const int64_t zs = g.ks ? lines_of<T>(PS * sps) : 0, ze = g.km ? lines_of<T>(PS * cps) : 0;
   parallel_tasks(g.N * slices, [&](int64_t begin, int64_t end) {
-    E* const st = task_scratch_of<E>(zs + ze);
-    E* const et = st + zs;
+    T* const st = task_scratch_of<T>(zs + ze);
+    T* const et = st + zs;
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n = t / slices, m0 = (t % slices) * mc, cm = std::min(g.mid, m0 + mc) - m0;
       const E* X = x + n * PX * g.Cin;
-      const E* S = X;  // no start dw: PS == PX
-      int64_t s_ps = g.Cin;
+      T* const Mn = M + n * P * mps + m0;
+      auto expand_mid = [&](const auto* S, int64_t s_ps) {
+        if (g.km) {
+          uk.gemm(PS, cm, g.Cin, S, s_ps, wt.eB, m0, et, cps, wt.eb + m0, g.act, nullptr, 0);
+          uk.dw(cm, int(g.km), int(g.ms), et, cps, g.Ws * cps, 0, g.Hs, g.Ws, wt.mw + m0, g.mid, wt.mb + m0, g.act,
+                Mn, mps, g.Wo * mps, 0, g.Ho);
+        } else {  // no mid dw: P == PS, the expand writes the mid tensor
+          uk.gemm(PS, cm, g.Cin, S, s_ps, wt.eB, m0, Mn, mps, wt.eb + m0, g.act, nullptr, 0);
+        }
+      };
       if (g.ks) {
         uk.dw(g.Cin, int(g.ks), int(g.ss), X, g.Cin, g.W * g.Cin, 0, g.H, g.W, wt.sw, g.Cin, wt.sb, Act::None, st, sps,
               g.Ws * sps, 0, g.Hs);
-        S = st;
-        s_ps = sps;
-      }
-      E* const Mn = M + n * P * mps + m0;
-      if (g.km) {
-        uk.gemm(PS, cm, g.Cin, S, s_ps, wt.eB, m0, et, cps, wt.eb + m0, g.act, nullptr, 0);
-        uk.dw(cm, int(g.km), int(g.ms), et, cps, g.Ws * cps, 0, g.Hs, g.Ws, wt.mw + m0, g.mid, wt.mb + m0, g.act, Mn,
-              mps, g.Wo * mps, 0, g.Ho);
-      } else {  // no mid dw: P == PS, the expand writes the mid tensor
-        uk.gemm(PS, cm, g.Cin, S, s_ps, wt.eB, m0, Mn, mps, wt.eb + m0, g.act, nullptr, 0);
+        expand_mid(st, sps);
+      } else {
+        expand_mid(X, g.Cin);  // no start dw: PS == PX
       }
     }
   });
@@ -375,8 +387,8 @@ void run_mid_tensor_nhwc(const KernelSet<E>& uk, const Geometry& g, const Weight
 // by a second pass. In fp32 as fast as the mid-tensor form (run_mid_tensor_nhwc) with a mid dw, a little faster
 // without one: there the mid-tensor form's projection reads the whole mid tensor, half of it from the
 // other threads' caches, where this one reads only its slice and adds Cout-wide partials.
-void run_mid_partial_nhwc(const KernelSet<float>& ks, const Geometry& g, const Weights<float>& wt, const float* x,
-                          float* out, int64_t threads) {
+void run_mid_partial_nhwc(const KernelSet<float>& ks, const Geometry& g, const Weights<KernelSet<float>>& wt,
+                          const float* x, float* out, int64_t threads) {
   const cpu::UKernels& uk = ks.uk;
   const int64_t T = std::max<int64_t>(1, std::min((threads + g.N - 1) / g.N, (g.mid + 7) / 8));
   const int64_t q = std::max<int64_t>(8, wt.eB.packed ? wt.eB.slab : 8);  // slices: whole slabs of packed B
@@ -430,26 +442,24 @@ void run_mid_partial_nhwc(const KernelSet<float>& ks, const Geometry& g, const W
 
 // Several whole images per task (see images_per_task): their pixels are consecutive in NHWC, so both GEMMs
 // run over all of them at once; the dw convs go image by image.
-template <class E>
-void run_images_nhwc(const KernelSet<E>& uk, const Geometry& g, const Weights<E>& wt, const E* x, E* out, int64_t n0,
-                     int64_t n1, E* buf) {
+template <class KS, class E = typename KS::Elem, class T = typename KS::Tile>
+void run_images_nhwc(const KS& uk, const Geometry& g, const Weights<KS>& wt, const E* x, E* out, int64_t n0,
+                     int64_t n1, T* buf) {
   const int64_t G = n1 - n0, PX = g.H * g.W, PS = g.Hs * g.Ws, P = g.Ho * g.Wo;
-  const int64_t sps = tile_stride<E>(g.Cin), eps = tile_stride<E>(g.mid);
-  E* st = buf;
-  E* et = st + (g.ks ? lines_of<E>(G * PS * sps) : 0);
-  E* mt = et + lines_of<E>(G * PS * eps);
+  const int64_t sps = tile_stride<T>(g.Cin), eps = tile_stride<T>(g.mid);
+  T* st = buf;
+  T* et = st + (g.ks ? lines_of<T>(G * PS * sps) : 0);
+  T* mt = et + lines_of<T>(G * PS * eps);
   const E* X = x + n0 * PX * g.Cin;
-  const E* S = X;  // no start dw: PS == PX
-  int64_t s_ps = g.Cin;
   if (g.ks) {
     for (int64_t i = 0; i < G; ++i)
       uk.dw(g.Cin, int(g.ks), int(g.ss), X + i * PX * g.Cin, g.Cin, g.W * g.Cin, 0, g.H, g.W, wt.sw, g.Cin, wt.sb,
             Act::None, st + i * PS * sps, sps, g.Ws * sps, 0, g.Hs);
-    S = st;
-    s_ps = sps;
+    uk.gemm(G * PS, g.mid, g.Cin, st, sps, wt.eB, 0, et, eps, wt.eb, g.act, nullptr, 0);
+  } else {  // no start dw: PS == PX
+    uk.gemm(G * PS, g.mid, g.Cin, X, g.Cin, wt.eB, 0, et, eps, wt.eb, g.act, nullptr, 0);
   }
-  uk.gemm(G * PS, g.mid, g.Cin, S, s_ps, wt.eB, 0, et, eps, wt.eb, g.act, nullptr, 0);
-  const E* Mp = et;  // no mid dw: P == PS
+  const T* Mp = et;  // no mid dw: P == PS
   if (g.km) {
     for (int64_t i = 0; i < G; ++i)
       uk.dw(g.mid, int(g.km), int(g.ms), et + i * PS * eps, eps, g.Ws * eps, 0, g.Hs, g.Ws, wt.mw, g.mid, wt.mb, g.act,
@@ -460,11 +470,11 @@ void run_images_nhwc(const KernelSet<E>& uk, const Geometry& g, const Weights<E>
           g.residual ? X : nullptr, g.Cin);
 }
 
-template <class E>  // elements of E
+template <class T>  // tiles' elements
 int64_t images_scratch_nhwc(const Geometry& g, int64_t G) {
   const int64_t PS = g.Hs * g.Ws, P = g.Ho * g.Wo;
-  return (g.ks ? lines_of<E>(G * PS * tile_stride<E>(g.Cin)) : 0) + lines_of<E>(G * PS * tile_stride<E>(g.mid)) +
-         (g.km ? G * P * tile_stride<E>(g.mid) : 0);
+  return (g.ks ? lines_of<T>(G * PS * tile_stride<T>(g.Cin)) : 0) + lines_of<T>(G * PS * tile_stride<T>(g.mid)) +
+         (g.km ? G * P * tile_stride<T>(g.mid) : 0);
 }
 
 // A 1x1 weight [O, I, 1, 1] as the fp32 matrix [I][O], or a depthwise weight [C, 1, k, k] as [k*k][C]: in
@@ -481,8 +491,8 @@ bool dw_stored_kc(const at::Tensor& w) {
   return (C == 1 || w.stride(0) == 1) && (k == 1 || (w.stride(3) == C && w.stride(2) == k * C));
 }
 
-template <class E>
-void uib_nhwc(const KernelSet<E>& uk, const Geometry& g, const at::Tensor& xf, at::Tensor& out,
+template <class KS, class E = typename KS::Elem, class T = typename KS::Tile>
+void uib_nhwc(const KS& uk, const Geometry& g, const at::Tensor& xf, at::Tensor& out,
               const c10::optional<at::Tensor>& start_dw_w,
               const c10::optional<at::Tensor>& start_dw_b, const at::Tensor& expand_w, const at::Tensor& expand_b,
               const c10::optional<at::Tensor>& mid_dw_w, const c10::optional<at::Tensor>& mid_dw_b,
@@ -495,7 +505,7 @@ void uib_nhwc(const KernelSet<E>& uk, const Geometry& g, const at::Tensor& xf, a
   // cache entry (inference tensors) fp32 reads them in place as [K][N] (nhwc_weight), bf16 packs them per call.
   const auto eo = uk.operand(expand_w, 1, g.Cin, g.mid, [&] { return nhwc_weight(expand_w); });
   const auto po = uk.operand(proj_w, 1, g.mid, g.Cout, [&] { return nhwc_weight(proj_w); });
-  Weights<E> wt{g.ks ? dw(*start_dw_w, sw) : nullptr,
+  Weights<KS> wt{g.ks ? dw(*start_dw_w, sw) : nullptr,
              g.ks ? f32_data(*start_dw_b, sb) : nullptr,
              f32_data(expand_b, eb),
              g.km ? dw(*mid_dw_w, mw) : nullptr,
@@ -503,28 +513,28 @@ void uib_nhwc(const KernelSet<E>& uk, const Geometry& g, const at::Tensor& xf, a
              f32_data(proj_b, pb),
              eo.mat,
              po.mat};
-  const E* xp = KernelSet<E>::data(xf);
-  E* op = KernelSet<E>::data(out);
+  const E* xp = KS::data(xf);
+  E* op = KS::data(out);
   const int64_t threads = at::get_num_threads();
   const int64_t G = images_per_task(g, threads);
   if (G > 1) {
-    const int64_t zt = images_scratch_nhwc<E>(g, G);
+    const int64_t zt = images_scratch_nhwc<T>(g, G);
     parallel_tasks((g.N + G - 1) / G, [&](int64_t begin, int64_t end) {
-      E* const sp = task_scratch_of<E>(zt);
+      T* const sp = task_scratch_of<T>(zt);
       for (int64_t t = begin; t < end; ++t)
         run_images_nhwc(uk, g, wt, xp, op, t * G, std::min(g.N, (t + 1) * G), sp);
     });
     return;
   }
   if (use_mid_split(g, threads)) {
-    if constexpr (std::is_same_v<E, float>)
+    if constexpr (std::is_same_v<KS, KernelSet<float>>)
       return run_mid_partial_nhwc(uk, g, wt, xp, op, threads);
     else
       return run_mid_tensor_nhwc(uk, g, wt, xp, op, threads);
   }
-  const Sizes z = scratch_sizes_nhwc<E>(g);
+  const Sizes z = scratch_sizes_nhwc<T>(g);
   parallel_tasks(g.N * g.nb, [&](int64_t begin, int64_t end) {
-    E* const sp = task_scratch_of<E>(z.total());
+    T* const sp = task_scratch_of<T>(z.total());
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n = t / g.nb, oy0 = (t % g.nb) * g.bh;
       run_task_nhwc(uk, g, wt, xp, op, n, oy0, std::min(g.Ho, oy0 + g.bh), sp, z);
@@ -532,18 +542,18 @@ void uib_nhwc(const KernelSet<E>& uk, const Geometry& g, const at::Tensor& xf, a
   });
 }
 
-// The op on element type E: x converted to channels_last E at entry (a no-op for a channels_last E tensor),
-// the result in E, channels_last.
-template <class E>
+// The op on kernel set KS (element type E = KS::Elem): x converted to channels_last E at entry (a no-op for a
+// channels_last E tensor), the result in E, channels_last.
+template <class KS>
 at::Tensor uib_run(Geometry& g, const at::Tensor& x, const c10::optional<at::Tensor>& start_dw_w,
                    const c10::optional<at::Tensor>& start_dw_b, const at::Tensor& expand_w, const at::Tensor& expand_b,
                    const c10::optional<at::Tensor>& mid_dw_w, const c10::optional<at::Tensor>& mid_dw_b,
                    const at::Tensor& proj_w, const at::Tensor& proj_b) {
-  const KernelSet<E> uk;
+  const KS uk;
   plan(g, at::get_num_threads(), uk.mr());
-  const at::Tensor xe = x.to(KernelSet<E>::dtype).contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor xe = x.to(KS::dtype).contiguous(at::MemoryFormat::ChannelsLast);
   at::Tensor out = at::empty({g.N, g.Cout, g.Ho, g.Wo},
-                             x.options().dtype(KernelSet<E>::dtype).memory_format(at::MemoryFormat::ChannelsLast));
+                             x.options().dtype(KS::dtype).memory_format(at::MemoryFormat::ChannelsLast));
   uib_nhwc(uk, g, xe, out, start_dw_w, start_dw_b, expand_w, expand_b, mid_dw_w, mid_dw_b, proj_w, proj_b);
   return out;
 }
@@ -559,10 +569,16 @@ at::Tensor uib_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& start_d
                              stride, residual, activation)};
   const auto fmt = g.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   if (g.N == 0) return at::empty({0, g.Cout, g.Ho, g.Wo}, x.options().memory_format(fmt));
-  at::Tensor out =
-      x.scalar_type() == at::kBFloat16
-          ? uib_run<cpu::bf16_t>(g, x, start_dw_w, start_dw_b, expand_w, expand_b, mid_dw_w, mid_dw_b, proj_w, proj_b)
-          : uib_run<float>(g, x, start_dw_w, start_dw_b, expand_w, expand_b, mid_dw_w, mid_dw_b, proj_w, proj_b);
+  at::Tensor out;
+  if (x.scalar_type() != at::kBFloat16)
+    out = uib_run<KernelSet<float>>(g, x, start_dw_w, start_dw_b, expand_w, expand_b, mid_dw_w, mid_dw_b, proj_w,
+                                    proj_b);
+  else if (cpu::lp_convert_on_load(cpu::lp_ukernels<cpu::bf16_t>().isa))
+    out = uib_run<WideningKernelSet>(g, x, start_dw_w, start_dw_b, expand_w, expand_b, mid_dw_w, mid_dw_b, proj_w,
+                                     proj_b);
+  else
+    out = uib_run<KernelSet<cpu::bf16_t>>(g, x, start_dw_w, start_dw_b, expand_w, expand_b, mid_dw_w, mid_dw_b,
+                                          proj_w, proj_b);
   // NCHW result: a fresh contiguous tensor (out may already count as contiguous when Cout == 1, Ho*Wo == 1,
   // but with other strides than the fake kernel's)
   if (!g.channels_last) return at::empty(out.sizes(), x.options().memory_format(fmt)).copy_(out);

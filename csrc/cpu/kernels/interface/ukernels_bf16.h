@@ -105,6 +105,14 @@ enum class LpIsa : int {
   Avx2 = 9,         // bf16: x86 AVX2+FMA convert-on-load (no AVX-512)
 };
 
+// Whether a table has no reduced-precision dot product: it widens its operands to fp32 and runs fp32 FMAs
+// (convert-on-load: avx512, avx2, neon; and scalar, which computes in fp32 too). On such a table an fp32
+// kernel of the same vector width does the same work without the widening, so the ops keep their
+// intermediates in fp32 there and use E only for their inputs and outputs (uib.cpp's header).
+constexpr bool lp_convert_on_load(LpIsa isa) {
+  return isa == LpIsa::Scalar || isa == LpIsa::Avx512F || isa == LpIsa::Avx2 || isa == LpIsa::Neon;
+}
+
 template <class E>
 struct LpUKernels {
   LpIsa isa;
