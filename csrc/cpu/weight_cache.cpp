@@ -196,10 +196,11 @@ LpWeightOperand lp_weight_operand(const at::Tensor& weight, const cpu::LpPack& p
   o.packed = cached(weight, layout,
                     [&] { return lp_pack_into(make_kn(), pack, T, K, N, chunk_tensor(size, at::kBFloat16)); });
   if (!o.packed.defined()) {  // not cacheable: packed for this call
-    if (weight.is_inference())
+    if (weight.is_inference()) {
       TORCH_WARN_ONCE("mnv4: a bf16/fp16 weight is an inference tensor (made under torch.inference_mode), so its "
                       "packed form cannot be cached and is made again on every call; make the weights outside "
                       "inference_mode (mnv4_kernels.fuse does) to have them packed once");
+    }
     o.packed = lp_pack_into(make_kn(), pack, T, K, N, at::empty({size}, weight.options().dtype(at::kBFloat16)));
   }
   o.mat = LpBMat{reinterpret_cast<const cpu::bf16_t*>(o.packed.data_ptr<at::BFloat16>()),
