@@ -212,8 +212,8 @@ def test_nchw_image_to_channels_last(name, num_threads):
 # (bf16) pixels of the three planes at a time where the CPU has AVX-512, the rest pixel by pixel, so the bands'
 # pixel counts cover below, at and above one block and not a multiple of it; H, W = 1, odd, even; stride 1 and 2;
 # k 3 and 5; the real stems (Conv-S/M 224, Hybrid-M 256).
-RGB_STEMS = [dict(n=1, hw=(1, 1), k=3, stride=2), dict(n=1, hw=(1, 7), k=3, stride=1), dict(n=2, hw=(4, 4), k=5, stride=2),
-             dict(n=1, hw=(2, 16), k=3, stride=1), dict(n=2, hw=(5, 17), k=3, stride=2),
+RGB_STEMS = [dict(n=1, hw=(1, 1), k=3, stride=2), dict(n=1, hw=(1, 7), k=3, stride=1),
+             dict(n=2, hw=(4, 4), k=5, stride=2), dict(n=1, hw=(2, 16), k=3, stride=1), dict(n=2, hw=(5, 17), k=3, stride=2),
              dict(n=1, hw=(9, 33), k=5, stride=1), dict(n=3, hw=(31, 6), k=5, stride=2),
              dict(n=1, hw=(24, 35), k=3, stride=2, proj=8), dict(n=1, hw=(13, 12), k=3, stride=1, residual_o=3),
              dict(n=1, hw=(224, 224), k=3, stride=2), dict(n=1, hw=(256, 256), k=3, stride=2)]

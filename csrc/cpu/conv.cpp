@@ -51,10 +51,9 @@ namespace {
 #define MNV4_CONV_RGB_AVX512 1
 // Three NCHW planes (a, a + cs, a + 2 * cs) of n pixels interleaved into n NHWC pixels at d, 64 bytes of each
 // plane at a time (U: the element's bits, 4 or 2 bytes): per block three loads, six two-source shuffles
-// (vpermt2ps / vpermt2w) and three stores, where the scalar loop stores element by element. Returns the pixels
-// done (n rounded down to a whole block); the caller converts the rest. Pure bit moves: exact for every value.
-// The stems' RGB input: the conversion was ~15% of the fp32 stem on one Zen 4 thread, the scalar loop running at
-// ~1 cycle per element; this runs 4x (fp32) to 8x (bf16) faster there.
+// (vpermt2d / vpermt2w) and three stores, where the scalar loop stores element by element (a sizeable part of a
+// stem's time). Returns the pixels done (n rounded down to a whole block); the caller converts the rest. Pure
+// bit moves: exact for every value.
 template <int L>
 constexpr int rgb_ab(int q, int l) {  // output lane l of block q: its plane 0 / 1 element, from (a, b)
   const int j = q * L + l;
@@ -77,7 +76,8 @@ template <class U, size_t... l>
   const V t0 = __builtin_shufflevector(va, vb, rgb_ab<L>(0, l)...);
   const V t1 = __builtin_shufflevector(va, vb, rgb_ab<L>(1, l)...);
   const V t2 = __builtin_shufflevector(va, vb, rgb_ab<L>(2, l)...);
-  const V o[3] = {__builtin_shufflevector(t0, vc, rgb_c<L>(0, l)...), __builtin_shufflevector(t1, vc, rgb_c<L>(1, l)...),
+  const V o[3] = {__builtin_shufflevector(t0, vc, rgb_c<L>(0, l)...),
+                  __builtin_shufflevector(t1, vc, rgb_c<L>(1, l)...),
                   __builtin_shufflevector(t2, vc, rgb_c<L>(2, l)...)};
   std::memcpy(d, o, sizeof(o));
 }
