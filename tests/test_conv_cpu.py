@@ -208,6 +208,70 @@ def test_nchw_image_to_channels_last(name, num_threads):
     assert torch.equal(out, conv(*args, False).contiguous(memory_format=torch.channels_last))
 
 
+# RGB images (3 channels, NCHW) as the stems get them: each task converts its input rows to NHWC, 16 (fp32) or 32
+# (bf16) pixels of the three planes at a time where the CPU has AVX-512, the rest pixel by pixel, so the bands'
+# pixel counts cover below, at and above one block and not a multiple of it; H, W = 1, odd, even; stride 1 and 2;
+# k 3 and 5; the real stems (Conv-S/M 224, Hybrid-M 256).
+RGB_STEMS = [dict(n=1, hw=(1, 1), k=3, stride=2), dict(n=1, hw=(1, 7), k=3, stride=1),
+             dict(n=2, hw=(4, 4), k=5, stride=2), dict(n=1, hw=(2, 16), k=3, stride=1), dict(n=2, hw=(5, 17), k=3, stride=2),
+             dict(n=1, hw=(9, 33), k=5, stride=1), dict(n=3, hw=(31, 6), k=5, stride=2),
+             dict(n=1, hw=(24, 35), k=3, stride=2, proj=8), dict(n=1, hw=(13, 12), k=3, stride=1, residual_o=3),
+             dict(n=1, hw=(224, 224), k=3, stride=2), dict(n=1, hw=(256, 256), k=3, stride=2)]
+
+
+def _rgb_args(case, dtype, seed):
+    case = dict(case)
+    o = case.pop("residual_o", 32)
+    return random_conv_args(c=3, o=o, dtype=dtype, residual=o == 3, innermost=True, seed=seed, **case)
+
+
+def _rgb_ids(cases):
+    return [f"n{c['n']}-{c['hw'][0]}x{c['hw'][1]}-k{c['k']}s{c['stride']}" + ("-p" if c.get("proj") else "")
+            + ("-res" if c.get("residual_o") else "") for c in cases]
+
+
+@pytest.mark.parametrize("num_threads", [1, 2], indirect=True, ids=["1t", "2t"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("case", RGB_STEMS, ids=_rgb_ids(RGB_STEMS))
+def test_rgb_image_stems(case, dtype, num_threads):
+    args = _rgb_args(case, dtype, seed=40)
+    assert args[0].is_contiguous() and args[0].shape[1] == 3
+    out = conv(*args, True)
+    assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
+    if dtype == torch.bfloat16:
+        assert rel_err(out, staged_conv(*args)) <= BF16_TOL
+    else:
+        assert rel_err(out, reference(*args)) <= FP32_TOL
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("case", RGB_STEMS[2:8], ids=_rgb_ids(RGB_STEMS[2:8]))
+def test_rgb_image_stems_nan(case, dtype):
+    """A NaN pixel of the image in each plane, in the first and the last block of a band (the last: the pixel by
+    pixel rest where there is one), or a NaN weight on a corner tap: NaN exactly where torch has it."""
+    args = _rgb_args(case, dtype, seed=41)
+    x = args[0]
+    H, W = x.shape[2:]
+    tol = BF16_TOL if dtype == torch.bfloat16 else FP32_TOL
+    sites = [(0, (0, c, y, xx)) for c, y, xx in ((0, 0, 0), (1, H // 2, W // 2), (2, H - 1, W - 1), (1, H - 1, 0))]
+    sites.append((1, (3, 2, 0, 0)))
+    for slot, index in sites:
+        t = args[slot].clone()
+        t[index] = float("nan")
+        a = tuple(args[:slot]) + (t,) + tuple(args[slot + 1:])
+        out = conv(*a, True).float()
+        up = tuple(v.float() if isinstance(v, torch.Tensor) else v for v in a)
+        ref = reference(*up, dtype=torch.float32, conv2d=conv2d_inside_taps if slot == 1 else TF.conv2d)
+        assert ref.isnan().any(), (slot, index)
+        if dtype == torch.bfloat16:  # NaN where the fp32 reference has it; values as the staged bf16 one
+            assert torch.equal(out.isnan(), ref.isnan()), (slot, index)
+            staged = staged_conv(*a).float()  # torch's zero-padded taps: NaN on the border for a NaN corner weight
+            keep = ~ref.isnan() & ~staged.isnan()  # empty for the corner weight with the projection after it
+            assert not keep.any() or rel_err(out[keep], staged[keep]) <= tol
+        else:
+            assert_nan_like(out, ref, tol)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 @pytest.mark.parametrize("case", BATTERY[::5], ids=_ids(BATTERY[::5]))
 def test_battery_low_precision(case, dtype):
