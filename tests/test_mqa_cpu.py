@@ -440,6 +440,21 @@ def _bf16_all():
         _nan_check(c, True, torch.bfloat16)
 
 
+def test_bf16_tolerance_resolves_the_logits_rounding():
+    """The bf16 checks can tell a missing rounding point: against staged_mqa with its logits left in fp32, some
+    of the battery's cases exceed BF16_TOL (in both layouts about half of them: worst 7.5e-3), while every case
+    stays within it against staged_mqa itself. Leaving out the rounding of P instead is below the tolerance's
+    resolution (worst 3.8e-3 over these cases) and the O rounding further below (2.8e-3); a wrong head offset
+    gives ~1."""
+    fails = 0
+    for c in BF16_CASES:
+        args = random_mqa_args(**c, dtype=torch.bfloat16)
+        out = torch.ops.mnv4.mqa(*args).float()
+        assert rel_err(out, staged_mqa(*args)) <= BF16_TOL, c
+        fails += rel_err(out, staged_mqa(*args, round_logits=False)) > BF16_TOL
+    assert fails >= 3, fails
+
+
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("case", BF16_CASES, ids=_ids(BF16_CASES))
 def test_battery_bf16(case, layout):

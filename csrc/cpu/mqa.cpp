@@ -401,18 +401,13 @@ void softmax_rows_bf16(const cpu::SoftmaxUKernels& sk, int64_t rows, int64_t M, 
   constexpr int L = 16;  // independent max / sum lanes: the compiler vectorises them, and the sum is not one chain
   for (int64_t r = 0; r < rows; ++r) {
     auto* row = reinterpret_cast<c10::BFloat16*>(s + r * M);
+    int64_t i;
+    for (i = 0; i < M; ++i) f[i] = static_cast<float>(row[i]);
     float lane[L];
     for (int l = 0; l < L; ++l) lane[l] = -INFINITY;
-    int64_t i = 0;
-    for (; i + L <= M; i += L)
-      for (int l = 0; l < L; ++l) {
-        f[i + l] = static_cast<float>(row[i + l]);
-        lane[l] = f[i + l] > lane[l] ? f[i + l] : lane[l];
-      }
-    for (; i < M; ++i) {
-      f[i] = static_cast<float>(row[i]);
-      lane[0] = f[i] > lane[0] ? f[i] : lane[0];
-    }
+    for (i = 0; i + L <= M; i += L)
+      for (int l = 0; l < L; ++l) lane[l] = f[i + l] > lane[l] ? f[i + l] : lane[l];
+    for (; i < M; ++i) lane[0] = f[i] > lane[0] ? f[i] : lane[0];
     float mx = lane[0];
     for (int l = 1; l < L; ++l) mx = lane[l] > mx ? lane[l] : mx;
     for (i = 0; i < M; ++i) f[i] -= mx;
