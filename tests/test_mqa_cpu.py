@@ -404,9 +404,10 @@ def test_nan_propagates_as_in_the_composite(case, layout):
 # ---- bf16: the bf16 kernels (csrc/cpu/mqa.cpp's header comment) ----
 #
 # The op stores xn, the K/V dw outputs, Q, K, V, the logits, the normalised probabilities, the attention output
-# and the result in bf16 and computes everything else in fp32; staged_mqa is the composite in fp32 rounded at exactly those points. Tolerance
-# BF16_TOL = 2^-8, the unit roundoff, as for the other bf16 ops (tests/test_bf16_model.py's docstring: both
-# sides round the same fp32 values up to the summation order; the norm-wise error is 0 on most cases here).
+# and the result in bf16 and computes everything else in fp32; staged_mqa is the composite in fp32 rounded at
+# exactly those points. Tolerance BF16_TOL = 2^-8, the unit roundoff, as for the other bf16 ops
+# (tests/test_bf16_model.py's docstring: both sides round the same fp32 values up to the summation order; the
+# norm-wise error is 0 on most cases here).
 # A wrong operand, scale, rounding point or residual gives far more (the measured errors against the
 # composite without staging are ~2-7e-3).
 

@@ -5,9 +5,9 @@
 // kernels of the ISA that `ukernels()` uses, so MNV4_CPU_ISA switches both. The exp2 kernels are the
 // softmax's building block, tested on their own (tests/test_softmax.cc) through the tables.
 //
-// Why columns: the MQA kernel keeps the attention logits transposed, S^T[m][n] (m = key pixel, n = query
-// pixel, n contiguous), because that is what the row-major GEMM microkernel produces from K^T x Q and what it
-// consumes as its B matrix for O = V x P^T. The softmax then runs over m for every column n: vectorised
+// Why columns: the MQA kernel's fp32 path keeps the attention logits transposed, S^T[m][n] (m = key pixel,
+// n = query pixel, n contiguous), because that is what the row-major GEMM microkernel produces from K^T x Q
+// and what it consumes as its B matrix for O = V x P^T. The softmax then runs over m for every column n: vectorised
 // along n, three passes over the rows (column max; exp2 + column sum), all in L1 for a query tile.
 #pragma once
 

@@ -434,10 +434,11 @@ static void test_pack_block() {
               wf[size_t(k * N + n)] = bf16_to_f32(v);
             }
           const int64_t size = lp_packed_size(p, 1, K, N);
-          std::vector<bf16_t> want(size_t(size)), got(size_t(size)), got_t(size_t(size), bf16_t{kPoison});
-          std::fill(got.begin(), got.end(), bf16_t{kPoison});
+          const size_t sz = static_cast<size_t>(size);
+          std::vector<bf16_t> want(sz), got(sz, bf16_t{kPoison}), got_t(sz, bf16_t{kPoison});
           lp_pack(p, 1, K, N, wf.data(), N, want.data());
-          const int64_t kb = split & 1 ? std::max<int64_t>(1, K / 3) : K, nb = split & 2 ? std::max<int64_t>(1, N / 3) : N;
+          const int64_t kb = split & 1 ? std::max<int64_t>(1, K / 3) : K;
+          const int64_t nb = split & 2 ? std::max<int64_t>(1, N / 3) : N;
           for (int64_t k0 = 0; k0 < K; k0 += kb)
             for (int64_t n0 = 0; n0 < N; n0 += nb) {
               const int64_t k1 = std::min(K, k0 + kb), n1 = std::min(N, n0 + nb);
