@@ -56,11 +56,14 @@ def staged_conv(x, w, b, stride, act, pw=None, pb=None, residual=False, pact="no
     return round_bf16(h + _f(x) if residual else h)
 
 
-def staged_mqa(x, scale, shift, q_w, kdw, kdb, k_w, vdw, vdb, v_w, o_w, num_heads, kv_stride=1, residual=True):
+def staged_mqa(x, scale, shift, q_w, kdw, kdb, k_w, vdw, vdb, v_w, o_w, num_heads, kv_stride=1, residual=True,
+               round_logits=True):
     """mnv4_reference.functional.mqa in fp32 from bf16 operands, rounded to bf16 where csrc/cpu/mqa.cpp rounds
-    (its header comment): xn, the K/V dw outputs, Q, K, V, the attention output and the result; the projection
-    weights in bf16, K's with the softmax scale c = log2(e) / sqrt(dk) folded in before that rounding (the
-    softmax then runs in base 2, in fp32)."""
+    (its header comment): xn, the K/V dw outputs, Q, K, V, the logits, the normalised probabilities, the
+    attention output and the result; the projection weights in bf16, K's with the softmax scale
+    c = log2(e) / sqrt(dk) folded in before that rounding (the softmax then runs in base 2, in fp32).
+    round_logits=False keeps the logits in fp32: one rounding point fewer than the kernel, which the bf16 tests'
+    tolerance must tell apart (test_mqa_cpu.test_bf16_tolerance_resolves_the_logits_rounding)."""
     x, scale, shift, q_w, kdw, kdb, k_w, vdw, vdb, v_w, o_w = map(
         _f, (x, scale, shift, q_w, kdw, kdb, k_w, vdw, vdb, v_w, o_w))
     B, C, H, W = x.shape
@@ -76,8 +79,11 @@ def staged_mqa(x, scale, shift, q_w, kdw, kdb, k_w, vdw, vdb, v_w, o_w, num_head
     k = proj(k_in, k_w * (math.log2(math.e) / math.sqrt(dk))).flatten(2)  # [B, dk, M], base-2 logits' scale
     v = proj(v_in, v_w).flatten(2)  # [B, dv, M]
     logits = q @ k.unsqueeze(1)  # [B, h, N, M]
+    if round_logits:
+        logits = round_bf16(logits)
     p = torch.exp2(logits - logits.amax(-1, keepdim=True))
-    o = (p @ v.transpose(-1, -2).unsqueeze(1)) / p.sum(-1, keepdim=True)  # [B, h, N, dv]
-    o = round_bf16(o.transpose(-1, -2).reshape(B, num_heads * dv, H, W))
+    p = round_bf16(p * (1.0 / p.sum(-1, keepdim=True)))  # normalised by the sum of the unrounded values
+    o = round_bf16(p @ v.transpose(-1, -2).unsqueeze(1))  # [B, h, N, dv]
+    o = o.transpose(-1, -2).reshape(B, num_heads * dv, H, W)
     y = TF.conv2d(o, round_bf16(o_w.reshape(o_w.shape[0], -1, 1, 1)))
     return round_bf16(y + x if residual else y)

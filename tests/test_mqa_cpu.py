@@ -403,10 +403,11 @@ def test_nan_propagates_as_in_the_composite(case, layout):
 
 # ---- bf16: the bf16 kernels (csrc/cpu/mqa.cpp's header comment) ----
 #
-# The op stores xn, the K/V dw outputs, Q, K, V, the attention output and the result in bf16 and computes
-# everything else in fp32; staged_mqa is the composite in fp32 rounded at exactly those points. Tolerance
-# BF16_TOL = 2^-8, the unit roundoff, as for the other bf16 ops (tests/test_bf16_model.py's docstring: both
-# sides round the same fp32 values up to the summation order; the norm-wise error is 0 on most cases here).
+# The op stores xn, the K/V dw outputs, Q, K, V, the logits, the normalised probabilities, the attention output
+# and the result in bf16 and computes everything else in fp32; staged_mqa is the composite in fp32 rounded at
+# exactly those points. Tolerance BF16_TOL = 2^-8, the unit roundoff, as for the other bf16 ops
+# (tests/test_bf16_model.py's docstring: both sides round the same fp32 values up to the summation order; the
+# norm-wise error is 0 on most cases here).
 # A wrong operand, scale, rounding point or residual gives far more (the measured errors against the
 # composite without staging are ~2-7e-3).
 
@@ -438,6 +439,21 @@ def _bf16_all():
         _check_bf16(tuple(args))
     for c in MQA_NAN_CASES:
         _nan_check(c, True, torch.bfloat16)
+
+
+def test_bf16_tolerance_resolves_the_logits_rounding():
+    """The bf16 checks can tell a missing rounding point: against staged_mqa with its logits left in fp32, some
+    of the battery's cases exceed BF16_TOL (in both layouts about half of them: worst 7.5e-3), while every case
+    stays within it against staged_mqa itself. Leaving out the rounding of P instead is below the tolerance's
+    resolution (worst 3.8e-3 over these cases) and the O rounding further below (2.8e-3); a wrong head offset
+    gives ~1."""
+    fails = 0
+    for c in BF16_CASES:
+        args = random_mqa_args(**c, dtype=torch.bfloat16)
+        out = torch.ops.mnv4.mqa(*args).float()
+        assert rel_err(out, staged_mqa(*args)) <= BF16_TOL, c
+        fails += rel_err(out, staged_mqa(*args, round_logits=False)) > BF16_TOL
+    assert fails >= 3, fails
 
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])

@@ -32,9 +32,17 @@
 //     xn = bf16(x * scale + shift)                  [P][C]     (scale, shift, dw taps and biases in fp32)
 //     dk_in = bf16(dw_k(xn)), dv_in = bf16(dw_v(xn))
 //     K = bf16(dk_in bf16(c Wk)^T), V = bf16(dv_in Wv^T), Q = bf16(xn Wq^T)
-//     attention in fp32 from those bf16 values (K^T, V, Q widened into the fp32 layouts above), then
-//     O = bf16(softmax-weighted sum)                [nt][h*dv]
+//                                                   K^T and V packed per image in pass 1 as the attention GEMMs'
+//                                                   B operands (lp_pack_block: each band packs its own pixels)
+//   the attention on the same kernels, per head h, rows = the tile's query pixels:
+//     S = bf16(Q_h K^T)                             [nt][M]    logits in base 2 (c), rounded by the GEMM
+//     P = bf16(2^(S - max) / sum)                   [nt][M]    fp32 row softmax (the exp2 microkernel), sum of
+//                                                              the unrounded 2^(S - max); P normalised before
+//                                                              its rounding, so that O is rounded only once
+//     O_h = bf16(P V)                               [nt][h*dv] written in place as the O projection's A rows
 //     out = bf16(O Wo^T (+ x))                      the kernel's residual epilogue, bf16 NHWC output.
+// (The tables write only bf16, so the logits are rounded too: that leaves the hybrids' accuracy contract,
+// tests/test_bf16_model.py, where it was; an fp32-output GEMM in every bf16 table would avoid it.)
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -300,16 +308,6 @@ at::Tensor f32(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
 
 using cpu::bf16_t;
 
-// Conversions of contiguous runs (c10::BFloat16: round to nearest even, NaN stays NaN; bf16_t has its layout).
-inline void widen(int64_t n, const bf16_t* src, float* dst) {
-  const auto* s = reinterpret_cast<const c10::BFloat16*>(src);
-  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(s[i]);
-}
-inline void narrow(int64_t n, const float* src, bf16_t* dst) {
-  auto* d = reinterpret_cast<c10::BFloat16*>(dst);
-  for (int64_t i = 0; i < n; ++i) d[i] = c10::BFloat16(src[i]);
-}
-
 struct Bf16Weights {
   const float *scale, *shift, *kdw, *kdb, *vdw, *vdb;  // fp32; the dw taps as [k*k][C]
   LpBMat q, k, v, o;                                   // B = W^T, packed bf16 (k: times c)
@@ -340,16 +338,28 @@ void normalize_rows_bf16(const Geometry& g, const Bf16Weights& wt, const bf16_t*
     for (int64_t c = 0; c < g.C; ++c) d[c] = c10::BFloat16(static_cast<float>(src[c]) * wt.scale[c] + wt.shift[c]);
 }
 
-// pass 1 scratch (bytes): normalised rows with the dw halo, the dw outputs, a K or V tile in bf16 and in fp32
+// pass 1 scratch (bytes): normalised rows with the dw halo, the dw outputs, a K or V tile
 int64_t kv_bytes_bf16(const Geometry& g) {
   const int64_t mb = g.kv_rows * g.Wk, kv = std::max(g.dk, g.dv) * mb;
   const int64_t rows = g.kk ? std::min(g.H, g.kv_rows * g.kv_stride + g.kk) : 0;
-  return bytes_of<bf16_t>(rows * g.W * g.C) + 2 * bytes_of<bf16_t>(g.kk ? mb * g.C : 0) + bytes_of<bf16_t>(kv) +
-         bytes_of<float>(kv);
+  return bytes_of<bf16_t>(rows * g.W * g.C) + 2 * bytes_of<bf16_t>(g.kk ? mb * g.C : 0) + bytes_of<bf16_t>(kv);
 }
 
-void kv_task_bf16(const KernelSet<bf16_t>& lk, const cpu::UKernels& uk, const Geometry& g, const Bf16Weights& wt,
-                  const bf16_t* x, bf16_t* xn_all, float* kt, float* v, int64_t n, int64_t y0, int64_t y1) {
+// K^T and V of each image as the attention GEMMs' packed B operands (the table's layout, lp_pack_block):
+// K^T (dk x M) for S = Q_h K^T, V (M x dv) for O_h = P V.
+struct KvPacked {
+  cpu::LpPack pack;
+  int64_t k_size, v_size;  // elements per image
+  LpBMat k(const bf16_t* base, const Geometry& g, int64_t n) const {
+    return {base + n * k_size, cpu::lp_slab_stride(pack, 1, g.dk), pack, 1, g.dk};
+  }
+  LpBMat v(const bf16_t* base, const Geometry& g, int64_t n) const {
+    return {base + n * v_size, cpu::lp_slab_stride(pack, 1, g.M), pack, 1, g.M};
+  }
+};
+
+void kv_task_bf16(const KernelSet<bf16_t>& lk, const Geometry& g, const Bf16Weights& wt, const KvPacked& kvp,
+                  const bf16_t* x, bf16_t* xn_all, bf16_t* kp, bf16_t* vp, int64_t n, int64_t y0, int64_t y1) {
   const int64_t mb = (y1 - y0) * g.Wk, m0 = y0 * g.Wk;
   Carve z{task_scratch_of<char>(kv_bytes_bf16(g))};
   const int64_t rows = g.kk ? std::min(g.H, g.kv_rows * g.kv_stride + g.kk) : 0;
@@ -357,7 +367,6 @@ void kv_task_bf16(const KernelSet<bf16_t>& lk, const cpu::UKernels& uk, const Ge
   bf16_t* dki = z.take<bf16_t>(g.kk ? g.kv_rows * g.Wk * g.C : 0);
   bf16_t* dvi = z.take<bf16_t>(g.kk ? g.kv_rows * g.Wk * g.C : 0);
   bf16_t* tb = z.take<bf16_t>(std::max(g.dk, g.dv) * g.kv_rows * g.Wk);
-  float* tf = z.take<float>(std::max(g.dk, g.dv) * g.kv_rows * g.Wk);
   // the band's own input rows [o0, o1) go to xn_all (pass 2 reads them); see kv_task
   const int64_t o0 = std::min(g.H, y0 * g.kv_stride), o1 = y1 == g.Hk ? g.H : std::min(g.H, y1 * g.kv_stride);
   bf16_t* xn_img = xn_all + n * g.P * g.C;
@@ -378,40 +387,67 @@ void kv_task_bf16(const KernelSet<bf16_t>& lk, const cpu::UKernels& uk, const Ge
   } else {
     normalize_rows_bf16(g, wt, x, n, o0 * g.W, (o1 - o0) * g.W, xn_img + o0 * g.W * g.C);
   }
-  // K [mb][dk] is K^T's rows m0..: widened in place; V [mb][dv] widened, then transposed into V [dv][M]
+  // the band's K rows [mb][dk] are K^T's columns [m0, m0 + mb); its V rows are V's rows [m0, m0 + mb)
   lk.gemm(mb, g.dk, g.C, ak, g.C, wt.k, 0, tb, g.dk, nullptr, Act::None, nullptr, 0);
-  widen(mb * g.dk, tb, kt + (n * g.M + m0) * g.dk);
+  cpu::lp_pack_block(kvp.pack, g.dk, g.M, 0, g.dk, m0, m0 + mb, tb, 1, g.dk, kp + n * kvp.k_size);
   lk.gemm(mb, g.dv, g.C, av, g.C, wt.v, 0, tb, g.dv, nullptr, Act::None, nullptr, 0);
-  widen(mb * g.dv, tb, tf);
-  uk.transpose(mb, g.dv, tf, g.dv, v + n * g.dv * g.M + m0, g.M);
+  cpu::lp_pack_block(kvp.pack, g.M, g.dv, m0, m0 + mb, 0, g.dv, tb, g.dv, 1, vp + n * kvp.v_size);
 }
 
-// pass 2 scratch (bytes): Q / O in bf16 [nt][h*d], the same widened, Q^T [h*dk][nt], logits, sums, O [h*dv][nt]
+// P = bf16(2^(s - max) / sum), sum = the fp32 sum of the unrounded 2^(s - max), for each of the `rows` rows of
+// the bf16 logits s [rows][M] (base 2), in place. f: M floats. A NaN logit makes its row's sum, so the whole
+// row, NaN (as torch.softmax); so does +inf (inf - inf).
+void softmax_rows_bf16(const cpu::SoftmaxUKernels& sk, int64_t rows, int64_t M, bf16_t* s, float* f) {
+  constexpr int L = 16;  // independent max / sum lanes: the compiler vectorises them, and the sum is not one chain
+  for (int64_t r = 0; r < rows; ++r) {
+    auto* row = reinterpret_cast<c10::BFloat16*>(s + r * M);
+    int64_t i;
+    for (i = 0; i < M; ++i) f[i] = static_cast<float>(row[i]);
+    float lane[L];
+    for (int l = 0; l < L; ++l) lane[l] = -INFINITY;
+    for (i = 0; i + L <= M; i += L)
+      for (int l = 0; l < L; ++l) lane[l] = f[i + l] > lane[l] ? f[i + l] : lane[l];
+    for (; i < M; ++i) lane[0] = f[i] > lane[0] ? f[i] : lane[0];
+    float mx = lane[0];
+    for (int l = 1; l < L; ++l) mx = lane[l] > mx ? lane[l] : mx;
+    for (i = 0; i < M; ++i) f[i] -= mx;
+    sk.exp2(M, f, f);
+    for (int l = 0; l < L; ++l) lane[l] = 0.f;
+    for (i = 0; i + L <= M; i += L)
+      for (int l = 0; l < L; ++l) lane[l] += f[i + l];
+    for (; i < M; ++i) lane[0] += f[i];
+    float sum = 0.f;
+    for (int l = 0; l < L; ++l) sum += lane[l];
+    const float inv = 1.f / sum;
+    for (i = 0; i < M; ++i) row[i] = c10::BFloat16(f[i] * inv);
+  }
+}
+
+// pass 2 scratch (bytes): Q [nt][h*dk] and O [nt][h*dv] as bf16 pixel rows, one head's logits / P [nt][M], a
+// row of floats
 int64_t query_bytes_bf16(const Geometry& g) {
-  const int64_t qo = std::max(g.heads * g.dk, g.heads * g.dv) * g.qt;
-  return bytes_of<bf16_t>(qo) + bytes_of<float>(qo) + bytes_of<float>(g.heads * g.dk * g.qt) +
-         bytes_of<float>(g.M * g.qt) + bytes_of<float>(g.qt) + bytes_of<float>(g.heads * g.dv * g.qt);
+  return bytes_of<bf16_t>(g.heads * g.dk * g.qt) + bytes_of<bf16_t>(g.heads * g.dv * g.qt) +
+         bytes_of<bf16_t>(g.M * g.qt) + bytes_of<float>(g.M);
 }
 
-void query_task_bf16(const KernelSet<bf16_t>& lk, const cpu::UKernels& uk, const Geometry& g, const Bf16Weights& wt,
-                     const bf16_t* x, const bf16_t* xn_all, const float* kt, const float* v, bf16_t* out, int64_t n,
-                     int64_t p0, int64_t nt) {
-  const int64_t hk = g.heads * g.dk, hv = g.heads * g.dv, qo = std::max(hk, hv) * g.qt;
+void query_task_bf16(const KernelSet<bf16_t>& lk, const cpu::SoftmaxUKernels& sk, const Geometry& g,
+                     const Bf16Weights& wt, const KvPacked& kvp, const bf16_t* x, const bf16_t* xn_all,
+                     const bf16_t* kp, const bf16_t* vp, bf16_t* out, int64_t n, int64_t p0, int64_t nt) {
+  const int64_t hk = g.heads * g.dk, hv = g.heads * g.dv;
   Carve z{task_scratch_of<char>(query_bytes_bf16(g))};
-  bf16_t* rb = z.take<bf16_t>(qo);  // Q, later O, as bf16 pixel rows
-  float* rf = z.take<float>(qo);    // the same widened
-  float* q = z.take<float>(hk * g.qt);
-  float* s = z.take<float>(g.M * g.qt);
-  float* sum = z.take<float>(g.qt);
-  float* o = z.take<float>(hv * g.qt);
+  bf16_t* q = z.take<bf16_t>(hk * g.qt);
+  bf16_t* o = z.take<bf16_t>(hv * g.qt);
+  bf16_t* s = z.take<bf16_t>(g.M * g.qt);
+  float* f = z.take<float>(g.M);
   const int64_t px = n * g.P + p0;
-  lk.gemm(nt, hk, g.C, xn_all + px * g.C, g.C, wt.q, 0, rb, hk, nullptr, Act::None, nullptr, 0);
-  widen(nt * hk, rb, rf);
-  uk.transpose(nt, hk, rf, hk, q, nt);
-  attend(g, uk, kt + n * g.M * g.dk, v + n * g.dv * g.M, q, nt, s, sum, o);
-  uk.transpose(hv, nt, o, nt, rf, hv);
-  narrow(nt * hv, rf, rb);
-  lk.gemm(nt, g.Cout, hv, rb, hv, wt.o, 0, out + px * g.Cout, g.Cout, nullptr, Act::None,
+  lk.gemm(nt, hk, g.C, xn_all + px * g.C, g.C, wt.q, 0, q, hk, nullptr, Act::None, nullptr, 0);
+  const LpBMat kb = kvp.k(kp, g, n), vb = kvp.v(vp, g, n);
+  for (int64_t h = 0; h < g.heads; ++h) {
+    lk.gemm(nt, g.M, g.dk, q + h * g.dk, hk, kb, 0, s, g.M, nullptr, Act::None, nullptr, 0);
+    softmax_rows_bf16(sk, nt, g.M, s, f);
+    lk.gemm(nt, g.dv, g.M, s, g.M, vb, 0, o + h * g.dv, hv, nullptr, Act::None, nullptr, 0);
+  }
+  lk.gemm(nt, g.Cout, hv, o, hv, wt.o, 0, out + px * g.Cout, g.Cout, nullptr, Act::None,
           g.residual ? x + px * g.C : nullptr, g.C);
 }
 
@@ -425,7 +461,7 @@ at::Tensor mqa_bf16(const Geometry& g, const at::Tensor& x, const at::Tensor& no
                     const c10::optional<at::Tensor>& v_dw_w, const c10::optional<at::Tensor>& v_dw_b,
                     const at::Tensor& v_w, const at::Tensor& o_w) {
   const KernelSet<bf16_t> lk;
-  const cpu::UKernels& uk = cpu::ukernels();
+  const cpu::SoftmaxUKernels& sk = cpu::softmax_ukernels();
   // fp32 constants (converted once per bf16 tensor, fp32_constant) and the packed bf16 projections
   auto vec = [](const at::Tensor& t) { return fp32_constant(t, "f32", [&] { return f32(t); }); };
   auto taps = [](const at::Tensor& t) { return fp32_constant(t, "f32_kc", [&] { return kn_matrix(t); }); };
@@ -444,23 +480,25 @@ at::Tensor mqa_bf16(const Geometry& g, const at::Tensor& x, const at::Tensor& no
   const at::Tensor xe = x.contiguous(cl);
   const auto opt = x.options();
   at::Tensor xn = at::empty({g.N, g.P, g.C}, opt);                          // xn, pixel rows
-  at::Tensor kt = at::empty({g.N, g.M, g.dk}, opt.dtype(at::kFloat));       // K^T, scaled
-  at::Tensor vv = at::empty({g.N, g.dv, g.M}, opt.dtype(at::kFloat));
+  const KvPacked kvp{lk.lk.pack, cpu::lp_packed_size(lk.lk.pack, 1, g.dk, g.M),
+                     cpu::lp_packed_size(lk.lk.pack, 1, g.M, g.dv)};
+  at::Tensor kpk = at::empty({g.N, kvp.k_size}, opt);  // K^T (scaled), packed
+  at::Tensor vpk = at::empty({g.N, kvp.v_size}, opt);  // V, packed
   at::Tensor out = at::empty({g.N, g.Cout, g.H, g.W}, opt.memory_format(cl));
   const bf16_t* xp = KernelSet<bf16_t>::data(xe);
   bf16_t* xnp = KernelSet<bf16_t>::data(xn);
-  float* ktp = kt.data_ptr<float>();
-  float* vp = vv.data_ptr<float>();
+  bf16_t* kp = KernelSet<bf16_t>::data(kpk);
+  bf16_t* vp = KernelSet<bf16_t>::data(vpk);
   bf16_t* op = KernelSet<bf16_t>::data(out);
   run_passes(
       g,
       [&](int64_t t) {
         const int64_t n = t / g.kv_bands, y0 = (t % g.kv_bands) * g.kv_rows;
-        kv_task_bf16(lk, uk, g, wt, xp, xnp, ktp, vp, n, y0, std::min(g.Hk, y0 + g.kv_rows));
+        kv_task_bf16(lk, g, wt, kvp, xp, xnp, kp, vp, n, y0, std::min(g.Hk, y0 + g.kv_rows));
       },
       [&](int64_t t) {
         const int64_t n = t / g.q_tiles, p0 = (t % g.q_tiles) * g.qt;
-        query_task_bf16(lk, uk, g, wt, xp, xnp, ktp, vp, op, n, p0, std::min(g.P, p0 + g.qt) - p0);
+        query_task_bf16(lk, sk, g, wt, kvp, xp, xnp, kp, vp, op, n, p0, std::min(g.P, p0 + g.qt) - p0);
       });
   return out;
 }

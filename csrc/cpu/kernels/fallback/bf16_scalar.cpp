@@ -2,6 +2,7 @@
 // and the tables for CPUs without SIMD support for them. Direct loops, fp32 accumulation, one rounding of each
 // output to the storage type. Also the portable conversions and the weight packing (one packer for every
 // layout: interface/ukernels_bf16.h). Contracts: interface/ukernels_bf16.h.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -99,6 +100,23 @@ void lp_pack(const LpPack& p, int T, int64_t K, int64_t N, const float* w, int64
 }
 void lp_pack(const LpPack& p, int T, int64_t K, int64_t N, const float* w, int64_t ldw, f16_t* packed) {
   pack_impl(p, T, K, N, w, ldw, packed);
+}
+void lp_pack_block(const LpPack& p, int64_t K, int64_t N, int64_t k0, int64_t k1, int64_t n0, int64_t n1,
+                   const bf16_t* w, int64_t ldk, int64_t ldn, bf16_t* packed) {
+  const int64_t ss = lp_slab_stride(p, 1, K), nr = p.nr, kp = p.kpair;
+  const int64_t npad = n1 == N ? (N + nr - 1) / nr * nr : n1;  // columns written, padding included
+  const int64_t kend = k1 == K ? (K + kp - 1) / kp * kp : k1;  // rows written, an odd K's pad included
+  const bf16_t zero{0};
+  for (int64_t k = k0; k < kend; ++k) {
+    // row k of slab j: elements at packed_index(k, j*nr + c) = base + c * kp, c < nr
+    const int64_t base = kp == 2 ? (k / 2) * nr * 2 + k % 2 : k * nr;
+    const bf16_t* src = k < K ? w + (k - k0) * ldk : w;  // src[(n - n0) * ldn] = W(k, n), read for n < n1 only
+    for (int64_t n = n0; n < npad;) {
+      const int64_t j = n / nr, c_end = std::min(nr, npad - j * nr);
+      bf16_t* dst = packed + j * ss + base;
+      for (int64_t c = n - j * nr; c < c_end; ++c, ++n) dst[c * kp] = k < K && n < n1 ? src[(n - n0) * ldn] : zero;
+    }
+  }
 }
 
 // ---- kernels ----

@@ -3,11 +3,11 @@
 // fallback/softmax_scalar.cpp), AVX2+FMA (x86/softmax_avx2.cpp) and NEON (aarch64/softmax_neon.cpp) built from
 // one template (common/softmax_impl.h). The table follows the GEMM table: `softmax_ukernels()` returns the
 // kernels of the ISA that `ukernels()` uses, so MNV4_CPU_ISA switches both. The exp2 kernels are the
-// softmax's building block, tested on their own (tests/test_softmax.cc) through the per-ISA entry points.
+// softmax's building block, tested on their own (tests/test_softmax.cc) through the tables.
 //
-// Why columns: the MQA kernel keeps the attention logits transposed, S^T[m][n] (m = key pixel, n = query
-// pixel, n contiguous), because that is what the row-major GEMM microkernel produces from K^T x Q and what it
-// consumes as its B matrix for O = V x P^T. The softmax then runs over m for every column n: vectorised
+// Why columns: the MQA kernel's fp32 path keeps the attention logits transposed, S^T[m][n] (m = key pixel,
+// n = query pixel, n contiguous), because that is what the row-major GEMM microkernel produces from K^T x Q
+// and what it consumes as its B matrix for O = V x P^T. The softmax then runs over m for every column n: vectorised
 // along n, three passes over the rows (column max; exp2 + column sum), all in L1 for a query tile.
 #pragma once
 
@@ -34,6 +34,7 @@ struct SoftmaxUKernels {
   Isa isa;
   const char* name;  // the kernels' ISA: "scalar", "avx2_fma" (also in the avx512 table), "neon"
   f32_softmax_cols_fn softmax_cols;
+  f32_exp2_fn exp2;  // the softmax's exp2, for callers whose rows are the softmax's axis (mqa.cpp's bf16 path)
 };
 
 // The table of the ISA that ukernels() uses now.

@@ -5,12 +5,12 @@
 namespace mnv4 {
 namespace cpu {
 
-static const SoftmaxUKernels kScalarSoftmax{Isa::Scalar, "scalar", f32_softmax_cols__scalar};
+static const SoftmaxUKernels kScalarSoftmax{Isa::Scalar, "scalar", f32_softmax_cols__scalar, f32_exp2__scalar};
 #if defined(__x86_64__) || defined(_M_X64)
-static const SoftmaxUKernels kAvx2Softmax{Isa::Avx2Fma, "avx2_fma", f32_softmax_cols__avx2_fma};
+static const SoftmaxUKernels kAvx2Softmax{Isa::Avx2Fma, "avx2_fma", f32_softmax_cols__avx2_fma, f32_exp2__avx2_fma};
 #endif
 #if defined(__aarch64__)
-static const SoftmaxUKernels kNeonSoftmax{Isa::Neon, "neon", f32_softmax_cols__neon};
+static const SoftmaxUKernels kNeonSoftmax{Isa::Neon, "neon", f32_softmax_cols__neon, f32_exp2__neon};
 #endif
 
 const SoftmaxUKernels* softmax_ukernels_for(Isa isa) {

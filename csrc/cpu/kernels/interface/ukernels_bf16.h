@@ -91,6 +91,15 @@ int64_t lp_slab_stride(const LpPack& p, int T, int64_t K);
 // Packs w (see above) into `packed` (lp_packed_size elements; every element written, padding zero).
 void lp_pack(const LpPack& p, int T, int64_t K, int64_t N, const float* w, int64_t ldw, bf16_t* packed);
 void lp_pack(const LpPack& p, int T, int64_t K, int64_t N, const float* w, int64_t ldw, f16_t* packed);
+// Packs the block of rows [k0, k1) x columns [n0, n1) of a one-tap K x N matrix already in bf16, given from
+// its corner: W(k, n) = w[(k - k0)*ldk + (n - n0)*ldn] (element strides: ldn = 1 for a row-major block, ldk = 1
+// for a transposed one), into its place in `packed` (the (T = 1, K, N) layout above, lp_packed_size elements),
+// exactly. Writes those elements, the zero padding of their rows past N when n1 == N, and an odd K's zero pad
+// for columns [n0, n1) (and past N when n1 == N) when k1 == K; nothing else. Calls over blocks that partition
+// K x N (e.g. the row bands of parallel tasks) write the whole packed matrix: operands that are made per call
+// (mqa.cpp's K and V).
+void lp_pack_block(const LpPack& p, int64_t K, int64_t N, int64_t k0, int64_t k1, int64_t n0, int64_t n1,
+                   const bf16_t* w, int64_t ldk, int64_t ldn, bf16_t* packed);
 
 enum class LpIsa : int {
   Scalar = 0,

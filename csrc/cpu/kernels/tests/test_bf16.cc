@@ -417,8 +417,49 @@ static int run_tables(const std::string& group, const LpIsa* isas, size_t n, std
   return tables;
 }
 
+// lp_pack_block: a K x N bf16 matrix packed by blocks that partition it (row bands, column bands, both; odd
+// boundaries), from a row-major and from a transposed copy, into a buffer of poison, equals lp_pack of the same
+// values (exact in bf16) bit for bit, padding included.
+static void test_pack_block() {
+  for (const LpPack& p : {kPackBf16Kpair32, kPackBf16Kpair16, kPackF16K16})
+    for (int64_t K : {1, 2, 5, 64, 67})
+      for (int64_t N : {1, 7, 16, 33, 64})
+        for (int split = 0; split < 4; ++split) {  // 0: whole; 1: row bands; 2: column bands; 3: both
+          std::vector<bf16_t> w(size_t(K * N)), wt(size_t(K * N));  // W row-major and W^T
+          std::vector<float> wf(size_t(K * N));
+          for (int64_t k = 0; k < K; ++k)
+            for (int64_t n = 0; n < N; ++n) {
+              const bf16_t v = f32_to_bf16(rand_val<bf16_t>());
+              w[size_t(k * N + n)] = wt[size_t(n * K + k)] = v;
+              wf[size_t(k * N + n)] = bf16_to_f32(v);
+            }
+          const int64_t size = lp_packed_size(p, 1, K, N);
+          const size_t sz = static_cast<size_t>(size);
+          std::vector<bf16_t> want(sz), got(sz, bf16_t{kPoison}), got_t(sz, bf16_t{kPoison});
+          lp_pack(p, 1, K, N, wf.data(), N, want.data());
+          const int64_t kb = split & 1 ? std::max<int64_t>(1, K / 3) : K;
+          const int64_t nb = split & 2 ? std::max<int64_t>(1, N / 3) : N;
+          for (int64_t k0 = 0; k0 < K; k0 += kb)
+            for (int64_t n0 = 0; n0 < N; n0 += nb) {
+              const int64_t k1 = std::min(K, k0 + kb), n1 = std::min(N, n0 + nb);
+              lp_pack_block(p, K, N, k0, k1, n0, n1, w.data() + k0 * N + n0, N, 1, got.data());
+              lp_pack_block(p, K, N, k0, k1, n0, n1, wt.data() + n0 * K + k0, 1, K, got_t.data());
+            }
+          ++checks;
+          for (int64_t i = 0; i < size; ++i)
+            if (got[size_t(i)].bits != want[size_t(i)].bits || got_t[size_t(i)].bits != want[size_t(i)].bits) {
+              std::printf("FAIL lp_pack_block %s K=%lld N=%lld split=%d at %lld: %04x %04x want %04x\n", p.name,
+                          (long long)K, (long long)N, split, (long long)i, got[size_t(i)].bits, got_t[size_t(i)].bits,
+                          want[size_t(i)].bits);
+              ++failures;
+              break;
+            }
+        }
+}
+
 int main(int argc, char** argv) {
   const std::string group = argc > 1 ? argv[1] : "all";
+  if (group == "pack" || group == "all") test_pack_block();
   if (group == "convert" || group == "all") {
     test_convert<bf16_t>();
     test_convert<f16_t>();

@@ -36,18 +36,7 @@ static void fail(const std::string& what, size_t i, float got, float want) {
   ++failures;
 }
 
-// The exp2 entry point of a table's ISA: the softmax's building block, not a table entry.
-static f32_exp2_fn exp2_for(Isa isa) {
-#if defined(__x86_64__) || defined(_M_X64)
-  if (isa == Isa::Avx2Fma) return f32_exp2__avx2_fma;
-#endif
-#if defined(__aarch64__)
-  if (isa == Isa::Neon) return f32_exp2__neon;
-#endif
-  (void)isa;
-  return nullptr;
-}
-
+// A table's exp2 (the softmax's building block) against the scalar one.
 static void test_exp2(const SoftmaxUKernels& sk, f32_exp2_fn exp2) {
   int cases = 0;
   // The fixed edge values, then random lengths over every range.
@@ -193,7 +182,7 @@ int main() {
     const SoftmaxUKernels* sk = softmax_ukernels_for(isa);
     if (!sk) continue;
     ++tables;
-    test_exp2(*sk, exp2_for(isa));
+    test_exp2(*sk, sk->exp2);
     test_softmax_cols(*sk);
   }
   if (tables == 0) {
