@@ -1,8 +1,8 @@
 """bf16 references for the CPU ops' tests: the plain-torch composites computed in fp32 from bf16 operands, each
 stage's output rounded to bf16 where the bf16 kernels round it (csrc/cpu/uib.cpp, conv.cpp, mqa.cpp: every
 stored intermediate is bf16, every sum is fp32), and the tolerance against them (see tests/test_bf16_model.py).
-On a convert-on-load bf16 table (torch.ops.mnv4_cpu.lp_convert_on_load()) the uib keeps its intermediates in
-fp32 and rounds only its output; staged_uib follows the running table.
+On a convert-on-load bf16 table (torch.ops.mnv4_cpu.lp_convert_on_load()) the uib and the conv keep their
+intermediates in fp32 and round only their output; staged_uib and staged_conv follow the running table.
 """
 
 import math
@@ -47,12 +47,20 @@ def staged_uib(x, sw, sb, ew, eb, mw, mb, pw, pb, stride, residual, activation, 
     return round_bf16(y + x if residual else y)
 
 
-def staged_conv(x, w, b, stride, act, pw=None, pb=None, residual=False, pact="none"):
+def conv_rounds_inside():
+    """Whether the running bf16 table's conv rounds the k x k conv's output (the projection's input) to bf16: on
+    tables with a bf16 dot product; a convert-on-load table keeps it in fp32."""
+    return not torch.ops.mnv4_cpu.lp_convert_on_load()
+
+
+def staged_conv(x, w, b, stride, act, pw=None, pb=None, residual=False, pact="none", rounds_inside=None):
     """mnv4_cpu::conv's composite (k x k conv + act [, 1x1 projection + act] [+ x]) in fp32 from bf16 operands,
-    the conv's output rounded to bf16 before the projection, and the result."""
+    the result rounded to bf16 and, when `rounds_inside` (default: as the running table, conv_rounds_inside()),
+    the conv's output before the projection too."""
+    inner = round_bf16 if (conv_rounds_inside() if rounds_inside is None else rounds_inside) else (lambda t: t)
     h = F.activation_fn(act)(TF.conv2d(_f(x), _f(w), _f(b), stride=stride, padding=w.shape[-1] // 2))
     if pw is not None:
-        h = F.activation_fn(pact)(TF.conv2d(round_bf16(h), _f(pw), _f(pb)))
+        h = F.activation_fn(pact)(TF.conv2d(inner(h), _f(pw), _f(pb)))
     return round_bf16(h + _f(x) if residual else h)
 
 

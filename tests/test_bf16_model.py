@@ -1,17 +1,17 @@
 """bf16 on the CPU ops: mnv4::uib, mnv4_cpu::conv and mnv4_cpu::pointwise on bf16 activations (the bf16
 microkernels of csrc/cpu/kernels/interface/ukernels_bf16.h), and the bf16 fused model end to end.
 
-The ops keep every activation they write in bf16 (the uib's S, E, M tiles, the conv's projection row, the
-output) and compute each stage in fp32 from bf16 inputs and bf16-rounded weights, with fp32 biases, rounding
-the stage's output to bf16 once; on a convert-on-load bf16 table (no bf16 dot product: avx512, avx2, neon,
-scalar) the uib keeps S, E, M in fp32 and rounds only its output. Their reference is the plain-torch composite
-computed in fp32 from the same bf16 inputs and weights, rounded to bf16 at the same points (bf16_reference.py;
-staged_uib follows the running table). Tolerance: BF16_TOL = 2^-8,
-the unit roundoff of bf16. Both sides round the same real values, up to the fp32 summation order (relative
-differences ~1e-6); they differ only where such a difference moves a value across a bf16 rounding boundary, a
-one-ulp difference (<= 2^-7 relative) at a small fraction of the elements (about 1e-6 / 2^-8 of them), which
-then propagates through the later stages scaled by their weights. The norm-wise relative error therefore stays
-far below 2^-8 (it is 0 on most cases here); a wrong operand, tap, bias or residual gives far more.
+The ops keep every activation they write in bf16 (the uib's S, E, M tiles, the conv's projection row, the output)
+and compute each stage in fp32 from bf16 inputs and bf16-rounded weights, with fp32 biases, rounding the stage's
+output to bf16 once; on a convert-on-load bf16 table (no bf16 dot product: avx512, avx2, neon, scalar) the uib
+keeps S, E, M in fp32 and the conv its projection's input, and each rounds only its output. Their reference is the
+plain-torch composite computed in fp32 from the same bf16 inputs and weights, rounded to bf16 at the same points
+(bf16_reference.py; staged_uib and staged_conv follow the running table). Tolerance: BF16_TOL = 2^-8, the unit
+roundoff of bf16. Both sides round the same real values, up to the fp32 summation order (relative differences
+~1e-6); they differ only where such a difference moves a value across a bf16 rounding boundary, a one-ulp
+difference (<= 2^-7 relative) at a small fraction of the elements (about 1e-6 / 2^-8 of them), which then
+propagates through the later stages scaled by their weights. The norm-wise relative error therefore stays far below
+2^-8 (it is 0 on most cases here); a wrong operand, tap, bias or residual gives far more.
 
 Accuracy contract (DESIGN.md): for each of the twelve models, the bf16 fused model's logits against the fp32
 reference have a relative error at most 1.5x (fuse.LOW_PRECISION_ERROR_FACTOR) that of the reference itself
@@ -159,6 +159,41 @@ def test_uib_bf16_forced_table(table):
     assert out.stdout.strip().endswith("ok"), out.stdout
 
 
+@pytest.mark.parametrize("table", ["avx512", "avx2", "neon", "scalar"])
+def test_conv_bf16_forced_table(table):
+    """mnv4_cpu::conv through each convert-on-load bf16 table (MNV4_CPU_LP_ISA) in a fresh process, where it keeps
+    the conv's output (the projection's input) in fp32 and rounds only the result: CONV_CASES in both layouts
+    (NaN in x too), test_conv_cpu's battery (every third case: k 1/3/5/7, stride 1/2, borders, projection,
+    residual, both x layouts) and its RGB image stems (the NCHW bands widened while converting, up to 256 x 256),
+    with 1 and 3 threads, against staged_conv rounding at those points."""
+    if _table_skip(table):
+        pytest.skip(_table_skip(table))
+    script = textwrap.dedent(f"""
+        import torch, test_bf16_model as t, test_conv_cpu as c
+        from bf16_reference import BF16_TOL, conv_rounds_inside, staged_conv
+        from mnv4_reference.testing import rel_err
+        assert torch.ops.mnv4_cpu.lp_isa() == "{table}", torch.ops.mnv4_cpu.lp_isa()
+        assert not conv_rounds_inside()
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            for case in t.CONV_CASES:
+                for layout in ("nchw", "channels_last"):
+                    t._conv_bf16_case(case, layout)
+            for case in c.BATTERY[::3]:
+                args = c.random_conv_args(**dict(case, dtype=torch.bfloat16))
+                pact = case.get("proj_activation") or "none"
+                out = torch.ops.mnv4_cpu.conv(*args, False, pact)
+                assert rel_err(out, staged_conv(*args, pact)) <= BF16_TOL, case
+            for case in c.RGB_STEMS:
+                args = c._rgb_args(case, torch.bfloat16, seed=40)
+                out = torch.ops.mnv4_cpu.conv(*args, True)
+                assert rel_err(out, staged_conv(*args)) <= BF16_TOL, case
+        print("ok")
+    """)
+    out = run_script(script, timeout=600, env=dict(os.environ, MNV4_CPU_LP_ISA=table, PYTHONPATH=_pythonpath()))
+    assert out.stdout.strip().endswith("ok"), out.stdout
+
+
 def test_uib_bf16_nan():
     for stage in (0, 3, 5):  # a NaN in x, in the expand weight, in the mid dw weight's centre tap
         args = list(random_uib_args(n=2, cin=9, h=7, w=6, mid=27, cout=9, k_start=3, k_mid=5, dtype=bf,
@@ -189,6 +224,11 @@ CONV_CASES = [  # (n, c, h, w, o, k, stride, proj P or None, residual, act, pact
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("case", CONV_CASES, ids=[str(i) for i in range(len(CONV_CASES))])
 def test_conv_bf16(case, layout):
+    _conv_bf16_case(case, layout)
+
+
+def _conv_bf16_case(case, layout):
+    """One CONV_CASES case against staged_conv (rounding as the running table), then with a NaN in x."""
     n, c, h, w, o, k, s, p, res, act, pact = case
     g = torch.Generator().manual_seed(n * c + h)
     x = torch.randn(n, c, h, w, generator=g).to(bf)

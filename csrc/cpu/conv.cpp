@@ -21,9 +21,20 @@
 // NHWC in its scratch: the stems take the user's NCHW image, and converting band by band in the tasks is
 // cheaper than a whole-tensor conversion pass before the conv (benches/kernels_cpu.py, section 4). Reading x
 // in place rather than copying whole padded row bands saves a pass over the input.
-// Element types: as uib.cpp (one templated schedule through KernelSet<E>, kernel_set.h): bf16 x runs the
-// bf16 kernels with bf16 input rows, strips, projection row and output (fp32 biases, fp32 sums, one rounding
-// per output), the k x k weight packed in bf16 per kernel row (T = k taps of k * C); fp16 x runs in fp32.
+// Element types: as uib.cpp, one schedule templated on the kernel set (kernel_set.h): E = KS::Elem for x and
+// the output, T = KS::Tile for the input rows the conv reads (band), its strips and the projection's row.
+// fp32: KernelSet<float>. bf16 x, in two forms by the running bf16 table (MNV4_CPU_LP_ISA forces it):
+//  * a table with a bf16 dot product (avx512bf16, amx, neon_bf16, ...): KernelSet<bf16_t>, the bf16 kernels
+//    with bf16 input rows, strips, projection row and output (fp32 biases, fp32 sums), the k x k weight packed
+//    in bf16 per kernel row (T = k taps of k * C). Rounded to bf16: the conv's output (the projection's input)
+//    and the result.
+//  * a convert-on-load table (cpu::lp_convert_on_load: avx512, avx2, neon, scalar): WideningKernelSet, the
+//    fp32 kernels (MNV4_CPU_ISA) with both weights packed in fp32 from their bf16 values (exact). x's input
+//    rows are widened once per band into the task's scratch (an NCHW x while converting to NHWC; a
+//    channels_last x too, rather than read in place), the conv's row and the projection's input stay fp32,
+//    and only the result is rounded to bf16, once, after the bias, activation and residual (added in fp32).
+//    One rounding where the first form has two (with a projection); the fp32 op's cost plus the conversions.
+// fp16 x runs in fp32 (converted on entry, the result converted back).
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -33,6 +44,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -105,17 +117,40 @@ bool rgb_avx512() {
 }
 #endif
 
+// An element as fp32 (exact: bf16 is fp32's upper half; inline, as the conversion loops below call it per
+// element), and an fp32 value as element type D (bf16: rounded, cpu::f32_to_bf16).
+inline float as_f(float v) { return v; }
+inline float as_f(cpu::bf16_t v) {
+  const uint32_t u = uint32_t(v.bits) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+template <class D>
+D of_f(float v) {
+  if constexpr (std::is_same<D, float>::value)
+    return v;
+  else
+    return cpu::f32_to_bf16(v);
+}
+
 // Rows [r0, r1) of one image of an NCHW tensor (C planes of H x W) as NHWC rows at dst (W * C elements each),
-// in blocks of 16 pixels: C input lines read, 16 * C contiguous elements written.
-template <class E>
-void nchw_rows_to_nhwc_any(const E* src, int64_t C, int64_t H, int64_t W, int64_t r0, int64_t r1, E* dst) {
+// in blocks of 16 pixels: C input lines read, 16 * C contiguous elements written. S -> D: the same type, or
+// bf16 -> fp32 (widened, exact).
+template <class S, class D>
+void nchw_rows_to_nhwc_any(const S* src, int64_t C, int64_t H, int64_t W, int64_t r0, int64_t r1, D* dst) {
   for (int64_t y = r0; y < r1; ++y) {
-    E* d = dst + (y - r0) * W * C;
+    D* d = dst + (y - r0) * W * C;
     for (int64_t x0 = 0; x0 < W; x0 += 16) {
       const int64_t x1 = std::min(W, x0 + 16);
       for (int64_t c = 0; c < C; ++c) {
-        const E* sc = src + (c * H + y) * W;
-        for (int64_t xx = x0; xx < x1; ++xx) d[xx * C + c] = sc[xx];
+        const S* sc = src + (c * H + y) * W;
+        for (int64_t xx = x0; xx < x1; ++xx) {
+          if constexpr (std::is_same<S, D>::value)
+            d[xx * C + c] = sc[xx];
+          else
+            d[xx * C + c] = as_f(sc[xx]);
+        }
       }
     }
   }
@@ -138,19 +173,49 @@ void nchw_rows_to_nhwc(const E* src, int64_t C, int64_t H, int64_t W, int64_t r0
   nchw_rows_to_nhwc_any(src, C, H, W, r0, r1, dst);
 }
 
-// The op on element type E (float or cpu::bf16_t): the result in E, channels_last.
-template <class E>
+// The same from bf16 planes to fp32 NHWC rows (widened while converting): the AVX-512 interleave of three
+// channels in bf16 into an L1-sized chunk, then widened from there.
+void nchw_rows_to_nhwc_widen(const cpu::bf16_t* src, int64_t C, int64_t H, int64_t W, int64_t r0, int64_t r1,
+                             float* dst, const Bf16Rows& cv) {
+#ifdef MNV4_CONV_RGB_AVX512
+  if (C == 3 && rgb_avx512()) {
+    constexpr int64_t chunk = 512;  // pixels, a multiple of the interleave's block
+    alignas(64) cpu::bf16_t tmp[3 * chunk];
+    const int64_t n = (r1 - r0) * W;
+    const cpu::bf16_t* a = src + r0 * W;
+    int64_t i = 0;
+    while (i < n) {
+      const int64_t done = rgb_interleave_x16_avx512(a + i, H * W, std::min(chunk, n - i), tmp);
+      if (done == 0) break;
+      cv.widen(1, 3 * done, tmp, 0, dst + 3 * i, 0);
+      i += done;
+    }
+    for (; i < n; ++i)
+      for (int64_t c = 0; c < 3; ++c) dst[i * 3 + c] = as_f(a[c * H * W + i]);
+    return;
+  }
+#endif
+  (void)cv;
+  nchw_rows_to_nhwc_any(src, C, H, W, r0, r1, dst);
+}
+
+// The op on kernel set KS (kernel_set.h): x and the result in E = KS::Elem (the result channels_last), the
+// input rows the conv reads, its strips and the projection's row in T = KS::Tile.
+template <class KS>
 at::Tensor conv_run(const ConvParams& cp, const at::Tensor& x, const at::Tensor& weight,
                     const c10::optional<at::Tensor>& bias, int64_t stride, const c10::optional<at::Tensor>& proj_weight,
                     const c10::optional<at::Tensor>& proj_bias, bool residual) {
-  using KS = KernelSet<E>;
+  using E = typename KS::Elem;
+  using T = typename KS::Tile;
+  constexpr bool widens = !std::is_same<E, T>::value;  // WideningKernelSet: x's rows widened per band
   const int64_t N = cp.N, C = cp.C, H = cp.H, W = cp.W, O = cp.O, k = cp.k, p = k / 2, P = cp.P, Ho = cp.Ho,
                 Wo = cp.Wo;
   at::Tensor out =
       at::empty({N, P, Ho, Wo}, x.options().dtype(KS::dtype).memory_format(at::MemoryFormat::ChannelsLast));
   if (N > 0) {
-    // x is read in place when its E data is channels_last; otherwise from an NCHW E tensor, whose input
-    // rows each task converts to NHWC itself (see the tasks below).
+    // x is read in place when its E data is channels_last (and E is T); otherwise from an NCHW E tensor, whose
+    // input rows each task converts to NHWC itself (see the tasks below), or (E is not T) from channels_last
+    // rows each task widens.
     at::Tensor xf = x.to(KS::dtype);
     const bool nchw = !xf.is_contiguous(at::MemoryFormat::ChannelsLast);
     if (nchw) xf = xf.contiguous();
@@ -194,20 +259,20 @@ at::Tensor conv_run(const ConvParams& cp, const at::Tensor& x, const at::Tensor&
     const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
     const int64_t RB = std::max<int64_t>(1, std::min(Ho, (N * Ho) / (4 * threads)));
     const int64_t nb = (Ho + RB - 1) / RB;
-    // NCHW x: a task's input rows, converted to NHWC (at most band_rows rows of W * C floats)
-    const int64_t band_rows = nchw ? std::min(H, (RB - 1) * stride + k) : 0;
+    // NCHW x or widened x: a task's input rows, as NHWC T rows (at most band_rows rows of W * C elements)
+    const int64_t band_rows = nchw || widens ? std::min(H, (RB - 1) * stride + k) : 0;
     parallel_tasks(N * nb, [&](int64_t t0, int64_t t1) {
       thread_local std::vector<int64_t> off_strip;
       off_strip.resize(static_cast<size_t>(k));
       // task scratch: the projection's one-row output (hid), the NHWC input rows (NCHW x), then the strip (at
       // most a whole output row)
-      const int64_t hid_elems = proj_weight.has_value() ? lines_of<E>(Wo * O) : 0;
-      const int64_t band_elems = lines_of<E>(band_rows * W * C);
-      E* const hp = task_scratch_of<E>(hid_elems + band_elems + k * ((Wo - 1) * stride + k) * C);
-      E* const band = hp + hid_elems;
-      E* const strip = band + band_elems;
+      const int64_t hid_elems = proj_weight.has_value() ? lines_of<T>(Wo * O) : 0;
+      const int64_t band_elems = lines_of<T>(band_rows * W * C);
+      T* const hp = task_scratch_of<T>(hid_elems + band_elems + k * ((Wo - 1) * stride + k) * C);
+      T* const band = hp + hid_elems;
+      T* const strip = band + band_elems;
       // the image's NHWC input rows: row iy at img + (iy - img_r0) * W * C
-      const E* img = nullptr;
+      const T* img = nullptr;
       int64_t img_r0 = 0;
       auto in_row = [&](int64_t iy) { return img + (iy - img_r0) * W * C; };
       // The strip's zero padding multiplies the weights of taps outside the image by 0: NaN for a NaN or
@@ -215,11 +280,12 @@ at::Tensor conv_run(const ConvParams& cp, const at::Tensor& x, const at::Tensor&
       // weight is recomputed over the taps inside the image. Finite weights never get there: the only cost is
       // a NaN scan of the border outputs, 1 / (k*k*C) of their FMAs.
       std::vector<char> nonfinite;  // per output channel: has a non-finite weight (set at the first NaN seen)
-      auto fix_nan = [&](int64_t oy, int64_t e0, int64_t e1, E* dst, int64_t ldd, const float* b, cpu::Act act_,
-                         const E* r) {
+      auto fix_nan = [&](int64_t oy, int64_t e0, int64_t e1, auto* dst, int64_t ldd, const float* b, cpu::Act act_,
+                         const T* r) {
+        using D = std::remove_pointer_t<decltype(dst)>;
         bool any = false;
         for (int64_t e = 0; e < e1 - e0; ++e)
-          for (int64_t o = 0; o < O; ++o) any |= std::isnan(KS::to_f(dst[e * ldd + o]));
+          for (int64_t o = 0; o < O; ++o) any |= std::isnan(as_f(dst[e * ldd + o]));
         if (!any) return;
         auto wv = [&](int64_t kk, int64_t o) { return KS::at(wb, kk, o); };
         if (nonfinite.empty()) {
@@ -229,8 +295,8 @@ at::Tensor conv_run(const ConvParams& cp, const at::Tensor& x, const at::Tensor&
         }
         for (int64_t e = e0; e < e1; ++e)
           for (int64_t o = 0; o < O; ++o) {
-            E& y = dst[(e - e0) * ldd + o];
-            if (!nonfinite[o] || !std::isnan(KS::to_f(y))) continue;
+            D& y = dst[(e - e0) * ldd + o];
+            if (!nonfinite[o] || !std::isnan(as_f(y))) continue;
             float acc = b ? b[o] : 0.f;
             for (int64_t ky = 0; ky < k; ++ky) {
               const int64_t iy = oy * stride - p + ky;
@@ -239,28 +305,28 @@ at::Tensor conv_run(const ConvParams& cp, const at::Tensor& x, const at::Tensor&
                 const int64_t ix = e * stride - p + kx;
                 if (ix < 0 || ix >= W) continue;
                 for (int64_t c = 0; c < C; ++c)
-                  acc += KS::to_f(in_row(iy)[ix * C + c]) * wv((ky * k + kx) * C + c, o);
+                  acc += as_f(in_row(iy)[ix * C + c]) * wv((ky * k + kx) * C + c, o);
               }
             }
-            y = KS::from_f(cpu::act_scalar(acc, act_) + (r ? KS::to_f(r[(e - e0) * C + o]) : 0.f));
+            y = of_f<D>(cpu::act_scalar(acc, act_) + (r ? as_f(r[(e - e0) * C + o]) : 0.f));
           }
       };
       // Output pixels [e0, e1) of row oy of image `img` -> dst (ldd floats per pixel), through a strip.
-      auto border = [&](int64_t oy, int64_t e0, int64_t e1, E* dst, int64_t ldd, const float* b, cpu::Act act_,
-                        const E* r) {
+      auto border = [&](int64_t oy, int64_t e0, int64_t e1, auto* dst, int64_t ldd, const float* b, cpu::Act act_,
+                        const T* r) {
         if (e1 <= e0) return;
         const int64_t ws = (e1 - 1 - e0) * stride + k, x0 = e0 * stride - p, y0 = oy * stride - p;
         for (int64_t ky = 0; ky < k; ++ky) {
-          E* row = strip + ky * ws * C;
+          T* row = strip + ky * ws * C;
           const int64_t iy = y0 + ky;
           const int64_t c0 = std::max<int64_t>(0, -x0), c1 = (iy < 0 || iy >= H) ? 0 : std::min(ws, W - x0);
           if (c1 <= c0) {
-            std::memset(row, 0, sizeof(E) * ws * C);  // +0 in fp32 and bf16
+            std::memset(row, 0, sizeof(T) * ws * C);  // +0 in fp32 and bf16
             continue;
           }
-          std::memset(row, 0, sizeof(E) * c0 * C);
-          std::memcpy(row + c0 * C, in_row(iy) + (x0 + c0) * C, sizeof(E) * (c1 - c0) * C);
-          std::memset(row + c1 * C, 0, sizeof(E) * (ws - c1) * C);
+          std::memset(row, 0, sizeof(T) * c0 * C);
+          std::memcpy(row + c0 * C, in_row(iy) + (x0 + c0) * C, sizeof(T) * (c1 - c0) * C);
+          std::memset(row + c1 * C, 0, sizeof(T) * (ws - c1) * C);
         }
         for (int64_t ky = 0; ky < k; ++ky) off_strip[ky] = ky * ws * C;
         uk.conv(e1 - e0, O, k * C, static_cast<int>(k), off_strip.data(), strip, stride * C, wb, 0, dst, ldd, b, act_,
@@ -269,33 +335,44 @@ at::Tensor conv_run(const ConvParams& cp, const at::Tensor& x, const at::Tensor&
       };
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t n = t / nb, oy0 = (t % nb) * RB, oy1 = std::min(Ho, oy0 + RB);
-        if (nchw) {
+        if (nchw || widens) {
           img_r0 = std::max<int64_t>(0, oy0 * stride - p);
           const int64_t r1 = std::min(H, (oy1 - 1) * stride - p + k);
-          nchw_rows_to_nhwc(xp + n * C * H * W, C, H, W, img_r0, r1, band);
+          if constexpr (widens) {
+            if (nchw)
+              nchw_rows_to_nhwc_widen(xp + n * C * H * W, C, H, W, img_r0, r1, band, uk.cv);
+            else
+              uk.cv.widen(r1 - img_r0, W * C, xp + (n * H + img_r0) * W * C, W * C, band, W * C);
+          } else {
+            nchw_rows_to_nhwc(xp + n * C * H * W, C, H, W, img_r0, r1, band);
+          }
           img = band;
-        } else {
+        } else if constexpr (!widens) {
           img = xp + n * H * W * C;
         }
-        for (int64_t oy = oy0; oy < oy1; ++oy) {
-          E* orow = op + ((n * Ho + oy) * Wo) * P;
-          const E* rrow = residual ? in_row(oy) : nullptr;  // stride 1: the same pixels
-          // the conv's row: the output row itself, or (projection) a one-row scratch
-          E* crow = proj_weight.has_value() ? hp : orow;
-          const E* crr = proj_weight.has_value() ? nullptr : rrow;
-          const cpu::Act ca = a;
+        // Output row oy -> crow (the output row itself, or (projection) the one-row scratch), with residual
+        // rows crr (or nullptr)
+        auto conv_row = [&](int64_t oy, auto* crow, const T* crr) {
           if (oy < oy_lo || oy >= oy_hi) {
-            border(oy, 0, Wo, crow, O, bp, ca, crr);
+            border(oy, 0, Wo, crow, O, bp, a, crr);
           } else {
-            border(oy, 0, ox_in, crow, O, bp, ca, crr);
+            border(oy, 0, ox_in, crow, O, bp, a, crr);
             if (ox_hi > ox_in)
               uk.conv(ox_hi - ox_in, O, k * C, static_cast<int>(k), off_in.data(),
                       in_row(oy * stride - p) + (ox_in * stride - p) * C, stride * C, wb, 0, crow + ox_in * O, O, bp,
-                      ca, crr ? crr + ox_in * C : nullptr, C);
-            border(oy, ox_hi, Wo, crow + ox_hi * O, O, bp, ca, crr ? crr + ox_hi * C : nullptr);
+                      a, crr ? crr + ox_in * C : nullptr, C);
+            border(oy, ox_hi, Wo, crow + ox_hi * O, O, bp, a, crr ? crr + ox_hi * C : nullptr);
           }
-          if (proj_weight.has_value())
+        };
+        for (int64_t oy = oy0; oy < oy1; ++oy) {
+          E* orow = op + ((n * Ho + oy) * Wo) * P;
+          const T* rrow = residual ? in_row(oy) : nullptr;  // stride 1: the same pixels
+          if (proj_weight.has_value()) {
+            conv_row(oy, hp, nullptr);
             uk.gemm(Wo, P, O, hp, O, po.mat, 0, orow, P, pbp, pa, rrow, C);
+          } else {
+            conv_row(oy, orow, rrow);
+          }
         }
       }
     });
@@ -311,9 +388,13 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
                     std::string proj_activation) {
   const ConvParams cp = make_conv_params(x, weight, bias, stride, activation, proj_weight, proj_bias, residual,
                                          channels_last, proj_activation);
-  at::Tensor out = x.scalar_type() == at::kBFloat16
-                       ? conv_run<cpu::bf16_t>(cp, x, weight, bias, stride, proj_weight, proj_bias, residual)
-                       : conv_run<float>(cp, x, weight, bias, stride, proj_weight, proj_bias, residual);
+  at::Tensor out;
+  if (x.scalar_type() != at::kBFloat16)
+    out = conv_run<KernelSet<float>>(cp, x, weight, bias, stride, proj_weight, proj_bias, residual);
+  else if (cpu::lp_convert_on_load(cpu::lp_ukernels<cpu::bf16_t>().isa))
+    out = conv_run<WideningKernelSet>(cp, x, weight, bias, stride, proj_weight, proj_bias, residual);
+  else
+    out = conv_run<KernelSet<cpu::bf16_t>>(cp, x, weight, bias, stride, proj_weight, proj_bias, residual);
   if (!cp.channels_last)  // NCHW result (see pointwise.cpp)
     out = at::empty(out.sizes(), out.options().memory_format(at::MemoryFormat::Contiguous)).copy_(out);
   return out.scalar_type() == x.scalar_type() ? out : out.to(x.scalar_type());

@@ -134,6 +134,21 @@ struct WideningKernelSet : KernelSet<float> {
     KernelSet<float>::gemm(M, N, K, A, lda, b, n0, c, N, bias, act, nullptr, 0);
     cv.round(M, N, c, N, R, ldr, C, ldc);
   }
+  // fp32 A -> bf16 C (the op's output), residual R in fp32 (an input widened once): added before the rounding
+  void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const B& b, int64_t n0, Elem* C,
+            int64_t ldc, const float* bias, cpu::Act act, const float* R, int64_t ldr) const {
+    float* c = widen_scratch(M * N);
+    KernelSet<float>::gemm(M, N, K, A, lda, b, n0, c, N, bias, act, R, ldr);
+    cv.round(M, N, c, N, nullptr, 0, C, ldc);
+  }
+  // k-tap conv, fp32 A -> bf16 C (the op's output), residual R in fp32: as the gemm above
+  using KernelSet<float>::conv;
+  void conv(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const float* A, int64_t lda, const B& b,
+            int64_t n0, Elem* C, int64_t ldc, const float* bias, cpu::Act act, const float* R, int64_t ldr) const {
+    float* c = widen_scratch(M * N);
+    KernelSet<float>::conv(M, N, K, T, off, A, lda, b, n0, c, N, bias, act, R, ldr);
+    cv.round(M, N, c, N, nullptr, 0, C, ldc);
+  }
   // bf16 in (the op's input) -> fp32 out: the input rows the output rows [oy0, oy1) read, widened
   void dw(int64_t channels, int k, int s, const Elem* in, int64_t in_ps, int64_t in_rs, int64_t in_r0, int64_t in_h,
           int64_t in_w, const float* w, int64_t ldw, const float* bias, cpu::Act act, float* out, int64_t out_ps,
