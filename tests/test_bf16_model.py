@@ -77,6 +77,25 @@ MID_SPLIT_CASES = [
     dict(n=1, cin=48, h=14, w=14, mid=193, cout=80, k_start=3, k_mid=5, stride=2),
 ]
 
+# The row-band and image-group schedules' cases (the mid-channel slices take MID_SPLIT_CASES)
+SCHEDULE_CASES = [dict(n=4, cin=24, h=7, w=7, mid=96, cout=24, k_start=3, k_mid=5, residual=True),
+                  dict(n=5, cin=17, h=4, w=3, mid=40, cout=9, k_start=0, k_mid=3, stride=2),
+                  dict(n=3, cin=16, h=6, w=6, mid=48, cout=16, k_start=5, k_mid=0)]
+
+
+def _check_uib_cases(cases):
+    """Each case (channels_last bf16) against the staged composite, then again with a NaN pixel channel in the
+    last image: NaN where its taps reach, and only there."""
+    for i, case in enumerate(cases):
+        args = random_uib_args(**case, dtype=torch.bfloat16, channels_last=True, seed=i)
+        _check(torch.ops.mnv4.uib(*args), _staged_uib(*args), args[0])
+        x = args[0].clone()
+        x[-1, 1, x.shape[2] // 2, 1] = float("nan")
+        args = (x,) + args[1:]
+        ref = _staged_uib(*args)
+        assert ref.isnan().any() and not ref.isnan().all()
+        _check(torch.ops.mnv4.uib(*args), ref, x)
+
 
 @pytest.mark.parametrize("split", ["rows", "mid", "images"])
 def test_uib_bf16_schedules(split):
@@ -84,23 +103,10 @@ def test_uib_bf16_schedules(split):
     composite; the mid-channel slices over MID_SPLIT_CASES, with a NaN in x as well."""
     script = textwrap.dedent("""
         import os, torch, test_bf16_model as t
-        from mnv4_reference.testing import random_uib_args
-        cases = [dict(n=4, cin=24, h=7, w=7, mid=96, cout=24, k_start=3, k_mid=5, residual=True),
-                 dict(n=5, cin=17, h=4, w=3, mid=40, cout=9, k_start=0, k_mid=3, stride=2),
-                 dict(n=3, cin=16, h=6, w=6, mid=48, cout=16, k_start=5, k_mid=0)]
-        if os.environ["MNV4_UIB_SPLIT"] == "mid":
-            cases = t.MID_SPLIT_CASES
+        cases = t.MID_SPLIT_CASES if os.environ["MNV4_UIB_SPLIT"] == "mid" else t.SCHEDULE_CASES
         for threads in (2, 3):
             torch.set_num_threads(threads)
-            for i, case in enumerate(cases):
-                args = random_uib_args(**case, dtype=torch.bfloat16, channels_last=True, seed=i)
-                t._check(torch.ops.mnv4.uib(*args), t._staged_uib(*args), args[0])
-                x = args[0].clone()  # a NaN pixel channel in the last image: NaN where its taps reach
-                x[-1, 1, x.shape[2] // 2, 1] = float("nan")
-                args = (x,) + args[1:]
-                ref = t._staged_uib(*args)
-                assert ref.isnan().any() and not ref.isnan().all()
-                t._check(torch.ops.mnv4.uib(*args), ref, x)
+            t._check_uib_cases(cases)
         print("ok")
     """)
     env = dict(os.environ, MNV4_UIB_SPLIT=split, PYTHONPATH=_pythonpath())
@@ -137,22 +143,11 @@ def test_uib_bf16_forced_table(table):
             for cl in (False, True):
                 args = random_uib_args(**case, dtype=torch.bfloat16, channels_last=cl)
                 t._check(torch.ops.mnv4.uib(*args), t._staged_uib(*args), args[0])
-        cases = [dict(n=4, cin=24, h=7, w=7, mid=96, cout=24, k_start=3, k_mid=5, residual=True),
-                 dict(n=5, cin=17, h=4, w=3, mid=40, cout=9, k_start=0, k_mid=3, stride=2),
-                 dict(n=3, cin=16, h=6, w=6, mid=48, cout=16, k_start=5, k_mid=0)]
-        for split, cs in (("rows", cases), ("images", cases), ("mid", t.MID_SPLIT_CASES)):
+        for split, cs in (("rows", t.SCHEDULE_CASES), ("images", t.SCHEDULE_CASES), ("mid", t.MID_SPLIT_CASES)):
             os.environ["MNV4_UIB_SPLIT"] = split
             for threads in (1, 3):
                 torch.set_num_threads(threads)
-                for i, case in enumerate(cs):
-                    args = random_uib_args(**case, dtype=torch.bfloat16, channels_last=True, seed=i)
-                    t._check(torch.ops.mnv4.uib(*args), t._staged_uib(*args), args[0])
-                    x = args[0].clone()
-                    x[-1, 1, x.shape[2] // 2, 1] = float("nan")
-                    args = (x,) + args[1:]
-                    ref = t._staged_uib(*args)
-                    assert ref.isnan().any() and not ref.isnan().all()
-                    t._check(torch.ops.mnv4.uib(*args), ref, x)
+                t._check_uib_cases(cs)
         print("ok")
     """)
     out = run_script(script, timeout=600, env=dict(os.environ, MNV4_CPU_LP_ISA=table, PYTHONPATH=_pythonpath()))
