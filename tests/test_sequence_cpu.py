@@ -115,6 +115,34 @@ def test_zero_batch_and_low_precision():
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_fp16_chain_runs_in_fp32(channels_last):
+    """fp16 x and constants: the chain in fp32 from end to end, rounded to fp16 once (no CPU op computes fp16;
+    op by op each step would round its output), so it equals the fp32 chain on the same values; the fp32 copies
+    are made once, also under inference_mode; mixed dtypes are still refused."""
+    x, tensors, program, reference = _program(channels_last)
+    xh, th = x.half(), [None if v is None else v.half() for v in tensors]
+    want = sequence(xh.float(), [None if v is None else v.float() for v in th], program).half()
+    entries = torch.ops.mnv4_cpu.packed_cache_entries
+
+    def new_entries(fn):
+        before = entries()
+        out = fn()
+        return out, entries() - before
+
+    fresh = [None if v is None else v.clone() for v in th]
+    got, outside = new_entries(lambda: sequence(xh, fresh, program))
+    with torch.inference_mode():
+        # as many cache entries (fp32 copies and their packed forms) as outside it, then no more
+        got_inside, inside = new_entries(lambda: sequence(xh, th, program))
+        again, more = new_entries(lambda: sequence(xh, th, program))
+    assert outside > 0 and inside == outside and more == 0, (outside, inside, more)
+    assert got.dtype == torch.float16 and all(torch.equal(t, want) for t in (got, got_inside, again))
+    assert rel_err(got, reference(x)) <= 2e-3  # fp16 rounding of the inputs and the result only
+    with pytest.raises(RuntimeError, match="mixed dtypes"):
+        sequence(xh, tensors, program)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 def test_opcheck(channels_last):
     x, tensors, program, _ = _program(channels_last)
     torch.library.opcheck(sequence.default, (x, tensors, program))

@@ -3,16 +3,21 @@
 // (mnv4_kernels/model.py, FusedMobileNetV4.forward) runs its stem, every block and its head through it, so a
 // pass does not go back to Python and the dispatcher between blocks (benches/forward_cpu.py measures the
 // difference). Each step calls the same kernel entry point as its op, so the result is bit-identical to
-// calling the ops one by one.
+// calling the ops one by one; except in fp16, which no CPU op computes natively (each converts its input to
+// fp32 and its output back): a chain of fp16 x and fp16 constants runs in fp32 from end to end instead, x
+// widened once, each constant through its fp32 copy (made once per tensor and cached: derived_constant), the
+// result rounded to fp16 once. That is the fp32 chain's speed, and fewer roundings than op by op.
 #include <ATen/core/List.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/mean.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "../params.h"
 #include "cpu_ops.h"
+#include "weight_cache.h"
 
 namespace mnv4 {
 
@@ -25,7 +30,13 @@ at::Tensor sequence_cpu(const at::Tensor& x, const c10::List<c10::optional<at::T
   auto req = [&](size_t i, int64_t step, const char* what) -> const at::Tensor& {
     return sequence_required(t[i], i, step, what);
   };
-  at::Tensor h = x;
+  // fp16: the chain in fp32 (see the header); mixed dtypes are left to the ops to reject
+  const bool f16 = x.scalar_type() == at::kHalf &&
+                   std::all_of(t.begin(), t.end(), [](const auto& o) { return !o || o->scalar_type() == at::kHalf; });
+  if (f16)
+    for (auto& o : t)
+      if (o) o = derived_constant(*o, "f32_strided", [&] { return o->to(at::kFloat); });  // keeps o's strides
+  at::Tensor h = f16 ? x.to(at::kFloat) : x;
   size_t i = 0;
   for (size_t s = 0; s < program.size() / kStepInts; ++s) {
     const int64_t* r = program.data() + s * kStepInts;
@@ -56,7 +67,7 @@ at::Tensor sequence_cpu(const at::Tensor& x, const c10::List<c10::optional<at::T
     }
     i += kStepTensors[r[0]];
   }
-  return h;
+  return f16 ? h.to(at::kHalf) : h;
 }
 
 TORCH_LIBRARY_IMPL(mnv4_cpu, CPU, m) { m.impl("sequence", &sequence_cpu); }

@@ -3,6 +3,7 @@
 
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
+#include <c10/core/InferenceMode.h>
 #include <c10/core/Storage.h>
 
 #include <algorithm>
@@ -158,7 +159,13 @@ at::Tensor cached(const at::Tensor& weight, const std::string& layout, const std
     it->second.last_use = ++clock_;
     return it->second.data;
   }
-  at::Tensor data = make();
+  at::Tensor data;
+  {
+    // a normal tensor even under inference_mode: a cached form may itself be a weight whose packed form the
+    // ops cache (keyed on its version counter, which inference tensors lack)
+    c10::InferenceMode normal(false);
+    data = make();
+  }
   if (it != c.end()) c.erase(it);
   evict_locked();
   c.emplace(key, Entry{weight.storage().getWeakStorageImpl(), version, data, ++clock_});
