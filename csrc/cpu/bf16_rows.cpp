@@ -1,8 +1,8 @@
 // Row conversions between bf16 and fp32 for the ops' convert-on-load schedules (kernel_set.h,
 // WideningKernelSet): plain loops the compiler vectorises, compiled once per vector ISA of the bf16 tables
 // (AVX-512, AVX2 on x86-64; the build's baseline elsewhere) and picked by the running table's ISA, so a
-// forced table (MNV4_CPU_LP_ISA=avx2) converts at the width an AVX2-only CPU has. Rounding as
-// cpu::f32_to_bf16: to nearest even, NaN kept and quieted.
+// forced table (MNV4_CPU_LP_ISA=avx2) converts at the width an AVX2-only CPU has. The conversions are
+// cpu::bf16_to_f32 / f32_to_bf16 (ukernels_bf16.h: to nearest even, NaN kept and quieted).
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -19,35 +19,20 @@ using cpu::bf16_t;
 
 MNV4_ROWS_INLINE void widen_impl(int64_t rows, int64_t cols, const bf16_t* __restrict src, int64_t lds,
                                  float* __restrict dst, int64_t ldd) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const uint16_t* s = reinterpret_cast<const uint16_t*>(src + r * lds);
-    uint32_t* d = reinterpret_cast<uint32_t*>(dst + r * ldd);
-    for (int64_t c = 0; c < cols; ++c) d[c] = uint32_t(s[c]) << 16;
-  }
-}
-
-MNV4_ROWS_INLINE uint16_t round_bits(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  const uint32_t nearest = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;
-  return uint16_t((x & 0x7fffffffu) > 0x7f800000u ? (x >> 16) | 0x40u : nearest);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[r * ldd + c] = cpu::bf16_to_f32(src[r * lds + c]);
 }
 
 MNV4_ROWS_INLINE void round_impl(int64_t rows, int64_t cols, const float* __restrict src, int64_t lds,
                                  const bf16_t* __restrict R, int64_t ldr, bf16_t* __restrict dst, int64_t ldd) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* s = src + r * lds;
-    uint16_t* d = reinterpret_cast<uint16_t*>(dst + r * ldd);
+    bf16_t* d = dst + r * ldd;
     if (R) {
-      const uint16_t* q = reinterpret_cast<const uint16_t*>(R + r * ldr);
-      for (int64_t c = 0; c < cols; ++c) {
-        const uint32_t qb = uint32_t(q[c]) << 16;
-        float qf;
-        std::memcpy(&qf, &qb, 4);
-        d[c] = round_bits(s[c] + qf);
-      }
+      const bf16_t* q = R + r * ldr;
+      for (int64_t c = 0; c < cols; ++c) d[c] = cpu::f32_to_bf16(s[c] + cpu::bf16_to_f32(q[c]));
     } else {
-      for (int64_t c = 0; c < cols; ++c) d[c] = round_bits(s[c]);
+      for (int64_t c = 0; c < cols; ++c) d[c] = cpu::f32_to_bf16(s[c]);
     }
   }
 }

@@ -117,15 +117,9 @@ bool rgb_avx512() {
 }
 #endif
 
-// An element as fp32 (exact: bf16 is fp32's upper half; inline, as the conversion loops below call it per
-// element), and an fp32 value as element type D (bf16: rounded, cpu::f32_to_bf16).
+// An element as fp32 (exact), and an fp32 value as element type D (bf16: rounded, cpu::f32_to_bf16).
 inline float as_f(float v) { return v; }
-inline float as_f(cpu::bf16_t v) {
-  const uint32_t u = uint32_t(v.bits) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
+inline float as_f(cpu::bf16_t v) { return cpu::bf16_to_f32(v); }
 template <class D>
 D of_f(float v) {
   if constexpr (std::is_same<D, float>::value)

@@ -53,8 +53,6 @@ struct KernelSet<float> {
     uk.dwconv_nhwc(channels, k, s, in, in_ps, in_rs, in_r0, in_h, in_w, w, ldw, bias, act, out, out_ps, out_rs, oy0,
                    oy1);
   }
-  static float to_f(float v) { return v; }
-  static float from_f(float v) { return v; }
   static float* data(const at::Tensor& t) { return t.data_ptr<float>(); }
   static constexpr at::ScalarType dtype = at::kFloat;
 };
@@ -87,8 +85,6 @@ struct KernelSet<cpu::bf16_t> {
     lk.dwconv_nhwc(channels, k, s, in, in_ps, in_rs, in_r0, in_h, in_w, w, ldw, bias, act, out, out_ps, out_rs, oy0,
                    oy1);
   }
-  static float to_f(Elem v) { return cpu::bf16_to_f32(v); }
-  static Elem from_f(float v) { return cpu::f32_to_bf16(v); }
   static Elem* data(const at::Tensor& t) { return reinterpret_cast<Elem*>(t.data_ptr<at::BFloat16>()); }
   static constexpr at::ScalarType dtype = at::kBFloat16;
 };
@@ -160,8 +156,6 @@ struct WideningKernelSet : KernelSet<float> {
     KernelSet<float>::dw(channels, k, s, t, channels, in_w * channels, lo, in_h, in_w, w, ldw, bias, act, out, out_ps,
                          out_rs, oy0, oy1);
   }
-  static float to_f(Elem v) { return cpu::bf16_to_f32(v); }
-  static Elem from_f(float v) { return cpu::f32_to_bf16(v); }
   static Elem* data(const at::Tensor& t) { return reinterpret_cast<Elem*>(t.data_ptr<at::BFloat16>()); }
   static constexpr at::ScalarType dtype = at::kBFloat16;
 };

@@ -22,14 +22,6 @@ static inline float bits_f32(uint32_t u) {
   return f;
 }
 
-float bf16_to_f32(bf16_t h) { return bits_f32(uint32_t(h.bits) << 16); }
-
-bf16_t f32_to_bf16(float f) {
-  const uint32_t x = f32_bits(f);
-  if ((x & 0x7fffffffu) > 0x7f800000u) return bf16_t{uint16_t((x >> 16) | 0x40u)};  // NaN: keep it, quiet
-  return bf16_t{uint16_t((x + 0x7fffu + ((x >> 16) & 1u)) >> 16)};                  // nearest even
-}
-
 float f16_to_f32(f16_t h) {
   const uint32_t sign = uint32_t(h.bits & 0x8000u) << 16, e = (h.bits >> 10) & 0x1fu, m = h.bits & 0x3ffu;
   if (e == 0) {  // zero or subnormal: m * 2^-24

@@ -18,6 +18,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "ukernels.h"  // Act
 
@@ -33,9 +34,20 @@ struct f16_t {
   uint16_t bits;
 };
 
-// Conversions (round to nearest even; NaN stays NaN, quieted). Exact in the other direction.
-float bf16_to_f32(bf16_t h);
-bf16_t f32_to_bf16(float f);
+// Conversions (round to nearest even; NaN stays NaN, quieted). Exact in the other direction. The bf16 pair is
+// inline (branch-free, so loops over it vectorise): the schedules' conversion loops call it per element.
+inline float bf16_to_f32(bf16_t h) {
+  const uint32_t u = uint32_t(h.bits) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+inline bf16_t f32_to_bf16(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, sizeof x);
+  const uint32_t nearest = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;
+  return bf16_t{uint16_t((x & 0x7fffffffu) > 0x7f800000u ? (x >> 16) | 0x40u : nearest)};
+}
 float f16_to_f32(f16_t h);
 f16_t f32_to_f16(float f);  // overflow gives +-inf, as a hardware conversion
 
