@@ -4,8 +4,11 @@ For each case (model, resolution, batch) both models are fused from the same ran
 timed on the same input, A B A B ... (mnv4_kernels.timing.interleaved), with the thread count given. Reports
 the medians, p10s, the ratio bf16 / fp32 of each, the bf16 table in use (lp_isa) and the logits' relative
 error of each against the fp32 reference. JSON under benches/results/ with the machine and the command.
+--dtype fp16 times the fp16 fused model instead (no CPU op computes fp16: its chain runs in fp32, so the
+ratio to fp32 is the cost of that, ~1.0; the targets are bf16's).
 
     python benches/bf16_model_cpu.py [--threads 2] [--repeats 40] [--cases conv_m_224_b8,...] [--cpu-time]
+                                     [--dtype bf16|fp16]
 
 --cpu-time times the process's CPU time (time.process_time) instead of wall time: with --threads 1 it is what
 the model costs whatever else the machine runs, and with --threads 2 and OMP_WAIT_POLICY=PASSIVE (waiting
@@ -45,30 +48,32 @@ def lp_isa():
     return torch.ops.mnv4_cpu.lp_isa()
 
 
-def run_case(key, repeats, clock):
+def run_case(key, repeats, clock, lp="bf16"):
     name, res, batch, target = CASES[key]
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[lp]
+    target = target if lp == "bf16" else None
     ref = randomized_model(name, seed=0)
     x = torch.randn(batch, 3, res, res, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         want = ref(x)
     f32 = fuse(ref, backend="cpu")
-    b16 = fuse(ref, backend="cpu", dtype=torch.bfloat16)
-    xb = x.to(torch.bfloat16)
+    b16 = fuse(ref, backend="cpu", dtype=dtype)
+    xb = x.to(dtype)
     with torch.inference_mode():
         err32 = rel_err(f32(x), want)
         err16 = rel_err(b16(xb).float(), want)
-        t = timing.interleaved({"fp32": lambda: f32(x), "bf16": lambda: b16(xb)}, warmup=3, repeats=repeats,
+        t = timing.interleaved({"fp32": lambda: f32(x), lp: lambda: b16(xb)}, warmup=3, repeats=repeats,
                                progress=key, clock=clock)
     row = {"case": key, "model": name, "resolution": res, "batch": batch,
-           "fp32_median_ms": t["fp32"].median_ms, "bf16_median_ms": t["bf16"].median_ms,
-           "fp32_p10_ms": t["fp32"].p10_ms, "bf16_p10_ms": t["bf16"].p10_ms,
-           "ratio_median": t["bf16"].median_ms / t["fp32"].median_ms,
-           "ratio_p10": t["bf16"].p10_ms / t["fp32"].p10_ms,
+           "fp32_median_ms": t["fp32"].median_ms, f"{lp}_median_ms": t[lp].median_ms,
+           "fp32_p10_ms": t["fp32"].p10_ms, f"{lp}_p10_ms": t[lp].p10_ms,
+           "ratio_median": t[lp].median_ms / t["fp32"].median_ms,
+           "ratio_p10": t[lp].p10_ms / t["fp32"].p10_ms,
            "target_ratio": target, "repeats": t["fp32"].repeats,
-           "rel_err_fp32": err32, "rel_err_bf16": err16}
-    print(f"{key:18s} fp32 {row['fp32_median_ms']:8.2f} ms  bf16 {row['bf16_median_ms']:8.2f} ms  "
+           "rel_err_fp32": err32, f"rel_err_{lp}": err16}
+    print(f"{key:18s} fp32 {row['fp32_median_ms']:8.2f} ms  {lp} {row[f'{lp}_median_ms']:8.2f} ms  "
           f"ratio {row['ratio_median']:.3f} (p10 {row['ratio_p10']:.3f})"
-          + (f"  target <= {target}" if target else "") + f"  err bf16 {err16:.2e}", flush=True)
+          + (f"  target <= {target}" if target else "") + f"  err {lp} {err16:.2e}", flush=True)
     return row
 
 
@@ -78,18 +83,20 @@ def main():
     ap.add_argument("--repeats", type=int, default=40)
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--cpu-time", action="store_true", help="time process CPU time, not wall time")
-    ap.add_argument("--out", default=None, help="JSON path (default benches/results/bf16-model-<machine>.json)")
+    ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp16"], help="the reduced-precision model timed")
+    ap.add_argument("--out", default=None,
+                    help="JSON path (default benches/results/<dtype>-model-<machine>.json)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     clock = time.process_time if args.cpu_time else time.perf_counter
-    rows = [run_case(k, args.repeats, clock) for k in args.cases.split(",")]
+    rows = [run_case(k, args.repeats, clock, args.dtype) for k in args.cases.split(",")]
     payload = {"env": report.env_info(), "uptime_before": uptime,
                "uptime_after": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
-               "lp_isa": lp_isa(), "threads": args.threads,
+               "dtype": args.dtype, "lp_isa": lp_isa(), "threads": args.threads,
                "clock": "process_time" if args.cpu_time else "perf_counter",
                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "rows": rows}
-    out = args.out or os.path.join(HERE, "results", f"bf16-model-{report.machine_tag()}.json")
+    out = args.out or os.path.join(HERE, "results", f"{args.dtype}-model-{report.machine_tag()}.json")
     print("wrote", report.write_json(out, payload))
 
 
