@@ -63,6 +63,10 @@ TORCH_LIBRARY(mnv4_cpu, m) {
   // (the output's memory format follows x's); weight [O, C] or [O, C, 1, 1]; bias [O] or None.
   m.def("pointwise(Tensor x, Tensor weight, Tensor? bias=None, str activation=\"none\") -> Tensor");
 
+  // The global average pool of the heads: x [N, C, H, W] -> [N, C], each mean summed in fp32 in pixel order
+  // and rounded once to x's dtype.
+  m.def("mean(Tensor x) -> Tensor");
+
   // A chain of the CPU ops in one call, each step's output the next step's input. program: 4 ints per step,
   // [kind, a, b, c] (codes: csrc/codes.h); tensors: every step's tensor arguments in order (None = absent):
   //   kind 0 conv       a stride, b activation, c flags (1 residual, 2 channels_last,   weight, bias, proj_weight,
@@ -70,7 +74,7 @@ TORCH_LIBRARY(mnv4_cpu, m) {
   //   kind 1 pointwise  b activation                                                   weight, bias
   //   kind 2 uib        a stride, b activation, c residual                             the 8 of mnv4::uib
   //   kind 3 mqa        a num_heads, b kv_stride, c residual                           the 10 of mnv4::mqa
-  //   kind 4 mean       over H and W, [N, C, H, W] -> [N, C] (a global average pool)   none
+  //   kind 4 mean       mnv4_cpu::mean, [N, C, H, W] -> [N, C]                       none
   //   activation: 0 none, 1 relu, 2 gelu (exact).
   m.def("sequence(Tensor x, Tensor?[] tensors, int[] program) -> Tensor");
 

@@ -289,6 +289,17 @@ inline PointwiseParams make_pointwise_params(const at::Tensor& x, const at::Tens
   return p;
 }
 
+// mnv4_cpu::mean: x [N, C, H, W], float32 / float16 / bfloat16.
+struct MeanParams {
+  int64_t N, C, HW;
+};
+inline MeanParams make_mean_params(const at::Tensor& x) {
+  constexpr const char* op = "mnv4_cpu::mean";
+  TORCH_CHECK(x.dim() == 4, op, ": x must be 4-D [N, C, H, W]; got ndim ", x.dim());
+  detail::check_dtype(x, op);
+  return MeanParams{x.size(0), x.size(1), x.size(2) * x.size(3)};
+}
+
 // mnv4_cpu::sequence: `program` holds kStepInts ints per step ([kind, a, b, c], codes.h) and at least one
 // step; `tensors` holds every step's tensor arguments in order. Checked as a whole before anything runs;
 // each step's own arguments are then checked by its op's make_*_params.

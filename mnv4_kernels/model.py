@@ -6,6 +6,7 @@ buffer (no autograd, moves with `.to(device)`), forward has no data-dependent Py
 goes through torch.compile(fullgraph=True) and torch.export.
 """
 
+import operator
 from collections import Counter
 from typing import Callable, List, Optional, Tuple
 
@@ -247,7 +248,7 @@ class FusedHead(nn.Module):
         self.pointwise = pointwise
 
     def forward(self, x, pre_logits: bool = False):
-        x = x.mean((2, 3))
+        x = torch.ops.mnv4_cpu.mean(x) if self.pointwise else x.mean((2, 3))
         if self.pointwise:
             x = _pointwise(x, self.head_w, self.head_b, self.act)
         else:
@@ -261,7 +262,8 @@ class FusedHead(nn.Module):
     def runs(self) -> str:
         n = 1 if self.cls_w is None else 2
         mm = "mnv4_cpu::pointwise" if self.pointwise else "torch linear"
-        return f"torch mean over H, W, {mm} x{n} ({self.act} after the first)"
+        pool = "mnv4_cpu::mean" if self.pointwise else "torch mean over H, W"
+        return f"{pool}, {mm} x{n} ({self.act} after the first)"
 
 
 def _sequence_steps(m: nn.Module, first: bool = False):
@@ -310,6 +312,27 @@ def _merge_conv_pointwise(steps):
     return out
 
 
+def _buffer_gather(refs):
+    """[(get, buffers)] such that the tensors of `refs` ([(module, buffer name)], (None, None) for an absent
+    tensor) are, in order, the items of every get(buffers): one itemgetter per run of one module's buffers
+    (looked up per call, so .to() and load_state_dict() hold), a constant run of Nones for absent ones. The
+    same list as one `module._buffers[name]` per tensor, in a few C-level calls instead of a Python loop."""
+    runs = []  # [module or None, [names]]
+    for m, k in refs:
+        if runs and runs[-1][0] is m:
+            runs[-1][1].append(k)
+        else:
+            runs.append([m, [k]])
+    gather = []
+    for m, names in runs:
+        if m is None:
+            gather.append((lambda _, n=len(names): (None,) * n, None))
+        else:  # an itemgetter of one name returns the item itself: two names always make a tuple
+            get = operator.itemgetter(*names) if len(names) > 1 else (lambda b, k=names[0]: (b[k],))
+            gather.append((get, m._buffers))
+    return gather
+
+
 class FusedMobileNetV4(nn.Module):
     """Inference-only MobileNetV4 (eval semantics whatever .train() says).
 
@@ -339,7 +362,7 @@ class FusedMobileNetV4(nn.Module):
         self.fallback_reasons = dict(fallback_reasons or {})
         self.pretrained_cfg = None
         self._plan_key = None  # the (stem, *blocks, head) that _plan was built for
-        self._plan = self._submodules = None
+        self._plan = self._gather = self._hook_dicts = None
         self.eval()
 
     def _sequence(self, merge: bool = True):
@@ -363,7 +386,9 @@ class FusedMobileNetV4(nn.Module):
             if not merge:
                 return plan
             self._plan = plan
-            self._submodules = [m for m in self.modules() if m is not self]
+            self._gather = None if plan is None else _buffer_gather(plan[1])
+            self._hook_dicts = [d for m in self.modules() if m is not self
+                                for d in (m._forward_hooks, m._forward_pre_hooks)]
             self._plan_key = key
         return self._plan
 
@@ -430,7 +455,7 @@ class FusedMobileNetV4(nn.Module):
         from torch.nn.modules import module as nn_module
         if nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks:
             return True
-        return any(m._forward_hooks or m._forward_pre_hooks for m in self._submodules)
+        return any(self._hook_dicts)
 
     def forward(self, x):
         """Logits. A model on the CPU ops runs stem, blocks and head in one mnv4_cpu::sequence call: the same
@@ -441,9 +466,9 @@ class FusedMobileNetV4(nn.Module):
         self._check_input(x)
         plan = None if torch.compiler.is_compiling() or x.device.type != "cpu" else self._sequence()
         if plan is not None and not self._hooked():
-            program, refs = plan
-            tensors = [None if m is None else m._buffers[k] for m, k in refs]
-            return torch.ops.mnv4_cpu.sequence(x.to(self.stem.weight.dtype), tensors, program)
+            tensors = [t for get, buffers in self._gather for t in get(buffers)]
+            dtype = self.stem.weight.dtype
+            return torch.ops.mnv4_cpu.sequence(x if x.dtype == dtype else x.to(dtype), tensors, plan[0])
         return self.head(self._features(x))
 
     def summary(self) -> str:

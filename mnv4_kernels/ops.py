@@ -86,6 +86,10 @@ def _pointwise_fake(x, weight, bias=None, activation="none"):
     return torch.empty((n, p["out"], h, w), dtype=x.dtype, device=x.device, memory_format=output_memory_format(x))
 
 
+def _mean_fake(x):
+    return x.new_empty(validate.mean(x))
+
+
 def _conv_fake(x, weight, bias=None, stride=1, activation="none", proj_weight=None, proj_bias=None,
                residual=False, channels_last=False, proj_activation="none"):
     p = validate.conv(x, weight, bias, stride, activation, proj_weight, proj_bias, residual, channels_last,
@@ -209,6 +213,7 @@ def register_python_kernels():
     torch.library.register_fake("mnv4::mqa")(_mqa_fake)
     torch.library.register_fake("mnv4_cpu::pointwise")(_pointwise_fake)
     torch.library.register_fake("mnv4_cpu::conv")(_conv_fake)
+    torch.library.register_fake("mnv4_cpu::mean")(_mean_fake)
     torch.library.register_fake("mnv4_cpu::sequence")(_sequence_fake)
     register_autograd("mnv4::uib", "uib")
     register_autograd("mnv4::mqa", "mqa")

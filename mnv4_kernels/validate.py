@@ -203,6 +203,15 @@ def conv(x, weight, bias=None, stride=1, activation="none", proj_weight=None, pr
     return dict(batch=n, out=p, oh=conv_out(h, stride), ow=conv_out(w, stride))
 
 
+def mean(x):
+    """mnv4_cpu::mean (csrc/cpu/pool.cpp): x [N, C, H, W]. Returns (N, C)."""
+    op = "mnv4_cpu::mean"
+    check(isinstance(x, torch.Tensor), lambda: f"{op}: x must be a Tensor; got {type(x).__name__}")
+    check(x.dim() == 4, lambda: f"{op}: x must be 4-D [N, C, H, W]; got ndim {x.dim()}")
+    check(x.dtype in DTYPES, lambda: f"{op}: x must be float32, float16 or bfloat16; got {_dtype(x)}")
+    return tuple(x.shape[:2])
+
+
 def pointwise(x, weight, bias=None, activation="none"):
     """mnv4_cpu::pointwise (csrc/cpu/pointwise.cpp): x [N, C] or [N, C, H, W]. Returns out (channels)."""
     op = "mnv4_cpu::pointwise"

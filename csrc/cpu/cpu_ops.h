@@ -25,6 +25,8 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
                     const c10::optional<at::Tensor>& proj_bias, bool residual, bool channels_last,
                     std::string proj_activation);
 
+at::Tensor mean_cpu(const at::Tensor& x);
+
 at::Tensor pointwise_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                          std::string activation);
 

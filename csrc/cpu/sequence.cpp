@@ -9,7 +9,6 @@
 // result rounded to fp16 once. That is the fp32 chain's speed, and fewer roundings than op by op.
 #include <ATen/core/List.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/mean.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -62,7 +61,7 @@ at::Tensor sequence_cpu(const at::Tensor& x, const c10::List<c10::optional<at::T
         break;
       case Step::Mean:
         check_sequence_mean(h, step);
-        h = at::mean(h, {2, 3});
+        h = mean_cpu(h);
         break;
     }
     i += kStepTensors[r[0]];
