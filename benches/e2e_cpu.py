@@ -10,8 +10,9 @@ medians; each candidate's relative error against the fp32 reference.
 Each case also records how fast any implementation could be here (mnv4_kernels.bench.e2e_bounds): the model's
 FLOPs at the fp32 FMA, vdpbf16ps and (where the CPU has AMX) tdpbf16ps register peaks of --threads cores
 (benches/peak.c, per peak the higher of a measurement at the start and at the end) and at the GEMM ceiling
-(mnv4_kernels.bench.measure_ceilings); and, where OpenVINO ran at bf16, the bf16 target (0.8x its time) with the
-fraction of the vdpbf16ps peak it requires and the fraction ours-bf16 achieves. See benches/README.md, Bounds.
+and the bf16 GEMM ceiling (mnv4_kernels.bench.measure_ceilings); and, where OpenVINO ran at bf16, the bf16 target
+(0.8x its time) with the fractions of the vdpbf16ps peak and of the bf16 GEMM ceiling it requires and those
+ours-bf16 achieves. See benches/README.md, Bounds.
 
     .venv/bin/python benches/e2e_cpu.py [--repeats 40] [--max-seconds 120] [--threads 2] [--cases conv_small@224:1,...]
 Writes benches/results/e2e-<machine>.json.
@@ -59,8 +60,10 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     names = bench.parse_e2e(args.candidates) if args.candidates else bench.default_e2e("cpu")
     peaks_start = bench.peak_gflops(args.threads)
-    ceiling = bench.measure_ceilings("cpu", torch.float32)["gemm_gflops"]
-    print(f"peaks {_peaks_text(peaks_start)}, GEMM ceiling {ceiling:.1f} GFLOP/s ({args.threads} threads)", flush=True)
+    ceilings = bench.measure_ceilings("cpu", torch.float32)
+    ceiling, ceiling16 = ceilings["gemm_gflops"], ceilings["bf16_gemm_gflops"]
+    print(f"peaks {_peaks_text(peaks_start)}, GEMM ceiling {ceiling:.1f} GFLOP/s, bf16 {ceiling16:.1f} GFLOP/s "
+          f"({args.threads} threads)", flush=True)
     records = []
     for name, res, batch in parse_cases(args.cases):
         print(f"{name}@{res} b{batch}", flush=True)
@@ -76,7 +79,7 @@ def main(argv=None):
     peaks = bench.best_peaks(peaks_start, bench.peak_gflops(args.threads))
     print(f"\nbounds ({args.threads} threads; peaks {_peaks_text(peaks)}, GEMM ceiling {ceiling:.1f} GFLOP/s):")
     for rec in records:
-        bench.e2e_bounds(rec, rec.pop("flops"), peaks, ceiling)
+        bench.e2e_bounds(rec, rec.pop("flops"), peaks, ceiling, ceiling16)
         print(f"  {rec['model']}@{rec['res']} b{rec['batch']}: {bench.e2e_bounds_line(rec)}")
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                    f"e2e-{report.machine_tag()}.json")
@@ -86,10 +89,12 @@ def main(argv=None):
                "`inner` calls after `settle` untimed calls and a `gap_s` sleep, medians (record.timing); "
                "time_over_first = median / the first candidate's median; min_ms_at_* = model FLOPs (torch "
                "FlopCounterMode: convolutions and matmuls) at the fp32 FMA / vdpbf16ps / tdpbf16ps register peak "
-               "(benches/peak.c, higher of start and end) / GEMM ceiling; bf16_target: "
-               f"{bench.BF16_TARGET_OVER_OPENVINO}x openvino-bf16's median, target_needs_peak_fraction = "
-               "min_ms_at_bf16_peak / target_ms, ours_peak_fraction = min_ms_at_bf16_peak / ours-bf16's median",
-        fma_peak_gflops=peaks["fma32"], peaks_gflops=peaks, gemm_ceiling_gflops=ceiling, records=records))
+               "(benches/peak.c, higher of start and end) / GEMM ceiling / bf16 GEMM ceiling (ceilings); "
+               f"bf16_target: {bench.BF16_TARGET_OVER_OPENVINO}x openvino-bf16's median, target_needs_peak_fraction "
+               "= min_ms_at_bf16_peak / target_ms, target_needs_bf16_gemm_ceiling_fraction = "
+               "min_ms_at_bf16_gemm_ceiling / target_ms, ours_*_fraction the same over ours-bf16's median",
+        fma_peak_gflops=peaks["fma32"], peaks_gflops=peaks, gemm_ceiling_gflops=ceiling, ceilings=ceilings,
+        records=records))
     print(f"wrote {out}")
     return 0
 

@@ -118,13 +118,13 @@ def model_flops(ref, x):
     return counter.get_total_flops()
 
 
-def cpu_gemm_probe():
-    """(call, flops): our NHWC GEMM on 3136 x 512 x 512 (mnv4_cpu::pointwise), the CPU's fp32 GEMM ceiling
-    probe. Timed beside a layer it gives the ceiling of the same moments, which on a shared VM moves by up to
-    1.3x within a minute."""
+def cpu_gemm_probe(dtype=torch.float32):
+    """(call, flops): our NHWC GEMM on 3136 x 512 x 512 (mnv4_cpu::pointwise) in `dtype`, the CPU's GEMM ceiling
+    probe (fp32; bf16 on the bf16 kernels). Timed beside a layer it gives the ceiling of the same moments, which
+    on a shared VM moves by up to 1.3x within a minute."""
     from .ops import channels_innermost
 
-    xp, wp = torch.randn(3136, 512), channels_innermost(torch.randn(512, 512))
+    xp, wp = torch.randn(3136, 512).to(dtype), channels_innermost(torch.randn(512, 512).to(dtype))
     return (lambda: torch.ops.mnv4_cpu.pointwise(xp, wp, None, "none")), 2 * 3136 * 512 * 512
 
 
@@ -133,7 +133,9 @@ def measure_ceilings(device, dtype):
 
     The GEMM rate is the best of torch.mm on a 2048^3 (8192^3 on a GPU) product and, on the CPU, of our own
     NHWC GEMM (cpu_gemm_probe): MKL's AMD path stops at AVX2, so on an AVX-512 CPU torch.mm alone is not the
-    machine's ceiling."""
+    machine's ceiling. On the CPU also the bf16 GEMM ceiling (bf16_gemm_gflops): the best of torch.mm in bf16
+    (oneDNN) and our NHWC GEMM on the bf16 kernels, on the same shapes: the dense rate a bf16 network's
+    layers could at best run at here."""
     dev = torch.device(device)
     n = (256 if dev.type == "cuda" else 64) * 2**20 // 4  # 256 MiB on GPU, 64 MiB on CPU (> any L3 here)
     src = torch.randn(n, device=dev)
@@ -146,12 +148,20 @@ def measure_ceilings(device, dtype):
     pw_flops = 0
     if dev.type == "cpu" and hasattr(torch.ops.mnv4_cpu, "pointwise"):
         cands["pointwise"], pw_flops = cpu_gemm_probe()
+        a16, b16 = a.bfloat16(), b.bfloat16()
+        cands["gemm_bf16"] = lambda: torch.mm(a16, b16)
+        cands["pointwise_bf16"], _ = cpu_gemm_probe(torch.bfloat16)
     t = interleaved(cands, warmup=2, repeats=10, device=dev)
     gemm = 2 * size**3 / t["gemm"].median_ms / 1e6
     ours = pw_flops / t["pointwise"].median_ms / 1e6 if pw_flops else 0.0
-    return {"copy_gbps": 2 * n * 4 / t["copy"].median_ms / 1e6, "gemm_gflops": max(gemm, ours),
-            "torch_mm_gflops": gemm, "ours_gemm_gflops": ours,
-            "gemm_dtype": str(gdt).replace("torch.", ""), "gemm_size": size, "copy_bytes": 2 * n * 4}
+    out = {"copy_gbps": 2 * n * 4 / t["copy"].median_ms / 1e6, "gemm_gflops": max(gemm, ours),
+           "torch_mm_gflops": gemm, "ours_gemm_gflops": ours,
+           "gemm_dtype": str(gdt).replace("torch.", ""), "gemm_size": size, "copy_bytes": 2 * n * 4}
+    if pw_flops:
+        mm16 = 2 * size**3 / t["gemm_bf16"].median_ms / 1e6
+        ours16 = pw_flops / t["pointwise_bf16"].median_ms / 1e6
+        out.update(bf16_gemm_gflops=max(mm16, ours16), torch_mm_bf16_gflops=mm16, ours_bf16_gemm_gflops=ours16)
+    return out
 
 
 # ------------------------------------------------------------------------------------------- end to end
@@ -283,16 +293,20 @@ def e2e_table(record):
 BF16_TARGET_OVER_OPENVINO = 0.8
 
 
-def e2e_bounds(record, flops, peaks, gemm_ceiling=None):
+def e2e_bounds(record, flops, peaks, gemm_ceiling=None, bf16_gemm_ceiling=None):
     """Add to an e2e record how fast any implementation could run the model here (benches/README.md, Bounds).
 
     gflop: the model's FLOPs (model_flops). min_ms_at_fma_peak / min_ms_at_bf16_peak / min_ms_at_amx_peak:
     those FLOPs at the fp32 FMA / vdpbf16ps / tdpbf16ps peak of `peaks` (peak_gflops of the record's threads;
     None where the CPU lacks the instructions, the AMX one only where it has them), min_ms_at_gemm_ceiling at
-    `gemm_ceiling`. Each candidate: gflops. bf16_target, where openvino-bf16 ran at bf16 precision: target_ms
+    `gemm_ceiling`, min_ms_at_bf16_gemm_ceiling at `bf16_gemm_ceiling` (measure_ceilings' bf16_gemm_gflops).
+    Each candidate: gflops. bf16_target, where openvino-bf16 ran at bf16 precision: target_ms
     (BF16_TARGET_OVER_OPENVINO x its median), target_needs_peak_fraction (min_ms_at_bf16_peak / target_ms: the
-    share of the vdpbf16ps peak the whole network must sustain to meet it; near or above 1, out of reach) and,
-    where ours-bf16 ran, its median and achieved fraction (min_ms_at_bf16_peak / its median); else None."""
+    share of the vdpbf16ps peak the whole network must sustain to meet it; near or above 1, out of reach),
+    target_needs_bf16_gemm_ceiling_fraction (the same share of the bf16 GEMM ceiling: the whole network,
+    depthwise convs, stem and head included, as efficient as a large dense bf16 GEMM) and, where ours-bf16 ran,
+    its median and achieved fractions (min_ms_at_bf16_peak, min_ms_at_bf16_gemm_ceiling over its median); else
+    None."""
     def at(rate):
         return flops / rate / 1e6 if rate else None
 
@@ -303,6 +317,7 @@ def e2e_bounds(record, flops, peaks, gemm_ceiling=None):
         record["min_ms_at_amx_peak"] = at(peaks["tdpbf16ps"])
     if gemm_ceiling:
         record["min_ms_at_gemm_ceiling"] = at(gemm_ceiling)
+    ceil16 = record["min_ms_at_bf16_gemm_ceiling"] = at(bf16_gemm_ceiling)
     record["peaks_skipped"] = dict(peaks.get("skipped", {}))
     cands = record["candidates"]
     for c in cands.values():
@@ -315,9 +330,13 @@ def e2e_bounds(record, flops, peaks, gemm_ceiling=None):
                       target_ms=target_ms, target_needs_peak_fraction=bound / target_ms if bound else None)
         if record.get("min_ms_at_amx_peak"):
             target["target_needs_amx_peak_fraction"] = record["min_ms_at_amx_peak"] / target_ms
+        if ceil16:
+            target["target_needs_bf16_gemm_ceiling_fraction"] = ceil16 / target_ms
         if ours:
             target.update(ours_ms=ours["median_ms"], ours_over_target=ours["median_ms"] / target_ms,
                           ours_peak_fraction=bound / ours["median_ms"] if bound else None)
+            if ceil16:
+                target["ours_bf16_gemm_ceiling_fraction"] = ceil16 / ours["median_ms"]
     record["bf16_target"] = target
     return record
 
@@ -336,10 +355,14 @@ def e2e_bounds_line(record):
         need = t["target_needs_peak_fraction"]
         line += (f"; bf16 target {t['target_ms']:.2f} ms ({t['factor']}x {t['against']}) needs "
                  + ("n/a" if need is None else f"{100 * need:.0f}%") + " of the bf16 peak")
+        if "target_needs_bf16_gemm_ceiling_fraction" in t:
+            line += f" and {100 * t['target_needs_bf16_gemm_ceiling_fraction']:.0f}% of the bf16 GEMM ceiling"
         if "ours_ms" in t:
             got = t["ours_peak_fraction"]
             line += (f", ours-bf16 {t['ours_ms']:.2f} ms = {t['ours_over_target']:.2f}x the target, at "
-                     + ("n/a" if got is None else f"{100 * got:.0f}%") + " of it")
+                     + ("n/a" if got is None else f"{100 * got:.0f}%") + " of the peak"
+                     + (f" and {100 * t['ours_bf16_gemm_ceiling_fraction']:.0f}% of the ceiling"
+                        if "ours_bf16_gemm_ceiling_fraction" in t else ""))
     return line
 
 
@@ -540,7 +563,8 @@ def main(args):
                 rec = e2e_case(ref.to(dev), x.to(dev), e2e, repeats=repeats, max_seconds=4 * max_s, log=log)
                 rec.update(model=model, dtype=str(dtype).replace("torch.", ""))
                 if peaks:
-                    e2e_bounds(rec, model_flops(ref, x), peaks, ceilings["gemm_gflops"])
+                    e2e_bounds(rec, model_flops(ref, x), peaks, ceilings["gemm_gflops"],
+                               ceilings.get("bf16_gemm_gflops"))
                 records.append(rec)
                 log(f"  e2e {model}@{res} b{batch}:\n" + e2e_table(rec))
     summary = summarize(records)

@@ -112,7 +112,7 @@ def test_record_carries_the_bounds(case, record, amx):
     rec = copy.deepcopy(record)
     ov, ours = rec["candidates"]["openvino-bf16"], rec["candidates"]["ours-bf16"]
     ov["precision"] = "bf16"  # as OpenVINO reports it on a CPU with bf16 instructions
-    bench.e2e_bounds(rec, flops, peaks, gemm_ceiling=50.0)
+    bench.e2e_bounds(rec, flops, peaks, gemm_ceiling=50.0, bf16_gemm_ceiling=150.0)
     assert flops > 0 and rec["gflop"] == pytest.approx(flops / 1e9)
     assert rec["min_ms_at_fma_peak"] == pytest.approx(flops / 100e9 * 1e3)
     assert rec["min_ms_at_bf16_peak"] == pytest.approx(flops / 200e9 * 1e3)
@@ -124,6 +124,11 @@ def test_record_carries_the_bounds(case, record, amx):
     assert t["ours_ms"] == ours["median_ms"]
     assert t["ours_peak_fraction"] == pytest.approx(rec["min_ms_at_bf16_peak"] / ours["median_ms"])
     assert ("target_needs_amx_peak_fraction" in t) == amx
+    assert rec["min_ms_at_bf16_gemm_ceiling"] == pytest.approx(flops / 150e9 * 1e3)
+    assert t["target_needs_bf16_gemm_ceiling_fraction"] == pytest.approx(rec["min_ms_at_bf16_gemm_ceiling"]
+                                                                         / t["target_ms"])
+    assert t["ours_bf16_gemm_ceiling_fraction"] == pytest.approx(rec["min_ms_at_bf16_gemm_ceiling"]
+                                                                 / ours["median_ms"])
     assert all(c["gflops"] == pytest.approx(flops / c["median_ms"] / 1e6) for c in rec["candidates"].values())
     assert "bf16 target" in bench.e2e_bounds_line(rec)
     # no bf16 target where OpenVINO did not run at bf16 (a CPU without bf16 instructions); no bf16 bound
@@ -132,4 +137,5 @@ def test_record_carries_the_bounds(case, record, amx):
     rec["candidates"]["openvino-bf16"]["precision"] = "f32"
     bench.e2e_bounds(rec, flops, dict(peaks, vdpbf16ps=None))
     assert rec["bf16_target"] is None and rec["min_ms_at_bf16_peak"] is None
+    assert rec["min_ms_at_bf16_gemm_ceiling"] is None
     assert "n/a" in bench.e2e_bounds_line(rec)
