@@ -268,7 +268,8 @@ at::Tensor conv_run(const ConvParams& cp, const at::Tensor& x, const at::Tensor&
     const int64_t ox_in = ox_lo > 0 ? std::min(ox_hi, ox_lo + (ox_hi - ox_lo) % mr) : ox_lo;
     // The microkernel's taps are the kernel's rows: row ky's k taps of one output pixel are k * C contiguous
     // floats (k neighbouring pixels), so each tap is one K = k * C product (B's rows [ky][kx][C] in order).
-    // Stem, 3 input channels: 27 products of K = 1 would be 3 of K = 9.
+    // Stem, 3 input channels: 27 products of K = 1 would be 3 of K = 9 (lda = 6 at stride 2: the microkernels run
+    // that shape on a taller tile compiled for it, simd_impl.h's StemShape).
     std::vector<int64_t> off_in(static_cast<size_t>(k));
     for (int64_t ky = 0; ky < k; ++ky) off_in[ky] = ky * W * C;
     // Tasks: (image, band of output rows), 4 per thread when there are enough rows.
