@@ -272,6 +272,83 @@ def test_rgb_image_stems_nan(case, dtype):
             assert_nan_like(out, ref, tol)
 
 
+# The stems' shape, 3 input channels, 3x3, stride 2 (the microkernels' compile-time stem tile, 14 pixels a tile
+# on AVX-512, with its 7-pixel and shorter remainders and the border strips), over H, W = 1, 2, 3, 7, 8, 15, 16,
+# 224, 225 (each H with two Ws), 24, 32 and 40 output channels, NCHW and channels_last images.
+_C3_HW = [1, 2, 3, 7, 8, 15, 16, 224, 225]
+C3_STEMS = [dict(n=1 + (i + j) % 2, hw=(h, _C3_HW[(i + j) % 9]), o=(24, 32, 40)[(i + j) % 3],
+                 channels_last=j == 3 and i % 3 == 1) for i, h in enumerate(_C3_HW) for j in (0, 3)]
+C3_STEMS += [dict(n=1, hw=(224, 224), o=o, channels_last=False) for o in (24, 40)]
+
+
+def _c3_ids(cases):
+    return [f"n{c['n']}-{c['hw'][0]}x{c['hw'][1]}-o{c['o']}" + ("-cl" if c["channels_last"] else "") for c in cases]
+
+
+def _c3_args(case, dtype, seed, activation="relu"):
+    return random_conv_args(c=3, k=3, stride=2, innermost=True, dtype=dtype, seed=seed, activation=activation,
+                            **case)
+
+
+@pytest.mark.parametrize("num_threads", [1, 2], indirect=True, ids=["1t", "2t"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("case", C3_STEMS, ids=_c3_ids(C3_STEMS))
+def test_c3_stems(case, dtype, num_threads):
+    args = _c3_args(case, dtype, seed=90)
+    out = conv(*args, True)
+    assert out.dtype == dtype and out.shape[1] == case["o"]
+    if dtype == torch.bfloat16:
+        assert rel_err(out, staged_conv(*args)) <= BF16_TOL
+    else:
+        assert rel_err(out, reference(*args)) <= FP32_TOL
+
+
+def _assert_nonfinite_like(out, ref, tol, values=None):
+    """NaN, +inf and -inf exactly where ref has them; the finite rest within tol of `values` (default ref)."""
+    for what in (torch.isnan, torch.isposinf, torch.isneginf):
+        differ = what(out) != what(ref)
+        assert not differ.any(), f"{what.__name__}: {int(differ.sum())} of {out.numel()} differ"
+    values = ref if values is None else values
+    keep = torch.isfinite(ref) & torch.isfinite(values)
+    assert rel_err(out[keep], values[keep]) <= tol
+
+
+# One NaN or infinity in the image (interior; the first pixel, on the padded border; the last pixel, where the
+# tile's last pair ends) or in one weight (a corner tap, outside the image on the border, where torch skips it
+# and the op must too; the centre tap).
+C3_NONFINITE_SITES = {"x_nan_interior": (0, "mid", "nan"), "x_nan_first": (0, "first", "nan"),
+                      "x_nan_last": (0, "last", "nan"), "x_inf_interior": (0, "mid", "inf"),
+                      "x_inf_first": (0, "first", "-inf"), "x_inf_last": (0, "last", "inf"),
+                      "w_nan_corner": (1, "corner", "nan"), "w_inf_corner": (1, "corner", "inf"),
+                      "w_inf_centre": (1, "centre", "-inf")}
+
+
+@pytest.mark.parametrize("num_threads", [1, 2], indirect=True, ids=["1t", "2t"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("activation", ["relu", "none"])
+@pytest.mark.parametrize("case", [C3_STEMS[i] for i in (3, 6, 7, 12, 14, 16)],
+                         ids=_c3_ids([C3_STEMS[i] for i in (3, 6, 7, 12, 14, 16)]))
+def test_c3_stems_nonfinite(case, activation, dtype, num_threads):
+    args = _c3_args(case, dtype, seed=91, activation=activation)
+    x = args[0]
+    n, _, H, W = x.shape
+    tol = BF16_TOL if dtype == torch.bfloat16 else FP32_TOL
+    for site, (slot, where, value) in C3_NONFINITE_SITES.items():
+        index = {"mid": (n - 1, 1, H // 2, W // 2), "first": (0, 0, 0, 0), "last": (n - 1, 2, H - 1, W - 1),
+                 "corner": (case["o"] // 2, 2, 0, 0), "centre": (1, 0, 1, 1)}[where]
+        t = args[slot].clone()  # keeps the memory format
+        t[index] = float(value)
+        a = tuple(args[:slot]) + (t,) + tuple(args[slot + 1:])
+        out = conv(*a, True).float()
+        up = tuple(v.float() if isinstance(v, torch.Tensor) else v for v in a)
+        ref = reference(*up, dtype=torch.float32, conv2d=conv2d_inside_taps if slot == 1 else TF.conv2d)
+        assert where == "corner" or not torch.isfinite(ref).all(), site  # a 2-row image never uses that corner
+        if dtype == torch.bfloat16:  # NaN / inf as the fp32 reference; values as the staged bf16 one
+            _assert_nonfinite_like(out, ref, tol, values=staged_conv(*a).float())
+        else:
+            _assert_nonfinite_like(out, ref, tol)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 @pytest.mark.parametrize("case", BATTERY[::5], ids=_ids(BATTERY[::5]))
 def test_battery_low_precision(case, dtype):

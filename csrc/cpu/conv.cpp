@@ -193,6 +193,26 @@ void nchw_rows_to_nhwc_widen(const cpu::bf16_t* src, int64_t C, int64_t H, int64
   nchw_rows_to_nhwc_any(src, C, H, W, r0, r1, dst);
 }
 
+// Whether every element of w is finite: NaN and the infinities are the values whose exponent bits are all
+// set, so one pass over the bits of w's storage (any dense layout: the order does not matter) whose OR-reduction
+// vectorises. Weights of a few thousand elements take well under a microsecond.
+template <class U>
+bool bits_all_finite(const void* data, int64_t n, U exp_mask) {
+  const U* p = static_cast<const U*>(data);
+  U bad = 0;
+  for (int64_t i = 0; i < n; ++i) bad |= U((p[i] & exp_mask) == exp_mask);
+  return bad == 0;
+}
+bool all_finite(const at::Tensor& w) {
+  const at::Tensor t = w.is_non_overlapping_and_dense() ? w : w.contiguous();
+  switch (t.scalar_type()) {
+    case at::kFloat: return bits_all_finite<uint32_t>(t.data_ptr(), t.numel(), 0x7f800000u);
+    case at::kBFloat16: return bits_all_finite<uint16_t>(t.data_ptr(), t.numel(), uint16_t(0x7f80));
+    case at::kHalf: return bits_all_finite<uint16_t>(t.data_ptr(), t.numel(), uint16_t(0x7c00));
+    default: return bits_all_finite<uint32_t>(t.to(at::kFloat).contiguous().data_ptr(), t.numel(), 0x7f800000u);
+  }
+}
+
 // The op on kernel set KS (kernel_set.h): x and the result in E = KS::Elem (the result channels_last), the
 // input rows the conv reads, its strips and the projection's row in T = KS::Tile.
 template <class KS>
@@ -237,6 +257,8 @@ at::Tensor conv_run(const ConvParams& cp, const at::Tensor& x, const at::Tensor&
     // Output pixels whose k x k window lies inside the image read x in place (taps (ky*W + kx)*C apart);
     // the others (the border: rows oy < oy_lo or >= oy_hi, columns ox < ox_lo or >= ox_hi) read a
     // zero-padded copy of their window (a "strip", per thread).
+    // The border's NaN re-check (fix_nan in the tasks) matters only where a weight is NaN or infinite.
+    const bool finite_weights = all_finite(weight);
     const int64_t oy_lo = (p + stride - 1) / stride, oy_hi = std::max(oy_lo, (H - 1 - p) / stride + 1);
     const int64_t ox_lo = std::min(Wo, (p + stride - 1) / stride);
     const int64_t ox_hi = std::max(ox_lo, std::min(Wo, (W - 1 - p) / stride + 1));
@@ -246,7 +268,8 @@ at::Tensor conv_run(const ConvParams& cp, const at::Tensor& x, const at::Tensor&
     const int64_t ox_in = ox_lo > 0 ? std::min(ox_hi, ox_lo + (ox_hi - ox_lo) % mr) : ox_lo;
     // The microkernel's taps are the kernel's rows: row ky's k taps of one output pixel are k * C contiguous
     // floats (k neighbouring pixels), so each tap is one K = k * C product (B's rows [ky][kx][C] in order).
-    // Stem, 3 input channels: 27 products of K = 1 would be 3 of K = 9.
+    // Stem, 3 input channels: 27 products of K = 1 would be 3 of K = 9 (lda = 6 at stride 2: the microkernels run
+    // that shape on a taller tile compiled for it, simd_impl.h's StemShape).
     std::vector<int64_t> off_in(static_cast<size_t>(k));
     for (int64_t ky = 0; ky < k; ++ky) off_in[ky] = ky * W * C;
     // Tasks: (image, band of output rows), 4 per thread when there are enough rows.
@@ -271,12 +294,13 @@ at::Tensor conv_run(const ConvParams& cp, const at::Tensor& x, const at::Tensor&
       auto in_row = [&](int64_t iy) { return img + (iy - img_r0) * W * C; };
       // The strip's zero padding multiplies the weights of taps outside the image by 0: NaN for a NaN or
       // infinite weight, where torch's conv skips the tap. So a NaN border output of a channel with such a
-      // weight is recomputed over the taps inside the image. Finite weights never get there: the only cost is
-      // a NaN scan of the border outputs, 1 / (k*k*C) of their FMAs.
+      // weight is recomputed over the taps inside the image. With finite weights (finite_weights, checked once
+      // per call) nothing is done; else the cost is a NaN scan of the border outputs.
       std::vector<char> nonfinite;  // per output channel: has a non-finite weight (set at the first NaN seen)
       auto fix_nan = [&](int64_t oy, int64_t e0, int64_t e1, auto* dst, int64_t ldd, const float* b, cpu::Act act_,
                          const T* r) {
         using D = std::remove_pointer_t<decltype(dst)>;
+        if (finite_weights) return;
         bool any = false;
         for (int64_t e = 0; e < e1 - e0; ++e)
           for (int64_t o = 0; o < O; ++o) any |= std::isnan(as_f(dst[e * ldd + o]));

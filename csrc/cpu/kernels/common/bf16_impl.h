@@ -70,9 +70,35 @@ struct LpInPlace {
   static inline const typename L::E* b_slab(int64_t, int, const typename L::E* b, bool) { return b; }
 };
 
+// The pair (p[0], p[1]) broadcast, and (p[1], 0): an odd K's last element, read without touching p[2] (the
+// next pixel's first element, maybe past the end of A; a NaN or infinity there must not meet the packing's
+// zero). L::a_at / a_hi where the traits have a vector form, else through a scalar.
+template <class L, class = void>
+struct LpVectorPairs : std::false_type {};
+template <class L>
+struct LpVectorPairs<L, std::void_t<decltype(void(L::a_at(nullptr))), decltype(void(L::a_hi(nullptr)))>>
+    : std::true_type {};
+template <class L>
+inline typename L::AP lp_a_at(const typename L::E* p) {
+  if constexpr (LpVectorPairs<L>::value)
+    return L::a_at(p);
+  else
+    return L::a_pair(lp_load_pair(p));
+}
+template <class L>
+inline typename L::AP lp_a_hi(const typename L::E* p) {
+  if constexpr (LpVectorPairs<L>::value)
+    return L::a_hi(p);
+  else
+    return L::a_pair(lp_load_pair(p) >> 16);
+}
+
+// FIX (void, or a shape known at compile time: simd_impl.h's StemShape): K, T and lda are FIX's (the
+// arguments are ignored) and every A pair the tile reads is at a constant displacement from its tap's base
+// a + off[t] plus 2q: no row pointers.
 template <class L>
 struct PairTile : LpInPlace<L> {
-  template <int MR, int NV, int NVS, Act A, bool RES, bool TAIL>
+  template <int MR, int NV, int NVS, Act A, bool RES, bool TAIL, class FIX = void>
   static inline void tile(int64_t K, int T, const int64_t* off, const typename L::E* a, int64_t lda,
                           const typename L::E* b, typename L::E* c, int64_t ldc, const float* bias,
                           const typename L::E* r, int64_t ldr, int nrem, int64_t /*i0*/) {
@@ -87,6 +113,32 @@ struct PairTile : LpInPlace<L> {
           bias ? (TAIL ? V::loadn(bias + v * W, nrem - v * W) : V::loadu(bias + v * W)) : V::zero();
       for (int i = 0; i < MR; ++i) acc[i][v] = b0;
     }
+    if constexpr (!std::is_void<FIX>::value) {
+      constexpr int KF = FIX::K, LF = FIX::lda, KPF = (KF + 1) / 2;
+#pragma GCC unroll 1
+      for (int t = 0; t < FIX::T; ++t) {
+        const E* at = a + off[t];
+        const E* bt = b + t * KPF * ROW;
+        auto step = [&](int q, auto tail) {  // pair q; tail: an odd K's last, (A[K-1], 0)
+          typename L::BP bv[NV];
+          for (int v = 0; v < NV; ++v) bv[v] = L::b_load(bt + q * ROW + v * 2 * W);
+          // Pixel i's pair q + 3 is pixel i + 1's pair q (lda = 3 pairs): hidden from GCC, whose predictive
+          // commoning otherwise carries the pairs between steps in general registers (spilled, then broadcast
+          // from there) instead of broadcasting each from memory.
+          const E* aq = at + (decltype(tail)::value ? KF - 2 : 2 * q);
+          asm("" : "+r"(aq));
+#pragma GCC unroll 16
+          for (int i = 0; i < MR; ++i) {
+            const typename L::AP av = decltype(tail)::value ? lp_a_hi<L>(aq + i * LF) : lp_a_at<L>(aq + i * LF);
+            for (int v = 0; v < NV; ++v) acc[i][v] = L::dot(acc[i][v], av, bv[v]);
+          }
+        };
+#pragma GCC unroll 1  // unrolled, GCC hoisted the broadcasts and spilled accumulators
+        for (int q = 0; q < KF / 2; ++q) step(q, std::false_type{});
+        if constexpr (KF & 1) step(KPF - 1, std::true_type{});
+      }
+      (void)Kp, (void)Ke, (void)lda;
+    } else {
     for (int t = 0; t < T; ++t) {
       const E* at = a + off[t];
       const E* bt = b + t * Kp * ROW;
@@ -108,6 +160,7 @@ struct PairTile : LpInPlace<L> {
           for (int v = 0; v < NV; ++v) acc[i][v] = L::dot(acc[i][v], av, bv[v]);
         }
       }
+    }
     }
     for (int i = 0; i < MR; ++i) lp_store_row<L, NV, A, RES, TAIL>(acc[i], c + i * ldc, RES ? r + i * ldr : nullptr, nrem);
   }
@@ -262,14 +315,23 @@ struct F32Tile {
 
 // All M rows of one slab: full row tiles, then one tile of the M % MR last rows.
 // AE, BE: the operand types the tile reads (E, or fp32 for F32Tile).
-template <class L, class K_, int MR, int NV, int NVS, Act A, bool RES, bool TAIL, class AE, class BE>
+// FIX: void, or the compile-time shape a tile that takes one (PairTile) runs.
+template <class K_, int MR, int NV, int NVS, Act A, bool RES, bool TAIL, class FIX, class... Args>
+inline void lp_tile(Args... args) {
+  if constexpr (std::is_void<FIX>::value)
+    K_::template tile<MR, NV, NVS, A, RES, TAIL>(args...);
+  else
+    K_::template tile<MR, NV, NVS, A, RES, TAIL, FIX>(args...);
+}
+
+template <class L, class K_, int MR, int NV, int NVS, Act A, bool RES, bool TAIL, class FIX, class AE, class BE>
 inline void lp_slab(int64_t M, int64_t K, int T, const int64_t* off, const AE* a, int64_t lda, const BE* b,
                     typename L::E* c, int64_t ldc, const float* bias, const typename L::E* r,
                     int64_t ldr, int nrem) {
   int64_t i = 0;
   for (; i + MR <= M; i += MR)
-    K_::template tile<MR, NV, NVS, A, RES, TAIL>(K, T, off, a + i * lda, lda, b, c + i * ldc, ldc, bias,
-                                                 RES ? r + i * ldr : nullptr, ldr, nrem, i);
+    lp_tile<K_, MR, NV, NVS, A, RES, TAIL, FIX>(K, T, off, a + i * lda, lda, b, c + i * ldc, ldc, bias,
+                                                RES ? r + i * ldr : nullptr, ldr, nrem, i);
   if (i == M) return;
   const int64_t i0 = i;
   a += i * lda;
@@ -279,11 +341,12 @@ inline void lp_slab(int64_t M, int64_t K, int T, const int64_t* off, const AE* a
 #define MNV4_LP_ROWS(R)                                                                                     \
   case R:                                                                                                   \
     if (R < MR)                                                                                             \
-      K_::template tile<(R < MR ? R : 1), NV, NVS, A, RES, TAIL>(K, T, off, a, lda, b, c, ldc, bias, r, ldr, \
-                                                                 nrem, i0);                                   \
+      lp_tile<K_, (R < MR ? R : 1), NV, NVS, A, RES, TAIL, FIX>(K, T, off, a, lda, b, c, ldc, bias, r, ldr,  \
+                                                                nrem, i0);                                    \
     break;
     MNV4_LP_ROWS(1) MNV4_LP_ROWS(2) MNV4_LP_ROWS(3) MNV4_LP_ROWS(4) MNV4_LP_ROWS(5) MNV4_LP_ROWS(6)
-    MNV4_LP_ROWS(7)
+    MNV4_LP_ROWS(7) MNV4_LP_ROWS(8) MNV4_LP_ROWS(9) MNV4_LP_ROWS(10) MNV4_LP_ROWS(11) MNV4_LP_ROWS(12)
+    MNV4_LP_ROWS(13)
 #undef MNV4_LP_ROWS
     default: break;
   }
@@ -293,7 +356,7 @@ inline void lp_slab(int64_t M, int64_t K, int T, const int64_t* off, const AE* a
 // passes over them), slabs inside (a slab, T*K x NR, stays in L1 over the block's row tiles), as the fp32
 // kernel. A last slab of at most W columns runs a one-vector tile. K_::a_block / b_slab give the operands as
 // the tile reads them: in place (LpInPlace), or widened to fp32 (F32Tile).
-template <class L, class K_, int MR, int NV, Act A, bool RES>
+template <class L, class K_, int MR, int NV, Act A, bool RES, class FIX = void>
 void lp_conv_impl(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const typename L::E* a, int64_t lda,
                   const typename L::E* b, int64_t bss, typename L::E* c, int64_t ldc, const float* bias,
                   const typename L::E* r, int64_t ldr) {
@@ -308,36 +371,55 @@ void lp_conv_impl(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, co
     int64_t j = 0;
     const typename L::E* bj = b;
     for (; j + NR <= N; j += NR, bj += bss)
-      lp_slab<L, K_, MR, NV, NV, A, RES, false>(mb, K, T, ab.off, ab.a, ab.lda, K_::template b_slab<NR>(K, T, bj, mb > MR),
+      lp_slab<L, K_, MR, NV, NV, A, RES, false, FIX>(mb, K, T, ab.off, ab.a, ab.lda, K_::template b_slab<NR>(K, T, bj, mb > MR),
                                                 cm + j, ldc, bias ? bias + j : nullptr, RES ? rm + j : nullptr, ldr,
                                                 NR);
     if (j < N) {
       const int rem = static_cast<int>(N - j);
       const auto bw = K_::template b_slab<NR>(K, T, bj, mb > MR);
       if (rem <= W)
-        lp_slab<L, K_, MR, 1, NV, A, RES, true>(mb, K, T, ab.off, ab.a, ab.lda, bw, cm + j, ldc,
+        lp_slab<L, K_, MR, 1, NV, A, RES, true, FIX>(mb, K, T, ab.off, ab.a, ab.lda, bw, cm + j, ldc,
                                                 bias ? bias + j : nullptr, RES ? rm + j : nullptr, ldr, rem);
       else
-        lp_slab<L, K_, MR, NV, NV, A, RES, true>(mb, K, T, ab.off, ab.a, ab.lda, bw, cm + j, ldc,
+        lp_slab<L, K_, MR, NV, NV, A, RES, true, FIX>(mb, K, T, ab.off, ab.a, ab.lda, bw, cm + j, ldc,
                                                  bias ? bias + j : nullptr, RES ? rm + j : nullptr, ldr, rem);
     }
     if (mb != MB) break;
   }
 }
 
-template <class L, class K_, int MR, int NV>
-void lp_conv_dispatch(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const typename L::E* a,
-                      int64_t lda, const typename L::E* b, int64_t bss, typename L::E* c, int64_t ldc,
-                      const float* bias, Act act, const typename L::E* r, int64_t ldr) {
-#define MNV4_LP_CONV(ACT)                                                                             \
-  return r ? lp_conv_impl<L, K_, MR, NV, ACT, true>(M, N, K, T, off, a, lda, b, bss, c, ldc, bias, r, ldr) \
-           : lp_conv_impl<L, K_, MR, NV, ACT, false>(M, N, K, T, off, a, lda, b, bss, c, ldc, bias, r, ldr)
+template <class L, class K_, int MR, int NV, class FIX = void>
+void lp_conv_act(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const typename L::E* a, int64_t lda,
+                 const typename L::E* b, int64_t bss, typename L::E* c, int64_t ldc, const float* bias, Act act,
+                 const typename L::E* r, int64_t ldr) {
+#define MNV4_LP_CONV(ACT)                                                                                         \
+  return r ? lp_conv_impl<L, K_, MR, NV, ACT, true, FIX>(M, N, K, T, off, a, lda, b, bss, c, ldc, bias, r, ldr) \
+           : lp_conv_impl<L, K_, MR, NV, ACT, false, FIX>(M, N, K, T, off, a, lda, b, bss, c, ldc, bias, r, ldr)
   switch (act) {
     case Act::None: MNV4_LP_CONV(Act::None);
     case Act::Relu: MNV4_LP_CONV(Act::Relu);
     case Act::Gelu: MNV4_LP_CONV(Act::Gelu);
   }
 #undef MNV4_LP_CONV
+}
+
+// The stems' conv (3 input channels, 3x3, stride 2: T = 3 taps of K = 9, lda = 6; see simd_impl.h's
+// StemShape) on the kpair tile: the tallest tile the registers hold (MR x NV accumulators, NV B vectors, one A
+// pair: 14 x 2 zmm on AVX-512) with the shape compiled in. Its 5 pairs per tap end in (A[8], 0).
+struct LpStemShape {
+  static constexpr int K = 9, T = 3, lda = 6;
+};
+template <class L, class K_, int MR, int NV>
+void lp_conv_dispatch(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const typename L::E* a,
+                      int64_t lda, const typename L::E* b, int64_t bss, typename L::E* c, int64_t ldc,
+                      const float* bias, Act act, const typename L::E* r, int64_t ldr) {
+  if constexpr (std::is_same<K_, PairTile<L>>::value) {
+    using S = LpStemShape;
+    constexpr int fit = (L::V::kRegs - NV - 1) / NV, SMR = fit > 14 ? 14 : fit < MR ? MR : fit;
+    if (K == S::K && T == S::T && lda == S::lda)
+      return lp_conv_act<L, K_, SMR, NV, S>(M, N, K, T, off, a, lda, b, bss, c, ldc, bias, act, r, ldr);
+  }
+  lp_conv_act<L, K_, MR, NV>(M, N, K, T, off, a, lda, b, bss, c, ldc, bias, act, r, ldr);
 }
 
 // ---- depthwise (lp_dwconv_nhwc_fn) ----

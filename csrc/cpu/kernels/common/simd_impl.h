@@ -339,7 +339,11 @@ inline void dwconv_dispatch(int64_t channels, int k, int s, const float* in, int
 // pf / pf_lines: what the tile prefetches (towards L2) while it runs: pf_lines >= 0: that many 64-byte lines
 // from pf, spread evenly over its T*K k steps (a packed next slab, shared out among the slab's row tiles);
 // pf_lines < 0: the rows of a row-major slab, ldb apart, one row per k step.
-template <int MR, int NV, Act A, bool RES, bool TAIL, bool MASKB>
+// FIX: a shape known at compile time (StemShape below): K, T, lda and ldb are FIX's (the arguments are
+// ignored), and every A element a tile reads is at a constant displacement from its tap's base a + off[t] plus
+// k: no row pointers. The k steps stay a loop (unrolled, GCC hoisted the broadcasts and spilled accumulators).
+// B (at most a few KB) stays in L1: no prefetch.
+template <int MR, int NV, Act A, bool RES, bool TAIL, bool MASKB, class FIX = void>
 inline void pw_tile(int64_t K, int T, const int64_t* off, const float* a, int64_t lda, const float* b, int64_t ldb,
                     float* c, int64_t ldc, const float* bias, const float* r, int64_t ldr, int nrem, const float* pf,
                     int64_t pf_lines) {
@@ -356,6 +360,26 @@ inline void pw_tile(int64_t K, int T, const int64_t* off, const float* a, int64_
         bias ? (TAIL ? V::loadn(bias + v * W, nrem - v * W) : V::loadu(bias + v * W)) : V::zero();
     for (int i = 0; i < MR; ++i) acc[i][v] = b0;
   }
+  if constexpr (!std::is_void<FIX>::value) {
+    constexpr int KF = FIX::K, LF = FIX::lda;
+#pragma GCC unroll 1
+    for (int t = 0; t < FIX::T; ++t) {
+      const float* at = a + off[t];
+      const float* bt = b + t * KF * FIX::ldb;
+#pragma GCC unroll 1
+      for (int k = 0; k < KF; ++k) {
+        typename V::T bv[NV];
+        for (int v = 0; v < NV; ++v) bv[v] = MASKB ? V::loadm(bt + k * FIX::ldb + v * W, vm[v])
+                                                   : V::loadu(bt + k * FIX::ldb + v * W);
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; ++i) {
+          const typename V::T av = V::set1(at[i * LF + k]);
+          for (int v = 0; v < NV; ++v) acc[i][v] = V::fma(av, bv[v], acc[i][v]);
+        }
+      }
+    }
+    (void)K, (void)T, (void)lda, (void)ldb, (void)pf, (void)pf_lines;
+  } else {
   // Prefetches are issued per block of PW_KB k steps, outside the k loop itself: their bookkeeping inside it
   // made warm blocks slower than no spreading at all (likely register pressure next to the MR row
   // pointers). Flat: pf_lines spread evenly over the T*K steps.
@@ -389,6 +413,7 @@ inline void pw_tile(int64_t K, int T, const int64_t* off, const float* a, int64_
       }
     }
   }
+  }
   for (int i = 0; i < MR; ++i)
     store_tile_row<NV, A, RES, TAIL>(acc[i], c + i * ldc, RES ? r + i * ldr : nullptr, nrem);
 }
@@ -416,7 +441,7 @@ inline void prefetch_tile_rows(int64_t rows, float* c, int64_t ldc, const float*
 // out evenly among all the row tiles, tile t taking lines [pf_lines * t / tiles, pf_lines * (t + 1) / tiles):
 // all of it during the first tile would ask DRAM for up to 128 KB in one tile's time, more than the miss
 // buffers hold.
-template <int MR, int NV, Act A, bool RES, bool TAIL, bool MASKB = TAIL>
+template <int MR, int NV, Act A, bool RES, bool TAIL, bool MASKB = TAIL, class FIX = void>
 inline void pw_slab(int64_t M, int64_t K, int T, const int64_t* off, const float* a, int64_t lda, const float* b,
                     int64_t ldb, float* c,
                     int64_t ldc, const float* bias, const float* r, int64_t ldr, int nrem, const float* pf,
@@ -435,7 +460,7 @@ inline void pw_slab(int64_t M, int64_t K, int T, const int64_t* off, const float
     if (i + MR < M)  // the next tile's output (and residual) rows: see prefetch_tile_rows
       prefetch_tile_rows<NV, RES>(std::min<int64_t>(MR, M - i - MR), c + (i + MR) * ldc, ldc,
                                   RES ? r + (i + MR) * ldr : nullptr, ldr);
-    pw_tile<MR, NV, A, RES, TAIL, MASKB>(K, T, off, a + i * lda, lda, b, ldb, c + i * ldc, ldc, bias,
+    pw_tile<MR, NV, A, RES, TAIL, MASKB, FIX>(K, T, off, a + i * lda, lda, b, ldb, c + i * ldc, ldc, bias,
                                          RES ? r + i * ldr : nullptr, ldr, nrem, p, n);
   }
   if (i == M) return;
@@ -448,11 +473,12 @@ inline void pw_slab(int64_t M, int64_t K, int T, const int64_t* off, const float
 #define MNV4_PW_ROWS(R)                                                                                   \
   case R:                                                                                                 \
     if (R < MR)                                                                                           \
-      pw_tile<(R < MR ? R : 1), NV, A, RES, TAIL, MASKB>(K, T, off, a, lda, b, ldb, c, ldc, bias, r, ldr, nrem,     \
-                                                         rem_pf, rem_lines);                                     \
+      pw_tile<(R < MR ? R : 1), NV, A, RES, TAIL, MASKB, FIX>(K, T, off, a, lda, b, ldb, c, ldc, bias, r, ldr,   \
+                                                              nrem, rem_pf, rem_lines);                         \
     break;
     MNV4_PW_ROWS(1) MNV4_PW_ROWS(2) MNV4_PW_ROWS(3) MNV4_PW_ROWS(4) MNV4_PW_ROWS(5) MNV4_PW_ROWS(6)
-    MNV4_PW_ROWS(7)
+    MNV4_PW_ROWS(7) MNV4_PW_ROWS(8) MNV4_PW_ROWS(9) MNV4_PW_ROWS(10) MNV4_PW_ROWS(11) MNV4_PW_ROWS(12)
+    MNV4_PW_ROWS(13)
 #undef MNV4_PW_ROWS
     default: break;
   }
@@ -462,7 +488,7 @@ inline void pw_slab(int64_t M, int64_t K, int T, const int64_t* off, const float
 // passes over them, rather than a large A re-read from L3 per slab), column slabs inside.
 // Slab j (columns [j*NR, j*NR + NR)) of B starts at b + j*bss (see f32_pwconv_nhwc_fn): bss = NR for a
 // row-major B, K*NR for packed slabs; either way the next slab is prefetched while a slab runs (see pw_slab).
-template <int MR, int NV, Act A, bool RES>
+template <int MR, int NV, Act A, bool RES, class FIX = void>
 void pw_impl(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const float* a, int64_t lda, const float* b,
              int64_t ldb, int64_t bss,
              float* c, int64_t ldc, const float* bias, const float* r, int64_t ldr) {
@@ -471,7 +497,7 @@ void pw_impl(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const f
   if (M > PW_MB + PW_MB / 2) {
     for (int64_t m0 = 0; m0 < M; m0 += PW_MB) {
       const int64_t mb = M - m0 < PW_MB + PW_MB / 2 ? M - m0 : PW_MB;  // no short last block
-      pw_impl<MR, NV, A, RES>(mb, N, K, T, off, a + m0 * lda, lda, b, ldb, bss, c + m0 * ldc, ldc, bias,
+      pw_impl<MR, NV, A, RES, FIX>(mb, N, K, T, off, a + m0 * lda, lda, b, ldb, bss, c + m0 * ldc, ldc, bias,
                               RES ? r + m0 * ldr : nullptr, ldr);
       if (mb != PW_MB) break;
     }
@@ -487,12 +513,12 @@ void pw_impl(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const f
   int64_t j = 0;
   const float* bj = b;  // slab j / NR
   for (; j + NR <= N; j += NR, bj += bss)
-    pw_slab<MR, NV, A, RES, false>(M, K, T, off, a, lda, bj, ldb, c + j, ldc, bias ? bias + j : nullptr,
+    pw_slab<MR, NV, A, RES, false, false, FIX>(M, K, T, off, a, lda, bj, ldb, c + j, ldc, bias ? bias + j : nullptr,
                                    RES ? r + j : nullptr, ldr, NR, j + NR < N ? bj + bss : nullptr, pf_lines);
   if (j == N) return;
   const int rem = static_cast<int>(N - j);
 #define MNV4_PW_TAIL(NVT, MB)                                                                                   \
-  pw_slab<MR, NVT, A, RES, true, MB>(M, K, T, off, a, lda, bj, ldb, c + j, ldc, bias ? bias + j : nullptr,     \
+  pw_slab<MR, NVT, A, RES, true, MB, FIX>(M, K, T, off, a, lda, bj, ldb, c + j, ldc, bias ? bias + j : nullptr, \
                                      RES ? r + j : nullptr, ldr, rem, nullptr, -1)
   if (rem <= V::W) {
     if (padded) MNV4_PW_TAIL(1, false); else MNV4_PW_TAIL(1, true);
@@ -502,22 +528,47 @@ void pw_impl(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const f
 #undef MNV4_PW_TAIL
 }
 
+// The stems' conv (conv.cpp, 3 input channels, 3x3, stride 2): T = 3 taps (kernel rows) of K = 9 (3 pixels x
+// 3 channels), lda = 6 (2 pixels x 3 channels), B in rows of NR. Short k loops: a tile's fixed cost (bias,
+// epilogue, output prefetches) weighs on 27 k steps, so the stem runs the tallest tile the registers hold
+// (MR x NV accumulators, NV B vectors and one broadcast: 14 x 2 zmm on AVX-512) with the shape compiled in.
+template <int NR>
+struct StemShape {
+  static constexpr int K = 9, T = 3, lda = 6, ldb = NR;
+};
+template <int MR, int NV>
+constexpr int stem_mr() {
+  constexpr int fit = (V::kRegs - NV - 1) / NV;
+  return fit > 14 ? 14 : fit < MR ? MR : fit;
+}
+
+template <int MR, int NV, class FIX = void>
+void pw_act(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const float* a, int64_t lda, const float* b,
+            int64_t ldb, int64_t bss, float* c, int64_t ldc, const float* bias, Act act, const float* r,
+            int64_t ldr) {
+  const bool res = r != nullptr;
+  switch (act) {
+    case Act::None:
+      return res ? pw_impl<MR, NV, Act::None, true, FIX>(M, N, K, T, off, a, lda, b, ldb, bss, c, ldc, bias, r, ldr)
+                 : pw_impl<MR, NV, Act::None, false, FIX>(M, N, K, T, off, a, lda, b, ldb, bss, c, ldc, bias, r, ldr);
+    case Act::Relu:
+      return res ? pw_impl<MR, NV, Act::Relu, true, FIX>(M, N, K, T, off, a, lda, b, ldb, bss, c, ldc, bias, r, ldr)
+                 : pw_impl<MR, NV, Act::Relu, false, FIX>(M, N, K, T, off, a, lda, b, ldb, bss, c, ldc, bias, r, ldr);
+    case Act::Gelu:
+      return res ? pw_impl<MR, NV, Act::Gelu, true, FIX>(M, N, K, T, off, a, lda, b, ldb, bss, c, ldc, bias, r, ldr)
+                 : pw_impl<MR, NV, Act::Gelu, false, FIX>(M, N, K, T, off, a, lda, b, ldb, bss, c, ldc, bias, r, ldr);
+  }
+}
+
 template <int MR, int NV>
 void pw_dispatch(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const float* a, int64_t lda,
                  const float* b, int64_t ldb,
                  int64_t bss, float* c, int64_t ldc, const float* bias, Act act, const float* r, int64_t ldr) {
-  const bool res = r != nullptr;
-  switch (act) {
-    case Act::None:
-      return res ? pw_impl<MR, NV, Act::None, true>(M, N, K, T, off, a, lda, b, ldb, bss, c, ldc, bias, r, ldr)
-                 : pw_impl<MR, NV, Act::None, false>(M, N, K, T, off, a, lda, b, ldb, bss, c, ldc, bias, r, ldr);
-    case Act::Relu:
-      return res ? pw_impl<MR, NV, Act::Relu, true>(M, N, K, T, off, a, lda, b, ldb, bss, c, ldc, bias, r, ldr)
-                 : pw_impl<MR, NV, Act::Relu, false>(M, N, K, T, off, a, lda, b, ldb, bss, c, ldc, bias, r, ldr);
-    case Act::Gelu:
-      return res ? pw_impl<MR, NV, Act::Gelu, true>(M, N, K, T, off, a, lda, b, ldb, bss, c, ldc, bias, r, ldr)
-                 : pw_impl<MR, NV, Act::Gelu, false>(M, N, K, T, off, a, lda, b, ldb, bss, c, ldc, bias, r, ldr);
-  }
+  constexpr int NR = NV * V::W;
+  using S = StemShape<NR>;
+  if (K == S::K && T == S::T && lda == S::lda && ldb == S::ldb)
+    return pw_act<stem_mr<MR, NV>(), NV, S>(M, N, K, T, off, a, lda, b, ldb, bss, c, ldc, bias, act, r, ldr);
+  pw_act<MR, NV>(M, N, K, T, off, a, lda, b, ldb, bss, c, ldc, bias, act, r, ldr);
 }
 
 // Depthwise NHWC: a chunk of CV vectors of channels (TAIL: only the first cn channels valid, masked), one

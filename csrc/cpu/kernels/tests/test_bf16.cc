@@ -147,7 +147,7 @@ static void test_convert() {
 // ---- conv_nhwc ----
 struct ConvCase {
   int64_t M, N, K;
-  int taps;  // 1 (pointwise) or 9 (3x3 over a row band)
+  int taps;  // 1 (pointwise), 9 (3x3 over a row band) or 3 (3x3, the kernel's rows as taps: K = 3 * Cin)
   int s;     // stride of the 3x3 conv
   Act act;
   int res;  // 0 none, 1 separate R, 2 in place (C == R)
@@ -160,22 +160,32 @@ static void run_conv_case(const LpUKernels<E>& uk, const LpUKernels<E>& oracle, 
   const int64_t M = cc.M, N = cc.N, K = cc.K;
   const int T = cc.taps;
   // A: pixel rows with K valid channels at pixel stride ps >= K (NaN in the gap): T = 1: M rows; T = 9: a band
-  // of 3 rows of Wp pixels, output pixel m at m*s, taps (ky, kx) at (ky*Wp + kx) pixels
-  const int64_t ps = K + (M + N) % 3;
+  // of 3 rows of Wp pixels, output pixel m at m*s, taps (ky, kx) at (ky*Wp + kx) pixels. T = 3 (conv.cpp's
+  // form, the stems' K = 9, lda = 6 with Cin = 3): 3 rows of Wp pixels of Cin = K / 3 channels, no gap, tap ky
+  // at ky*Wp pixels, each row as long as the last window needs or one pixel longer with NaN there.
+  const int64_t ps = T == 3 ? K / 3 : K + (M + N) % 3;
   std::vector<int64_t> off(T);
-  int64_t lda, apix;
+  int64_t lda, apix, valid = ps;  // A's pixels, and the valid elements of each
+  std::vector<char> used;         // T = 3: the pixels inside some window
   if (T == 1) {
     off[0] = 0, lda = ps, apix = M;
+  } else if (T == 3) {
+    const int64_t span = (M - 1) * cc.s + 3, Wp = span + (M + N) % 2;
+    for (int ky = 0; ky < 3; ++ky) off[ky] = ky * Wp * ps;
+    lda = cc.s * ps, apix = 3 * Wp;
+    used.assign(size_t(apix), 0);
+    for (int64_t p = 0; p < apix; ++p) used[p] = p % Wp < span;
   } else {
     const int64_t Wp = (M - 1) * cc.s + 3 + (N % 2);
     for (int ky = 0; ky < 3; ++ky)
       for (int kx = 0; kx < 3; ++kx) off[ky * 3 + kx] = (ky * Wp + kx) * ps;
     lda = cc.s * ps, apix = 3 * Wp;
   }
-  std::vector<E> A(size_t(std::max<int64_t>(1, (apix - 1) * ps + K)), nan_e<E>());
+  if (T != 3) valid = K;
+  std::vector<E> A(size_t(std::max<int64_t>(1, (apix - 1) * ps + valid)), nan_e<E>());
   std::vector<double> Ad(A.size(), kNaN);
   for (int64_t p = 0; p < apix; ++p)
-    for (int64_t c = 0; c < K; ++c) {
+    for (int64_t c = 0; c < valid && (used.empty() || used[p]); ++c) {
       const float v = rand_val<E>();
       A[p * ps + c] = Ty<E>::e(v);
       Ad[p * ps + c] = v;
@@ -301,6 +311,19 @@ static void test_conv(const LpUKernels<E>& uk, const LpUKernels<E>& oracle) {
         run_conv_case(uk, oracle, cc);
         ++cases;
       }
+  // the kernel's rows as taps (conv.cpp's form): Cin 1, 3 (the stems: the tables' compile-time stem tile,
+  // bf16_impl.h's LpStemShape) and 4, stride 1 and 2, row tiles of every remainder of the tall tile, NaN in A
+  // and in the weights
+  for (int64_t Cin : {1, 3, 4})
+    for (int s = 1; s <= 2; ++s)
+      for (int64_t M : {1, 2, 5, 7, 8, 13, 14, 15, 21, 27, 28, 29, 56, 111})
+        for (int64_t N : {int64_t(1), int64_t(16), int64_t(24), nr, nr + 1, 3 * nr / 2}) {
+          ConvCase cc{M, N, 3 * Cin, 3, s, static_cast<Act>(idx % 3), idx % 3, idx % 5 != 2, idx % 4 == 1 ? 1
+                      : idx % 4 == 3 ? 2 : 0};
+          ++idx;
+          run_conv_case(uk, oracle, cc);
+          ++cases;
+        }
   // several row blocks (32 register tiles each, the last one up to 1.5x) and a long K, pointwise and 3x3
   for (int taps : {1, 9}) {
     ConvCase cc{3 * 32 * mr + 5, 2 * nr + 3, taps == 1 ? 300 : 33, taps, 1, Act::Relu, 1, true, 0};

@@ -485,6 +485,75 @@ static bool compare_exact_nan(const std::vector<float>& got, const std::vector<d
 
 static const float kInf = std::numeric_limits<float>::infinity();
 
+// The same conv with the kernel's rows as taps (csrc/cpu/conv.cpp's form): k taps of K = k*Cin contiguous
+// values (k neighbouring pixels of Cin channels, no gap), lda = s*Cin; the stems' shape (Cin = 3, k = 3, s = 2:
+// K = 9, lda = 6) runs the tables' compile-time stem tile (simd_impl.h, StemShape). Each band row is exactly
+// as long as the last pixel's window needs, or one pixel longer with NaN there (a read past a window poisons
+// C; the sanitizer build catches a read past the band). Row tiles of every remainder of the tall tile; NaN and
+// infinities in the band and in B.
+static void test_conv_nhwc_rows(const UKernels& uk) {
+  const int64_t nr = uk.conv_nhwc_tile.nr;
+  int cases = 0;
+  std::uniform_real_distribution<float> d(-1.f, 1.f);
+  for (int k : {3, 5})
+    for (int s : {1, 2})
+      for (int64_t Cin : {1, 3, 4})
+        for (int64_t N : {1, 16, 24, 32, 33, 48})
+          for (int64_t M : {1, 2, 5, 7, 8, 13, 14, 15, 21, 27, 28, 29, 56, 111}) {
+            if (k == 5 && (M % 3 != 0 || Cin == 4)) continue;  // the stems' 3x3 in full, a sample of 5x5
+            const int variant = cases % 6;
+            const Act act = static_cast<Act>(variant % 3);
+            const bool res = variant >= 3, has_bias = (Cin + N + M) % 4 != 0;
+            const int64_t Wp = (M - 1) * s + k + (cases % 2), K = k * Cin, Kt = k * K;
+            const int64_t ldc = N + (cases % 3), ldr = N + 1;
+            std::vector<float> band(size_t(k * Wp * Cin), kNaN);
+            for (int ky = 0; ky < k; ++ky)
+              for (int64_t x = 0; x < (M - 1) * s + k; ++x)
+                for (int64_t c = 0; c < Cin; ++c) band[(ky * Wp + x) * Cin + c] = d(rng);
+            auto B = rand_strided(Kt, N, N), bias = rand_vec(N), R = rand_strided(M, ldr, N);
+            const int nan = cases % 5;  // 1: NaN in the band, 2: NaN in B, 3: infinity in the band, 4: in B
+            if (nan == 1 || nan == 3)
+              band[((k / 2) * Wp + (M / 2) * s + k - 1) * Cin + Cin - 1] = nan == 1 ? kNaN : -kInf;
+            if (nan == 2 || nan == 4) B[(Kt - 1) * N + N / 2] = nan == 2 ? kNaN : kInf;
+            std::vector<int64_t> off(k);
+            for (int ky = 0; ky < k; ++ky) off[ky] = ky * Wp * Cin;
+            const float* bp = has_bias ? bias.data() : nullptr;
+            std::vector<double> want(M * ldc + 3, 0.0), mag = want;
+            std::vector<float> got(M * ldc + 3, kNaN), sc = got;
+            for (int64_t m = 0; m < M; ++m)
+              for (int64_t n = 0; n < N; ++n) {
+                double acc = bp ? bp[n] : 0.0, am = bp ? std::fabs(bp[n]) : 0.0;
+                for (int t = 0; t < k; ++t)
+                  for (int64_t q = 0; q < K; ++q) {
+                    const double v = double(band[m * s * Cin + off[t] + q]) * B[(t * K + q) * N + n];
+                    acc += v, am += std::fabs(v);
+                  }
+                double y = act_double(acc, act);
+                if (res) y += R[m * ldr + n], am += std::fabs(R[m * ldr + n]);
+                want[m * ldc + n] = y;
+                mag[m * ldc + n] = am;
+              }
+            const float* rp = res ? R.data() : nullptr;
+            f32_conv_nhwc__scalar(M, N, K, k, off.data(), band.data(), s * Cin, B.data(), N, 1, sc.data(), ldc, bp,
+                                  act, rp, ldr);
+            // packed slabs, or row-major in place (ldb = N: the stem tile where N == nr)
+            const bool packed = (cases / 2) % 2 == 0;
+            const std::vector<float> Bp = packed ? pack_slabs(B, Kt, N, N, nr) : std::vector<float>();
+            uk.conv_nhwc(M, N, K, k, off.data(), band.data(), s * Cin, packed ? Bp.data() : B.data(),
+                         packed ? nr : N, packed ? Kt * nr : nr, got.data(), ldc, bp, act, rp, ldr);
+            char what[220];
+            std::snprintf(what, sizeof what,
+                          "%s conv_nhwc rows k=%d s=%d Cin=%lld N=%lld M=%lld act=%s res=%d bias=%d packed=%d nan=%d",
+                          uk.name, k, s, (long long)Cin, (long long)N, (long long)M, act_name(act), int(res),
+                          int(has_bias), int(packed), nan);
+            auto inside = [&](size_t i) { return i < size_t(M * ldc) && int64_t(i % ldc) < N; };
+            compare_exact_nan(sc, want, mag, 2.5e-7f * (Kt + 3), inside, std::string("scalar oracle: ") + what);
+            compare_exact_nan(got, want, mag, 2.5e-7f * (Kt + 3), inside, what);
+            ++cases;
+          }
+  std::printf("%s conv_nhwc rows: %d cases\n", uk.name, cases);
+}
+
 static void test_nan(const UKernels& uk) {
   int cases = 0;
   // GEMM (channel-major 1x1 conv) and the NHWC pointwise conv: C = act(A B + bias) + R
@@ -692,7 +761,7 @@ int main(int argc, char** argv) {
     if (group == "transpose" || group == "all") test_transpose(*uk);
     if (group == "pwconv_nhwc" || group == "all") test_pwconv_nhwc(*uk);
     if (group == "dwconv_nhwc" || group == "all") test_dwconv_nhwc(*uk);
-    if (group == "conv_nhwc" || group == "all") test_conv_nhwc(*uk);
+    if (group == "conv_nhwc" || group == "all") test_conv_nhwc(*uk), test_conv_nhwc_rows(*uk);
     if (group == "nan" || group == "all") test_nan(*uk);
     if (group == "tiles" || group == "all") test_tiles(*uk);
   }

@@ -1,7 +1,8 @@
 // AVX-512F microkernels: f32_conv_nhwc_7x32__avx512 (the NHWC GEMM; a pointwise conv is one tap; 7 pixels
 // x 2 zmm = 14 accumulators; 7 rows because every plane of the 224-pixel models, 7x7 to 112x112, has a
 // multiple of 7 pixels, so no row tile is short; an 8-row tile for the 256-pixel models' 64-pixel planes
-// was no faster, so there is one tile), f32_dwconv_nhwc__avx512 (16 channels per zmm) and the channel-major
+// was no faster, so there is one tile; the stems' conv, 3 channels 3x3 stride 2, runs a 14-pixel tile with its
+// shape compiled in: simd_impl.h's StemShape), f32_dwconv_nhwc__avx512 (16 channels per zmm) and the channel-major
 // f32_gemm_8x32__avx512 (the mqa op's products). The tiles are ukernels.h's kConvNhwcAvx512Tile and
 // kGemmAvx512Tile. The code is the shared template in ../common/simd_impl.h with V = Avx512Vec. Only this
 // file is compiled for AVX-512 (the pragma below); interface/dispatch.cpp calls in here only when

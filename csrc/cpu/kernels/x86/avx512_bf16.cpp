@@ -1,7 +1,8 @@
 // bf16 tables on AVX-512 CPUs with AVX512-BF16 (Intel Cooper Lake / Sapphire Rapids and later, AMD Zen 4 / 5):
 //   bf16_conv_nhwc_7x32__avx512bf16: 7 pixels x 32 channels (14 zmm accumulators, as the fp32
 //     f32_conv_nhwc_7x32__avx512), one vdpbf16ps per accumulator and k pair: twice the fp32 kernel's
-//     multiply-adds per instruction, half its bytes. B layout bf16_kpair32.
+//     multiply-adds per instruction, half its bytes. B layout bf16_kpair32. The stems' conv (3 channels, 3x3,
+//     stride 2) runs 14 pixels x 32 channels with its shape compiled in (bf16_impl.h's LpStemShape).
 //   bf16_dwconv_nhwc__avx512bf16: bf16 in / out, fp32 taps and sums, vcvtneps2bf16 rounding.
 // The code is common/bf16_impl.h with L = Bf16Avx512Dp (x86/lp_avx512.h). interface/dispatch_bf16.cpp calls
 // in only when __builtin_cpu_supports reports avx512bf16 (and avx512f, bw, vl).

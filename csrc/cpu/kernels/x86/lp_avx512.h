@@ -72,6 +72,10 @@ struct Bf16Avx512Dp : Bf16Avx512Base {
   using AP = __m512i;
   using BP = __m512i;
   static inline AP a_pair(uint32_t u) { return _mm512_set1_epi32(int(u)); }
+  // (p[0], p[1]) / (p[1], 0) in every pair (bf16_impl.h's lp_a_at / lp_a_hi): a broadcast load (and a shift),
+  // no round trip through a general register
+  static inline AP a_at(const E* p) { return _mm512_broadcastd_epi32(_mm_loadu_si32(p)); }
+  static inline AP a_hi(const E* p) { return _mm512_srli_epi32(a_at(p), 16); }
   static inline BP b_load(const E* p) { return _mm512_loadu_si512(p); }
   static inline __m512 dot(__m512 acc, AP a, BP b) { return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b); }
 };
