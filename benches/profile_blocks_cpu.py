@@ -1,4 +1,4 @@
-"""Where the end-to-end time goes, block by block: the fused model against onnxruntime's own per-node times.
+"""Where the end-to-end time goes, block by block: the fused model against another runtime's per-node times.
 
 For one model, resolution, batch and dtype (--dtype fp32 or bf16; 2 threads): every block of the fused model
 (stem, blocks, head) timed inside whole forward passes, twice in a row per pass: `first` is the block as the
@@ -6,9 +6,9 @@ model runs it (its weights cold after the other blocks), `repeat` the same call 
 and output memory warm); medians over the passes. Each block's FLOPs, split into dense (1x1 and k x k convs,
 the classifier, the attention matmuls) and depthwise convs, counted on the reference model; with the register
 peaks of the same threads (benches/peak.c), each block's time at the peak of its precision (dense FLOPs at the
-fp32 FMA or vdpbf16ps peak): the per-block view of the end-to-end bound (benches/README.md, Bounds). fp32
-only: onnxruntime's per-node kernel times from its profiler (nodes grouped by block name), with its unprofiled
-median for scale (profiling slows it).
+fp32 FMA or vdpbf16ps peak): the per-block view of the end-to-end bound (benches/README.md, Bounds). fp32: onnxruntime's per-node kernel times from its profiler (nodes grouped by block name); bf16: OpenVINO's at
+bf16 precision (PERF_COUNT, fused nodes grouped by the block they name); each with its unprofiled median for
+scale (profiling slows it).
 Writes benches/results/profile-<model>-<res>-b<batch>[-bf16]-<machine>.json.
 
     .venv/bin/python benches/profile_blocks_cpu.py [--model mobilenetv4_conv_medium] [--res 224] [--batch 1]
@@ -143,8 +143,50 @@ def onnxruntime_nodes(ref, x, passes, threads):
     groups = collections.defaultdict(float)
     for name, durs in per_node.items():
         m = re.search(r"blocks\.\d+/(blocks\.\d+\.\d+)", name)
-        groups[m.group(1) if m else "other (stem, head, reorders)"] += statistics.median(durs[5:] or durs)
+        groups[m.group(1) if m else OTHER] += statistics.median(durs[5:] or durs)
     return statistics.median(ts), dict(groups)
+
+
+OTHER = "other (stem, head, reorders)"
+
+
+def openvino_nodes(ref, x, passes, threads):
+    """OpenVINO at bf16 precision (the CPU plugin, latency hint, `threads` threads, PERF_COUNT): its unprofiled
+    median and each block's summed per-node real times (medians over passes). The plugin fuses each conv with
+    its batch norm (named Multiply_N) and names the fused activation / add after the module it came from
+    (`__module.blocks.2.1/aten::relu`), so a run of nodes is given to the block named by the first node that
+    names a torch op after it; runs closed by a node of no block (the stem's, the head's) and the reorders go
+    to OTHER."""
+    import openvino as ov
+
+    converted = baselines.openvino_model(ref, x)
+    base = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "bf16"}
+    xi = x.contiguous().numpy()
+    ts = []
+    plain = ov.Core().compile_model(converted, "CPU", base).create_infer_request()
+    for i in range(5 + passes):
+        t0 = time.perf_counter()
+        plain.infer([xi])
+        ts.append((time.perf_counter() - t0) * 1e3)
+    prof = ov.Core().compile_model(converted, "CPU", dict(base, PERF_COUNT=True)).create_infer_request()
+    per_pass = []
+    for i in range(5 + passes):
+        prof.infer([xi])
+        if i >= 5:
+            per_pass.append([(p.node_name, p.real_time.total_seconds() * 1e3) for p in prof.get_profiling_info()])
+    groups = collections.defaultdict(list)
+    for nodes in per_pass:
+        run, sums = 0.0, collections.defaultdict(float)
+        for name, ms in nodes:
+            run += ms
+            if "aten::" in name:
+                m = re.search(r"blocks\.\d+\.\d+", name)
+                sums[m.group(0) if m else OTHER] += run
+                run = 0.0
+        sums[OTHER] += run
+        for k, v in sums.items():
+            groups[k].append(v)
+    return statistics.median(ts[5:]), {k: statistics.median(v) for k, v in groups.items()}
 
 
 def main():
@@ -171,18 +213,21 @@ def main():
     peak_name = "fma32" if dtype == torch.float32 else "vdpbf16ps"
     peak = peaks[peak_name]
     rows = ours(mnv4_kernels.fuse(ref, dtype=dtype), x.to(dtype), args.passes)
-    ort_ms, ort_groups = onnxruntime_nodes(ref, x, args.passes, args.threads) if dtype == torch.float32 else (None, {})
+    # the other runtime's per-node times: onnxruntime for fp32, OpenVINO at bf16 for bf16
+    other = "onnxruntime" if dtype == torch.float32 else "openvino-bf16"
+    ort_ms, ort_groups = (onnxruntime_nodes if dtype == torch.float32 else openvino_nodes)(ref, x, args.passes,
+                                                                                           args.threads)
     first_sum = sum(r[1] for r in rows)
     dense = sum(f["dense"] for f in flops.values())
     print(f"{args.model}@{args.res} b{args.batch} {args.dtype}: ours first-call sum {first_sum:.2f} ms, repeated "
-          f"{sum(r[2] for r in rows):.2f} ms" + (f"; onnxruntime {ort_ms:.2f} ms unprofiled, node sum "
+          f"{sum(r[2] for r in rows):.2f} ms" + (f"; {other} {ort_ms:.2f} ms unprofiled, node sum "
                                                f"{sum(ort_groups.values()):.2f} ms profiled" if ort_ms else ""))
     print(f"{total / 1e9:.3f} GFLOP: dense {dense / 1e9:.3f} ({100 * dense / total:.1f}%), depthwise "
           f"{(total - dense - unplaced) / 1e9:.3f}, unplaced {unplaced / 1e9:.3f}; {peak_name} peak {peak} GFLOP/s on {args.threads} threads"
           + (f": dense FLOPs alone take {dense / peak / 1e6:.2f} ms there" if peak else
              f" ({peaks['skipped'].get(peak_name)})"))
     print(f"{'block':30s} {'first':>8s} {'repeat':>8s} {'dense MF':>9s} {'dw MF':>7s} {'at peak':>8s} {'x peak':>7s}"
-          f" {'ort nodes':>10s}")
+          f" {other + ' nodes':>18s}")
     records = []
     for name, f, r in rows:
         fl = flops.get(name, {"dense": 0, "depthwise": 0})
@@ -194,10 +239,10 @@ def main():
         o = ort_groups.get(name)
         print(f"{name:30s} {f:8.3f} {r:8.3f} {rec['dense_mflop']:9.2f} {rec['depthwise_mflop']:7.2f} "
               + (f"{at_peak:8.3f} {f / at_peak:7.2f}" if at_peak else f"{'':8s} {'':7s}")
-              + ("" if o is None else f" {o:10.3f}"))
+              + ("" if o is None else f" {o:18.3f}"))
     if ort_ms:
-        print(f"{'ort: other (stem, head, reorders)':30s} {'':8s} {'':8s} {'':9s} {'':7s} {'':8s} {'':7s} "
-              f"{ort_groups.get('other (stem, head, reorders)', 0):10.3f}")
+        print(f"{other + ': ' + OTHER:30s} {'':8s} {'':8s} {'':9s} {'':7s} {'':8s} {'':7s} "
+              f"{ort_groups.get(OTHER, 0):18.3f}")
     payload = dict(benchmark="profile_blocks_cpu", env=report.env_info(), isa=torch.ops.mnv4_cpu.isa(),
                    lp_isa=torch.ops.mnv4_cpu.lp_isa(), model=args.model, res=args.res, batch=args.batch,
                    dtype=args.dtype, threads=args.threads,
@@ -205,14 +250,15 @@ def main():
                           "repeat), medians over passes; FLOPs per block from the reference (2 per multiply-add; "
                           "depthwise = convs with groups == in_channels > 1; dense = other convs, the classifier, "
                           "the attention matmuls); dense_ms_at_peak = dense FLOPs at the register peak of the "
-                          "dtype (fma32 for fp32, vdpbf16ps for bf16; benches/peak.c, same threads); fp32 only: "
+                          "dtype (fma32 for fp32, vdpbf16ps for bf16; benches/peak.c, same threads); fp32: "
                           "onnxruntime per-node kernel times from its profiler grouped by block name, with its "
-                          "unprofiled median",
+                          "unprofiled median; bf16: OpenVINO at bf16 precision, per-node real times (PERF_COUNT) "
+                          "grouped by the block its fused nodes name, with its unprofiled median",
                    gflop=total / 1e9, dense_gflop=dense / 1e9, depthwise_gflop=(total - dense - unplaced) / 1e9,
                    unplaced_gflop=unplaced / 1e9,
                    peaks_gflops=peaks, peak=peak_name,
                    dense_ms_at_peak=dense / peak / 1e6 if peak else None, first_sum_ms=first_sum,
-                   ours=records, onnxruntime_ms=ort_ms, onnxruntime_node_ms=ort_groups or None)
+                   ours=records, other_runtime=other, other_ms=ort_ms, other_node_ms=ort_groups or None)
     suffix = "" if args.dtype == "fp32" else f"-{args.dtype}"
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                    f"profile-{args.model}-{args.res}-b{args.batch}{suffix}-{report.machine_tag()}.json")
