@@ -7,7 +7,7 @@ and output memory warm); medians over the passes. Each block's FLOPs, split into
 the classifier, the attention matmuls) and depthwise convs, counted on the reference model; with the register
 peaks of the same threads (benches/peak.c), each block's time at the peak of its precision (dense FLOPs at the
 fp32 FMA or vdpbf16ps peak): the per-block view of the end-to-end bound (benches/README.md, Bounds). fp32: onnxruntime's per-node kernel times from its profiler (nodes grouped by block name); bf16: OpenVINO's at
-bf16 precision (PERF_COUNT, fused nodes grouped by the block they name); each with its unprofiled median for
+bf16 precision (PERF_COUNT, each node grouped by the block of the layers fused into it); each with its unprofiled median for
 scale (profiling slows it).
 Writes benches/results/profile-<model>-<res>-b<batch>[-bf16]-<machine>.json.
 
@@ -152,11 +152,10 @@ OTHER = "other (stem, head, reorders)"
 
 def openvino_nodes(ref, x, passes, threads):
     """OpenVINO at bf16 precision (the CPU plugin, latency hint, `threads` threads, PERF_COUNT): its unprofiled
-    median and each block's summed per-node real times (medians over passes). The plugin fuses each conv with
-    its batch norm (named Multiply_N) and names the fused activation / add after the module it came from
-    (`__module.blocks.2.1/aten::relu`), so a run of nodes is given to the block named by the first node that
-    names a torch op after it; runs closed by a node of no block (the stem's, the head's) and the reorders go
-    to OTHER."""
+    median and each block's summed per-node real times (medians over passes). Each node of the compiled model
+    lists the converted model's layers fused into it (rt_info originalLayersNames: a conv with its batch norm,
+    `__module.blocks.2.1.<...>.bn/aten::batch_norm`, its activation, an add); a node goes to the block those
+    name, the others (stem, head, reorders) to OTHER."""
     import openvino as ov
 
     converted = baselines.openvino_model(ref, x)
@@ -168,24 +167,26 @@ def openvino_nodes(ref, x, passes, threads):
         t0 = time.perf_counter()
         plain.infer([xi])
         ts.append((time.perf_counter() - t0) * 1e3)
-    prof = ov.Core().compile_model(converted, "CPU", dict(base, PERF_COUNT=True)).create_infer_request()
-    per_pass = []
+    compiled = ov.Core().compile_model(converted, "CPU", dict(base, PERF_COUNT=True))
+    fused = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        fused[op.get_friendly_name()] = info["originalLayersNames"].astype(str) if "originalLayersNames" in info else ""
+
+    def block(node):
+        m = re.search(r"blocks\.\d+\.\d+", fused.get(node, "") + "," + node)
+        return m.group(0) if m else OTHER
+
+    prof = compiled.create_infer_request()
+    groups = collections.defaultdict(list)
     for i in range(5 + passes):
         prof.infer([xi])
         if i >= 5:
-            per_pass.append([(p.node_name, p.real_time.total_seconds() * 1e3) for p in prof.get_profiling_info()])
-    groups = collections.defaultdict(list)
-    for nodes in per_pass:
-        run, sums = 0.0, collections.defaultdict(float)
-        for name, ms in nodes:
-            run += ms
-            if "aten::" in name:
-                m = re.search(r"blocks\.\d+\.\d+", name)
-                sums[m.group(0) if m else OTHER] += run
-                run = 0.0
-        sums[OTHER] += run
-        for k, v in sums.items():
-            groups[k].append(v)
+            sums = collections.defaultdict(float)
+            for p in prof.get_profiling_info():
+                sums[block(p.node_name)] += p.real_time.total_seconds() * 1e3
+            for k, v in sums.items():
+                groups[k].append(v)
     return statistics.median(ts[5:]), {k: statistics.median(v) for k, v in groups.items()}
 
 
@@ -253,7 +254,7 @@ def main():
                           "dtype (fma32 for fp32, vdpbf16ps for bf16; benches/peak.c, same threads); fp32: "
                           "onnxruntime per-node kernel times from its profiler grouped by block name, with its "
                           "unprofiled median; bf16: OpenVINO at bf16 precision, per-node real times (PERF_COUNT) "
-                          "grouped by the block its fused nodes name, with its unprofiled median",
+                          "grouped by the block of the layers fused into each node, with its unprofiled median",
                    gflop=total / 1e9, dense_gflop=dense / 1e9, depthwise_gflop=(total - dense - unplaced) / 1e9,
                    unplaced_gflop=unplaced / 1e9,
                    peaks_gflops=peaks, peak=peak_name,
