@@ -103,7 +103,7 @@ void amx_conv_impl(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, c
           const int n = ncols - col;
           typename V::T y = V::loadu(cr + col);
           if (bias) y = V::add(y, n >= W ? V::loadu(bias + n0 + col) : V::loadn(bias + n0 + col, n));
-          y = lp_act<V, A>(y);
+          y = act_v<V, A>(y);
           if (RES) y = V::add(y, n >= W ? L::load(ri + col) : L::loadn(ri + col, n));
           if (n >= W)
             L::store(ci + col, y);

@@ -18,14 +18,7 @@
 #ifndef MNV4_BF16_IMPL_H_IN_THIS_NAMESPACE
 #define MNV4_BF16_IMPL_H_IN_THIS_NAMESPACE
 
-// NaN-propagating activation: max(0, v) with v the second operand (x86 maxps returns the second operand
-// when either is NaN; NEON fmax returns NaN), gelu_v propagates NaN.
-template <class VX, Act A>
-inline typename VX::T lp_act(typename VX::T v) {
-  if (A == Act::Relu) return VX::max(VX::zero(), v);
-  if (A == Act::Gelu) return gelu_v<VX>(v);
-  return v;
-}
+#include "dw_rows_impl.h"
 
 // One output row of a tile: fp32 acc (NV vectors) -> act -> + residual (E, widened) -> rounded to E.
 // TAIL: only the first nrem columns are read from the residual and stored.
@@ -36,7 +29,7 @@ inline void lp_store_row(const typename L::V::T* acc, typename L::E* c, const ty
   for (int v = 0; v < NV; ++v) {
     const int n = TAIL ? nrem - v * W : W;
     if (TAIL && n <= 0) break;
-    typename V::T y = lp_act<V, A>(acc[v]);
+    typename V::T y = act_v<V, A>(acc[v]);
     if (RES) y = V::add(y, TAIL ? L::loadn(r + v * W, n) : L::load(r + v * W));
     if (TAIL && n < W)
       L::storen(c + v * W, y, n);
@@ -423,7 +416,9 @@ void lp_conv_dispatch(int64_t M, int64_t N, int64_t K, int T, const int64_t* off
 }
 
 // ---- depthwise (lp_dwconv_nhwc_fn) ----
-// A chunk of CV vectors of channels (TAIL: the first cn only), one output row at a time, LP_DW_PX output
+// Stride 1 with k = 3, or k = 5 on rows of at most DW_ROW, on a table with 32 vector registers:
+// dw_rows_impl.h's row segments (lp_dw_impl; faster there, slower on wider 5x5 rows and at stride 2).
+// Otherwise blocks: a chunk of CV vectors of channels (TAIL: the first cn only), one output row at a time, LP_DW_PX output
 // pixels at a time: each fp32 weight vector serves them all and the LP_DW_PX x CV accumulators are
 // independent chains. EDGE blocks (at the image's left / right border, or the row's short last block) skip
 // taps outside the image per pixel; interior blocks are branch-free. The input is read in place.
@@ -480,7 +475,7 @@ inline void lp_dw_block(int k_rt, int s_rt, int cn, int i0, int i1, const typena
   }
   for (int q = 0; q < (EDGE ? npx : LP_DW_PX); ++q)
     for (int v = 0; v < CV; ++v) {
-      const T y = lp_act<V, A>(acc[q][v]);
+      const T y = act_v<V, A>(acc[q][v]);
       typename L::E* op = o0 + q * out_ps + v * W;
       if (TAIL)
         L::storen(op, y, cn - v * W);
@@ -530,6 +525,10 @@ void lp_dw_impl(int64_t channels, int k, int s, const typename L::E* in, int64_t
                 int64_t out_ps, int64_t out_rs, int64_t oy0, int64_t oy1) {
   constexpr int W = L::V::W, CV = 2;
   if (oy1 <= oy0 || channels <= 0) return;
+  if (SC == 1 && (KC == 3 || in_w <= DW_ROW) &&
+      dw_segments<L, KC, SC, A>(channels, in, in_ps, in_rs, in_r0, in_h, in_w, w, ldw, bias, out, out_ps, out_rs, oy0,
+                                oy1))
+    return;
   int64_t c = 0;
   for (; c + CV * W <= channels; c += CV * W)
     lp_dw_chunk<L, KC, SC, A, CV, false>(k, s, CV * W, in + c, in_ps, in_rs, in_r0, in_h, in_w, w + c, ldw,

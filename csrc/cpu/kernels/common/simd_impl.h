@@ -24,14 +24,24 @@ inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 #include "vec_math.h"
 
-// The activations, NaN propagating as torch.relu / gelu do: V::max returns its second operand when either is
-// NaN (maxps; NEON's vmaxq gives NaN either way), so relu is max(0, v), never max(v, 0) (the same instruction).
+// The activations (vec_math.h's act_v) on V.
 template <Act A>
 inline typename V::T act_vec(typename V::T v) {
-  if (A == Act::Relu) return V::max(V::zero(), v);
-  if (A == Act::Gelu) return gelu_v<V>(v);
-  return v;
+  return act_v<V, A>(v);
 }
+
+// fp32 elements for the element-generic depthwise segments (dw_rows_impl.h): V's own loads and stores.
+using F32Vec = V;
+struct F32Elems {
+  using V = F32Vec;
+  using E = float;
+  static inline V::T load(const float* p) { return V::loadu(p); }
+  static inline V::T loadn(const float* p, int n) { return V::loadn(p, n); }
+  static inline void store(float* p, V::T v) { V::storeu(p, v); }
+  static inline void storen(float* p, V::T v, int n) { V::storen(p, v, n); }
+};
+
+#include "dw_rows_impl.h"
 
 // Row i of a register tile: act, + residual (after the act), stored; TAIL: only the first nrem columns
 // (and only those read from the residual). Shared by both GEMMs' epilogues.
@@ -644,155 +654,6 @@ inline void dwn_block(int k, int s, int cn, int i0, int i1, const float* in, int
     }
 }
 
-// k = KC (3 or 5), where the registers hold DWN_ROW x CV accumulators and a tap row's weights (AVX-512,
-// NEON): output rows in segments of up to DWN_ROW pixels. In tap row i, input column u of a segment feeds
-// its pixel q = (u - j) / s through tap j, so each input vector is loaded once per tap row and each weight
-// vector once per tap row; taps outside the image are never visited. dwn_block's blocks of DWN_PX = 4
-// load more per FMA, and a 7-wide row with a 5x5 kernel has no interior block of 4 at all (its edge path
-// loads more than a vector per FMA). Faster than dwn_block on short rows (stride 1 up to 56 wide, stride 2
-// into 7- and 8-wide rows); wider stride-2 rows gain nothing, so dwn_impl keeps dwn_block for those. Each
-// accumulator sees its taps in the same order as in dwn_block (tap rows, then increasing j): the same
-// results.
-// dwn_rows: stride 1, rows of at most DWN_ROW pixels, one segment starting at column 0 (faster there than
-// the generic segment dwn_seg). Both not inlined into dwn_impl: inlined, the other paths' loops ran slower
-// (code layout). dwn_rows, dwn_seg and dwn_block repeat their weight-load and store lines, and dwn_impl its
-// three channel loops, on purpose: shared inline helpers for them (and a generic channel-chunk loop) left
-// the results alike but ran dwn_block's stride-2 rows slower, again by code layout.
-constexpr int DWN_ROW = 8;
-
-template <int KC, Act A, int CV, bool TAIL>
-__attribute__((noinline)) void dwn_rows(int cn, const float* in, int64_t in_ps, int64_t in_rs, int64_t in_r0,
-                                        int64_t in_h, int ow, const float* w, int64_t ldw, const float* bias,
-                                        float* out, int64_t out_ps, int64_t out_rs, int64_t oy0, int64_t oy1) {
-  constexpr int W = V::W, p = KC / 2;
-  using T = typename V::T;
-  auto ld = [cn](const float* q, int v) { return TAIL ? V::loadn(q + v * W, cn - v * W) : V::loadu(q + v * W); };
-  T b0[CV];
-  for (int v = 0; v < CV; ++v) b0[v] = bias ? ld(bias, v) : V::zero();
-  for (int64_t oy = oy0; oy < oy1; ++oy) {
-    const int64_t yoff = oy - p - in_r0;  // stored row of tap row 0
-    const int i0 = static_cast<int>(std::max<int64_t>(0, p - oy));
-    const int i1 = static_cast<int>(std::min<int64_t>(KC, in_h - oy + p));
-    T acc[DWN_ROW][CV];
-    for (int q = 0; q < DWN_ROW; ++q)
-      for (int v = 0; v < CV; ++v) acc[q][v] = b0[v];
-    for (int i = i0; i < i1; ++i) {
-      const float* irow = in + (yoff + i) * in_rs;
-      T wv[KC][CV];
-#pragma GCC unroll 8
-      for (int j = 0; j < KC; ++j)
-        for (int v = 0; v < CV; ++v) wv[j][v] = ld(w + (i * KC + j) * ldw, v);
-#pragma GCC unroll 8
-      for (int t = 0; t < DWN_ROW; ++t) {
-        if (t >= ow) break;  // stride 1: in_w == ow
-        T xv[CV];
-        for (int v = 0; v < CV; ++v) xv[v] = ld(irow + t * in_ps, v);
-#pragma GCC unroll 8
-        for (int j = 0; j < KC; ++j) {
-          const int q = t + p - j;
-          if (q < 0 || q >= DWN_ROW || q >= ow) continue;
-          for (int v = 0; v < CV; ++v) acc[q][v] = V::fma(wv[j][v], xv[v], acc[q][v]);
-        }
-      }
-    }
-    float* orow = out + (oy - oy0) * out_rs;
-#pragma GCC unroll 8
-    for (int q = 0; q < DWN_ROW; ++q) {
-      if (q >= ow) break;
-      for (int v = 0; v < CV; ++v) {
-        float* o = orow + q * out_ps + v * W;
-        const T y = act_vec<A>(acc[q][v]);
-        if (TAIL && cn - v * W < W) {
-          if (cn - v * W > 0) V::storen(o, y, cn - v * W);
-        } else {
-          V::storeu(o, y);
-        }
-      }
-    }
-  }
-}
-
-// One segment of npx <= DWN_ROW output pixels from column x0 (see dwn_rows): EDGE tests the image's edges
-// and npx, LEFT is the segment at x0 == 0 (its left edge known here); interior segments test nothing.
-template <int KC, int SC, Act A, int CV, bool TAIL, bool EDGE, bool LEFT>
-inline void dwn_seg(int cn, int i0, int i1, const float* in, int64_t yoff, int64_t in_ps, int64_t in_rs,
-                    int64_t in_w, int64_t x0, int npx, const float* w, int64_t ldw, const typename V::T* b0,
-                    float* o0, int64_t out_ps) {
-  constexpr int W = V::W, p = KC / 2;
-  using T = typename V::T;
-  auto ld = [cn](const float* q, int v) { return TAIL ? V::loadn(q + v * W, cn - v * W) : V::loadu(q + v * W); };
-  T acc[DWN_ROW][CV];
-  for (int q = 0; q < DWN_ROW; ++q)
-    for (int v = 0; v < CV; ++v) acc[q][v] = b0[v];
-  for (int i = i0; i < i1; ++i) {
-    const float* irow = in + (yoff + i) * in_rs;
-    T wv[KC][CV];
-#pragma GCC unroll 8
-    for (int j = 0; j < KC; ++j)
-      for (int v = 0; v < CV; ++v) wv[j][v] = ld(w + (i * KC + j) * ldw, v);
-#pragma GCC unroll 24
-    for (int u = 0; u < (DWN_ROW - 1) * SC + KC; ++u) {
-      const int64_t x = (LEFT ? 0 : x0 * SC) - p + u;  // LEFT: x0 == 0, known here
-      if (LEFT && u < p) continue;
-      if (EDGE && !LEFT && x < 0) continue;
-      if (EDGE && x >= in_w) break;  // x grows with u
-      T xv[CV];
-      for (int v = 0; v < CV; ++v) xv[v] = ld(irow + x * in_ps, v);
-#pragma GCC unroll 8
-      for (int j = 0; j < KC; ++j) {
-        if (u < j || (u - j) % SC) continue;
-        const int q = (u - j) / SC;
-        if (q >= DWN_ROW || (EDGE && q >= npx)) continue;
-        for (int v = 0; v < CV; ++v) acc[q][v] = V::fma(wv[j][v], xv[v], acc[q][v]);
-      }
-    }
-  }
-#pragma GCC unroll 8
-  for (int q = 0; q < DWN_ROW; ++q) {
-    if (EDGE && q >= npx) break;
-    for (int v = 0; v < CV; ++v) {
-      float* o = o0 + q * out_ps + v * W;
-      const T y = act_vec<A>(acc[q][v]);
-      if (TAIL && cn - v * W < W) {
-        if (cn - v * W > 0) V::storen(o, y, cn - v * W);
-      } else {
-        V::storeu(o, y);
-      }
-    }
-  }
-}
-
-// Stride SC, rows of any width (see dwn_rows).
-template <int KC, int SC, Act A, int CV, bool TAIL>
-__attribute__((noinline)) void dwn_segs(int cn, const float* in, int64_t in_ps, int64_t in_rs, int64_t in_r0,
-                                        int64_t in_h, int64_t in_w, const float* w, int64_t ldw, const float* bias,
-                                        float* out, int64_t out_ps, int64_t out_rs, int64_t oy0, int64_t oy1) {
-  constexpr int W = V::W, p = KC / 2;
-  using T = typename V::T;
-  const int64_t out_w = (in_w - 1) / SC + 1;
-  T b0[CV];
-  for (int v = 0; v < CV; ++v)
-    b0[v] = bias ? (TAIL ? V::loadn(bias + v * W, cn - v * W) : V::loadu(bias + v * W)) : V::zero();
-  for (int64_t oy = oy0; oy < oy1; ++oy) {
-    const int64_t yoff = oy * SC - p - in_r0;  // stored row of tap row 0
-    const int i0 = static_cast<int>(std::max<int64_t>(0, p - oy * SC));
-    const int i1 = static_cast<int>(std::min<int64_t>(KC, in_h - oy * SC + p));
-    float* orow = out + (oy - oy0) * out_rs;
-    for (int64_t x0 = 0; x0 < out_w; x0 += DWN_ROW) {
-      const int npx = static_cast<int>(std::min<int64_t>(DWN_ROW, out_w - x0));
-      if (x0 == 0)
-        dwn_seg<KC, SC, A, CV, TAIL, true, true>(cn, i0, i1, in, yoff, in_ps, in_rs, in_w, x0, npx, w, ldw, b0,
-                                             orow + x0 * out_ps, out_ps);
-      else if ((x0 + DWN_ROW - 1) * SC + p < in_w)
-        dwn_seg<KC, SC, A, CV, TAIL, false, false>(cn, i0, i1, in, yoff, in_ps, in_rs, in_w, x0, npx, w, ldw, b0,
-                                               orow + x0 * out_ps, out_ps);
-      else
-        dwn_seg<KC, SC, A, CV, TAIL, true, false>(cn, i0, i1, in, yoff, in_ps, in_rs, in_w, x0, npx, w, ldw, b0,
-                                              orow + x0 * out_ps, out_ps);
-    }
-  }
-}
-
 template <int KC, int SC, Act A, int CV, bool TAIL>
 inline void dwn_chunk(int k_rt, int s_rt, int cn, const float* in, int64_t in_ps, int64_t in_rs, int64_t in_r0,
                       int64_t in_h, int64_t in_w, const float* w, int64_t ldw, const float* bias, float* out,
@@ -830,7 +691,7 @@ inline void dwn_chunk(int k_rt, int s_rt, int cn, const float* in, int64_t in_ps
 }
 
 // Channels in chunks of DWN_CV vectors, then single vectors, then one masked vector.
-constexpr int DWN_CV = 2;
+constexpr int DWN_CV = DW_CV;
 
 template <int KC, int SC, Act A>
 void dwn_impl(int64_t channels, int k, int s, const float* in, int64_t in_ps, int64_t in_rs, int64_t in_r0,
@@ -839,34 +700,9 @@ void dwn_impl(int64_t channels, int k, int s, const float* in, int64_t in_ps, in
   constexpr int W = V::W;
   if (oy1 <= oy0 || channels <= 0) return;
   int64_t c = 0;
-  if constexpr (SC > 0 && KC > 0 && (KC + DWN_ROW + 1) * DWN_CV + 2 <= V::kRegs) {
-    if (SC == 1 && in_w <= DWN_ROW) {  // narrow rows: dwn_rows (stride 1: out_w == in_w)
-      const int ow = static_cast<int>(in_w);
-      for (; c + DWN_CV * W <= channels; c += DWN_CV * W)
-        dwn_rows<KC, A, DWN_CV, false>(DWN_CV * W, in + c, in_ps, in_rs, in_r0, in_h, ow, w + c, ldw,
-                                       bias ? bias + c : nullptr, out + c, out_ps, out_rs, oy0, oy1);
-      for (; c + W <= channels; c += W)
-        dwn_rows<KC, A, 1, false>(W, in + c, in_ps, in_rs, in_r0, in_h, ow, w + c, ldw, bias ? bias + c : nullptr,
-                                  out + c, out_ps, out_rs, oy0, oy1);
-      if (c < channels)
-        dwn_rows<KC, A, 1, true>(static_cast<int>(channels - c), in + c, in_ps, in_rs, in_r0, in_h, ow, w + c, ldw,
-                                 bias ? bias + c : nullptr, out + c, out_ps, out_rs, oy0, oy1);
-      return;
-    }
-    // stride 2: only rows of at most DWN_ROW outputs (one segment) gain, see dwn_rows
-    if (SC == 1 || (in_w - 1) / SC + 1 <= DWN_ROW) {
-      for (; c + DWN_CV * W <= channels; c += DWN_CV * W)
-        dwn_segs<KC, SC, A, DWN_CV, false>(DWN_CV * W, in + c, in_ps, in_rs, in_r0, in_h, in_w, w + c, ldw,
-                                           bias ? bias + c : nullptr, out + c, out_ps, out_rs, oy0, oy1);
-      for (; c + W <= channels; c += W)
-        dwn_segs<KC, SC, A, 1, false>(W, in + c, in_ps, in_rs, in_r0, in_h, in_w, w + c, ldw,
-                                      bias ? bias + c : nullptr, out + c, out_ps, out_rs, oy0, oy1);
-      if (c < channels)
-        dwn_segs<KC, SC, A, 1, true>(static_cast<int>(channels - c), in + c, in_ps, in_rs, in_r0, in_h, in_w, w + c,
-                                     ldw, bias ? bias + c : nullptr, out + c, out_ps, out_rs, oy0, oy1);
-      return;
-    }
-  }
+  if (dw_segments<F32Elems, KC, SC, A>(channels, in, in_ps, in_rs, in_r0, in_h, in_w, w, ldw, bias, out, out_ps,
+                                      out_rs, oy0, oy1))
+    return;
   for (; c + DWN_CV * W <= channels; c += DWN_CV * W)
     dwn_chunk<KC, SC, A, DWN_CV, false>(k, s, DWN_CV * W, in + c, in_ps, in_rs, in_r0, in_h, in_w, w + c, ldw,
                                         bias ? bias + c : nullptr, out + c, out_ps, out_rs, oy0, oy1);

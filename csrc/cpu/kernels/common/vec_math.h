@@ -60,4 +60,14 @@ inline typename VX::T gelu_v(typename VX::T x) {
   return VX::mul(VX::mul(x, VX::set1(0.5f)), one_plus_erf);
 }
 
+// The activation epilogue of every kernel, NaN-propagating as torch.relu / gelu: VX::max returns its second
+// operand when either is NaN (maxps; NEON's fmax gives NaN either way), so relu is max(0, v), never max(v, 0);
+// gelu_v propagates NaN.
+template <class VX, Act A>
+inline typename VX::T act_v(typename VX::T v) {
+  if (A == Act::Relu) return VX::max(VX::zero(), v);
+  if (A == Act::Gelu) return gelu_v<VX>(v);
+  return v;
+}
+
 #endif  // MNV4_VEC_MATH_H_IN_THIS_NAMESPACE

@@ -342,7 +342,7 @@ static void test_dwconv(const LpUKernels<E>& uk) {
     for (int k : {1, 3, 5, 7})
       for (int s : {1, 2})
         for (int64_t H : {1, 2, 5})
-          for (int64_t Wd : {1, 2, 3, 5, 8, 13})
+          for (int64_t Wd : {1, 2, 3, 5, 8, 13, 17, 29})
             for (int band = 0; band < 3; ++band, ++idx) {
               const Act act = static_cast<Act>((C + k + H + Wd + band) % 3);
               const bool has_bias = idx % 4 != 1;
