@@ -15,7 +15,7 @@
  * cc -O2 -march=native, benches/bf16_cpu.py gcc -O2).
  *     peak THREADS  ->  lines "<name> <GFLOP/s> <seconds>" (best of 3 runs; THREADS threads, one loop each)
  *                       or "<name> skipped: <reason>", for name in fma32, vdpbf16ps, tdpbf16ps
- * With -DPEAK_NO_MAIN it is the one-thread peak loops that benches/bf16_gemm_cpu.cpp times between its GEMMs
+ * With -DPEAK_NO_MAIN it is the one-thread peak loops that benches/bf16_kernels_cpu.cpp times between its kernels
  * (bf16_peak_* below: GFLOP/s of one run, 0 where the CPU lacks the instructions).                          */
 #include <pthread.h>
 #include <stdint.h>
