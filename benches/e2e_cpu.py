@@ -20,6 +20,7 @@ Writes benches/results/e2e-<machine>.json.
 
 import argparse
 import os
+import re
 import sys
 
 import torch
@@ -31,11 +32,13 @@ CASES = "conv_small@224:1,conv_medium@224:1,conv_medium@224:8,hybrid_medium@256:
 
 
 def parse_cases(spec):
+    """--cases: comma-separated name@res:batch (name without the mobilenetv4_ prefix)."""
     cases = []
     for item in spec.split(","):
-        name, rest = item.split("@")
-        res, batch = rest.split(":")
-        cases.append((f"mobilenetv4_{name}", int(res), int(batch)))
+        m = re.fullmatch(r"([a-z0-9_]+)@([0-9]+):([0-9]+)", item.strip())
+        if not m:
+            raise ValueError(f"--cases: expected name@res:batch (e.g. conv_small@224:1), got {item!r}")
+        cases.append((f"mobilenetv4_{m[1]}", int(m[2]), int(m[3])))
     return cases
 
 
@@ -57,6 +60,10 @@ def main(argv=None):
     ap.add_argument("--note", default=None, help="a line saved with the results (e.g. why repeats are few)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    try:
+        cases = parse_cases(args.cases)
+    except ValueError as e:
+        ap.error(str(e))
     torch.set_num_threads(args.threads)
     names = bench.parse_e2e(args.candidates) if args.candidates else bench.default_e2e("cpu")
     peaks_start = bench.peak_gflops(args.threads)
@@ -65,7 +72,7 @@ def main(argv=None):
     print(f"peaks {_peaks_text(peaks_start)}, GEMM ceiling {ceiling:.1f} GFLOP/s, bf16 {ceiling16:.1f} GFLOP/s "
           f"({args.threads} threads)", flush=True)
     records = []
-    for name, res, batch in parse_cases(args.cases):
+    for name, res, batch in cases:
         print(f"{name}@{res} b{batch}", flush=True)
         ref, x = bench.e2e_reference(name, res, batch)
         rec = bench.e2e_case(ref, x, names, threads=args.threads, repeats=args.repeats, warmup=3,
