@@ -1,4 +1,4 @@
-"""bf16 tables against the fp32 kernels on MobileNetV4 shapes (NHWC 1x1 GEMMs, depthwise convs), one thread, with the bf16 peaks.
+"""bf16 tables against the fp32 kernels on MobileNetV4's GEMM and depthwise shapes, one thread, with the peaks.
 
     .venv/bin/python benches/bf16_cpu.py [--rounds 15] [--out benches/results/bf16-kernels-<machine>.json]
 

@@ -418,9 +418,9 @@ void lp_conv_dispatch(int64_t M, int64_t N, int64_t K, int T, const int64_t* off
 // ---- depthwise (lp_dwconv_nhwc_fn) ----
 // Stride 1 with k = 3, or k = 5 on rows of at most DW_ROW, on a table with 32 vector registers:
 // dw_rows_impl.h's row segments (lp_dw_impl; faster there, slower on wider 5x5 rows and at stride 2).
-// Otherwise blocks: a chunk of CV vectors of channels (TAIL: the first cn only), one output row at a time, LP_DW_PX output
-// pixels at a time: each fp32 weight vector serves them all and the LP_DW_PX x CV accumulators are
-// independent chains. EDGE blocks (at the image's left / right border, or the row's short last block) skip
+// Otherwise blocks: a chunk of CV vectors of channels (TAIL: the first cn only), one output row at a time,
+// LP_DW_PX output pixels at a time: each fp32 weight vector serves them all and the LP_DW_PX x CV
+// accumulators are independent chains. EDGE blocks (at the image's left / right border, or the row's short last block) skip
 // taps outside the image per pixel; interior blocks are branch-free. The input is read in place.
 constexpr int LP_DW_PX = 4;
 
