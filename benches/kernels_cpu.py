@@ -15,6 +15,9 @@
    against an input that is channels_last already.
 5. The fixed cost of one fused UIB block call (Conv-S blocks.2.1 on a 1x1 input, so the arithmetic is
    negligible): the module call (model.FusedUIB.forward) against the op called with the weights at hand.
+6. The heads' global average pool (mnv4_cpu::mean, which the fused models' heads and sequence call) against
+   torch's x.mean((2, 3)) on the pooled tensor of Conv-S/M at 224 (channels_last [N, 960, 7, 7]), fp32 and
+   bf16, batch 1 and 8, --threads threads: torch's parallel reduction against our serial per-image sums.
 
     .venv/bin/python benches/kernels_cpu.py [--threads 2] [--repeats 15]
 Writes benches/results/kernels-cpu-<machine>.json.
@@ -188,6 +191,25 @@ def stem_nchw(repeats):
     return recs
 
 
+def head_pool(repeats):
+    recs = []
+    for dtype in (torch.float32, torch.bfloat16):
+        for n in (1, 8):
+            g = torch.Generator().manual_seed(4)
+            x = torch.randn(n, 960, 7, 7, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+            want = x.double().mean((2, 3))
+            cands = {"ours": lambda: torch.ops.mnv4_cpu.mean(x), "torch": lambda: x.mean((2, 3))}
+            with torch.inference_mode():
+                errs = {k: max_rel_err(f(), want) for k, f in cands.items()}
+                t = interleaved(cands, warmup=3, repeats=repeats, inner=20, settle=5)
+            rec = dict(kind="head_pool", dtype=str(dtype).split(".")[-1], shape=[n, 960, 7, 7],
+                       ours_us=t["ours"].median_ms * 1e3, torch_us=t["torch"].median_ms * 1e3, max_rel_err=errs)
+            recs.append(rec)
+            print(f"head pool {rec['dtype']} [{n}, 960, 7, 7]: mnv4_cpu::mean {rec['ours_us']:.1f} us, torch mean "
+                  f"{rec['torch_us']:.1f} us  err {max(errs.values()):.1e}", flush=True)
+    return recs
+
+
 def call_overhead(repeats):
     import time
 
@@ -230,6 +252,7 @@ def main():
     records += pointwise_vs_onnxruntime(args.threads, args.repeats)
     records += stem_nchw(args.repeats)
     records += call_overhead(args.repeats)
+    records += head_pool(args.repeats)
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                    f"kernels-{report.machine_tag()}.json")
     report.write_json(out, dict(env=report.env_info(), threads=args.threads, isa=torch.ops.mnv4_cpu.isa(),
