@@ -1,17 +1,22 @@
-"""Two builds of the package side by side on this machine: fp32 CPU speed after / before a change.
+"""Two builds of the package side by side on this machine: CPU speed after / before a change (fp32, or bf16).
 
 Each round runs the same measurements for both builds, each in its own child process, BEFORE then AFTER in
 even rounds and AFTER then BEFORE in odd ones, so drift of a shared machine falls on both alike:
   layers: `python -m mnv4_kernels bench --no-e2e --kinds uib` on Conv-M@224 at batch 1 and 8; a round's value
           is the geomean over the distinct layers of our op's median time (torch's op chain, which is the same
           code in both builds, is reported beside it as a control: its ratio shows the noise);
-  e2e:    `benches/e2e_cpu.py --candidates ours-fp32` on --cases; a round's value is the case's median time.
+  e2e:    `benches/e2e_cpu.py --candidates ours-<dtype>` on --cases; a round's value is the case's median time;
+  blocks: (--blocks head,...) `benches/profile_blocks_cpu.py --dtype <dtype> --no-other` on --cases: those
+          blocks' first-call times inside whole passes and the sum over all blocks (a change to a few blocks,
+          which the e2e noise would bury).
+--dtype (fp32 or bf16) picks the e2e and blocks models' dtype; the layers are fp32.
 A child imports the build from PYTHONPATH=<tree>:<tree>/python and refuses to run if mnv4_kernels comes from
 anywhere else. Per metric the file keeps every round's pair and the after/before ratio of the rounds (median,
 p10, p90).
 
     .venv/bin/python benches/ab_builds_cpu.py --before OLD_TREE --after . [--rounds 4] [--layer-seconds 0.5]
         [--e2e-seconds 8] [--threads 2] [--cases conv_small@224:1,conv_medium@224:1,conv_medium@224:8]
+        [--dtype fp32|bf16] [--blocks head,stem] [--block-passes 30]
 Writes benches/results/ab-builds-<machine>.json.
 """
 
@@ -25,6 +30,8 @@ import tempfile
 
 from mnv4_kernels import report
 from mnv4_kernels.timing import _quantile, geomean
+
+from e2e_cpu import parse_cases  # benches/ is this script's sys.path[0]
 
 CASES = "conv_small@224:1,conv_medium@224:1,conv_medium@224:8"
 
@@ -78,10 +85,29 @@ def layer_values(tree, args, out):
 
 def e2e_values(tree, args, out):
     script = os.path.join(tree, "benches", "e2e_cpu.py")
-    data = run_child(tree, script, ["--candidates", "ours-fp32", "--cases", args.cases,
+    ours = f"ours-{args.dtype}"
+    data = run_child(tree, script, ["--candidates", ours, "--cases", args.cases,
                                     "--threads", str(args.threads), "--max-seconds", str(args.e2e_seconds)], out)
-    return {f"e2e_{r['model'].removeprefix('mobilenetv4_')}@{r['res']}_b{r['batch']}_ours_fp32_median_ms":
-            r["candidates"]["ours-fp32"]["median_ms"] for r in data["records"]}, data["env"]
+    return {f"e2e_{r['model'].removeprefix('mobilenetv4_')}@{r['res']}_b{r['batch']}_ours_{args.dtype}_median_ms":
+            r["candidates"][ours]["median_ms"] for r in data["records"]}, data["env"]
+
+
+def block_values(tree, args, out):
+    """Per case, the named blocks' first-call times inside whole passes and the sum over all blocks
+    (benches/profile_blocks_cpu.py, ours only)."""
+    script = os.path.join(tree, "benches", "profile_blocks_cpu.py")
+    values, env = {}, None
+    for name, res, batch in parse_cases(args.cases):
+        data = run_child(tree, script, ["--model", name, "--res", str(res), "--batch", str(batch), "--threads",
+                                        str(args.threads), "--passes", str(args.block_passes), "--dtype",
+                                        args.dtype, "--no-other"], out)
+        case = f"{name.removeprefix('mobilenetv4_')}@{res}_b{batch}_{args.dtype}"
+        for rec in data["ours"]:
+            if rec["block"] in args.blocks.split(","):
+                values[f"blocks_{case}_{rec['block']}_first_ms"] = rec["first_ms"]
+        values[f"blocks_{case}_first_sum_ms"] = data["first_sum_ms"]
+        env = env or data["env"]
+    return values, env
 
 
 def main(argv=None):
@@ -93,12 +119,17 @@ def main(argv=None):
     ap.add_argument("--layer-seconds", type=float, default=0.5, help="--max-seconds per layer and batch")
     ap.add_argument("--e2e-seconds", type=float, default=8.0, help="--max-seconds per e2e case")
     ap.add_argument("--cases", default=CASES)
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="the e2e and blocks models' dtype")
     ap.add_argument("--no-layers", action="store_true")
     ap.add_argument("--no-e2e", action="store_true")
+    ap.add_argument("--blocks", default="", help="comma-separated block names (stem, blocks.4.0, head, ...): "
+                    "also their first-call times per case (benches/profile_blocks_cpu.py)")
+    ap.add_argument("--block-passes", type=int, default=30)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     trees = {"before": os.path.abspath(args.before), "after": os.path.abspath(args.after)}
-    measurements = [m for m, off in ((layer_values, args.no_layers), (e2e_values, args.no_e2e)) if not off]
+    measurements = [m for m, off in ((layer_values, args.no_layers), (e2e_values, args.no_e2e),
+                                     (block_values, not args.blocks)) if not off]
     described = {b: git_description(t) for b, t in trees.items()}  # before the run: HEAD may move meanwhile
     load_before = list(os.getloadavg())
     rounds, child_env = [], {}
@@ -135,10 +166,12 @@ def main(argv=None):
         builds={b: dict(tree=t, git=described[b], mnv4_cpu_isa=child_env.get(b, {}).get("mnv4_cpu_isa"))
                 for b, t in trees.items()},
         settings=dict(rounds=args.rounds, layer_seconds=args.layer_seconds, e2e_seconds=args.e2e_seconds,
-                      cases=args.cases),
+                      cases=args.cases, dtype=args.dtype, blocks=args.blocks, block_passes=args.block_passes),
         method="per round one child process per build and measurement, order alternating (before after, after "
                "before, ...); layers: geomean over Conv-M@224's distinct UIB layers of each layer's median ms "
                "(mnv4_kernels.bench.bench_layers); e2e: the case's median ms (mnv4_kernels.bench.e2e_case); "
+               "blocks: a block's median first-call ms inside whole passes, and their sum over the model's blocks "
+               "(benches/profile_blocks_cpu.py); "
                "ratio = after / before of one round's values, median / p10 / p90 over the rounds",
         load_average_before=load_before, load_average_after=load_after, summary=summary, rounds=rounds))
     print(f"wrote {out}")

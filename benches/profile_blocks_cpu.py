@@ -12,7 +12,7 @@ scale (profiling slows it).
 Writes benches/results/profile-<model>-<res>-b<batch>[-bf16]-<machine>.json.
 
     .venv/bin/python benches/profile_blocks_cpu.py [--model mobilenetv4_conv_medium] [--res 224] [--batch 1]
-        [--dtype fp32|bf16]
+        [--dtype fp32|bf16] [--no-other]
 """
 
 import argparse
@@ -198,6 +198,7 @@ def main():
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--passes", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-other", action="store_true", help="ours only (benches/ab_builds_cpu.py --blocks)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -216,8 +217,8 @@ def main():
     rows = ours(mnv4_kernels.fuse(ref, dtype=dtype), x.to(dtype), args.passes)
     # the other runtime's per-node times: onnxruntime for fp32, OpenVINO at bf16 for bf16
     other = "onnxruntime" if dtype == torch.float32 else "openvino-bf16"
-    ort_ms, ort_groups = (onnxruntime_nodes if dtype == torch.float32 else openvino_nodes)(ref, x, args.passes,
-                                                                                           args.threads)
+    ort_ms, ort_groups = (None, {}) if args.no_other else (
+        (onnxruntime_nodes if dtype == torch.float32 else openvino_nodes)(ref, x, args.passes, args.threads))
     first_sum = sum(r[1] for r in rows)
     dense = sum(f["dense"] for f in flops.values())
     print(f"{args.model}@{args.res} b{args.batch} {args.dtype}: ours first-call sum {first_sum:.2f} ms, repeated "
@@ -259,7 +260,8 @@ def main():
                    unplaced_gflop=unplaced / 1e9,
                    peaks_gflops=peaks, peak=peak_name,
                    dense_ms_at_peak=dense / peak / 1e6 if peak else None, first_sum_ms=first_sum,
-                   ours=records, other_runtime=other, other_ms=ort_ms, other_node_ms=ort_groups or None)
+                   ours=records, other_runtime=None if args.no_other else other, other_ms=ort_ms,
+                   other_node_ms=ort_groups or None)
     suffix = "" if args.dtype == "fp32" else f"-{args.dtype}"
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                    f"profile-{args.model}-{args.res}-b{args.batch}{suffix}-{report.machine_tag()}.json")

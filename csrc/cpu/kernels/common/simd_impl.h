@@ -520,11 +520,16 @@ void pw_impl(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const f
   const bool padded = ldb == NR && bss >= int64_t(T) * K * NR && int64_t(T) * K > 1;
   // the rows a slab uses, T*K x NR floats, are contiguous in a packed B: prefetched as flat lines
   const int64_t pf_lines = padded ? (int64_t(T) * K * NR + 15) / 16 : -1;
+  // A packed next slab is prefetched only over at least two full row tiles. Over fewer (M < 2 * MR: the batch-1
+  // and batch-8 heads' products) it lands in a short time, more lines than the miss buffers hold, queued ahead
+  // of the slab's own loads, and the hardware prefetchers follow the contiguous slabs alone
+  // (benches/results/ab-builds-fp32-head-*.json: the heads' time inside whole passes).
+  const bool pf_next = pf_lines < 0 || M >= 2 * MR;
   int64_t j = 0;
   const float* bj = b;  // slab j / NR
   for (; j + NR <= N; j += NR, bj += bss)
     pw_slab<MR, NV, A, RES, false, false, FIX>(M, K, T, off, a, lda, bj, ldb, c + j, ldc, bias ? bias + j : nullptr,
-                                   RES ? r + j : nullptr, ldr, NR, j + NR < N ? bj + bss : nullptr, pf_lines);
+                                   RES ? r + j : nullptr, ldr, NR, j + NR < N && pf_next ? bj + bss : nullptr, pf_lines);
   if (j == N) return;
   const int rem = static_cast<int>(N - j);
 #define MNV4_PW_TAIL(NVT, MB)                                                                                   \
