@@ -40,7 +40,8 @@ constexpr int kChunk = 8;  // = the table's f16_acc_chunk (interface/dispatch_bf
 struct F16Tile : LpInPlace<F16Neon> {
   template <int MR, int NV, int NVS, Act A, bool RES, bool TAIL>
   static inline void tile(int64_t K, int T, const int64_t* off, const f16_t* a, int64_t lda, const f16_t* b, f16_t* c,
-                          int64_t ldc, const float* bias, const f16_t* r, int64_t ldr, int nrem, int64_t /*i0*/) {
+                          int64_t ldc, const float* bias, const f16_t* r, int64_t ldr, int nrem, int64_t /*i0*/,
+                          const void* /*pf*/, int64_t /*pf_lines*/) {
     constexpr int NH = (NV + 1) / 2;  // fp16 vectors (8 lanes) covering NV fp32 vectors (4 lanes)
     constexpr int64_t NR = NVS * 4;   // elements per slab row
     float32x4_t acc[MR][NV];

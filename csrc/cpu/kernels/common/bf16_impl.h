@@ -94,7 +94,8 @@ struct PairTile : LpInPlace<L> {
   template <int MR, int NV, int NVS, Act A, bool RES, bool TAIL, class FIX = void>
   static inline void tile(int64_t K, int T, const int64_t* off, const typename L::E* a, int64_t lda,
                           const typename L::E* b, typename L::E* c, int64_t ldc, const float* bias,
-                          const typename L::E* r, int64_t ldr, int nrem, int64_t /*i0*/) {
+                          const typename L::E* r, int64_t ldr, int nrem, int64_t /*i0*/, const void* pf,
+                          int64_t pf_lines) {
     using V = typename L::V;
     using E = typename L::E;
     constexpr int W = V::W;
@@ -130,21 +131,36 @@ struct PairTile : LpInPlace<L> {
         for (int q = 0; q < KF / 2; ++q) step(q, std::false_type{});
         if constexpr (KF & 1) step(KPF - 1, std::true_type{});
       }
-      (void)Kp, (void)Ke, (void)lda;
+      (void)Kp, (void)Ke, (void)lda, (void)pf, (void)pf_lines;
     } else {
+    // pf_lines 64-byte lines from pf (the next slab, see lp_slab) towards L2, spread evenly over the tile's T*Kp
+    // pair steps, issued per block of LP_KB steps outside the k loop (as the fp32 tile, simd_impl.h pw_tile)
+    constexpr int64_t LP_KB = 4;
+    const int64_t steps = int64_t(T) * Kp;
+    int64_t done = 0, issued = 0;
+    auto prefetch_due = [&](int64_t n) {
+      done += n;
+      for (const int64_t due = pf_lines * done / steps; issued < due; ++issued)
+        __builtin_prefetch(static_cast<const char*>(pf) + issued * 64, 0, 2);
+    };
     for (int t = 0; t < T; ++t) {
       const E* at = a + off[t];
       const E* bt = b + t * Kp * ROW;
-      for (int64_t k = 0; k < Ke; k += 2) {
-        typename L::BP bv[NV];
-        const E* bk = bt + (k / 2) * ROW;
-        for (int v = 0; v < NV; ++v) bv[v] = L::b_load(bk + v * 2 * W);
-        for (int i = 0; i < MR; ++i) {
-          const typename L::AP av = L::a_pair(lp_load_pair(at + i * lda + k));
-          for (int v = 0; v < NV; ++v) acc[i][v] = L::dot(acc[i][v], av, bv[v]);
+      for (int64_t k0 = 0; k0 < Ke; k0 += 2 * LP_KB) {
+        const int64_t k1 = std::min(Ke, k0 + 2 * LP_KB);
+        if (pf_lines > 0) prefetch_due((k1 - k0) / 2);
+        for (int64_t k = k0; k < k1; k += 2) {
+          typename L::BP bv[NV];
+          const E* bk = bt + (k / 2) * ROW;
+          for (int v = 0; v < NV; ++v) bv[v] = L::b_load(bk + v * 2 * W);
+          for (int i = 0; i < MR; ++i) {
+            const typename L::AP av = L::a_pair(lp_load_pair(at + i * lda + k));
+            for (int v = 0; v < NV; ++v) acc[i][v] = L::dot(acc[i][v], av, bv[v]);
+          }
         }
       }
       if (K & 1) {
+        if (pf_lines > 0) prefetch_due(1);
         typename L::BP bv[NV];
         const E* bk = bt + (Kp - 1) * ROW;
         for (int v = 0; v < NV; ++v) bv[v] = L::b_load(bk + v * 2 * W);
@@ -270,7 +286,7 @@ struct F32Tile {
   template <int MR, int NV, int NVS, Act A, bool RES, bool TAIL>
   static inline void tile(int64_t K, int T, const int64_t* off, const float* a, int64_t lda, const float* b,
                           typename L::E* c, int64_t ldc, const float* bias, const typename L::E* r, int64_t ldr,
-                          int nrem, int64_t) {
+                          int nrem, int64_t, const void*, int64_t) {  // no prefetch: the slab is widened once
     using V = typename L::V;
     constexpr int W = V::W;
     constexpr int64_t ROW = NVS * W;
@@ -317,15 +333,26 @@ inline void lp_tile(Args... args) {
     K_::template tile<MR, NV, NVS, A, RES, TAIL, FIX>(args...);
 }
 
+// pf: the next packed slab (or nullptr), pf_lines 64-byte lines of it, shared out evenly among the row tiles
+// (tile t: lines [pf_lines * t / tiles, pf_lines * (t + 1) / tiles)); nothing with fewer than two full row
+// tiles (M < 2 * MR: see simd_impl.h pw_impl). The small planes' slabs otherwise arrive from L3 or DRAM on
+// demand, one tile at a time (benches/results/ab-builds-bf16-prefetch-*.json).
 template <class L, class K_, int MR, int NV, int NVS, Act A, bool RES, bool TAIL, class FIX, class AE, class BE>
 inline void lp_slab(int64_t M, int64_t K, int T, const int64_t* off, const AE* a, int64_t lda, const BE* b,
                     typename L::E* c, int64_t ldc, const float* bias, const typename L::E* r,
-                    int64_t ldr, int nrem) {
+                    int64_t ldr, int nrem, const typename L::E* pf, int64_t pf_lines) {
+  const int64_t tiles = (M + MR - 1) / MR;
+  if (!pf || M < 2 * MR) pf_lines = 0;
+  const char* pfc = reinterpret_cast<const char*>(pf);
+  auto share = [&](int64_t t) { return pf_lines * t / tiles; };  // tile t's lines: [share(t), share(t + 1))
   int64_t i = 0;
   for (; i + MR <= M; i += MR)
     lp_tile<K_, MR, NV, NVS, A, RES, TAIL, FIX>(K, T, off, a + i * lda, lda, b, c + i * ldc, ldc, bias,
-                                                RES ? r + i * ldr : nullptr, ldr, nrem, i);
+                                                RES ? r + i * ldr : nullptr, ldr, nrem, i,
+                                                pfc + share(i / MR) * 64, share(i / MR + 1) - share(i / MR));
   if (i == M) return;
+  const char* rem_pf = pfc + share(i / MR) * 64;
+  const int64_t rem_lines = share(i / MR + 1) - share(i / MR);
   const int64_t i0 = i;
   a += i * lda;
   c += i * ldc;
@@ -335,7 +362,7 @@ inline void lp_slab(int64_t M, int64_t K, int T, const int64_t* off, const AE* a
   case R:                                                                                                   \
     if (R < MR)                                                                                             \
       lp_tile<K_, (R < MR ? R : 1), NV, NVS, A, RES, TAIL, FIX>(K, T, off, a, lda, b, c, ldc, bias, r, ldr,  \
-                                                                nrem, i0);                                    \
+                                                                nrem, i0, rem_pf, rem_lines);                 \
     break;
     MNV4_LP_ROWS(1) MNV4_LP_ROWS(2) MNV4_LP_ROWS(3) MNV4_LP_ROWS(4) MNV4_LP_ROWS(5) MNV4_LP_ROWS(6)
     MNV4_LP_ROWS(7) MNV4_LP_ROWS(8) MNV4_LP_ROWS(9) MNV4_LP_ROWS(10) MNV4_LP_ROWS(11) MNV4_LP_ROWS(12)
@@ -363,19 +390,24 @@ void lp_conv_impl(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, co
     const typename L::E* rm = RES ? r + m0 * ldr : nullptr;
     int64_t j = 0;
     const typename L::E* bj = b;
+    // a kpair slab's lines (T*Kp pair rows of NR pairs; bss may be larger: see lp_conv_nhwc_fn)
+    const int64_t pf_lines =
+        (std::min(bss, int64_t(T) * ((K + 1) / 2) * 2 * NR) * int64_t(sizeof(typename L::E)) + 63) / 64;
     for (; j + NR <= N; j += NR, bj += bss)
       lp_slab<L, K_, MR, NV, NV, A, RES, false, FIX>(mb, K, T, ab.off, ab.a, ab.lda, K_::template b_slab<NR>(K, T, bj, mb > MR),
                                                 cm + j, ldc, bias ? bias + j : nullptr, RES ? rm + j : nullptr, ldr,
-                                                NR);
+                                                NR, j + NR < N ? bj + bss : nullptr, pf_lines);
     if (j < N) {
       const int rem = static_cast<int>(N - j);
       const auto bw = K_::template b_slab<NR>(K, T, bj, mb > MR);
       if (rem <= W)
         lp_slab<L, K_, MR, 1, NV, A, RES, true, FIX>(mb, K, T, ab.off, ab.a, ab.lda, bw, cm + j, ldc,
-                                                bias ? bias + j : nullptr, RES ? rm + j : nullptr, ldr, rem);
+                                                bias ? bias + j : nullptr, RES ? rm + j : nullptr, ldr, rem,
+                                                nullptr, 0);
       else
         lp_slab<L, K_, MR, NV, NV, A, RES, true, FIX>(mb, K, T, ab.off, ab.a, ab.lda, bw, cm + j, ldc,
-                                                 bias ? bias + j : nullptr, RES ? rm + j : nullptr, ldr, rem);
+                                                 bias ? bias + j : nullptr, RES ? rm + j : nullptr, ldr, rem,
+                                                 nullptr, 0);
     }
     if (mb != MB) break;
   }
