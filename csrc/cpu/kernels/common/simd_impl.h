@@ -529,7 +529,8 @@ void pw_impl(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const f
   const float* bj = b;  // slab j / NR
   for (; j + NR <= N; j += NR, bj += bss)
     pw_slab<MR, NV, A, RES, false, false, FIX>(M, K, T, off, a, lda, bj, ldb, c + j, ldc, bias ? bias + j : nullptr,
-                                   RES ? r + j : nullptr, ldr, NR, j + NR < N && pf_next ? bj + bss : nullptr, pf_lines);
+                                   RES ? r + j : nullptr, ldr, NR, j + NR < N && pf_next ? bj + bss : nullptr,
+                                   pf_lines);
   if (j == N) return;
   const int rem = static_cast<int>(N - j);
 #define MNV4_PW_TAIL(NVT, MB)                                                                                   \
