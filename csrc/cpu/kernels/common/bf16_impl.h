@@ -286,7 +286,7 @@ struct F32Tile {
   template <int MR, int NV, int NVS, Act A, bool RES, bool TAIL>
   static inline void tile(int64_t K, int T, const int64_t* off, const float* a, int64_t lda, const float* b,
                           typename L::E* c, int64_t ldc, const float* bias, const typename L::E* r, int64_t ldr,
-                          int nrem, int64_t, const void*, int64_t) {  // no prefetch: the slab is widened once
+                          int nrem, int64_t, const void*, int64_t) {  // next-slab prefetch not measured here
     using V = typename L::V;
     constexpr int W = V::W;
     constexpr int64_t ROW = NVS * W;
@@ -383,6 +383,10 @@ void lp_conv_impl(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, co
   constexpr int W = L::V::W, NR = NV * W;
   constexpr int64_t MB = 32 * MR;
   if (M <= 0 || N <= 0) return;
+  // the next slab's prefetch (lp_slab): a kpair slab's lines (T*Kp pair rows of NR pairs; bss may be larger:
+  // see lp_conv_nhwc_fn)
+  const int64_t pf_lines =
+      (std::min(bss, int64_t(T) * ((K + 1) / 2) * 2 * NR) * int64_t(sizeof(typename L::E)) + 63) / 64;
   for (int64_t m0 = 0; m0 < M; m0 += MB) {
     const int64_t mb = M - m0 < MB + MB / 2 ? M - m0 : MB;  // no short last block
     const auto ab = K_::a_block(mb, K, T, off, a + m0 * lda, lda);
@@ -390,9 +394,6 @@ void lp_conv_impl(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, co
     const typename L::E* rm = RES ? r + m0 * ldr : nullptr;
     int64_t j = 0;
     const typename L::E* bj = b;
-    // a kpair slab's lines (T*Kp pair rows of NR pairs; bss may be larger: see lp_conv_nhwc_fn)
-    const int64_t pf_lines =
-        (std::min(bss, int64_t(T) * ((K + 1) / 2) * 2 * NR) * int64_t(sizeof(typename L::E)) + 63) / 64;
     for (; j + NR <= N; j += NR, bj += bss)
       lp_slab<L, K_, MR, NV, NV, A, RES, false, FIX>(mb, K, T, ab.off, ab.a, ab.lda, K_::template b_slab<NR>(K, T, bj, mb > MR),
                                                 cm + j, ldc, bias ? bias + j : nullptr, RES ? rm + j : nullptr, ldr,
@@ -452,8 +453,8 @@ void lp_conv_dispatch(int64_t M, int64_t N, int64_t K, int T, const int64_t* off
 // dw_rows_impl.h's row segments (lp_dw_impl; faster there, slower on wider 5x5 rows and at stride 2).
 // Otherwise blocks: a chunk of CV vectors of channels (TAIL: the first cn only), one output row at a time,
 // LP_DW_PX output pixels at a time: each fp32 weight vector serves them all and the LP_DW_PX x CV
-// accumulators are independent chains. EDGE blocks (at the image's left / right border, or the row's short last block) skip
-// taps outside the image per pixel; interior blocks are branch-free. The input is read in place.
+// accumulators are independent chains. EDGE blocks (at the image's left / right border, or the row's short
+// last block) skip taps outside the image per pixel; interior blocks are branch-free. The input is read in place.
 constexpr int LP_DW_PX = 4;
 
 template <class L, int KC, int SC, Act A, int CV, bool TAIL, bool EDGE>

@@ -24,12 +24,6 @@ inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 #include "vec_math.h"
 
-// The activations (vec_math.h's act_v) on V.
-template <Act A>
-inline typename V::T act_vec(typename V::T v) {
-  return act_v<V, A>(v);
-}
-
 // fp32 elements for the element-generic depthwise segments (dw_rows_impl.h): V's own loads and stores.
 using F32Vec = V;
 struct F32Elems {
@@ -51,7 +45,7 @@ inline void store_tile_row(const typename V::T* acc, float* ci, const float* ri,
   for (int v = 0; v < NV; ++v) {
     const int n = TAIL ? nrem - v * W : W;
     if (TAIL && n <= 0) break;
-    typename V::T y = act_vec<A>(acc[v]);
+    typename V::T y = act_v<V, A>(acc[v]);
     if (RES) y = V::add(y, TAIL ? V::loadn(ri + v * W, n) : V::loadu(ri + v * W));
     if (TAIL && n < W)
       V::storen(ci + v * W, y, n);
@@ -221,7 +215,7 @@ inline void dw_rows(int k_rt, int s_rt, const float* wc, float bc, const float* 
     const int64_t n = out_w - ox;
     for (int r = 0; r < R; ++r) {
       float* o = orow + r * out_rs + ox;
-      const typename V::T y = act_vec<A>(acc[r]);
+      const typename V::T y = act_v<V, A>(acc[r]);
       if (n >= W)
         V::storeu(o, y);
       else
@@ -651,7 +645,7 @@ inline void dwn_block(int k, int s, int cn, int i0, int i1, const float* in, int
   for (int q = 0; q < (EDGE ? npx : DWN_PX); ++q)
     for (int v = 0; v < CV; ++v) {
       float* o = o0 + q * out_ps + v * W;
-      const T y = act_vec<A>(acc[q][v]);
+      const T y = act_v<V, A>(acc[q][v]);
       if (TAIL && cn - v * W < W) {
         if (cn - v * W > 0) V::storen(o, y, cn - v * W);
       } else {
