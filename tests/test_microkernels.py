@@ -8,6 +8,7 @@ table and the scalar oracle against a direct double loop); it fails if no SIMD t
 """
 
 import os
+import re
 import shutil
 import subprocess
 
@@ -99,6 +100,8 @@ def test_bf16_native():
     import platform
     # the AMX kernel's logic through the portable tile emulation, on every CPU
     assert "bf16:amx_emu_portable" in out.split("emulated")[1].splitlines()[0], out[-3000:]
+    # neon_fp16's arithmetic, portably (the f16 ops' schedules run it in tests/test_fp16_cpu.py)
+    assert "f16:neon_fp16_emu" in out.split("emulated")[1].splitlines()[0], out[-3000:]
     if platform.machine() in ("x86_64", "AMD64"):
         flags = _cpu_flags()
         native = out.split("native:")[1].splitlines()[0]
@@ -120,6 +123,8 @@ def test_bf16_aarch64_under_qemu():
                     ("qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"))
     native = out.split("native:")[1].splitlines()[0]
     assert "bf16:neon_bf16" in native and "f16:neon_fp16" in native and "bf16:neon " in native + " ", out[-3000:]
+    # the emulation that tests the f16 ops on every CPU computes what FMLA .8h computes, bit for bit
+    assert re.search(r"neon_fp16 vs neon_fp16_emu: [1-9]\d* cases bit for bit", out), out[-3000:]
 
 
 def test_bf16_sanitizers():

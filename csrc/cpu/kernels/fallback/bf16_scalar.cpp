@@ -44,15 +44,6 @@ f16_t f32_to_f16(float f) {
   return f16_t{uint16_t(sign | ((m + 0xfffu + ((m >> 13) & 1u)) >> 13))};
 }
 
-static inline float to_f32(bf16_t h) { return bf16_to_f32(h); }
-static inline float to_f32(f16_t h) { return f16_to_f32(h); }
-template <class E>
-static inline E from_f32(float f);
-template <>
-inline bf16_t from_f32<bf16_t>(float f) { return f32_to_bf16(f); }
-template <>
-inline f16_t from_f32<f16_t>(float f) { return f32_to_f16(f); }
-
 // NaN-propagating activations, as torch.relu / gelu (v < 0 is false for NaN).
 static inline float act_lp(float v, Act act) {
   if (act == Act::Relu) return v < 0.f ? 0.f : v;
@@ -93,22 +84,33 @@ void lp_pack(const LpPack& p, int T, int64_t K, int64_t N, const float* w, int64
 void lp_pack(const LpPack& p, int T, int64_t K, int64_t N, const float* w, int64_t ldw, f16_t* packed) {
   pack_impl(p, T, K, N, w, ldw, packed);
 }
-void lp_pack_block(const LpPack& p, int64_t K, int64_t N, int64_t k0, int64_t k1, int64_t n0, int64_t n1,
-                   const bf16_t* w, int64_t ldk, int64_t ldn, bf16_t* packed) {
+// A bit copy: the same for both 16-bit types.
+template <class E>
+static void pack_block_impl(const LpPack& p, int64_t K, int64_t N, int64_t k0, int64_t k1, int64_t n0, int64_t n1,
+                            const E* w, int64_t ldk, int64_t ldn, E* packed) {
   const int64_t ss = lp_slab_stride(p, 1, K), nr = p.nr, kp = p.kpair;
   const int64_t npad = n1 == N ? (N + nr - 1) / nr * nr : n1;  // columns written, padding included
   const int64_t kend = k1 == K ? (K + kp - 1) / kp * kp : k1;  // rows written, an odd K's pad included
-  const bf16_t zero{0};
+  const E zero{0};
   for (int64_t k = k0; k < kend; ++k) {
     // row k of slab j: elements at packed_index(k, j*nr + c) = base + c * kp, c < nr
     const int64_t base = kp == 2 ? (k / 2) * nr * 2 + k % 2 : k * nr;
-    const bf16_t* src = k < K ? w + (k - k0) * ldk : w;  // src[(n - n0) * ldn] = W(k, n), read for n < n1 only
+    const E* src = k < K ? w + (k - k0) * ldk : w;  // src[(n - n0) * ldn] = W(k, n), read for n < n1 only
     for (int64_t n = n0; n < npad;) {
       const int64_t j = n / nr, c_end = std::min(nr, npad - j * nr);
-      bf16_t* dst = packed + j * ss + base;
+      E* dst = packed + j * ss + base;
       for (int64_t c = n - j * nr; c < c_end; ++c, ++n) dst[c * kp] = k < K && n < n1 ? src[(n - n0) * ldn] : zero;
     }
   }
+}
+
+void lp_pack_block(const LpPack& p, int64_t K, int64_t N, int64_t k0, int64_t k1, int64_t n0, int64_t n1,
+                   const bf16_t* w, int64_t ldk, int64_t ldn, bf16_t* packed) {
+  pack_block_impl(p, K, N, k0, k1, n0, n1, w, ldk, ldn, packed);
+}
+void lp_pack_block(const LpPack& p, int64_t K, int64_t N, int64_t k0, int64_t k1, int64_t n0, int64_t n1,
+                   const f16_t* w, int64_t ldk, int64_t ldn, f16_t* packed) {
+  pack_block_impl(p, K, N, k0, k1, n0, n1, w, ldk, ldn, packed);
 }
 
 // ---- kernels ----
@@ -168,6 +170,62 @@ void f16_conv_nhwc__scalar(int64_t M, int64_t N, int64_t K, int T, const int64_t
                            const f16_t* R, int64_t ldr) {
   conv_scalar(kScalarF16Pack, M, N, K, T, off, A, lda, B, bss, C, ldc, bias, act, R, ldr);
 }
+// ---- neon_fp16's arithmetic, portable (the neon_fp16_emu table) ----
+
+// v rounded once to fp16, to nearest even (+-inf past 65504, subnormals kept, NaN quieted): from the bits of
+// the double, so that a sum held exactly in a double is rounded once, as a fused fp16 multiply-add rounds.
+static f16_t f64_to_f16(double v) {
+  uint64_t x;
+  std::memcpy(&x, &v, 8);
+  const uint16_t sign = uint16_t((x >> 48) & 0x8000u);
+  const uint64_t a = x & 0x7fffffffffffffffull;
+  if (a > 0x7ff0000000000000ull) return f16_t{uint16_t(sign | 0x7e00u)};  // NaN
+  const int e = int(a >> 52) - 1023;                                     // unbiased exponent (normal doubles)
+  if (e >= 16) return f16_t{uint16_t(sign | 0x7c00u)};                    // >= 65536 (and inf)
+  if (e < -26) return f16_t{sign};                                        // below 2^-26: under half of 2^-24
+  const uint64_t m = (a & 0xfffffffffffffull) | (1ull << 52);             // 53-bit significand
+  // the result in units of its quantum, 2^(max(e, -14) - 10): the significand shifted right by `sh`
+  const int sh = 42 + (e < -14 ? -14 - e : 0);
+  const uint64_t q = m >> sh, rem = m & ((1ull << sh) - 1), half = 1ull << (sh - 1);
+  const uint64_t r = q + (rem > half || (rem == half && (q & 1u)));
+  // r counts quanta of 2^(max(e,-14)-10); for a normal result its top bit is the implicit one
+  uint32_t bits;
+  if (e < -14) bits = uint32_t(r);                                  // subnormal (r == 1024: the smallest normal)
+  else bits = (uint32_t(e + 15) << 10) + uint32_t(r - 1024);        // r == 2048 carries into the exponent
+  return f16_t{uint16_t(sign | (bits >= 0x7c00u ? 0x7c00u : bits))};
+}
+
+// f16_conv_nhwc_4x16__neonfp16arith's arithmetic (aarch64/neon_fp16.cpp), output by output: per tap, chunks of
+// kChunk products summed in fp16 by fused multiply-adds (one rounding each: the partial sum plus the product,
+// exact in fp32, is exact in a double unless the partial sum is below 2^-42 of the product, where it could only
+// break a tie), each chunk's sum then added into an fp32 accumulator
+// that starts at the bias; then the activation, the residual and one rounding to fp16. The order is the NEON
+// kernel's, so the two agree bit for bit where the activation is none or relu (kernels/tests/test_bf16.cc).
+void f16_conv_nhwc__neonfp16_emu(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const f16_t* A,
+                                 int64_t lda, const f16_t* B, int64_t bss, f16_t* C, int64_t ldc, const float* bias,
+                                 Act act, const f16_t* R, int64_t ldr) {
+  constexpr int64_t kChunk = 8;  // = the table's f16_acc_chunk (interface/dispatch_bf16.cpp)
+  const LpPack& p = kPackF16K16;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      float acc = bias ? bias[n] : 0.f;
+      const f16_t* slab = B + (n / p.nr) * bss;
+      for (int t = 0; t < T; ++t)
+        for (int64_t k0 = 0; k0 < K; k0 += kChunk) {
+          f16_t h{0};
+          for (int64_t k = k0; k < std::min(K, k0 + kChunk); ++k) {
+            const double prod = double(f16_to_f32(A[m * lda + off[t] + k])) *
+                                double(f16_to_f32(slab[packed_index(p, t, K, k, n)]));
+            h = f64_to_f16(double(f16_to_f32(h)) + prod);
+          }
+          acc += f16_to_f32(h);
+        }
+      float y = act_lp(acc, act);
+      if (R) y += f16_to_f32(R[m * ldr + n]);
+      C[m * ldc + n] = f32_to_f16(y);
+    }
+}
+
 void bf16_dwconv_nhwc__scalar(int64_t channels, int k, int s, const bf16_t* in, int64_t in_ps, int64_t in_rs,
                               int64_t in_r0, int64_t in_h, int64_t in_w, const float* w, int64_t ldw,
                               const float* bias, Act act, bf16_t* out, int64_t out_ps, int64_t out_rs, int64_t oy0,

@@ -29,6 +29,10 @@ static const LpUKernels<bf16_t> kBf16AmxEmuPortable{LpIsa::AmxEmuPortable, "amx_
                                                     bf16_dwconv_nhwc__scalar};
 static const LpUKernels<f16_t> kF16Scalar{LpIsa::Scalar, "scalar", 1, kPackF16K16, 0, f16_conv_nhwc__scalar,
                                           f16_dwconv_nhwc__scalar};
+// neon_fp16's GEMM arithmetic (f16_acc_chunk 8) in portable code, with the scalar depthwise conv (fp32 taps and
+// sums, as neon_fp16's): the f16 ops' schedules with that arithmetic on every CPU (tests).
+static const LpUKernels<f16_t> kF16NeonFp16Emu{LpIsa::NeonFp16Emu, "neon_fp16_emu", 4, kPackF16K16, 8,
+                                               f16_conv_nhwc__neonfp16_emu, f16_dwconv_nhwc__scalar};
 #if defined(__x86_64__) || defined(_M_X64)
 static const LpUKernels<bf16_t> kBf16Avx512{LpIsa::Avx512F, "avx512", 7, kPackBf16Kpair32, 0,
                                             bf16_conv_nhwc_7x32__avx512f, bf16_dwconv_nhwc__avx512f};
@@ -104,6 +108,7 @@ static const LpUKernels<f16_t>* f16_for(LpIsa isa, const char** why) {
   const LpUKernels<f16_t>* k = nullptr;
   switch (isa) {
     case LpIsa::Scalar: k = &kF16Scalar; break;
+    case LpIsa::NeonFp16Emu: k = &kF16NeonFp16Emu; break;
 #if defined(__aarch64__)
     case LpIsa::NeonFp16:
       if (getauxval(AT_HWCAP) & HWCAP_ASIMDHP) k = &kF16NeonFp16; else no = "the CPU lacks FP16 (HWCAP_ASIMDHP)";
@@ -120,13 +125,13 @@ const LpUKernels<bf16_t>* lp_ukernels_for<bf16_t>(LpIsa isa, const char** why) {
 template <>
 const LpUKernels<f16_t>* lp_ukernels_for<f16_t>(LpIsa isa, const char** why) { return f16_for(isa, why); }
 
-// Best first; the emulated AMX tables are for the tests only.
+// Best first; the emulated tables (AMX, neon_fp16_emu) are for the tests only.
 static constexpr LpIsa kBf16Order[] = {LpIsa::Amx,      LpIsa::Avx512Bf16, LpIsa::Avx512F,
                                        LpIsa::Avx2,     LpIsa::NeonBf16,   LpIsa::Neon};
 static constexpr LpIsa kF16Order[] = {LpIsa::NeonFp16};
 static constexpr LpIsa kAllIsas[] = {LpIsa::Scalar, LpIsa::Avx512F, LpIsa::Avx512Bf16, LpIsa::Amx, LpIsa::AmxEmu,
                                      LpIsa::AmxEmuPortable, LpIsa::Neon, LpIsa::NeonBf16, LpIsa::NeonFp16,
-                                     LpIsa::Avx2};
+                                     LpIsa::Avx2, LpIsa::NeonFp16Emu};
 
 template <class E, size_t NO>
 static const LpUKernels<E>* initial(const LpIsa (&order)[NO]) {

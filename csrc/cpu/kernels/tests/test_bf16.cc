@@ -427,12 +427,12 @@ static int run_tables(const std::string& group, const LpIsa* isas, size_t n, std
     const LpUKernels<E>* uk = lp_ukernels_for<E>(isas[i], &why);
     if (!uk) {
       static const char* const names[] = {"scalar", "avx512", "avx512bf16", "amx", "amx_emu", "amx_emu_portable",
-                                          "neon", "neon_bf16", "neon_fp16", "avx2"};
+                                          "neon", "neon_bf16", "neon_fp16", "avx2", "neon_fp16_emu"};
       skipped += std::string(" ") + Ty<E>::name + ":" + names[int(isas[i])] + " (" + (why ? why : "?") + ")";
       continue;
     }
     ++tables;
-    const bool emu = uk->isa == LpIsa::AmxEmu || uk->isa == LpIsa::AmxEmuPortable;
+    const bool emu = uk->isa == LpIsa::AmxEmu || uk->isa == LpIsa::AmxEmuPortable || uk->isa == LpIsa::NeonFp16Emu;
     (emu ? emulated : native) += std::string(" ") + Ty<E>::name + ":" + uk->name;
     if (group == "conv" || group == "all") test_conv(*uk, *oracle);
     if (group == "dwconv" || group == "all") test_dwconv(*uk);
@@ -480,6 +480,71 @@ static void test_pack_block() {
         }
 }
 
+// neon_fp16_emu against the arithmetic it models. Everywhere: a hand-computed case where fp16 chunk sums differ
+// from fp32 accumulation (2048 + 1 is a tie in fp16, rounded to the even 2048). Where neon_fp16 runs (aarch64
+// with FP16, qemu included): bit for bit against it over shapes that cover the chunk tail, several taps, the
+// residual and NaN (activation none and relu; gelu's vector form differs from the scalar one in the last bits).
+static void test_f16_emulation() {
+  const LpUKernels<f16_t>* emu = lp_ukernels_for<f16_t>(LpIsa::NeonFp16Emu);
+  {
+    float w[9], bias[1] = {0.f};
+    f16_t a[9], packed[9 * 16], c[1];
+    for (int k = 0; k < 9; ++k) w[k] = k == 0 ? 2048.f : 1.f, a[k] = f32_to_f16(1.f);
+    lp_pack(emu->pack, 1, 9, 1, w, 1, packed);
+    const int64_t off0 = 0;
+    emu->conv_nhwc(1, 1, 9, 1, &off0, a, 9, packed, lp_slab_stride(emu->pack, 1, 9), c, 1, bias, Act::None,
+                   nullptr, 0);
+    ++checks;
+    if (f16_to_f32(c[0]) != 2048.f) {  // chunk 1: 2048 (seven ties to even), chunk 2: 1; 2049 rounds to 2048
+      std::printf("FAIL neon_fp16_emu hand case: %g, want 2048\n", f16_to_f32(c[0]));
+      ++failures;
+    }
+  }
+  const LpUKernels<f16_t>* neon = lp_ukernels_for<f16_t>(LpIsa::NeonFp16);
+  if (!neon) return;
+  int cases = 0;
+  for (int64_t M : {1, 3, 4, 5, 9})
+    for (int64_t N : {1, 16, 17, 40})
+      for (int64_t K : {0, 1, 7, 8, 9, 31, 64, 161})
+        for (int T : {1, 9}) {
+          if (T == 9 && K > 64) continue;
+          const int idx = cases++;
+          const Act act = idx % 2 ? Act::Relu : Act::None;
+          const bool res = idx % 3 == 1, has_bias = idx % 4 != 3;
+          const int64_t lda = K + 3, ldc = N + 1;
+          std::vector<int64_t> off(static_cast<size_t>(T));
+          for (int t = 0; t < T; ++t) off[size_t(t)] = t * lda;
+          std::vector<f16_t> A(size_t((M + T) * lda + 1));
+          for (auto& v : A) v = f32_to_f16(rand_val<f16_t>() * 8.f);
+          if (idx % 5 == 4 && K > 0) A[size_t(K / 2)] = nan_e<f16_t>();
+          std::vector<float> w(static_cast<size_t>(T * K * N)), bias(static_cast<size_t>(N));
+          for (auto& v : w) v = rand_val<f16_t>();
+          for (auto& v : bias) v = rand_val<f16_t>();
+          std::vector<f16_t> R(static_cast<size_t>(M * N));
+          for (auto& v : R) v = f32_to_f16(rand_val<f16_t>());
+          std::vector<f16_t> Bp(size_t(std::max<int64_t>(1, lp_packed_size(neon->pack, T, K, N))));
+          lp_pack(neon->pack, T, K, N, w.data(), N, Bp.data());
+          const int64_t bss = lp_slab_stride(neon->pack, T, K);
+          std::vector<f16_t> got(size_t(M * ldc), f16_t{kPoison}), want(got);
+          const float* bp = has_bias ? bias.data() : nullptr;
+          const f16_t* rp = res ? R.data() : nullptr;
+          neon->conv_nhwc(M, N, K, T, off.data(), A.data(), lda, Bp.data(), bss, got.data(), ldc, bp, act, rp, N);
+          emu->conv_nhwc(M, N, K, T, off.data(), A.data(), lda, Bp.data(), bss, want.data(), ldc, bp, act, rp, N);
+          ++checks;
+          for (size_t i = 0; i < got.size(); ++i) {
+            const bool both_nan = std::isnan(f16_to_f32(got[i])) && std::isnan(f16_to_f32(want[i]));
+            if (got[i].bits != want[i].bits && !both_nan) {
+              std::printf("FAIL neon_fp16 vs neon_fp16_emu M=%lld N=%lld K=%lld T=%d act=%s res=%d: element %zu "
+                          "0x%04x vs 0x%04x\n", (long long)M, (long long)N, (long long)K, T, act_name(act), int(res),
+                          i, got[i].bits, want[i].bits);
+              ++failures;
+              break;
+            }
+          }
+        }
+  std::printf("neon_fp16 vs neon_fp16_emu: %d cases bit for bit\n", cases);
+}
+
 int main(int argc, char** argv) {
   const std::string group = argc > 1 ? argv[1] : "all";
   if (group == "pack" || group == "all") test_pack_block();
@@ -508,17 +573,18 @@ int main(int argc, char** argv) {
         ++failures;
       }
   }
+  if (group == "conv" || group == "all") test_f16_emulation();
   std::string native, emulated, skipped;
   static const LpIsa bf16_isas[] = {LpIsa::Scalar, LpIsa::Avx2,   LpIsa::Avx512F,        LpIsa::Avx512Bf16, LpIsa::Amx,
                                     LpIsa::AmxEmu, LpIsa::AmxEmuPortable, LpIsa::Neon,     LpIsa::NeonBf16};
-  static const LpIsa f16_isas[] = {LpIsa::Scalar, LpIsa::NeonFp16};
+  static const LpIsa f16_isas[] = {LpIsa::Scalar, LpIsa::NeonFp16, LpIsa::NeonFp16Emu};
   int tables = 0;
   if (group != "convert") {
     tables += run_tables<bf16_t>(group, bf16_isas, sizeof bf16_isas / sizeof bf16_isas[0], native, emulated, skipped);
     tables += run_tables<f16_t>(group, f16_isas, sizeof f16_isas / sizeof f16_isas[0], native, emulated, skipped);
   }
-  std::printf("native:%s\nemulated (AMX tile emulation):%s\nskipped:%s\n", native.c_str(), emulated.c_str(),
-              skipped.empty() ? " none" : skipped.c_str());
+  std::printf("native:%s\nemulated (AMX tile emulation, neon_fp16 arithmetic):%s\nskipped:%s\n", native.c_str(),
+              emulated.c_str(), skipped.empty() ? " none" : skipped.c_str());
   std::printf("default tables: bf16 %s, f16 %s\n", lp_ukernels<bf16_t>().name, lp_ukernels<f16_t>().name);
   std::printf("%d checks, %d failures\n", checks, failures);
   return failures ? 1 : 0;
