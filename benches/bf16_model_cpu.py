@@ -4,8 +4,9 @@ For each case (model, resolution, batch) both models are fused from the same ran
 timed on the same input, A B A B ... (mnv4_kernels.timing.interleaved), with the thread count given. Reports
 the medians, p10s, the ratio bf16 / fp32 of each, the bf16 table in use (lp_isa) and the logits' relative
 error of each against the fp32 reference. JSON under benches/results/ with the machine and the command.
---dtype fp16 times the fp16 fused model instead (no CPU op computes fp16: its chain runs in fp32, so the
-ratio to fp32 is the cost of that, ~1.0; the targets are bf16's).
+--dtype fp16 times the fp16 fused model instead: on the f16 kernels where the CPU has fp16 arithmetic (aarch64
+with FP16: neon_fp16; torch.ops.mnv4_cpu.f16_isa(), recorded), else its chain runs in fp32 and the ratio to fp32
+is the cost of that, ~1.0 (x86). The targets are bf16's.
 
     python benches/bf16_model_cpu.py [--threads 2] [--repeats 40] [--cases conv_m_224_b8,...] [--cpu-time]
                                      [--dtype bf16|fp16]
@@ -93,7 +94,8 @@ def main():
     rows = [run_case(k, args.repeats, clock, args.dtype) for k in args.cases.split(",")]
     payload = {"env": report.env_info(), "uptime_before": uptime,
                "uptime_after": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
-               "dtype": args.dtype, "lp_isa": lp_isa(), "threads": args.threads,
+               "dtype": args.dtype, "lp_isa": lp_isa(), "f16_isa": torch.ops.mnv4_cpu.f16_isa(),
+               "threads": args.threads,
                "clock": "process_time" if args.cpu_time else "perf_counter",
                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "rows": rows}
     out = args.out or os.path.join(HERE, "results", f"{args.dtype}-model-{report.machine_tag()}.json")

@@ -11,6 +11,7 @@
 #include "codes.h"
 #include "cpu/kernels/interface/ukernels.h"
 #include "cpu/kernels/interface/ukernels_bf16.h"
+#include "cpu/kernel_set.h"
 #include "cpu/weight_cache.h"
 
 // Importing mnv4_kernels._C from Python registers the library; the module itself has no functions.
@@ -88,6 +89,11 @@ TORCH_LIBRARY(mnv4_cpu, m) {
   // intermediates in fp32 and round fewer times (csrc/cpu/uib.cpp). For tests and benchmark records.
   m.def("lp_convert_on_load() -> bool",
         [] { return cpu::lp_convert_on_load(cpu::lp_ukernels<cpu::bf16_t>().isa); });
+  // What the CPU ops compute fp16 activations with: the f16 table's name where it has fp16 arithmetic
+  // ("neon_fp16"; "neon_fp16_emu" when MNV4_CPU_LP_ISA forces it, in tests), else "fp32" (converted at each
+  // op's entry and exit: csrc/cpu/kernel_set.h f16_kernels). For tests and benchmark records.
+  m.def("f16_isa() -> str",
+        [] { return std::string(f16_kernels() ? cpu::lp_ukernels<cpu::f16_t>().name : "fp32"); });
 
   // Entries of the packed-weight cache (csrc/cpu/weight_cache.h) whose weights are still alive. For tests.
   m.def("packed_cache_entries() -> int", [] { return packed_cache_entries(); });

@@ -94,7 +94,9 @@ def env_info(device="cpu"):
         "cpu": cpu_model(),
         "cpu_generation": cpu_generation(),
         "cpu_flags": isa_flags(_cpuinfo()),
-        "mnv4_cpu_isa": _mnv4_isa(),
+        "mnv4_cpu_isa": _mnv4_isa("isa"),
+        "mnv4_cpu_lp_isa": _mnv4_isa("lp_isa"),
+        "mnv4_cpu_f16_isa": _mnv4_isa("f16_isa"),
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
@@ -111,12 +113,13 @@ def env_info(device="cpu"):
     return info
 
 
-def _mnv4_isa():
-    """The kernel table our CPU ops picked on this machine (None where the extension is not loaded)."""
+def _mnv4_isa(op):
+    """What torch.ops.mnv4_cpu.<op> says our CPU ops picked on this machine: the fp32 table (isa), the bf16 one
+    (lp_isa), what computes fp16 (f16_isa); None where the extension is not loaded."""
     try:
         import mnv4_kernels  # noqa: F401  (registers torch.ops.mnv4_cpu)
 
-        return torch.ops.mnv4_cpu.isa()
+        return getattr(torch.ops.mnv4_cpu, op)()
     except Exception:
         return None
 

@@ -34,7 +34,8 @@
 //    channels_last x too, rather than read in place), the conv's row and the projection's input stay fp32,
 //    and only the result is rounded to bf16, once, after the bias, activation and residual (added in fp32).
 //    One rounding where the first form has two (with a projection); the fp32 op's cost plus the conversions.
-// fp16 x runs in fp32 (converted on entry, the result converted back).
+// fp16 x: KernelSet<f16_t> as the first bf16 form where the f16 table has fp16 arithmetic (neon_fp16), else
+// computed in fp32 (converted on entry, the result converted back): kernel_set.h's with_kernel_set.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -117,15 +118,16 @@ bool rgb_avx512() {
 }
 #endif
 
-// An element as fp32 (exact), and an fp32 value as element type D (bf16: rounded, cpu::f32_to_bf16).
+// An element as fp32 (exact), and an fp32 value as element type D (bf16 / fp16: rounded to nearest even).
 inline float as_f(float v) { return v; }
 inline float as_f(cpu::bf16_t v) { return cpu::bf16_to_f32(v); }
+inline float as_f(cpu::f16_t v) { return cpu::f16_to_f32(v); }
 template <class D>
 D of_f(float v) {
   if constexpr (std::is_same<D, float>::value)
     return v;
   else
-    return cpu::f32_to_bf16(v);
+    return cpu::from_f32<D>(v);
 }
 
 // Rows [r0, r1) of one image of an NCHW tensor (C planes of H x W) as NHWC rows at dst (W * C elements each),
@@ -406,13 +408,9 @@ at::Tensor conv_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::op
                     std::string proj_activation) {
   const ConvParams cp = make_conv_params(x, weight, bias, stride, activation, proj_weight, proj_bias, residual,
                                          channels_last, proj_activation);
-  at::Tensor out;
-  if (x.scalar_type() != at::kBFloat16)
-    out = conv_run<KernelSet<float>>(cp, x, weight, bias, stride, proj_weight, proj_bias, residual);
-  else if (cpu::lp_convert_on_load(cpu::lp_ukernels<cpu::bf16_t>().isa))
-    out = conv_run<WideningKernelSet>(cp, x, weight, bias, stride, proj_weight, proj_bias, residual);
-  else
-    out = conv_run<KernelSet<cpu::bf16_t>>(cp, x, weight, bias, stride, proj_weight, proj_bias, residual);
+  at::Tensor out = with_kernel_set<kTakesWidening | kTakesF16>(x.scalar_type(), [&](auto ks) {
+    return conv_run<decltype(ks)>(cp, x, weight, bias, stride, proj_weight, proj_bias, residual);
+  });
   if (!cp.channels_last)  // NCHW result (see pointwise.cpp)
     out = at::empty(out.sizes(), out.options().memory_format(at::MemoryFormat::Contiguous)).copy_(out);
   return out.scalar_type() == x.scalar_type() ? out : out.to(x.scalar_type());

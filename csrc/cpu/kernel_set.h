@@ -1,8 +1,10 @@
 // The microkernels a CPU op's schedule runs, per element type E of the activations it keeps in memory:
-// float (ukernels.h: fp32 tables) or cpu::bf16_t (ukernels_bf16.h: bf16 activations, fp32 weights for the
-// depthwise convs and fp32 biases, fp32 accumulation, one rounding per output). The schedules (uib.cpp,
-// conv.cpp, pointwise.cpp) are templates on E that call only these members, so fp32 and bf16 share one code
-// path. Each table is read once per op call (the env overrides are read once per process).
+// float (ukernels.h: fp32 tables) or cpu::bf16_t / cpu::f16_t (ukernels_bf16.h: bf16 / fp16 activations, fp32
+// weights for the depthwise convs and fp32 biases, fp32 accumulation (fp16 tables may sum short chunks of
+// products in fp16 first: LpUKernels::f16_acc_chunk), one rounding per output). The schedules (uib.cpp,
+// conv.cpp, pointwise.cpp, mqa.cpp's NHWC plan) are templates on E that call only these members, so fp32,
+// bf16 and fp16 share one code path. Each table is read once per op call (the env overrides are read once per
+// process). with_kernel_set (at the end) picks the set for an op's input dtype.
 //   operand(weight, T, K, N, make_kn): the weight's packed GEMM operand B, T taps of K rows, N columns (cached
 //     per weight tensor, weight_cache.h); make_kn() gives it as a [T*K][N] row-major matrix.
 //   gemm / conv: the NHWC GEMM / k-tap conv over columns [n0, n0 + N) of B (n0 a multiple of nr()).
@@ -23,8 +25,40 @@
 
 namespace mnv4 {
 
+// bf16 / fp16 (E = cpu::bf16_t / cpu::f16_t): the reduced-precision table of E for this CPU.
 template <class E>
-struct KernelSet;
+struct KernelSet {
+  using Elem = E;
+  using Tile = E;
+  using Operand = LpWeightOperand<E>;
+  using B = LpBMat<E>;
+  const cpu::LpUKernels<E>& lk = cpu::lp_ukernels<E>();
+  int mr() const { return lk.gemm_mr; }
+  int64_t nr() const { return lk.pack.nr; }
+  Operand operand(const at::Tensor& w, int T, int64_t K, int64_t N, const std::function<at::Tensor()>& make_kn) const {
+    return lp_weight_operand<E>(w, lk.pack, T, K, N, make_kn);
+  }
+  static float at(const B& b, int64_t row, int64_t n) { return b.at(row, n); }
+  void gemm(int64_t M, int64_t N, int64_t K, const Elem* A, int64_t lda, const B& b, int64_t n0, Elem* C, int64_t ldc,
+            const float* bias, cpu::Act act, const Elem* R, int64_t ldr) const {
+    static constexpr int64_t off0 = 0;
+    lk.conv_nhwc(M, N, K, 1, &off0, A, lda, b.ptr(n0), b.bss, C, ldc, bias, act, R, ldr);
+  }
+  void conv(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const Elem* A, int64_t lda, const B& b,
+            int64_t n0, Elem* C, int64_t ldc, const float* bias, cpu::Act act, const Elem* R, int64_t ldr) const {
+    lk.conv_nhwc(M, N, K, T, off, A, lda, b.ptr(n0), b.bss, C, ldc, bias, act, R, ldr);
+  }
+  void dw(int64_t channels, int k, int s, const Elem* in, int64_t in_ps, int64_t in_rs, int64_t in_r0, int64_t in_h,
+          int64_t in_w, const float* w, int64_t ldw, const float* bias, cpu::Act act, Elem* out, int64_t out_ps,
+          int64_t out_rs, int64_t oy0, int64_t oy1) const {
+    lk.dwconv_nhwc(channels, k, s, in, in_ps, in_rs, in_r0, in_h, in_w, w, ldw, bias, act, out, out_ps, out_rs, oy0,
+                   oy1);
+  }
+  static Elem* data(const at::Tensor& t) {
+    return reinterpret_cast<Elem*>(t.data_ptr<typename LpStorage<E>::C10>());
+  }
+  static constexpr at::ScalarType dtype = LpStorage<E>::dtype;
+};
 
 template <>
 struct KernelSet<float> {
@@ -55,38 +89,6 @@ struct KernelSet<float> {
   }
   static float* data(const at::Tensor& t) { return t.data_ptr<float>(); }
   static constexpr at::ScalarType dtype = at::kFloat;
-};
-
-template <>
-struct KernelSet<cpu::bf16_t> {
-  using Elem = cpu::bf16_t;
-  using Tile = cpu::bf16_t;
-  using Operand = LpWeightOperand;
-  using B = LpBMat;
-  const cpu::LpUKernels<cpu::bf16_t>& lk = cpu::lp_ukernels<cpu::bf16_t>();
-  int mr() const { return lk.gemm_mr; }
-  int64_t nr() const { return lk.pack.nr; }
-  Operand operand(const at::Tensor& w, int T, int64_t K, int64_t N, const std::function<at::Tensor()>& make_kn) const {
-    return lp_weight_operand(w, lk.pack, T, K, N, make_kn);
-  }
-  static float at(const B& b, int64_t row, int64_t n) { return b.at(row, n); }
-  void gemm(int64_t M, int64_t N, int64_t K, const Elem* A, int64_t lda, const B& b, int64_t n0, Elem* C, int64_t ldc,
-            const float* bias, cpu::Act act, const Elem* R, int64_t ldr) const {
-    static constexpr int64_t off0 = 0;
-    lk.conv_nhwc(M, N, K, 1, &off0, A, lda, b.ptr(n0), b.bss, C, ldc, bias, act, R, ldr);
-  }
-  void conv(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const Elem* A, int64_t lda, const B& b,
-            int64_t n0, Elem* C, int64_t ldc, const float* bias, cpu::Act act, const Elem* R, int64_t ldr) const {
-    lk.conv_nhwc(M, N, K, T, off, A, lda, b.ptr(n0), b.bss, C, ldc, bias, act, R, ldr);
-  }
-  void dw(int64_t channels, int k, int s, const Elem* in, int64_t in_ps, int64_t in_rs, int64_t in_r0, int64_t in_h,
-          int64_t in_w, const float* w, int64_t ldw, const float* bias, cpu::Act act, Elem* out, int64_t out_ps,
-          int64_t out_rs, int64_t oy0, int64_t oy1) const {
-    lk.dwconv_nhwc(channels, k, s, in, in_ps, in_rs, in_r0, in_h, in_w, w, ldw, bias, act, out, out_ps, out_rs, oy0,
-                   oy1);
-  }
-  static Elem* data(const at::Tensor& t) { return reinterpret_cast<Elem*>(t.data_ptr<at::BFloat16>()); }
-  static constexpr at::ScalarType dtype = at::kBFloat16;
 };
 
 // Row conversions of bf16_rows.cpp, at the vector width of a bf16 table's ISA:
@@ -159,5 +161,38 @@ struct WideningKernelSet : KernelSet<float> {
   static Elem* data(const at::Tensor& t) { return reinterpret_cast<Elem*>(t.data_ptr<at::BFloat16>()); }
   static constexpr at::ScalarType dtype = at::kBFloat16;
 };
+
+// Whether an op on fp16 input runs KernelSet<cpu::f16_t>: where the f16 table has fp16 arithmetic (neon_fp16;
+// neon_fp16_emu when MNV4_CPU_LP_ISA forces it, in tests). Elsewhere no table computes fp16 faster than the
+// fp32 kernels (the scalar one converts on load), so fp16 is computed in fp32: converted at the op's entry and
+// its result converted back, the weights converted once per tensor (fp32_constant).
+inline bool f16_kernels() {
+  static const bool yes = !cpu::lp_convert_on_load(cpu::lp_ukernels<cpu::f16_t>().isa);
+  return yes;
+}
+
+// What an op's schedules take (with_kernel_set's Flags): WideningKernelSet on a convert-on-load bf16 table
+// (uib, conv); KernelSet<f16_t> where f16_kernels() (uib, conv, mqa; not pointwise: the models' heads, long
+// memory-bound matrix-vector products where fp16 arithmetic gains nothing and its chunked sums cost the most
+// accuracy, so fp16 is computed in fp32 there).
+enum KernelSetFlags : unsigned { kTakesWidening = 1u, kTakesF16 = 2u };
+
+// Calls f(KS{}) with the kernel set an op runs for input dtype dt and returns its result:
+//   bf16: KernelSet<bf16_t>; WideningKernelSet instead on a convert-on-load bf16 table, if Flags has
+//         kTakesWidening;
+//   fp16: KernelSet<f16_t> where f16_kernels() and Flags has kTakesF16, else KernelSet<float> (f converts x to
+//         fp32);
+//   any other dtype: KernelSet<float>.
+template <unsigned Flags, class F>
+at::Tensor with_kernel_set(at::ScalarType dt, F&& f) {
+  if (dt == at::kBFloat16) {
+    if constexpr ((Flags & kTakesWidening) != 0)
+      if (cpu::lp_convert_on_load(cpu::lp_ukernels<cpu::bf16_t>().isa)) return f(WideningKernelSet{});
+    return f(KernelSet<cpu::bf16_t>{});
+  }
+  if constexpr ((Flags & kTakesF16) != 0)
+    if (dt == at::kHalf && f16_kernels()) return f(KernelSet<cpu::f16_t>{});
+  return f(KernelSet<float>{});
+}
 
 }  // namespace mnv4

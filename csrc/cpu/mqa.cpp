@@ -21,7 +21,8 @@
 // at least as many tasks as threads and the tile size picked by a per-thread cost model, so batch 1 uses
 // every thread. xn, K^T and V (a few MB for a batch of 8 at most) are the per-call buffers.
 // fp16 input is computed in fp32 (converted on entry, the result converted back; the weights converted once
-// per tensor and cached): no x86 table computes fp16.
+// per tensor and cached) where no f16 table has fp16 arithmetic (x86); else it runs as bf16 below, in fp16
+// (kernel_set.h's with_kernel_set).
 //
 // bf16 input runs the same plan and attention on the bf16 kernels (ukernels_bf16.h, through KernelSet<bf16_t>;
 // MNV4_CPU_LP_ISA forces the table) in the NHWC orientation of uib.cpp: x is taken channels_last (an NCHW x
@@ -51,6 +52,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "../params.h"
@@ -304,13 +306,12 @@ double k_scale(const Geometry& g) { return 1.4426950408889634 / std::sqrt(double
 
 at::Tensor f32(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
 
-// ---- bf16: the NHWC orientation (see the file comment) ----
+// ---- bf16 / fp16: the NHWC orientation (see the file comment); E = cpu::bf16_t or cpu::f16_t ----
 
-using cpu::bf16_t;
-
-struct Bf16Weights {
+template <class E>
+struct LpWeights {
   const float *scale, *shift, *kdw, *kdb, *vdw, *vdb;  // fp32; the dw taps as [k*k][C]
-  LpBMat q, k, v, o;                                   // B = W^T, packed bf16 (k: times c)
+  LpBMat<E> q, k, v, o;                                // B = W^T, packed in E (k: times c)
 };
 
 // Bytes of `elems` elements of E rounded up to whole 64-byte lines (scratch.h lines_of).
@@ -329,20 +330,22 @@ struct Carve {
   }
 };
 
-// xn = bf16(x * scale + shift) for the pixels [p0, p0 + np) of image n (x: [N*P][C]) into dst [np][C].
-void normalize_rows_bf16(const Geometry& g, const Bf16Weights& wt, const bf16_t* x, int64_t n, int64_t p0, int64_t np,
-                         bf16_t* dst) {
-  const auto* src = reinterpret_cast<const c10::BFloat16*>(x + (n * g.P + p0) * g.C);
-  auto* d = reinterpret_cast<c10::BFloat16*>(dst);
+// xn = E(x * scale + shift) for the pixels [p0, p0 + np) of image n (x: [N*P][C]) into dst [np][C].
+template <class E>
+void normalize_rows(const Geometry& g, const LpWeights<E>& wt, const E* x, int64_t n, int64_t p0, int64_t np, E* dst) {
+  using C10 = typename LpStorage<E>::C10;  // torch's conversions, vectorised
+  const auto* src = reinterpret_cast<const C10*>(x + (n * g.P + p0) * g.C);
+  auto* d = reinterpret_cast<C10*>(dst);
   for (int64_t j = 0; j < np; ++j, src += g.C, d += g.C)
-    for (int64_t c = 0; c < g.C; ++c) d[c] = c10::BFloat16(static_cast<float>(src[c]) * wt.scale[c] + wt.shift[c]);
+    for (int64_t c = 0; c < g.C; ++c) d[c] = C10(static_cast<float>(src[c]) * wt.scale[c] + wt.shift[c]);
 }
 
 // pass 1 scratch (bytes): normalised rows with the dw halo, the dw outputs, a K or V tile
-int64_t kv_bytes_bf16(const Geometry& g) {
+template <class E>
+int64_t kv_bytes_lp(const Geometry& g) {
   const int64_t mb = g.kv_rows * g.Wk, kv = std::max(g.dk, g.dv) * mb;
   const int64_t rows = g.kk ? std::min(g.H, g.kv_rows * g.kv_stride + g.kk) : 0;
-  return bytes_of<bf16_t>(rows * g.W * g.C) + 2 * bytes_of<bf16_t>(g.kk ? mb * g.C : 0) + bytes_of<bf16_t>(kv);
+  return bytes_of<E>(rows * g.W * g.C) + 2 * bytes_of<E>(g.kk ? mb * g.C : 0) + bytes_of<E>(kv);
 }
 
 // K^T and V of each image as the attention GEMMs' packed B operands (the table's layout, lp_pack_block):
@@ -350,34 +353,37 @@ int64_t kv_bytes_bf16(const Geometry& g) {
 struct KvPacked {
   cpu::LpPack pack;
   int64_t k_size, v_size;  // elements per image
-  LpBMat k(const bf16_t* base, const Geometry& g, int64_t n) const {
+  template <class E>
+  LpBMat<E> k(const E* base, const Geometry& g, int64_t n) const {
     return {base + n * k_size, cpu::lp_slab_stride(pack, 1, g.dk), pack, 1, g.dk};
   }
-  LpBMat v(const bf16_t* base, const Geometry& g, int64_t n) const {
+  template <class E>
+  LpBMat<E> v(const E* base, const Geometry& g, int64_t n) const {
     return {base + n * v_size, cpu::lp_slab_stride(pack, 1, g.M), pack, 1, g.M};
   }
 };
 
-void kv_task_bf16(const KernelSet<bf16_t>& lk, const Geometry& g, const Bf16Weights& wt, const KvPacked& kvp,
-                  const bf16_t* x, bf16_t* xn_all, bf16_t* kp, bf16_t* vp, int64_t n, int64_t y0, int64_t y1) {
+template <class E>
+void kv_task_lp(const KernelSet<E>& lk, const Geometry& g, const LpWeights<E>& wt, const KvPacked& kvp, const E* x,
+                E* xn_all, E* kp, E* vp, int64_t n, int64_t y0, int64_t y1) {
   const int64_t mb = (y1 - y0) * g.Wk, m0 = y0 * g.Wk;
-  Carve z{task_scratch_of<char>(kv_bytes_bf16(g))};
+  Carve z{task_scratch_of<char>(kv_bytes_lp<E>(g))};
   const int64_t rows = g.kk ? std::min(g.H, g.kv_rows * g.kv_stride + g.kk) : 0;
-  bf16_t* xs = z.take<bf16_t>(rows * g.W * g.C);
-  bf16_t* dki = z.take<bf16_t>(g.kk ? g.kv_rows * g.Wk * g.C : 0);
-  bf16_t* dvi = z.take<bf16_t>(g.kk ? g.kv_rows * g.Wk * g.C : 0);
-  bf16_t* tb = z.take<bf16_t>(std::max(g.dk, g.dv) * g.kv_rows * g.Wk);
+  E* xs = z.take<E>(rows * g.W * g.C);
+  E* dki = z.take<E>(g.kk ? g.kv_rows * g.Wk * g.C : 0);
+  E* dvi = z.take<E>(g.kk ? g.kv_rows * g.Wk * g.C : 0);
+  E* tb = z.take<E>(std::max(g.dk, g.dv) * g.kv_rows * g.Wk);
   // the band's own input rows [o0, o1) go to xn_all (pass 2 reads them); see kv_task
   const int64_t o0 = std::min(g.H, y0 * g.kv_stride), o1 = y1 == g.Hk ? g.H : std::min(g.H, y1 * g.kv_stride);
-  bf16_t* xn_img = xn_all + n * g.P * g.C;
-  const bf16_t *ak = xn_img + o0 * g.W * g.C, *av = ak;  // without dw: K/V pixels = the band's own pixels
+  E* xn_img = xn_all + n * g.P * g.C;
+  const E *ak = xn_img + o0 * g.W * g.C, *av = ak;  // without dw: K/V pixels = the band's own pixels
   if (g.kk) {
     int64_t r0, r1;
     kv_input_rows(g, y0, y1, r0, r1);
     r0 = std::min(r0, o0);
     r1 = std::max(r1, o1);
-    normalize_rows_bf16(g, wt, x, n, r0 * g.W, (r1 - r0) * g.W, xs);
-    std::memcpy(xn_img + o0 * g.W * g.C, xs + (o0 - r0) * g.W * g.C, (o1 - o0) * g.W * g.C * sizeof(bf16_t));
+    normalize_rows(g, wt, x, n, r0 * g.W, (r1 - r0) * g.W, xs);
+    std::memcpy(xn_img + o0 * g.W * g.C, xs + (o0 - r0) * g.W * g.C, (o1 - o0) * g.W * g.C * sizeof(E));
     lk.dw(g.C, int(g.kk), int(g.kv_stride), xs, g.C, g.W * g.C, r0, g.H, g.W, wt.kdw, g.C, wt.kdb, Act::None, dki,
           g.C, g.Wk * g.C, y0, y1);
     lk.dw(g.C, int(g.kk), int(g.kv_stride), xs, g.C, g.W * g.C, r0, g.H, g.W, wt.vdw, g.C, wt.vdb, Act::None, dvi,
@@ -385,7 +391,7 @@ void kv_task_bf16(const KernelSet<bf16_t>& lk, const Geometry& g, const Bf16Weig
     ak = dki;
     av = dvi;
   } else {
-    normalize_rows_bf16(g, wt, x, n, o0 * g.W, (o1 - o0) * g.W, xn_img + o0 * g.W * g.C);
+    normalize_rows(g, wt, x, n, o0 * g.W, (o1 - o0) * g.W, xn_img + o0 * g.W * g.C);
   }
   // the band's K rows [mb][dk] are K^T's columns [m0, m0 + mb); its V rows are V's rows [m0, m0 + mb)
   lk.gemm(mb, g.dk, g.C, ak, g.C, wt.k, 0, tb, g.dk, nullptr, Act::None, nullptr, 0);
@@ -394,13 +400,15 @@ void kv_task_bf16(const KernelSet<bf16_t>& lk, const Geometry& g, const Bf16Weig
   cpu::lp_pack_block(kvp.pack, g.M, g.dv, m0, m0 + mb, 0, g.dv, tb, g.dv, 1, vp + n * kvp.v_size);
 }
 
-// P = bf16(2^(s - max) / sum), sum = the fp32 sum of the unrounded 2^(s - max), for each of the `rows` rows of
-// the bf16 logits s [rows][M] (base 2), in place. f: M floats. A NaN logit makes its row's sum, so the whole
+// P = E(2^(s - max) / sum), sum = the fp32 sum of the unrounded 2^(s - max), for each of the `rows` rows of
+// the logits s [rows][M] in E (base 2), in place. f: M floats. A NaN logit makes its row's sum, so the whole
 // row, NaN (as torch.softmax); so does +inf (inf - inf).
-void softmax_rows_bf16(const cpu::SoftmaxUKernels& sk, int64_t rows, int64_t M, bf16_t* s, float* f) {
+template <class E>
+void softmax_rows(const cpu::SoftmaxUKernels& sk, int64_t rows, int64_t M, E* s, float* f) {
+  using C10 = typename LpStorage<E>::C10;
   constexpr int L = 16;  // independent max / sum lanes: the compiler vectorises them, and the sum is not one chain
   for (int64_t r = 0; r < rows; ++r) {
-    auto* row = reinterpret_cast<c10::BFloat16*>(s + r * M);
+    auto* row = reinterpret_cast<C10*>(s + r * M);
     int64_t i;
     for (i = 0; i < M; ++i) f[i] = static_cast<float>(row[i]);
     float lane[L];
@@ -419,32 +427,34 @@ void softmax_rows_bf16(const cpu::SoftmaxUKernels& sk, int64_t rows, int64_t M, 
     float sum = 0.f;
     for (int l = 0; l < L; ++l) sum += lane[l];
     const float inv = 1.f / sum;
-    for (i = 0; i < M; ++i) row[i] = c10::BFloat16(f[i] * inv);
+    for (i = 0; i < M; ++i) row[i] = C10(f[i] * inv);
   }
 }
 
-// pass 2 scratch (bytes): Q [nt][h*dk] and O [nt][h*dv] as bf16 pixel rows, one head's logits / P [nt][M], a
+// pass 2 scratch (bytes): Q [nt][h*dk] and O [nt][h*dv] as pixel rows in E, one head's logits / P [nt][M], a
 // row of floats
-int64_t query_bytes_bf16(const Geometry& g) {
-  return bytes_of<bf16_t>(g.heads * g.dk * g.qt) + bytes_of<bf16_t>(g.heads * g.dv * g.qt) +
-         bytes_of<bf16_t>(g.M * g.qt) + bytes_of<float>(g.M);
+template <class E>
+int64_t query_bytes_lp(const Geometry& g) {
+  return bytes_of<E>(g.heads * g.dk * g.qt) + bytes_of<E>(g.heads * g.dv * g.qt) + bytes_of<E>(g.M * g.qt) +
+         bytes_of<float>(g.M);
 }
 
-void query_task_bf16(const KernelSet<bf16_t>& lk, const cpu::SoftmaxUKernels& sk, const Geometry& g,
-                     const Bf16Weights& wt, const KvPacked& kvp, const bf16_t* x, const bf16_t* xn_all,
-                     const bf16_t* kp, const bf16_t* vp, bf16_t* out, int64_t n, int64_t p0, int64_t nt) {
+template <class E>
+void query_task_lp(const KernelSet<E>& lk, const cpu::SoftmaxUKernels& sk, const Geometry& g, const LpWeights<E>& wt,
+                   const KvPacked& kvp, const E* x, const E* xn_all, const E* kp, const E* vp, E* out, int64_t n,
+                   int64_t p0, int64_t nt) {
   const int64_t hk = g.heads * g.dk, hv = g.heads * g.dv;
-  Carve z{task_scratch_of<char>(query_bytes_bf16(g))};
-  bf16_t* q = z.take<bf16_t>(hk * g.qt);
-  bf16_t* o = z.take<bf16_t>(hv * g.qt);
-  bf16_t* s = z.take<bf16_t>(g.M * g.qt);
+  Carve z{task_scratch_of<char>(query_bytes_lp<E>(g))};
+  E* q = z.take<E>(hk * g.qt);
+  E* o = z.take<E>(hv * g.qt);
+  E* s = z.take<E>(g.M * g.qt);
   float* f = z.take<float>(g.M);
   const int64_t px = n * g.P + p0;
   lk.gemm(nt, hk, g.C, xn_all + px * g.C, g.C, wt.q, 0, q, hk, nullptr, Act::None, nullptr, 0);
-  const LpBMat kb = kvp.k(kp, g, n), vb = kvp.v(vp, g, n);
+  const LpBMat<E> kb = kvp.k(kp, g, n), vb = kvp.v(vp, g, n);
   for (int64_t h = 0; h < g.heads; ++h) {
     lk.gemm(nt, g.M, g.dk, q + h * g.dk, hk, kb, 0, s, g.M, nullptr, Act::None, nullptr, 0);
-    softmax_rows_bf16(sk, nt, g.M, s, f);
+    softmax_rows(sk, nt, g.M, s, f);
     lk.gemm(nt, g.dv, g.M, s, g.M, vb, 0, o + h * g.dv, hv, nullptr, Act::None, nullptr, 0);
   }
   lk.gemm(nt, g.Cout, hv, o, hv, wt.o, 0, out + px * g.Cout, g.Cout, nullptr, Act::None,
@@ -455,14 +465,16 @@ void query_task_bf16(const KernelSet<bf16_t>& lk, const cpu::SoftmaxUKernels& sk
 // [C, 1, k, k] as [k*k][C].
 at::Tensor kn_matrix(const at::Tensor& w) { return w.to(at::kFloat).reshape({w.size(0), -1}).t().contiguous(); }
 
-at::Tensor mqa_bf16(const Geometry& g, const at::Tensor& x, const at::Tensor& norm_scale,
-                    const at::Tensor& norm_shift, const at::Tensor& q_w, const c10::optional<at::Tensor>& k_dw_w,
-                    const c10::optional<at::Tensor>& k_dw_b, const at::Tensor& k_w,
-                    const c10::optional<at::Tensor>& v_dw_w, const c10::optional<at::Tensor>& v_dw_b,
-                    const at::Tensor& v_w, const at::Tensor& o_w) {
-  const KernelSet<bf16_t> lk;
+template <class E>
+at::Tensor mqa_lp(const Geometry& g, const at::Tensor& x, const at::Tensor& norm_scale, const at::Tensor& norm_shift,
+                  const at::Tensor& q_w, const c10::optional<at::Tensor>& k_dw_w,
+                  const c10::optional<at::Tensor>& k_dw_b, const at::Tensor& k_w,
+                  const c10::optional<at::Tensor>& v_dw_w, const c10::optional<at::Tensor>& v_dw_b,
+                  const at::Tensor& v_w, const at::Tensor& o_w) {
+  using KS = KernelSet<E>;
+  const KS lk;
   const cpu::SoftmaxUKernels& sk = cpu::softmax_ukernels();
-  // fp32 constants (converted once per bf16 tensor, fp32_constant) and the packed bf16 projections
+  // fp32 constants (converted once per tensor, fp32_constant) and the projections packed in E
   auto vec = [](const at::Tensor& t) { return fp32_constant(t, "f32", [&] { return f32(t); }); };
   auto taps = [](const at::Tensor& t) { return fp32_constant(t, "f32_kc", [&] { return kn_matrix(t); }); };
   const at::Tensor sc = vec(norm_scale), sh = vec(norm_shift);
@@ -470,11 +482,11 @@ at::Tensor mqa_bf16(const Geometry& g, const at::Tensor& x, const at::Tensor& no
   if (g.kk) kdw = taps(*k_dw_w), kdb = vec(*k_dw_b), vdw = taps(*v_dw_w), vdb = vec(*v_dw_b);
   const float c = static_cast<float>(k_scale(g));
   const auto qo = lk.operand(q_w, 1, g.C, g.heads * g.dk, [&] { return kn_matrix(q_w); });
-  const auto ko = lp_weight_operand(k_w, lk.lk.pack, 1, g.C, g.dk, [&] { return kn_matrix(k_w).mul(c); }, "kscale");
+  const auto ko = lp_weight_operand<E>(k_w, lk.lk.pack, 1, g.C, g.dk, [&] { return kn_matrix(k_w).mul(c); }, "kscale");
   const auto vo = lk.operand(v_w, 1, g.C, g.dv, [&] { return kn_matrix(v_w); });
   const auto oo = lk.operand(o_w, 1, g.heads * g.dv, g.Cout, [&] { return kn_matrix(o_w); });
   auto fp = [&](const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; };
-  const Bf16Weights wt{fp(sc), fp(sh), fp(kdw), fp(kdb), fp(vdw), fp(vdb), qo.mat, ko.mat, vo.mat, oo.mat};
+  const LpWeights<E> wt{fp(sc), fp(sh), fp(kdw), fp(kdb), fp(vdw), fp(vdb), qo.mat, ko.mat, vo.mat, oo.mat};
 
   const auto cl = at::MemoryFormat::ChannelsLast;
   const at::Tensor xe = x.contiguous(cl);
@@ -485,48 +497,36 @@ at::Tensor mqa_bf16(const Geometry& g, const at::Tensor& x, const at::Tensor& no
   at::Tensor kpk = at::empty({g.N, kvp.k_size}, opt);  // K^T (scaled), packed
   at::Tensor vpk = at::empty({g.N, kvp.v_size}, opt);  // V, packed
   at::Tensor out = at::empty({g.N, g.Cout, g.H, g.W}, opt.memory_format(cl));
-  const bf16_t* xp = KernelSet<bf16_t>::data(xe);
-  bf16_t* xnp = KernelSet<bf16_t>::data(xn);
-  bf16_t* kp = KernelSet<bf16_t>::data(kpk);
-  bf16_t* vp = KernelSet<bf16_t>::data(vpk);
-  bf16_t* op = KernelSet<bf16_t>::data(out);
+  const E* xp = KS::data(xe);
+  E* xnp = KS::data(xn);
+  E* kp = KS::data(kpk);
+  E* vp = KS::data(vpk);
+  E* op = KS::data(out);
   run_passes(
       g,
       [&](int64_t t) {
         const int64_t n = t / g.kv_bands, y0 = (t % g.kv_bands) * g.kv_rows;
-        kv_task_bf16(lk, g, wt, kvp, xp, xnp, kp, vp, n, y0, std::min(g.Hk, y0 + g.kv_rows));
+        kv_task_lp(lk, g, wt, kvp, xp, xnp, kp, vp, n, y0, std::min(g.Hk, y0 + g.kv_rows));
       },
       [&](int64_t t) {
         const int64_t n = t / g.q_tiles, p0 = (t % g.q_tiles) * g.qt;
-        query_task_bf16(lk, sk, g, wt, kvp, xp, xnp, kp, vp, op, n, p0, std::min(g.P, p0 + g.qt) - p0);
+        query_task_lp(lk, sk, g, wt, kvp, xp, xnp, kp, vp, op, n, p0, std::min(g.P, p0 + g.qt) - p0);
       });
+  // NCHW result: a fresh contiguous tensor (out may already count as contiguous when Cout == 1 or H*W == 1, but
+  // with other strides than the fake kernel's)
+  if (!g.channels_last)
+    return at::empty(out.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous)).copy_(out);
   return out;
 }
 
-}  // namespace
-
-at::Tensor mqa_cpu(const at::Tensor& x, const at::Tensor& norm_scale, const at::Tensor& norm_shift,
+// fp32 (and fp16 computed in fp32): the channel-major plan of the file comment; the result in fp32, in x's
+// memory format.
+at::Tensor mqa_f32(const Geometry& g, const at::Tensor& x, const at::Tensor& norm_scale, const at::Tensor& norm_shift,
                    const at::Tensor& q_w, const c10::optional<at::Tensor>& k_dw_w,
                    const c10::optional<at::Tensor>& k_dw_b, const at::Tensor& k_w,
                    const c10::optional<at::Tensor>& v_dw_w, const c10::optional<at::Tensor>& v_dw_b,
-                   const at::Tensor& v_w, const at::Tensor& o_w, int64_t num_heads, int64_t kv_stride, bool residual) {
-  const MqaParams p = make_mqa_params(x, norm_scale, norm_shift, q_w, k_dw_w, k_dw_b, k_w, v_dw_w, v_dw_b, v_w, o_w,
-                                      num_heads, kv_stride, residual);
-  const auto fmt = p.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  if (p.N == 0) return at::empty({0, p.Cout, p.H, p.W}, x.options().memory_format(fmt));
-
-  Geometry g{p};
-  g.P = g.H * g.W;
-  g.M = g.Hk * g.Wk;
-  plan(g, at::get_num_threads());
-
-  if (x.scalar_type() == at::kBFloat16) {
-    at::Tensor out = mqa_bf16(g, x, norm_scale, norm_shift, q_w, k_dw_w, k_dw_b, k_w, v_dw_w, v_dw_b, v_w, o_w);
-    // NCHW result: a fresh contiguous tensor (out may already count as contiguous when Cout == 1 or
-    // H*W == 1, but with other strides than the fake kernel's)
-    return g.channels_last ? out : at::empty(out.sizes(), x.options().memory_format(fmt)).copy_(out);
-  }
-
+                   const at::Tensor& v_w, const at::Tensor& o_w) {
+  const auto fmt = g.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   // fp32 input: the weights as they are (or contiguous copies); fp16: converted once per tensor (fp32_constant);
   // K times the softmax scale made once per tensor for both (derived_constant)
   const at::Tensor xf = x.to(at::kFloat).contiguous(fmt);
@@ -566,8 +566,34 @@ at::Tensor mqa_cpu(const at::Tensor& x, const at::Tensor& norm_scale, const at::
         const int64_t n = t / g.q_tiles, p0 = (t % g.q_tiles) * g.qt;
         query_task(g, wt, xp, xnp, ktp, vp, op, n, p0, std::min(g.P, p0 + g.qt) - p0, sp, zq);
       });
-  if (x.scalar_type() != at::kFloat) out = out.to(x.scalar_type());
   return out;
+}
+
+}  // namespace
+
+at::Tensor mqa_cpu(const at::Tensor& x, const at::Tensor& norm_scale, const at::Tensor& norm_shift,
+                   const at::Tensor& q_w, const c10::optional<at::Tensor>& k_dw_w,
+                   const c10::optional<at::Tensor>& k_dw_b, const at::Tensor& k_w,
+                   const c10::optional<at::Tensor>& v_dw_w, const c10::optional<at::Tensor>& v_dw_b,
+                   const at::Tensor& v_w, const at::Tensor& o_w, int64_t num_heads, int64_t kv_stride, bool residual) {
+  const MqaParams p = make_mqa_params(x, norm_scale, norm_shift, q_w, k_dw_w, k_dw_b, k_w, v_dw_w, v_dw_b, v_w, o_w,
+                                      num_heads, kv_stride, residual);
+  const auto fmt = p.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  if (p.N == 0) return at::empty({0, p.Cout, p.H, p.W}, x.options().memory_format(fmt));
+
+  Geometry g{p};
+  g.P = g.H * g.W;
+  g.M = g.Hk * g.Wk;
+  plan(g, at::get_num_threads());
+
+  at::Tensor out = with_kernel_set<kTakesF16>(x.scalar_type(), [&](auto ks) {
+    using E = typename decltype(ks)::Elem;
+    if constexpr (std::is_same<E, float>::value)
+      return mqa_f32(g, x, norm_scale, norm_shift, q_w, k_dw_w, k_dw_b, k_w, v_dw_w, v_dw_b, v_w, o_w);
+    else
+      return mqa_lp<E>(g, x, norm_scale, norm_shift, q_w, k_dw_w, k_dw_b, k_w, v_dw_w, v_dw_b, v_w, o_w);
+  });
+  return out.scalar_type() == x.scalar_type() ? out : out.to(x.scalar_type());
 }
 
 TORCH_LIBRARY_IMPL(mnv4, CPU, m) { m.impl("mqa", &mqa_cpu); }

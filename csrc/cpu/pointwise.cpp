@@ -30,7 +30,7 @@
 namespace mnv4 {
 namespace {
 
-// The op on element type E (float or cpu::bf16_t): the result in E (channels_last when 4-D).
+// The op on element type E (float, cpu::bf16_t or cpu::f16_t): the result in E (channels_last when 4-D).
 template <class E>
 at::Tensor pointwise_run(const PointwiseParams& pp, const at::Tensor& x, const at::Tensor& weight,
                          const c10::optional<at::Tensor>& bias) {
@@ -124,8 +124,8 @@ at::Tensor pointwise_cpu(const at::Tensor& x, const at::Tensor& weight, const c1
                          std::string activation) {
   const PointwiseParams pp = make_pointwise_params(x, weight, bias, activation);
   const auto dt = x.scalar_type();
-  at::Tensor out = dt == at::kBFloat16 ? pointwise_run<cpu::bf16_t>(pp, x, weight, bias)
-                                       : pointwise_run<float>(pp, x, weight, bias);
+  at::Tensor out = with_kernel_set<0>(
+      dt, [&](auto ks) { return pointwise_run<typename decltype(ks)::Elem>(pp, x, weight, bias); });
   // NCHW result: a fresh contiguous tensor (out may already count as contiguous when O == 1, H*W == 1 or N == 0,
   // but with other strides than the fake kernel's)
   if (pp.four_d && !pp.channels_last)

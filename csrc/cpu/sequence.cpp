@@ -3,10 +3,11 @@
 // (mnv4_kernels/model.py, FusedMobileNetV4.forward) runs its stem, every block and its head through it, so a
 // pass does not go back to Python and the dispatcher between blocks (benches/forward_cpu.py measures the
 // difference). Each step calls the same kernel entry point as its op, so the result is bit-identical to
-// calling the ops one by one; except in fp16, which no CPU op computes natively (each converts its input to
-// fp32 and its output back): a chain of fp16 x and fp16 constants runs in fp32 from end to end instead, x
-// widened once, each constant through its fp32 copy (made once per tensor and cached: derived_constant), the
-// result rounded to fp16 once. That is the fp32 chain's speed, and fewer roundings than op by op.
+// calling the ops one by one; except in fp16 where the ops compute it in fp32 (no f16 table with fp16
+// arithmetic: kernel_set.h's f16_kernels; each op converts its input to fp32 and its output back): there a chain
+// of fp16 x and fp16 constants runs in fp32 from end to end instead, x widened once, each constant through its
+// fp32 copy (made once per tensor and cached: derived_constant), the result rounded to fp16 once. That is the
+// fp32 chain's speed, and fewer roundings than op by op. Where the ops run fp16 kernels, fp16 steps as bf16 does.
 #include <ATen/core/List.h>
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
@@ -16,6 +17,7 @@
 
 #include "../params.h"
 #include "cpu_ops.h"
+#include "kernel_set.h"
 #include "weight_cache.h"
 
 namespace mnv4 {
@@ -30,7 +32,7 @@ at::Tensor sequence_cpu(const at::Tensor& x, const c10::List<c10::optional<at::T
     return sequence_required(t[i], i, step, what);
   };
   // fp16: the chain in fp32 (see the header); mixed dtypes are left to the ops to reject
-  const bool f16 = x.scalar_type() == at::kHalf &&
+  const bool f16 = x.scalar_type() == at::kHalf && !f16_kernels() &&
                    std::all_of(t.begin(), t.end(), [](const auto& o) { return !o || o->scalar_type() == at::kHalf; });
   if (f16)
     for (auto& o : t)

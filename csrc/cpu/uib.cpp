@@ -44,7 +44,9 @@
 //    S, E and M stay fp32, and only the result is rounded to bf16 (after the bias and the residual, added in
 //    fp32). One rounding where the first form has four: the fp32 block's cost plus the conversions, no
 //    bf16 widening inside the stages. The mid-channel slices keep an fp32 mid tensor.
-// fp16 x is computed in fp32 (converted on entry, the result converted back): no x86 table computes fp16.
+// fp16 x: KernelSet<f16_t> where the f16 table has fp16 arithmetic (neon_fp16: as the first bf16 form, fp16
+// tiles and weights, fp16 products summed in short chunks: ukernels_bf16.h), else computed in fp32 (converted
+// on entry, the result converted back): kernel_set.h's with_kernel_set.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -311,7 +313,8 @@ Sizes scratch_sizes_nhwc(const Geometry& g) {
 }
 
 // The slab width of a packed 1x1 weight's columns (a GEMM's n0 must be a multiple of it).
-int64_t slab_width(const LpBMat& b) { return b.pack.nr; }
+template <class E>
+int64_t slab_width(const LpBMat<E>& b) { return b.pack.nr; }
 int64_t slab_width(const BMat& b) { return b.slab; }
 
 // Mid-channel slices, mid-tensor form (bf16; see use_mid_split and the comment above it).
@@ -569,20 +572,13 @@ at::Tensor uib_cpu(const at::Tensor& x, const c10::optional<at::Tensor>& start_d
                              stride, residual, activation)};
   const auto fmt = g.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   if (g.N == 0) return at::empty({0, g.Cout, g.Ho, g.Wo}, x.options().memory_format(fmt));
-  at::Tensor out;
-  if (x.scalar_type() != at::kBFloat16)
-    out = uib_run<KernelSet<float>>(g, x, start_dw_w, start_dw_b, expand_w, expand_b, mid_dw_w, mid_dw_b, proj_w,
-                                    proj_b);
-  else if (cpu::lp_convert_on_load(cpu::lp_ukernels<cpu::bf16_t>().isa))
-    out = uib_run<WideningKernelSet>(g, x, start_dw_w, start_dw_b, expand_w, expand_b, mid_dw_w, mid_dw_b, proj_w,
-                                     proj_b);
-  else
-    out = uib_run<KernelSet<cpu::bf16_t>>(g, x, start_dw_w, start_dw_b, expand_w, expand_b, mid_dw_w, mid_dw_b,
-                                          proj_w, proj_b);
+  at::Tensor out = with_kernel_set<kTakesWidening | kTakesF16>(x.scalar_type(), [&](auto ks) {
+    return uib_run<decltype(ks)>(g, x, start_dw_w, start_dw_b, expand_w, expand_b, mid_dw_w, mid_dw_b, proj_w, proj_b);
+  });
   // NCHW result: a fresh contiguous tensor (out may already count as contiguous when Cout == 1, Ho*Wo == 1,
   // but with other strides than the fake kernel's)
   if (!g.channels_last) return at::empty(out.sizes(), x.options().memory_format(fmt)).copy_(out);
-  return x.scalar_type() == at::kFloat ? out : out.to(x.scalar_type());
+  return out.scalar_type() == x.scalar_type() ? out : out.to(x.scalar_type());
 }
 
 TORCH_LIBRARY_IMPL(mnv4, CPU, m) { m.impl("uib", &uib_cpu); }

@@ -16,6 +16,7 @@
 #include <mutex>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #if defined(__linux__)
@@ -172,9 +173,10 @@ at::Tensor cached(const at::Tensor& weight, const std::string& layout, const std
   return data;
 }
 
+template <class E>
 at::Tensor lp_pack_into(const at::Tensor& kn, const cpu::LpPack& pack, int T, int64_t K, int64_t N, at::Tensor out) {
   const at::Tensor w = kn.to(at::kFloat).contiguous();
-  cpu::lp_pack(pack, T, K, N, w.data_ptr<float>(), N, reinterpret_cast<cpu::bf16_t*>(out.data_ptr<at::BFloat16>()));
+  cpu::lp_pack(pack, T, K, N, w.data_ptr<float>(), N, static_cast<E*>(out.data_ptr()));
   return out;
 }
 
@@ -195,25 +197,32 @@ at::Tensor fp32_constant(const at::Tensor& t, const char* layout, const std::fun
   return t.scalar_type() == at::kFloat ? make() : derived_constant(t, layout, make);
 }
 
-LpWeightOperand lp_weight_operand(const at::Tensor& weight, const cpu::LpPack& pack, int T, int64_t K, int64_t N,
-                                  const std::function<at::Tensor()>& make_kn, const char* form) {
+template <class E>
+LpWeightOperand<E> lp_weight_operand(const at::Tensor& weight, const cpu::LpPack& pack, int T, int64_t K, int64_t N,
+                                     const std::function<at::Tensor()>& make_kn, const char* form) {
   const int64_t size = cpu::lp_packed_size(pack, T, K, N);
   const std::string layout = std::string(pack.name) + "_t" + std::to_string(T) + (form ? std::string("_") + form : "");
-  LpWeightOperand o;
+  LpWeightOperand<E> o;
   o.packed = cached(weight, layout,
-                    [&] { return lp_pack_into(make_kn(), pack, T, K, N, chunk_tensor(size, at::kBFloat16)); });
+                    [&] { return lp_pack_into<E>(make_kn(), pack, T, K, N, chunk_tensor(size, LpStorage<E>::dtype)); });
   if (!o.packed.defined()) {  // not cacheable: packed for this call
     if (weight.is_inference()) {
       TORCH_WARN_ONCE("mnv4: a bf16/fp16 weight is an inference tensor (made under torch.inference_mode), so its "
                       "packed form cannot be cached and is made again on every call; make the weights outside "
                       "inference_mode (mnv4_kernels.fuse does) to have them packed once");
     }
-    o.packed = lp_pack_into(make_kn(), pack, T, K, N, at::empty({size}, weight.options().dtype(at::kBFloat16)));
+    const at::Tensor fresh = at::empty({size}, weight.options().dtype(LpStorage<E>::dtype));
+    o.packed = lp_pack_into<E>(make_kn(), pack, T, K, N, fresh);
   }
-  o.mat = LpBMat{reinterpret_cast<const cpu::bf16_t*>(o.packed.data_ptr<at::BFloat16>()),
-                 cpu::lp_slab_stride(pack, T, K), pack, T, K};
+  o.mat = LpBMat<E>{static_cast<const E*>(o.packed.data_ptr()), cpu::lp_slab_stride(pack, T, K), pack, T, K};
   return o;
 }
+template LpWeightOperand<cpu::bf16_t> lp_weight_operand<cpu::bf16_t>(const at::Tensor&, const cpu::LpPack&, int,
+                                                                     int64_t, int64_t,
+                                                                     const std::function<at::Tensor()>&, const char*);
+template LpWeightOperand<cpu::f16_t> lp_weight_operand<cpu::f16_t>(const at::Tensor&, const cpu::LpPack&, int,
+                                                                   int64_t, int64_t,
+                                                                   const std::function<at::Tensor()>&, const char*);
 
 int64_t packed_cache_entries() {
   std::lock_guard<std::mutex> lock(mu);

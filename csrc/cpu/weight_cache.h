@@ -87,34 +87,52 @@ inline void gemm_b(const cpu::UKernels& uk, int64_t M, int64_t Nc, int64_t Kc, c
   uk.pwconv_nhwc(M, Nc, Kc, A, lda, b.ptr(k0, n0), b.row_stride(), b.slab_stride(), C, ldc, bias, act, R, ldr);
 }
 
-// ---- bf16 ----
-// A weight packed for the bf16 kernels (ukernels_bf16.h: LpPack layout `pack`, T taps of K rows, N columns),
-// rounded to bf16 once from its fp32 [T*K][N] form. Cached like the fp32 copies, keyed by the layout's name
-// and T as well; a weight that cannot be cached is packed for the call.
+// ---- bf16 / fp16 ----
+// A storage type's torch forms: its c10 scalar (the same bits) and dtype.
+template <class E>
+struct LpStorage;
+template <>
+struct LpStorage<cpu::bf16_t> {
+  using C10 = c10::BFloat16;
+  static constexpr at::ScalarType dtype = at::kBFloat16;
+};
+template <>
+struct LpStorage<cpu::f16_t> {
+  using C10 = c10::Half;
+  static constexpr at::ScalarType dtype = at::kHalf;
+};
+
+// A weight packed for the reduced-precision kernels of storage type E (ukernels_bf16.h: LpPack layout `pack`,
+// T taps of K rows, N columns), rounded to E once from its fp32 [T*K][N] form. Cached like the fp32 copies,
+// keyed by the layout's name and T as well; a weight that cannot be cached is packed for the call.
+template <class E>
 struct LpBMat {
-  const cpu::bf16_t* packed;
+  const E* packed;
   int64_t bss;  // slab stride (lp_slab_stride)
   cpu::LpPack pack;
   int T;
   int64_t K;  // rows per tap
   // B of the conv_nhwc contract for the columns from n0 (a multiple of pack.nr)
-  const cpu::bf16_t* ptr(int64_t n0) const { return packed + n0 / pack.nr * bss; }
-  // W(row, n) with row = t * K + k (the fp32 value of the packed bf16)
+  const E* ptr(int64_t n0) const { return packed + n0 / pack.nr * bss; }
+  // W(row, n) with row = t * K + k (the fp32 value of the packed element)
   float at(int64_t row, int64_t n) const {
     const int64_t t = row / K, k = row % K, nr = pack.nr;
-    const cpu::bf16_t* s = packed + n / nr * bss;
-    if (pack.kpair == 2) return cpu::bf16_to_f32(s[((t * ((K + 1) / 2) + k / 2) * nr + n % nr) * 2 + k % 2]);
-    return cpu::bf16_to_f32(s[(t * K + k) * nr + n % nr]);
+    const E* s = packed + n / nr * bss;
+    if (pack.kpair == 2) return cpu::to_f32(s[((t * ((K + 1) / 2) + k / 2) * nr + n % nr) * 2 + k % 2]);
+    return cpu::to_f32(s[(t * K + k) * nr + n % nr]);
   }
 };
+template <class E>
 struct LpWeightOperand {
-  at::Tensor packed;  // keeps the packed bf16 alive
-  LpBMat mat;
+  at::Tensor packed;  // keeps the packed weight alive
+  LpBMat<E> mat;
 };
 // make_kn(): the weight as a [T*K][N] row-major matrix (any float dtype; converted to fp32 to pack).
 // form: names what make_kn() computes when that is not the weight's own values (the MQA's K weight times the
 // softmax scale), so the two forms of one tensor have separate entries; nullptr for the weight as it is.
-LpWeightOperand lp_weight_operand(const at::Tensor& weight, const cpu::LpPack& pack, int T, int64_t K, int64_t N,
-                                  const std::function<at::Tensor()>& make_kn, const char* form = nullptr);
+// E: cpu::bf16_t or cpu::f16_t.
+template <class E>
+LpWeightOperand<E> lp_weight_operand(const at::Tensor& weight, const cpu::LpPack& pack, int T, int64_t K, int64_t N,
+                                     const std::function<at::Tensor()>& make_kn, const char* form = nullptr);
 
 }  // namespace mnv4
