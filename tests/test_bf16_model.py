@@ -64,8 +64,9 @@ def test_uib_bf16(case, layout):
 
 
 # Shapes for MNV4_UIB_SPLIT=mid (mid-channel slices, then the projection over the whole mid tensor): 14x14 and
-# 7x7 planes; mid not a multiple of the bf16 slab width (32 or 16), odd mid and Cout; residual on and off;
-# stride 2 on the mid dw and on the start dw; start dw only, mid dw only, both, neither; gelu; batch 1 and 2.
+# 7x7 planes, and two larger start dws; mid not a multiple of the bf16 slab width (32 or 16), odd mid and Cout;
+# residual on and off; stride 2 on the mid dw and on the start dw; start dw only, mid dw only, both, neither;
+# gelu; batch 1 and 2.
 MID_SPLIT_CASES = [
     dict(n=1, cin=24, h=14, w=14, mid=96, cout=24, k_start=3, k_mid=5, residual=True),
     dict(n=2, cin=17, h=7, w=7, mid=45, cout=9, k_start=3, k_mid=3, stride=2),
@@ -75,6 +76,9 @@ MID_SPLIT_CASES = [
     dict(n=1, cin=8, h=14, w=14, mid=40, cout=7, k_start=3, k_mid=0, stride=2),
     dict(n=2, cin=64, h=7, w=7, mid=256, cout=64, k_start=5, k_mid=5, residual=True),
     dict(n=1, cin=48, h=14, w=14, mid=193, cout=80, k_start=3, k_mid=5, stride=2),
+    # start dws of >= 256K multiply-adds, which the slices compute once, in row bands (Conv-S's blocks.2.0)
+    dict(n=1, cin=64, h=28, w=28, mid=192, cout=96, k_start=5, k_mid=5, stride=2),
+    dict(n=2, cin=40, h=20, w=18, mid=80, cout=40, k_start=5, k_mid=0, residual=True),
 ]
 
 # The row-band and image-group schedules' cases (the mid-channel slices take MID_SPLIT_CASES)

@@ -171,8 +171,9 @@ inline void advance_window(int64_t e0, int64_t& ew0, int64_t& ew1, Shift shift) 
 // With fewer images than threads, row bands would each recompute the mid dw's halo of expanded rows
 // (on a 7x7 plane split in two, a 5x5 mid dw makes the expand GEMM ~1.6x the work), and without a mid dw
 // they are uneven on a plane of few rows (7 rows in two bands: 4 + 3, the larger 14% over an even share).
-// Instead a task takes one image and a slice [m0, m1) of the mid channels: start dw (whole plane), expand
-// columns m0..m1, mid dw on them (if any). Then, in two forms:
+// Instead a task takes one image and a slice [m0, m1) of the mid channels: start dw (whole plane; for a large
+// one, computed once before the slices instead: start_dw_once), expand columns m0..m1, mid dw on them (if
+// any). Then, in two forms:
 //  * fp32, partial sums (run_mid_partial_nhwc): the task goes on through the projection's partial sum over
 //    its slice, Cout x pixels: slice 0's into the output with the bias (+ x), the others' into a buffer; the
 //    projection has no activation, so a second pass adds those partials into the output.
@@ -202,6 +203,29 @@ bool use_mid_split(const Geometry& g, int64_t threads) {
     }
   }
   return computed * 10 > g.Hs * 11 && g.mid * g.Hs * g.Ws <= 256 * 1024;  // > 10% over, slice fits L2
+}
+
+// The mid-channel slices' start dw, once: every image's S [PS][sps] at S + n * PS * sps, in row bands over the
+// threads. Each slice's task reads the whole plane of S; computing it there would repeat it once per slice.
+// Worth its own parallel region where the repeated work costs more than the region: from 256K multiply-adds
+// (Conv-S's 28x28x64 5x5 start dw, 1.25M, gains; its 14x14 and 7x7 ones, 150-170K, lose).
+bool start_dw_once_pays(const Geometry& g) {
+  return g.ks > 0 && g.N * g.Hs * g.Ws * g.Cin * g.ks * g.ks >= (int64_t(1) << 18);
+}
+
+template <class KS, class E, class T>
+void start_dw_once(const KS& uk, const Geometry& g, const Weights<KS>& wt, const E* x, T* S, int64_t sps,
+                   int64_t threads) {
+  const int64_t PX = g.H * g.W, PS = g.Hs * g.Ws;
+  const int64_t bands = std::min(g.Hs, (threads + g.N - 1) / g.N), bh = (g.Hs + bands - 1) / bands;
+  parallel_tasks(g.N * bands, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t n = t / bands, y0 = (t % bands) * bh, y1 = std::min(g.Hs, y0 + bh);
+      if (y0 < y1)
+        uk.dw(g.Cin, int(g.ks), int(g.ss), x + n * PX * g.Cin, g.Cin, g.W * g.Cin, 0, g.H, g.W, wt.sw, g.Cin, wt.sb,
+              Act::None, S + n * PS * sps + y0 * g.Ws * sps, sps, g.Ws * sps, y0, y1);
+    }
+  });
 }
 
 // ---- Several whole images per task: small planes, batch >= 2x threads ----
@@ -333,12 +357,17 @@ void run_mid_tensor_nhwc(const KS& uk, const Geometry& g, const Weights<KS>& wt,
     }
   const int64_t mc = (qs + per - 1) / per * q, slices = (g.mid + mc - 1) / mc;
   const int64_t sps = tile_stride<T>(g.Cin), cps = tile_stride<T>(mc), mps = tile_stride<T>(g.mid);
-  // the mid tensor [N*P][mps], in the calling thread's arena (the tasks' own arenas hold their S, E tiles)
-  T* const M = reinterpret_cast<T*>(call_scratch((g.N * P * mps * int64_t(sizeof(T)) + 3) / 4));
-  const int64_t zs = g.ks ? lines_of<T>(PS * sps) : 0, ze = g.km ? lines_of<T>(PS * cps) : 0;
+  // the mid tensor [N*P][mps] and the start dw's output [N*PS][sps] (Region 0: start_dw_once), in the calling
+  // thread's arena (the tasks' own arenas hold their E tiles)
+  const bool once = start_dw_once_pays(g);
+  const int64_t zm = lines_of<T>(g.N * P * mps), zs = once ? lines_of<T>(g.N * PS * sps) : 0;
+  T* const M = reinterpret_cast<T*>(call_scratch(((zm + zs) * int64_t(sizeof(T)) + 3) / 4));
+  T* const S = M + zm;
+  if (once) start_dw_once(uk, g, wt, x, S, sps, threads);
+  const int64_t zst = g.ks && !once ? lines_of<T>(PS * sps) : 0, ze = g.km ? lines_of<T>(PS * cps) : 0;
   parallel_tasks(g.N * slices, [&](int64_t begin, int64_t end) {
-    T* const st = task_scratch_of<T>(zs + ze);
-    T* const et = st + zs;
+    T* const st = task_scratch_of<T>(zst + ze);
+    T* const et = st + zst;
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n = t / slices, m0 = (t % slices) * mc, cm = std::min(g.mid, m0 + mc) - m0;
       const E* X = x + n * PX * g.Cin;
@@ -352,7 +381,9 @@ void run_mid_tensor_nhwc(const KS& uk, const Geometry& g, const Weights<KS>& wt,
           uk.gemm(PS, cm, g.Cin, S, s_ps, wt.eB, m0, Mn, mps, wt.eb + m0, g.act, nullptr, 0);
         }
       };
-      if (g.ks) {
+      if (once) {
+        expand_mid(S + n * PS * sps, sps);
+      } else if (g.ks) {
         uk.dw(g.Cin, int(g.ks), int(g.ss), X, g.Cin, g.W * g.Cin, 0, g.H, g.W, wt.sw, g.Cin, wt.sb, Act::None, st, sps,
               g.Ws * sps, 0, g.Hs);
         expand_mid(st, sps);
@@ -401,8 +432,14 @@ void run_mid_partial_nhwc(const KernelSet<float>& ks, const Geometry& g, const W
   const int64_t sps = tile_stride<float>(g.Cin), cps = tile_stride<float>(mc);
   // Slice 0's projection goes straight into the output, with the bias and the residual; the other slices'
   // partials [P][Cout] per image into the calling thread's scratch, added to the output by a second pass.
-  float* const partial = call_scratch(g.N * (slices - 1) * P * g.Cout);
-  const int64_t zs = g.ks ? lines16(PS * sps) : 0, ze = lines16(PS * cps), zm = g.km ? lines16(P * cps) : 0;
+  // (and the start dw's output [N*PS][sps], Region 0: start_dw_once)
+  const bool once = start_dw_once_pays(g);
+  const int64_t zp = lines16(g.N * (slices - 1) * P * g.Cout), zso = once ? lines16(g.N * PS * sps) : 0;
+  float* const partial = call_scratch(zp + zso);
+  float* const S_all = partial + zp;
+  if (once) start_dw_once(ks, g, wt, x, S_all, sps, threads);
+  const int64_t zs = g.ks && !once ? lines16(PS * sps) : 0, ze = lines16(PS * cps);
+  const int64_t zm = g.km ? lines16(P * cps) : 0;
   at::parallel_for(0, g.N * slices, 1, [&](int64_t begin, int64_t end) {
     float *st = task_scratch(zs + ze + zm), *et = st + zs, *mt = et + ze;
     for (int64_t t = begin; t < end; ++t) {
@@ -410,7 +447,10 @@ void run_mid_partial_nhwc(const KernelSet<float>& ks, const Geometry& g, const W
       const float* X = x + n * PX * g.Cin;
       const float* S = X;
       int64_t s_ps = g.Cin;
-      if (g.ks) {
+      if (once) {
+        S = S_all + n * PS * sps;
+        s_ps = sps;
+      } else if (g.ks) {
         uk.dwconv_nhwc(g.Cin, int(g.ks), int(g.ss), X, g.Cin, g.W * g.Cin, 0, g.H, g.W, wt.sw, g.Cin, wt.sb,
                        Act::None, st, sps, g.Ws * sps, 0, g.Hs);
         S = st;
