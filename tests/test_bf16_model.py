@@ -33,7 +33,7 @@ from mnv4_kernels.fuse import LOW_PRECISION_ERROR_FACTOR
 from mnv4_reference.randomize import randomized_model
 from mnv4_reference.testing import random_uib_args, rel_err, run_script, uib_battery
 from conftest import SHARED
-from bf16_reference import BF16_TOL, round_bf16 as _r, staged_conv as _staged_conv, staged_uib as _staged_uib
+from bf16_reference import BF16_TOL, F16_TOL, round_to, staged_conv as _staged_conv, staged_uib as _staged_uib
 from nan_reference import assert_nan_like
 
 bf = torch.bfloat16
@@ -45,11 +45,13 @@ def _pythonpath():
     return os.pathsep.join([os.path.dirname(os.path.abspath(__file__))] + [p for p in sys.path if p])
 
 
-def _check(out, ref, x):
-    assert out.dtype == bf
+def _check(out, ref, x, dtype=bf):
+    """out (in dtype: bf16, or fp16 for tests/test_fp16_cpu.py) against ref within that dtype's tolerance, NaN
+    where ref has NaN; channels_last exactly when x is."""
+    assert out.dtype == dtype
     cl = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     assert out.is_contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
-    assert_nan_like(out.float(), ref, BF16_TOL)
+    assert_nan_like(out.float(), ref, BF16_TOL if dtype == bf else F16_TOL)
 
 
 BATTERY = uib_battery()[::2] + [c for c in uib_battery() if c.get("residual")]
@@ -87,18 +89,18 @@ SCHEDULE_CASES = [dict(n=4, cin=24, h=7, w=7, mid=96, cout=24, k_start=3, k_mid=
                   dict(n=3, cin=16, h=6, w=6, mid=48, cout=16, k_start=5, k_mid=0)]
 
 
-def _check_uib_cases(cases):
-    """Each case (channels_last bf16) against the staged composite, then again with a NaN pixel channel in the
-    last image: NaN where its taps reach, and only there."""
+def _check_uib_cases(cases, dtype=bf):
+    """Each case (channels_last, in dtype) against the staged composite, then again with a NaN pixel channel in
+    the last image: NaN where its taps reach, and only there."""
     for i, case in enumerate(cases):
-        args = random_uib_args(**case, dtype=torch.bfloat16, channels_last=True, seed=i)
-        _check(torch.ops.mnv4.uib(*args), _staged_uib(*args), args[0])
+        args = random_uib_args(**case, dtype=dtype, channels_last=True, seed=i)
+        _check(torch.ops.mnv4.uib(*args), _staged_uib(*args), args[0], dtype)
         x = args[0].clone()
         x[-1, 1, x.shape[2] // 2, 1] = float("nan")
         args = (x,) + args[1:]
         ref = _staged_uib(*args)
         assert ref.isnan().any() and not ref.isnan().all()
-        _check(torch.ops.mnv4.uib(*args), ref, x)
+        _check(torch.ops.mnv4.uib(*args), ref, x, dtype)
 
 
 @pytest.mark.parametrize("split", ["rows", "mid", "images"])
@@ -177,7 +179,7 @@ def test_conv_bf16_forced_table(table):
             torch.set_num_threads(threads)
             for case in t.CONV_CASES:
                 for layout in ("nchw", "channels_last"):
-                    t._conv_bf16_case(case, layout)
+                    t._conv_case(case, layout)
             for case in c.BATTERY[::3]:
                 args = c.random_conv_args(**dict(case, dtype=torch.bfloat16))
                 pact = case.get("proj_activation") or "none"
@@ -223,43 +225,52 @@ CONV_CASES = [  # (n, c, h, w, o, k, stride, proj P or None, residual, act, pact
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("case", CONV_CASES, ids=[str(i) for i in range(len(CONV_CASES))])
 def test_conv_bf16(case, layout):
-    _conv_bf16_case(case, layout)
+    _conv_case(case, layout)
 
 
-def _conv_bf16_case(case, layout):
-    """One CONV_CASES case against staged_conv (rounding as the running table), then with a NaN in x."""
+def _conv_case(case, layout, dtype=bf):
+    """One CONV_CASES case in dtype against staged_conv (rounding as the running table), then with a NaN in x."""
     n, c, h, w, o, k, s, p, res, act, pact = case
     g = torch.Generator().manual_seed(n * c + h)
-    x = torch.randn(n, c, h, w, generator=g).to(bf)
+    x = torch.randn(n, c, h, w, generator=g).to(dtype)
     if layout == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
-    wt = (torch.randn(o, c, k, k, generator=g) / (c * k * k) ** 0.5).to(bf)
-    b = (0.1 * torch.randn(o, generator=g)).to(bf)
-    pw = (torch.randn(p, o, 1, 1, generator=g) / o ** 0.5).to(bf) if p else None
-    pb = (0.1 * torch.randn(p, generator=g)).to(bf) if p else None
+    wt = (torch.randn(o, c, k, k, generator=g) / (c * k * k) ** 0.5).to(dtype)
+    b = (0.1 * torch.randn(o, generator=g)).to(dtype)
+    pw = (torch.randn(p, o, 1, 1, generator=g) / o ** 0.5).to(dtype) if p else None
+    pb = (0.1 * torch.randn(p, generator=g)).to(dtype) if p else None
     out = torch.ops.mnv4_cpu.conv(x, wt, b, s, act, pw, pb, res, layout == "channels_last", pact)
     ref = _staged_conv(x, wt, b, s, act, pw, pb, res, pact)
-    _check(out, ref, x)
+    _check(out, ref, x, dtype)
     x2 = x.clone()
     x2[0, c // 2, h // 2, w // 2] = float("nan")
     _check(torch.ops.mnv4_cpu.conv(x2, wt, b, s, act, pw, pb, res, layout == "channels_last", pact),
-           _staged_conv(x2, wt, b, s, act, pw, pb, res, pact), x2)
+           _staged_conv(x2, wt, b, s, act, pw, pb, res, pact), x2, dtype)
 
 
-@pytest.mark.parametrize("shape", [(2, 17, 5, 3), (1, 64, 1, 1), (3, 960), (1, 1280)])
+POINTWISE_SHAPES = [(2, 17, 5, 3), (1, 64, 1, 1), (3, 960), (1, 1280)]
+
+
+@pytest.mark.parametrize("shape", POINTWISE_SHAPES)
 @pytest.mark.parametrize("o", [7, 40, 1000])
 def test_pointwise_bf16(shape, o):
+    _pointwise_case(shape, o)
+
+
+def _pointwise_case(shape, o, dtype=bf):
+    """x [shape] in dtype (a NaN in the last channel of the first row) through a 1x1 conv to o channels + relu,
+    against the composite in fp32 rounded once to dtype."""
     g = torch.Generator().manual_seed(o + shape[1])
-    x = torch.randn(*shape, generator=g).to(bf)
+    x = torch.randn(*shape, generator=g).to(dtype)
     if x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     c = shape[1]
-    wt = (torch.randn(o, c, generator=g) / c ** 0.5).to(bf)
-    b = (0.1 * torch.randn(o, generator=g)).to(bf)
+    wt = (torch.randn(o, c, generator=g) / c ** 0.5).to(dtype)
+    b = (0.1 * torch.randn(o, generator=g)).to(dtype)
     x[0, c - 1] = float("nan")
     out = torch.ops.mnv4_cpu.pointwise(x, wt if x.dim() == 2 else wt[:, :, None, None], b, "relu")
     ref = torch.relu(TF.linear(x.float().movedim(1, -1), wt.float(), b.float())).movedim(-1, 1)
-    _check(out, _r(ref), x)
+    _check(out, round_to(ref, dtype), x, dtype)
 
 
 # ---- the bf16 fused model ----

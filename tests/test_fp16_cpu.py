@@ -20,96 +20,55 @@ import textwrap
 
 import pytest
 import torch
-import torch.nn.functional as TF
 
 import mnv4_kernels  # noqa: F401  (registers the ops)
 
 from mnv4_reference.testing import random_mqa_args, random_uib_args, run_script
-from bf16_reference import F16_TOL, round_to, staged_conv, staged_mqa, staged_uib
-from nan_reference import assert_nan_like
+from bf16_reference import staged_uib
 
-h = torch.float16
+f16 = torch.float16
 TABLE = "neon_fp16_emu"
-
-
-def _check(out, ref, x):
-    assert out.dtype == h
-    cl = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    assert out.is_contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
-    assert_nan_like(out.float(), ref, F16_TOL)
 
 
 def uib_checks():
     import test_bf16_model as t
     for case in t.BATTERY:
         for cl in (False, True):
-            args = random_uib_args(**case, dtype=h, channels_last=cl)
-            _check(torch.ops.mnv4.uib(*args), staged_uib(*args), args[0])
+            args = random_uib_args(**case, dtype=f16, channels_last=cl)
+            t._check(torch.ops.mnv4.uib(*args), staged_uib(*args), args[0], f16)
     for split in ("rows", "mid", "images"):  # each schedule, forced; a NaN pixel in the last image too
         os.environ["MNV4_UIB_SPLIT"] = split
-        cases = t.MID_SPLIT_CASES if split == "mid" else t.SCHEDULE_CASES
-        for i, case in enumerate(cases):
-            args = random_uib_args(**case, dtype=h, channels_last=True, seed=i)
-            _check(torch.ops.mnv4.uib(*args), staged_uib(*args), args[0])
-            x = args[0].clone()
-            x[-1, 1, x.shape[2] // 2, 1] = float("nan")
-            args = (x,) + args[1:]
-            ref = staged_uib(*args)
-            assert ref.isnan().any() and not ref.isnan().all()
-            _check(torch.ops.mnv4.uib(*args), ref, x)
+        t._check_uib_cases(t.MID_SPLIT_CASES if split == "mid" else t.SCHEDULE_CASES, f16)
     del os.environ["MNV4_UIB_SPLIT"]
 
 
 def conv_checks():
     import test_bf16_model as t
-    for n, c, hh, w, o, k, s, p, res, act, pact in t.CONV_CASES:
-        for cl in (False, True):
-            g = torch.Generator().manual_seed(n * c + hh)
-            x = torch.randn(n, c, hh, w, generator=g).to(h)
-            if cl:
-                x = x.contiguous(memory_format=torch.channels_last)
-            wt = (torch.randn(o, c, k, k, generator=g) / (c * k * k) ** 0.5).to(h)
-            b = (0.1 * torch.randn(o, generator=g)).to(h)
-            pw = (torch.randn(p, o, 1, 1, generator=g) / o ** 0.5).to(h) if p else None
-            pb = (0.1 * torch.randn(p, generator=g)).to(h) if p else None
-            for xx in (x, x.clone().index_put_((torch.tensor(0), torch.tensor(c // 2), torch.tensor(hh // 2),
-                                                 torch.tensor(w // 2)), torch.tensor(float("nan"), dtype=h))):
-                out = torch.ops.mnv4_cpu.conv(xx, wt, b, s, act, pw, pb, res, cl, pact)
-                _check(out, staged_conv(xx, wt, b, s, act, pw, pb, res, pact), xx)
+    for case in t.CONV_CASES:
+        for layout in ("nchw", "channels_last"):
+            t._conv_case(case, layout, f16)
 
 
 def pointwise_checks():
-    for shape in [(2, 17, 5, 3), (1, 64, 1, 1), (3, 960), (1, 1280)]:
+    import test_bf16_model as t
+    for shape in t.POINTWISE_SHAPES:
         for o in (7, 40, 1000):
-            g = torch.Generator().manual_seed(o + shape[1])
-            x = torch.randn(*shape, generator=g).to(h)
-            if x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            c = shape[1]
-            wt = (torch.randn(o, c, generator=g) / c ** 0.5).to(h)
-            b = (0.1 * torch.randn(o, generator=g)).to(h)
-            x[0, c - 1] = float("nan")
-            out = torch.ops.mnv4_cpu.pointwise(x, wt if x.dim() == 2 else wt[:, :, None, None], b, "relu")
-            ref = torch.relu(TF.linear(x.float().movedim(1, -1), wt.float(), b.float())).movedim(-1, 1)
-            _check(out, round_to(ref, h), x)
+            t._pointwise_case(shape, o, f16)
 
 
 def mqa_checks():
     import test_mqa_cpu as t
     for c in t.BF16_CASES:
         for cl in (False, True):
-            args = random_mqa_args(**c, dtype=h, channels_last=cl)
-            out = torch.ops.mnv4.mqa(*args)
-            assert out.dtype == h and out.stride() == t._expected_strides(args)
-            assert_nan_like(out.float(), staged_mqa(*args), F16_TOL)
+            t._check_lp(random_mqa_args(**c, dtype=f16, channels_last=cl))
     for c in t.MQA_NAN_CASES:
-        t._nan_check(c, True, h)
+        t._nan_check(c, True, f16)
 
 
 def model_checks():
     import test_bf16_model as t
     for name in t.MODELS:
-        e_ours, e_torch, fused = t.contract(name, h)
+        e_ours, e_torch, fused = t.contract(name, f16)
         print(f"{name}: fp16 fused {e_ours:.3e}, torch fp16 {e_torch:.3e}")
         assert e_ours <= t.LOW_PRECISION_ERROR_FACTOR * e_torch, (name, e_ours, e_torch)
         pooled = "_aa_" in name or "_blur_" in name

@@ -22,7 +22,7 @@ from mnv4_kernels import ops as mops
 from mnv4_reference import functional as F
 from mnv4_reference.testing import (NON_CONTIGUOUS_KINDS, OpModule, mqa_battery, non_contiguous, random_mqa_args,
                                     rel_err, run_script)
-from bf16_reference import BF16_TOL, staged_mqa
+from bf16_reference import BF16_TOL, F16_TOL, staged_mqa
 from nan_reference import assert_nan_like, conv2d_inside_taps
 
 BATTERY = mqa_battery()
@@ -131,7 +131,7 @@ def test_non_contiguous_weights(dtype):
     if dtype == torch.float32:
         _check(tuple(args))
     else:
-        _check_bf16(tuple(args))
+        _check_lp(tuple(args))
 
 
 def test_ambiguous_layouts_follow_the_fake_kernel():
@@ -378,9 +378,11 @@ def _dw_inside_taps(on):
 
 
 def _nan_check(case, channels_last, dtype=torch.float32):
-    """Each NaN site of MQA_NAN_SITES: the op's output against the composite (fp32) or staged_mqa (bf16)."""
+    """Each NaN site of MQA_NAN_SITES: the op's output against the composite (fp32) or staged_mqa (bf16; fp16 on
+    the f16 kernels, tests/test_fp16_cpu.py)."""
     args = random_mqa_args(**case, seed=60, channels_last=channels_last, dtype=dtype)
-    composite, tol = (F.mqa, FP32_TOL) if dtype == torch.float32 else (staged_mqa, BF16_TOL)
+    composite, tol = ((F.mqa, FP32_TOL) if dtype == torch.float32 else
+                      (staged_mqa, BF16_TOL if dtype == torch.bfloat16 else F16_TOL))
     for site in MQA_NAN_SITES:
         a = _mqa_with_nan(args, site)
         if a is None:
@@ -420,11 +422,12 @@ BF16_CASES = BATTERY + [SHAPES[k] for k in ("hybrid_m_stage3_kv2", "heads12_dv_n
 ]
 
 
-def _check_bf16(args):
+def _check_lp(args):
+    """The op on bf16 (or fp16: tests/test_fp16_cpu.py) args against staged_mqa, in x's dtype and strides."""
     out = torch.ops.mnv4.mqa(*args)
-    assert out.dtype == torch.bfloat16
+    assert out.dtype == args[0].dtype
     assert out.stride() == _expected_strides(args)
-    assert_nan_like(out.float(), staged_mqa(*args), BF16_TOL)
+    assert_nan_like(out.float(), staged_mqa(*args), BF16_TOL if out.dtype == torch.bfloat16 else F16_TOL)
     return out
 
 
@@ -432,11 +435,11 @@ def _bf16_all():
     """The whole bf16 check (battery in both layouts, non-contiguous x, NaN), for the forced-table runs."""
     for c in BF16_CASES:
         for cl in (False, True):
-            _check_bf16(random_mqa_args(**c, dtype=torch.bfloat16, channels_last=cl))
+            _check_lp(random_mqa_args(**c, dtype=torch.bfloat16, channels_last=cl))
     for kind in NON_CONTIGUOUS_KINDS:
         args = list(random_mqa_args(2, 17, 6, 7, num_heads=2, key_dim=12, kv_stride=2, dtype=torch.bfloat16))
         args[0] = non_contiguous(args[0], kind)
-        _check_bf16(tuple(args))
+        _check_lp(tuple(args))
     for c in MQA_NAN_CASES:
         _nan_check(c, True, torch.bfloat16)
 
@@ -459,7 +462,7 @@ def test_bf16_tolerance_resolves_the_logits_rounding():
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("case", BF16_CASES, ids=_ids(BF16_CASES))
 def test_battery_bf16(case, layout):
-    _check_bf16(random_mqa_args(**case, dtype=torch.bfloat16, channels_last=layout == "channels_last"))
+    _check_lp(random_mqa_args(**case, dtype=torch.bfloat16, channels_last=layout == "channels_last"))
 
 
 @pytest.mark.parametrize("kind", NON_CONTIGUOUS_KINDS)
@@ -468,7 +471,7 @@ def test_non_contiguous_bf16(case, kind):
     args = list(random_mqa_args(**case, dtype=torch.bfloat16))
     args[0] = non_contiguous(args[0], kind)
     assert not args[0].is_contiguous()
-    _check_bf16(tuple(args))
+    _check_lp(tuple(args))
 
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
@@ -483,7 +486,7 @@ def test_bf16_k_weight_shared_with_q():
     args = list(random_mqa_args(1, 16, 6, 5, num_heads=1, key_dim=16, kv_stride=2, dtype=torch.bfloat16, seed=9))
     args[6] = args[3]
     for _ in range(2):  # the second call reads both from the cache
-        _check_bf16(tuple(args))
+        _check_lp(tuple(args))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
@@ -493,7 +496,7 @@ def test_weights_updated_in_place(dtype):
     # next call
     args = random_mqa_args(1, 16, 6, 5, num_heads=2, key_dim=8, kv_stride=2, dtype=dtype, seed=13)
     tol = {torch.float32: FP32_TOL, torch.float16: FP16_TOL}
-    check = _check_bf16 if dtype == torch.bfloat16 else (lambda a: _check(a, tol[dtype]))
+    check = _check_lp if dtype == torch.bfloat16 else (lambda a: _check(a, tol[dtype]))
     first = check(args)
     with torch.no_grad():
         args[6].mul_(1.5)
