@@ -40,9 +40,16 @@ def _low(x):
     return torch.float16 if x.dtype == torch.float16 else torch.bfloat16
 
 
+def f16_on_kernels():
+    """Whether the CPU ops compute fp16 on the f16 kernels here (aarch64 with FP16, or neon_fp16_emu forced by
+    MNV4_CPU_LP_ISA): then fp16 rounds where bf16 does, and its tests compare with the staged composites within
+    F16_TOL; else it is computed in fp32 and rounded once."""
+    return torch.ops.mnv4_cpu.f16_isa() != "fp32"
+
+
 def _rounds_inside(dtype):
     if dtype == torch.float16:
-        return torch.ops.mnv4_cpu.f16_isa() != "fp32"
+        return f16_on_kernels()
     return not torch.ops.mnv4_cpu.lp_convert_on_load()
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as TF
 import mnv4_kernels  # noqa: F401  (registers the op and its fake)
 from mnv4_kernels import ops as mops
 from mnv4_reference.testing import NON_CONTIGUOUS_KINDS, OpModule, non_contiguous, rel_err, run_script
-from bf16_reference import BF16_TOL, staged_conv
+from bf16_reference import BF16_TOL, F16_TOL, f16_on_kernels, staged_conv
 from nan_reference import assert_nan_like, conv2d_inside_taps
 
 conv = torch.ops.mnv4_cpu.conv
@@ -356,8 +356,8 @@ def test_battery_low_precision(case, dtype):
     pact = case.get("proj_activation") or "none"
     out = conv(*args, False, pact)
     assert out.dtype == dtype and out.stride() == mops._conv_fake(*args).stride()
-    if dtype == torch.bfloat16:  # each stage's output kept in bf16: see bf16_reference.py
-        assert rel_err(out, staged_conv(*args, pact)) <= BF16_TOL
+    if dtype == torch.bfloat16 or f16_on_kernels():  # each stage's output kept in dtype: see bf16_reference.py
+        assert rel_err(out, staged_conv(*args, pact)) <= (BF16_TOL if dtype == torch.bfloat16 else F16_TOL)
         return
     up = tuple(a.float() if isinstance(a, torch.Tensor) else a for a in args)
     assert rel_err(out, reference(*up, dtype=torch.float32, proj_activation=pact)) <= UNIT_ROUNDOFF[dtype] + FP32_TOL

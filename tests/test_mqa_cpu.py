@@ -22,7 +22,7 @@ from mnv4_kernels import ops as mops
 from mnv4_reference import functional as F
 from mnv4_reference.testing import (NON_CONTIGUOUS_KINDS, OpModule, mqa_battery, non_contiguous, random_mqa_args,
                                     rel_err, run_script)
-from bf16_reference import BF16_TOL, F16_TOL, staged_mqa
+from bf16_reference import BF16_TOL, F16_TOL, f16_on_kernels, staged_mqa
 from nan_reference import assert_nan_like, conv2d_inside_taps
 
 BATTERY = mqa_battery()
@@ -71,7 +71,8 @@ def test_battery_fp32(case, layout):
 @pytest.mark.parametrize("case", BATTERY[::2], ids=_ids(BATTERY[::2]))
 def test_battery_fp16(case):
     for cl in (False, True):
-        _check(random_mqa_args(**case, dtype=torch.float16, channels_last=cl), FP16_TOL)
+        args = random_mqa_args(**case, dtype=torch.float16, channels_last=cl)
+        _check_lp(args) if f16_on_kernels() else _check(args, FP16_TOL)  # fp16 kernels or fp32 inside
 
 
 # The MQA layers of the hybrid models (C, H, W, heads, key_dim, kv_stride), 8+ heads, dv != dk, and shapes
@@ -496,7 +497,8 @@ def test_weights_updated_in_place(dtype):
     # next call
     args = random_mqa_args(1, 16, 6, 5, num_heads=2, key_dim=8, kv_stride=2, dtype=dtype, seed=13)
     tol = {torch.float32: FP32_TOL, torch.float16: FP16_TOL}
-    check = _check_lp if dtype == torch.bfloat16 else (lambda a: _check(a, tol[dtype]))
+    lp = dtype == torch.bfloat16 or (dtype == torch.float16 and f16_on_kernels())
+    check = _check_lp if lp else (lambda a: _check(a, tol[dtype]))
     first = check(args)
     with torch.no_grad():
         args[6].mul_(1.5)

@@ -19,6 +19,7 @@ from mnv4_kernels import ops as mops
 from mnv4_reference import functional as RF
 from mnv4_reference import randomized_model
 from mnv4_reference.testing import random_mqa_args, random_uib_args, rel_err
+from bf16_reference import f16_on_kernels
 from nan_reference import assert_nan_like
 
 sequence = torch.ops.mnv4_cpu.sequence
@@ -103,24 +104,37 @@ def test_zero_batch_and_low_precision():
     # own tests hold them to the composites), so the chain equals the ops called one after another
     xb, t = x.bfloat16(), [None if v is None else v.bfloat16() for v in tensors]
     got = sequence(xb, t, program)
+    assert got.dtype == torch.bfloat16 and torch.equal(got, _ops_one_by_one(xb, t))
+    assert rel_err(got, reference(x)) <= 0.02  # still the same network: 8 steps of bf16 rounding (0.004 here)
+
+
+def _ops_one_by_one(x, t):
+    """_program's steps as separate op calls."""
     ops, cpu = torch.ops.mnv4, torch.ops.mnv4_cpu
-    h = cpu.conv(xb, t[0], t[1], 2, "relu", None, None, False, True)
+    h = cpu.conv(x, t[0], t[1], 2, "relu", None, None, False, True)
     h = cpu.conv(h, t[4], t[5], 1, "relu", t[6], t[7], True, False, "gelu")
     h = cpu.pointwise(h, t[8], t[9], "gelu")
     h = ops.uib(h, *t[10:18], 2, False, "relu")
     h = ops.mqa(h, *t[18:28], 2, 2, True)
-    h = cpu.pointwise(cpu.pointwise(cpu.mean(h), t[28], t[29], "relu"), t[30], t[31], "none")
-    assert got.dtype == torch.bfloat16 and torch.equal(got, h)
-    assert rel_err(got, reference(x)) <= 0.02  # still the same network: 8 steps of bf16 rounding (0.004 here)
+    return cpu.pointwise(cpu.pointwise(cpu.mean(h), t[28], t[29], "relu"), t[30], t[31], "none")
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
-def test_fp16_chain_runs_in_fp32(channels_last):
-    """fp16 x and constants: the chain in fp32 from end to end, rounded to fp16 once (no CPU op computes fp16;
-    op by op each step would round its output), so it equals the fp32 chain on the same values; the fp32 copies
-    are made once, also under inference_mode; mixed dtypes are still refused."""
+def test_fp16_chain(channels_last):
+    """fp16 x and constants where the ops compute fp16 in fp32 (x86): the chain in fp32 from end to end, rounded
+    to fp16 once (op by op each step would round its output), so it equals the fp32 chain on the same values;
+    the fp32 copies are made once, also under inference_mode; mixed dtypes are still refused. Where the ops run
+    the f16 kernels (bf16_reference.f16_on_kernels): the chain equals the ops called one after another, as in
+    bf16."""
     x, tensors, program, reference = _program(channels_last)
     xh, th = x.half(), [None if v is None else v.half() for v in tensors]
+    if f16_on_kernels():
+        got = sequence(xh, th, program)
+        assert got.dtype == torch.float16 and torch.equal(got, _ops_one_by_one(xh, th))
+        assert rel_err(got, reference(x)) <= 5e-3  # 8 steps of fp16 rounding and chunked fp16 sums
+        with pytest.raises(RuntimeError, match="dtype"):
+            sequence(xh, tensors, program)
+        return
     want = sequence(xh.float(), [None if v is None else v.float() for v in th], program).half()
     entries = torch.ops.mnv4_cpu.packed_cache_entries
 
