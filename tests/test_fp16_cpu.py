@@ -5,8 +5,8 @@ No CI machine runs neon_fp16 natively, so these tests run the same schedules on 
 with neon_fp16's arithmetic (fp16 fused multiply-adds in chunks of 8 products, then fp32 accumulation:
 csrc/cpu/kernels/fallback/bf16_scalar.cpp), forced by MNV4_CPU_LP_ISA in a subprocess;
 tests/test_microkernels.py checks, under qemu-aarch64, that the emulation and FMLA .8h agree bit for bit.
-Elsewhere (x86) fp16 is computed in fp32 and its tests are test_bf16_model.test_accuracy_contract_fp16 and the
-ops' fp16 cases.
+Without the emulation forced, x86 computes fp16 in fp32; the other files' fp16 tests follow whichever path runs
+(bf16_reference.f16_on_kernels). The pointwise op (the heads) computes fp16 in fp32 on every CPU.
 
 References: the composites of bf16_reference.py, which follow x's dtype (fp16 operands, fp32 sums, each stored
 stage rounded to fp16 where the kernels round it), within F16_TOL (bf16_reference.py: the chunked fp16 sums);
