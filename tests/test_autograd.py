@@ -213,3 +213,49 @@ def test_triton_twins_grads_equal_composite(op):
         _compare(torch.ops.mnv4.mqa_triton, F.mqa, args, zero_grads=(MQA_K_DW_B,))
     torch.library.opcheck(getattr(torch.ops.mnv4, f"{op}_triton").default, tuple(_leaves(args)),
                           test_utils=("test_schema", "test_autograd_registration"))
+
+
+# ---- the CPU-only ops without a backward (csrc/cpu/no_backward.cpp) ----
+
+def _refused(out, op):
+    """out needs a gradient, and the backward through it refuses, naming the op."""
+    assert out.requires_grad
+    with pytest.raises(RuntimeError, match=f"derivative for {op} is not implemented"):
+        out.float().sum().backward()
+
+
+def test_cpu_only_ops_refuse_a_backward():
+    """mnv4_cpu::conv, pointwise, mean and sequence: where an input requires grad, the backward raises (torch's
+    fallback for custom ops gave those inputs no gradient at all); without one, the output needs none."""
+    cpu = torch.ops.mnv4_cpu
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 4, 6, 5, generator=g)
+    w3, w1, b = torch.randn(8, 4, 3, 3, generator=g), torch.randn(8, 4, 1, 1, generator=g), torch.randn(8, generator=g)
+    cases = {"mnv4_cpu::conv": lambda x_, w_: cpu.conv(x_, w_, b, 1, "relu"),
+             "mnv4_cpu::pointwise": lambda x_, w_: cpu.pointwise(x_, w_, b, "relu"),
+             "mnv4_cpu::mean": lambda x_, w_: cpu.mean(x_)}
+    weights = {"mnv4_cpu::conv": w3, "mnv4_cpu::pointwise": w1, "mnv4_cpu::mean": None}
+    for op, fn in cases.items():
+        w = weights[op]
+        assert not fn(x, w).requires_grad
+        _refused(fn(x.clone().requires_grad_(True), w), op)
+        if w is not None:
+            _refused(fn(x, w.clone().requires_grad_(True)), op)
+        with torch.no_grad():
+            assert not fn(x.clone().requires_grad_(True), w).requires_grad
+
+
+def test_fused_model_refuses_a_backward():
+    """A fused model on the CPU ops: x requiring grad gives an output whose backward raises (through the one
+    sequence call, and block by block with a forward hook: the head's pointwise, the first op the backward
+    meets), rather than leaving x.grad None."""
+    from mnv4_reference import randomized_model
+    fused = mnv4_kernels.fuse(randomized_model("mobilenetv4_conv_small", seed=0), backend="cpu")
+    x = torch.randn(1, 3, 32, 32, requires_grad=True)
+    _refused(fused(x), "mnv4_cpu::sequence")
+    handle = fused.blocks[0].register_forward_hook(lambda *a: None)
+    try:
+        _refused(fused(x), "mnv4_cpu::pointwise")
+    finally:
+        handle.remove()
+    assert x.grad is None and not fused(x.detach()).requires_grad
