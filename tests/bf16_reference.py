@@ -31,10 +31,6 @@ def round_to(t, dtype):
     return t.to(dtype).float()
 
 
-def round_bf16(t):
-    return round_to(t, torch.bfloat16)
-
-
 def _low(x):
     """The reduced precision the op runs for input x: fp16 for an fp16 x, else bf16."""
     return torch.float16 if x.dtype == torch.float16 else torch.bfloat16

@@ -118,10 +118,13 @@ bool rgb_avx512() {
 }
 #endif
 
-// An element as fp32 (exact), and an fp32 value as element type D (bf16 / fp16: rounded to nearest even).
+// An element as fp32 (exact), and an fp32 value as element type D (bf16 / fp16: rounded to nearest even; both
+// through ukernels_bf16.h's to_f32 / from_f32).
 inline float as_f(float v) { return v; }
-inline float as_f(cpu::bf16_t v) { return cpu::bf16_to_f32(v); }
-inline float as_f(cpu::f16_t v) { return cpu::f16_to_f32(v); }
+template <class E>
+inline float as_f(E v) {
+  return cpu::to_f32(v);
+}
 template <class D>
 D of_f(float v) {
   if constexpr (std::is_same<D, float>::value)

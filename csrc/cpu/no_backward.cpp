@@ -2,7 +2,7 @@
 // runs below autograd, and where grad mode is on and an input requires grad, its output gets a node that refuses
 // the backward ("derivative for mnv4_cpu::<op> is not implemented"). Without them, torch's fallback for custom
 // ops let a backward through these ops give their inputs no gradient at all (None, with a deprecation warning
-// only), and its per-call checks of the inputs cost more (the sequence passes a fused model's 114 tensors).
+// only).
 // mnv4::uib and mnv4::mqa have a backward (mnv4_kernels/ops.py register_autograd).
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/functions/basic_ops.h>
