@@ -7,8 +7,9 @@ even rounds and AFTER then BEFORE in odd ones, so drift of a shared machine fall
           code in both builds, is reported beside it as a control: its ratio shows the noise);
   e2e:    `benches/e2e_cpu.py --candidates ours-<dtype>` on --cases; a round's value is the case's median time;
   blocks: (--blocks head,...) `benches/profile_blocks_cpu.py --dtype <dtype> --no-other` on --cases: those
-          blocks' first-call times inside whole passes and the sum over all blocks (a change to a few blocks,
-          which the e2e noise would bury).
+          blocks' first-call times inside whole passes, each one's share of the sum over all blocks (which
+          drift on a shared machine scales less), and that sum (a change to a few blocks, which the e2e noise
+          would bury).
 --dtype (fp32 or bf16) picks the e2e and blocks models' dtype; the layers are fp32.
 A child imports the build from PYTHONPATH=<tree>:<tree>/python and refuses to run if mnv4_kernels comes from
 anywhere else. Per metric the file keeps every round's pair and the after/before ratio of the rounds (median,
@@ -105,6 +106,8 @@ def block_values(tree, args, out):
         for rec in data["ours"]:
             if rec["block"] in args.blocks.split(","):
                 values[f"blocks_{case}_{rec['block']}_first_ms"] = rec["first_ms"]
+                # its share of the pass: a shared machine's drift scales a round's blocks alike
+                values[f"blocks_{case}_{rec['block']}_share"] = rec["first_ms"] / data["first_sum_ms"]
         values[f"blocks_{case}_first_sum_ms"] = data["first_sum_ms"]
         env = env or data["env"]
     return values, env
