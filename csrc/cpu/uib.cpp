@@ -208,7 +208,8 @@ bool use_mid_split(const Geometry& g, int64_t threads) {
 // The mid-channel slices' start dw, once: every image's S [PS][sps] at S + n * PS * sps, in row bands over the
 // threads. Each slice's task reads the whole plane of S; computing it there would repeat it once per slice.
 // Worth its own parallel region where the repeated work costs more than the region: from 256K multiply-adds
-// (Conv-S's 28x28x64 5x5 start dw, 1.25M, gains; its 14x14 and 7x7 ones, 150-170K, lose).
+// (Conv-S's 28x28x64 5x5 start dw, 1.25M: benches/results/ab-builds-bf16-start-dw-once-*.json; its 14x14 and
+// 7x7 ones, 150-170K, stay per slice).
 bool start_dw_once_pays(const Geometry& g) {
   return g.ks > 0 && g.N * g.Hs * g.Ws * g.Cin * g.ks * g.ks >= (int64_t(1) << 18);
 }
