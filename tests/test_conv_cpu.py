@@ -97,6 +97,8 @@ def _battery():
     cases.append(dict(n=2, c=5, o=17, hw=(6, 2), k=3, stride=1, proj=6, activation="gelu", seed=i + 3))
     cases.append(dict(n=1, c=5, o=17, hw=(9, 6), k=7, stride=1, activation="relu", seed=i + 4))
     cases.append(dict(n=1, c=5, o=17, hw=(2, 6), k=3, stride=1, activation="none", seed=i + 5))
+    # one image whose row bands do not come out even: 26 output rows over 2 threads in 10 bands of 2 or 3 rows
+    cases.append(dict(n=1, c=8, o=16, hw=(51, 20), k=3, stride=2, proj=7, activation="relu", seed=i + 6))
     return cases
 
 

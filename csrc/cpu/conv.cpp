@@ -277,10 +277,14 @@ at::Tensor conv_run(const ConvParams& cp, const at::Tensor& x, const at::Tensor&
     // that shape on a taller tile compiled for it, simd_impl.h's StemShape).
     std::vector<int64_t> off_in(static_cast<size_t>(k));
     for (int64_t ky = 0; ky < k; ++ky) off_in[ky] = ky * W * C;
-    // Tasks: (image, band of output rows), 4 per thread when there are enough rows.
+    // Tasks: (image, band of output rows), 4 per thread when there are enough rows; with one image, a multiple
+    // of the threads. Band b holds rows [Ho * b / nb, Ho * (b + 1) / nb): even shares, each at most RB rows
+    // (28 rows on 2 threads: 10 bands of 2 or 3 rows, 14 rows per thread, rather than 9 of 3 and one of 1,
+    // where one thread computed 15 rows and the other waited for it: benches/results/ab-builds-*-conv-bands-*).
     const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
     const int64_t RB = std::max<int64_t>(1, std::min(Ho, (N * Ho) / (4 * threads)));
-    const int64_t nb = (Ho + RB - 1) / RB;
+    int64_t nb = (Ho + RB - 1) / RB;
+    if (N == 1 && nb % threads) nb = std::min(Ho, (nb + threads - 1) / threads * threads);
     // NCHW x or widened x: a task's input rows, as NHWC T rows (at most band_rows rows of W * C elements)
     const int64_t band_rows = nchw || widens ? std::min(H, (RB - 1) * stride + k) : 0;
     parallel_tasks(N * nb, [&](int64_t t0, int64_t t1) {
@@ -357,7 +361,7 @@ at::Tensor conv_run(const ConvParams& cp, const at::Tensor& x, const at::Tensor&
         fix_nan(oy, e0, e1, dst, ldd, b, act_, r);
       };
       for (int64_t t = t0; t < t1; ++t) {
-        const int64_t n = t / nb, oy0 = (t % nb) * RB, oy1 = std::min(Ho, oy0 + RB);
+        const int64_t n = t / nb, oy0 = Ho * (t % nb) / nb, oy1 = Ho * (t % nb + 1) / nb;
         if (nchw || widens) {
           img_r0 = std::max<int64_t>(0, oy0 * stride - p);
           const int64_t r1 = std::min(H, (oy1 - 1) * stride - p + k);
