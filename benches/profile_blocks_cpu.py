@@ -28,7 +28,6 @@ import torch
 
 import mnv4_kernels
 from mnv4_kernels import baselines, bench, report
-from mnv4_reference import create_model, randomize_
 
 
 def ours(model, x, passes):
@@ -202,11 +201,8 @@ def main():
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
-    x16 = torch.randn(max(16, args.batch), 3, args.res, args.res, generator=torch.Generator().manual_seed(0))
-    ref = randomize_(create_model(args.model), calibration_input=x16)
-    x = x16[:args.batch].contiguous()
+    ref, x = bench.e2e_reference(args.model, args.res, args.batch)
     flops = block_flops(ref, x)
     total = bench.model_flops(ref, x)
     # FLOPs torch counts that the split does not place (the anti-aliased models' blur filters); 0 elsewhere

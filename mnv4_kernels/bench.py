@@ -167,11 +167,16 @@ def measure_ceilings(device, dtype):
 # ------------------------------------------------------------------------------------------- end to end
 def e2e_reference(name, res, batch, seed=0):
     """(reference model, input batch): random weights with BatchNorm statistics from a calibration batch of
-    >= 16 images that contains the input (then perturbed), so activations are realistic at this resolution."""
+    >= 16 images that contains the input (then perturbed), so activations are realistic at this resolution.
+    The same model and input for the same arguments in every process (timm's initialisation runs under `seed`;
+    the global RNG is left as it was), so runs compare on the same weights."""
     from mnv4_reference import create_model, randomize_
 
     x = torch.randn(max(16, batch), 3, res, res, generator=torch.Generator().manual_seed(seed))
-    ref = randomize_(create_model(name), seed=seed, calibration_input=x)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = create_model(name)
+    ref = randomize_(model, seed=seed, calibration_input=x)
     return ref.eval(), x[:batch].contiguous()
 
 

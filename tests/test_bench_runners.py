@@ -16,6 +16,21 @@ def case():
     return bench.e2e_reference("mobilenetv4_conv_small", 64, 2, seed=3)
 
 
+def test_reference_is_the_same_in_every_process(case):
+    """benches compare runs on the same weights: e2e_reference is a function of its arguments, not of the global
+    RNG (which it leaves as it was)."""
+    torch.manual_seed(123)
+    before = torch.rand(4)
+    torch.manual_seed(123)
+    ref, x = bench.e2e_reference("mobilenetv4_conv_small", 64, 2, seed=3)
+    assert torch.equal(torch.rand(4), before)
+    first, (_, x0) = case[0].state_dict(), case
+    assert torch.equal(x, x0) and first.keys() == ref.state_dict().keys()
+    assert all(torch.equal(v, ref.state_dict()[k]) for k, v in first.items())
+    other, _ = bench.e2e_reference("mobilenetv4_conv_small", 64, 2, seed=4)
+    assert not torch.equal(other.state_dict()["conv_stem.weight"], first["conv_stem.weight"])
+
+
 NAMES = ["ours-fp32", "eager-fp32", "onnxruntime-fp32", "openvino-f32", "openvino-bf16", "ours-bf16"]
 
 
