@@ -24,7 +24,8 @@ def test_reference_is_the_same_in_every_process(case):
     torch.manual_seed(123)
     ref, x = bench.e2e_reference("mobilenetv4_conv_small", 64, 2, seed=3)
     assert torch.equal(torch.rand(4), before)
-    first, (_, x0) = case[0].state_dict(), case
+    ref0, x0 = case
+    first = ref0.state_dict()
     assert torch.equal(x, x0) and first.keys() == ref.state_dict().keys()
     assert all(torch.equal(v, ref.state_dict()[k]) for k, v in first.items())
     other, _ = bench.e2e_reference("mobilenetv4_conv_small", 64, 2, seed=4)
