@@ -35,7 +35,7 @@ namespace mnv4 {
 namespace cpu {
 namespace neonfp16 {
 
-constexpr int kChunk = 8;  // = the table's f16_acc_chunk (interface/dispatch_bf16.cpp)
+constexpr int kChunk = kNeonFp16AccChunk;  // ukernels_bf16.h
 
 struct F16Tile : LpInPlace<F16Neon> {
   template <int MR, int NV, int NVS, Act A, bool RES, bool TAIL>

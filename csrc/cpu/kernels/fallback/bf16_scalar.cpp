@@ -204,7 +204,7 @@ static f16_t f64_to_f16(double v) {
 void f16_conv_nhwc__neonfp16_emu(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const f16_t* A,
                                  int64_t lda, const f16_t* B, int64_t bss, f16_t* C, int64_t ldc, const float* bias,
                                  Act act, const f16_t* R, int64_t ldr) {
-  constexpr int64_t kChunk = 8;  // = the table's f16_acc_chunk (interface/dispatch_bf16.cpp)
+  constexpr int64_t kChunk = kNeonFp16AccChunk;  // ukernels_bf16.h
   const LpPack& p = kPackF16K16;
   for (int64_t m = 0; m < M; ++m)
     for (int64_t n = 0; n < N; ++n) {

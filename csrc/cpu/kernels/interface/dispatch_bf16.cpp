@@ -29,10 +29,11 @@ static const LpUKernels<bf16_t> kBf16AmxEmuPortable{LpIsa::AmxEmuPortable, "amx_
                                                     bf16_dwconv_nhwc__scalar};
 static const LpUKernels<f16_t> kF16Scalar{LpIsa::Scalar, "scalar", 1, kPackF16K16, 0, f16_conv_nhwc__scalar,
                                           f16_dwconv_nhwc__scalar};
-// neon_fp16's GEMM arithmetic (f16_acc_chunk 8) in portable code, with the scalar depthwise conv (fp32 taps and
-// sums, as neon_fp16's): the f16 ops' schedules with that arithmetic on every CPU (tests).
-static const LpUKernels<f16_t> kF16NeonFp16Emu{LpIsa::NeonFp16Emu, "neon_fp16_emu", 4, kPackF16K16, 8,
-                                               f16_conv_nhwc__neonfp16_emu, f16_dwconv_nhwc__scalar};
+// neon_fp16's GEMM arithmetic (its chunk, kNeonFp16AccChunk) in portable code, with the scalar depthwise conv
+// (fp32 taps and sums, as neon_fp16's): the f16 ops' schedules with that arithmetic on every CPU (tests).
+static const LpUKernels<f16_t> kF16NeonFp16Emu{LpIsa::NeonFp16Emu, "neon_fp16_emu", 4, kPackF16K16,
+                                               kNeonFp16AccChunk, f16_conv_nhwc__neonfp16_emu,
+                                               f16_dwconv_nhwc__scalar};
 #if defined(__x86_64__) || defined(_M_X64)
 static const LpUKernels<bf16_t> kBf16Avx512{LpIsa::Avx512F, "avx512", 7, kPackBf16Kpair32, 0,
                                             bf16_conv_nhwc_7x32__avx512f, bf16_dwconv_nhwc__avx512f};
@@ -54,8 +55,7 @@ static const LpUKernels<bf16_t> kBf16Neon{LpIsa::Neon, "neon", 6, kPackBf16Kpair
                                           bf16_dwconv_nhwc__neon};
 static const LpUKernels<bf16_t> kBf16NeonBf16{LpIsa::NeonBf16, "neon_bf16", 6, kPackBf16Kpair16, 0,
                                               bf16_conv_nhwc_6x16__neonbf16, bf16_dwconv_nhwc__neonbf16};
-// f16_acc_chunk 8: see aarch64/neon_bf16.cpp
-static const LpUKernels<f16_t> kF16NeonFp16{LpIsa::NeonFp16, "neon_fp16", 4, kPackF16K16, 8,
+static const LpUKernels<f16_t> kF16NeonFp16{LpIsa::NeonFp16, "neon_fp16", 4, kPackF16K16, kNeonFp16AccChunk,
                                             f16_conv_nhwc_4x16__neonfp16arith, f16_dwconv_nhwc__neonfp16arith};
 #endif
 

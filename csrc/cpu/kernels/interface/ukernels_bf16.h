@@ -148,6 +148,11 @@ constexpr bool lp_convert_on_load(LpIsa isa) {
   return isa == LpIsa::Scalar || isa == LpIsa::Avx512F || isa == LpIsa::Avx2 || isa == LpIsa::Neon;
 }
 
+// neon_fp16's chunk: FMLA .8h sums this many products (per tap) in fp16 before the fp32 accumulator takes over
+// (aarch64/neon_fp16.cpp, why this length; fallback/bf16_scalar.cpp's neon_fp16_emu computes the same). Both
+// tables' f16_acc_chunk.
+constexpr int kNeonFp16AccChunk = 8;
+
 template <class E>
 struct LpUKernels {
   LpIsa isa;
@@ -155,7 +160,7 @@ struct LpUKernels {
   int gemm_mr;         // rows (pixels) of conv_nhwc's register / tile block (steers schedules only)
   LpPack pack;         // conv_nhwc's B layout; pack.nr is the slab width
   int f16_acc_chunk;   // 0: fp32 accumulation; else products are summed in E for chunks of this many k
-                       // (per tap) before the fp32 accumulator takes over (neon_fp16: see aarch64/neon_bf16.cpp)
+                       // (per tap) before the fp32 accumulator takes over (neon_fp16: kNeonFp16AccChunk)
   lp_conv_nhwc_fn<E> conv_nhwc;
   lp_dwconv_nhwc_fn<E> dwconv_nhwc;
 };
