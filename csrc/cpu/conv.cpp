@@ -278,9 +278,9 @@ at::Tensor conv_run(const ConvParams& cp, const at::Tensor& x, const at::Tensor&
     std::vector<int64_t> off_in(static_cast<size_t>(k));
     for (int64_t ky = 0; ky < k; ++ky) off_in[ky] = ky * W * C;
     // Tasks: (image, band of output rows), 4 per thread when there are enough rows; with one image, a multiple
-    // of the threads. Band b holds rows [Ho * b / nb, Ho * (b + 1) / nb): even shares, each at most RB rows
-    // (28 rows on 2 threads: 10 bands of 2 or 3 rows, 14 rows per thread, rather than 9 of 3 and one of 1,
-    // where one thread computed 15 rows and the other waited for it: benches/results/ab-builds-*-conv-bands-*).
+    // of the threads. The bands are even shares (tasks.h band_start), each at most RB rows (28 rows on 2
+    // threads: 14 rows per thread, where 3-row bands gave one thread 15 and the other 13:
+    // benches/results/ab-builds-*-conv-bands-*).
     const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
     const int64_t RB = std::max<int64_t>(1, std::min(Ho, (N * Ho) / (4 * threads)));
     int64_t nb = (Ho + RB - 1) / RB;
@@ -361,7 +361,7 @@ at::Tensor conv_run(const ConvParams& cp, const at::Tensor& x, const at::Tensor&
         fix_nan(oy, e0, e1, dst, ldd, b, act_, r);
       };
       for (int64_t t = t0; t < t1; ++t) {
-        const int64_t n = t / nb, oy0 = Ho * (t % nb) / nb, oy1 = Ho * (t % nb + 1) / nb;
+        const int64_t n = t / nb, oy0 = band_start(Ho, nb, t % nb), oy1 = band_start(Ho, nb, t % nb + 1);
         if (nchw || widens) {
           img_r0 = std::max<int64_t>(0, oy0 * stride - p);
           const int64_t r1 = std::min(H, (oy1 - 1) * stride - p + k);

@@ -12,6 +12,11 @@
 
 namespace mnv4 {
 
+// Band b of `bands` even shares of `rows` rows is [band_start(rows, bands, b), band_start(rows, bands, b + 1)):
+// the shares differ by at most one row, so no task is a long last band the other threads wait for (28 rows in
+// 10 bands: 2 or 3 each, not 9 of 3 and one of 1), and none is empty while bands <= rows.
+constexpr int64_t band_start(int64_t rows, int64_t bands, int64_t b) { return rows * b / bands; }
+
 // fn(begin, end) as for at::parallel_for, called with one task [t, t + 1) at a time.
 template <class F>
 void parallel_tasks(int64_t n, const F& fn) {

@@ -218,13 +218,13 @@ template <class KS, class E, class T>
 void start_dw_once(const KS& uk, const Geometry& g, const Weights<KS>& wt, const E* x, T* S, int64_t sps,
                    int64_t threads) {
   const int64_t PX = g.H * g.W, PS = g.Hs * g.Ws;
-  const int64_t bands = std::min(g.Hs, (threads + g.N - 1) / g.N), bh = (g.Hs + bands - 1) / bands;
+  const int64_t bands = std::min(g.Hs, (threads + g.N - 1) / g.N);
   parallel_tasks(g.N * bands, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t n = t / bands, y0 = (t % bands) * bh, y1 = std::min(g.Hs, y0 + bh);
-      if (y0 < y1)
-        uk.dw(g.Cin, int(g.ks), int(g.ss), x + n * PX * g.Cin, g.Cin, g.W * g.Cin, 0, g.H, g.W, wt.sw, g.Cin, wt.sb,
-              Act::None, S + n * PS * sps + y0 * g.Ws * sps, sps, g.Ws * sps, y0, y1);
+      const int64_t n = t / bands, b = t % bands;
+      const int64_t y0 = band_start(g.Hs, bands, b), y1 = band_start(g.Hs, bands, b + 1);
+      uk.dw(g.Cin, int(g.ks), int(g.ss), x + n * PX * g.Cin, g.Cin, g.W * g.Cin, 0, g.H, g.W, wt.sw, g.Cin, wt.sb,
+            Act::None, S + n * PS * sps + y0 * g.Ws * sps, sps, g.Ws * sps, y0, y1);
     }
   });
 }
