@@ -60,13 +60,7 @@ void amx_emu_config(const TileConfig* cfg) {
   if (cfg->palette_id != 1) fault("palette other than 1", -1);
   s.cfg = *cfg;
   s.configured = true;
-  std::memset(s.tile, 0, sizeof s.tile);
-}
-
-void amx_emu_release() {
-  EmuState& s = state();
-  s.configured = false;
-  std::memset(s.tile, 0, sizeof s.tile);
+  std::memset(s.tile, 0xff, sizeof s.tile);  // undefined after the layer's config (amx_tiles_emu.h)
 }
 
 void amx_emu_zero(int t) {
@@ -80,6 +74,15 @@ void amx_emu_load(int t, const void* base, int64_t stride) {
   std::memset(s.tile[t], 0, sizeof s.tile[t]);
   for (int r = 0; r < s.cfg.rows[t]; ++r)
     std::memcpy(s.tile[t][r], static_cast<const uint8_t*>(base) + r * stride, s.cfg.colsb[t]);
+}
+
+void amx_emu_load_part(int t, const void* base, int64_t stride, int rows, int bytes) {
+  check_tile(t, "tileloadd");
+  EmuState& s = state();
+  if (rows < 0 || rows > s.cfg.rows[t] || bytes < 0 || bytes > s.cfg.colsb[t])
+    fault("partial tile load beyond the tile's configured shape", t);
+  std::memset(s.tile[t], 0, sizeof s.tile[t]);
+  for (int r = 0; r < rows; ++r) std::memcpy(s.tile[t][r], static_cast<const uint8_t*>(base) + r * stride, bytes);
 }
 
 void amx_emu_store(int t, void* base, int64_t stride) {
