@@ -1,8 +1,8 @@
 // The AMX tile-operation layer over the instructions (AMX-TILE, AMX-BF16): the Tiles type of
 // common/amx_conv_impl.h; its emulation, with the semantics spelled out, is common/amx_tiles_emu.h. Include
-// only inside a `#pragma GCC target("amx-tile,amx-bf16,avx512f,avx512bw,...")` region (load_part's copy). Tile numbers are template arguments:
-// the intrinsics encode them as immediates (GCC builds the register name from the macro argument's spelling,
-// hence the literal cases).
+// only inside a `#pragma GCC target("amx-tile,amx-bf16,avx512f,avx512bw,...")` region (load_part copies with
+// AVX-512). Tile numbers are template arguments: the intrinsics encode them as immediates (GCC builds the
+// register name from the macro argument's spelling, hence the literal cases).
 #pragma once
 
 #include <immintrin.h>
