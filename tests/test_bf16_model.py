@@ -195,6 +195,43 @@ def test_conv_bf16_forced_table(table):
     assert out.stdout.strip().endswith("ok"), out.stdout
 
 
+@pytest.mark.parametrize("table", ["amx_emu", "amx_emu_portable"])
+def test_conv_bf16_amx_tables(table):
+    """mnv4_cpu::conv through the AMX kernel over its tile emulation (MNV4_CPU_LP_ISA; where the CPU has AMX,
+    test_conv_cpu runs these on the native amx table too). There a window of at most 32 values (the 3-channel
+    3x3 stems: 27) runs as one im2col product of K = 32 per pixel (conv.cpp): test_conv_cpu's C3_STEMS and
+    RGB_STEMS (every border, band and tile remainder, projection, residual, both image layouts; the k = 5 stems
+    as taps) with 1 and 2 threads, their NaN / inf sites in the image and in the weights (a corner weight outside
+    the image on the border, where torch skips the tap), and CONV_CASES (the other shapes, as k taps), against
+    staged_conv rounding the conv's output as a dot-product table does."""
+    if table == "amx_emu" and _table_skip("avx512"):
+        pytest.skip("the amx_emu table needs an x86 CPU with AVX-512BW (its epilogue)")
+    script = textwrap.dedent(f"""
+        import torch, test_bf16_model as t, test_conv_cpu as c
+        from bf16_reference import conv_rounds_inside
+        assert torch.ops.mnv4_cpu.lp_isa() == "{table}", torch.ops.mnv4_cpu.lp_isa()
+        assert conv_rounds_inside()
+        bf = torch.bfloat16
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for case in c.C3_STEMS:
+                c.test_c3_stems(case, bf, threads)
+            for case in c.RGB_STEMS:
+                c.test_rgb_image_stems(case, bf, threads)
+            for case in t.CONV_CASES:
+                for layout in ("nchw", "channels_last"):
+                    t._conv_case(case, layout)
+        for case in [c.C3_STEMS[i] for i in (3, 6, 7, 12, 14, 16)]:
+            for act in ("relu", "none"):
+                c.test_c3_stems_nonfinite(case, act, bf, 1)
+        for case in c.RGB_STEMS[2:8]:
+            c.test_rgb_image_stems_nan(case, bf)
+        print("ok")
+    """)
+    out = run_script(script, timeout=900, env=dict(os.environ, MNV4_CPU_LP_ISA=table, PYTHONPATH=_pythonpath()))
+    assert out.stdout.strip().endswith("ok"), out.stdout
+
+
 def test_uib_bf16_nan():
     for stage in (0, 3, 5):  # a NaN in x, in the expand weight, in the mid dw weight's centre tap
         args = list(random_uib_args(n=2, cin=9, h=7, w=6, mid=27, cout=9, k_start=3, k_mid=5, dtype=bf,

@@ -15,6 +15,9 @@
 // (f32_conv_nhwc_fn: k shifted products, one per kernel row, with the weight as [ky][kx][C][O], summed in
 // registers: no im2col) for the pixels whose window lies inside the image, reading x in place, and one per
 // border run (left / right columns, whole top / bottom rows) reading a small zero-padded copy of its window.
+// On a table whose products take k in blocks (uk.k_block(): AMX, 32) a window that fits one block (the
+// 3-channel 3x3 stems: 27 values) runs instead as one product of K = k_block per output row over an im2col copy
+// of the row's windows (zero-padded, so the strips' NaN re-check covers its border pixels), not k partial blocks.
 // The row goes to the output, or (projection) to a one-row scratch that the pointwise GEMM turns into the
 // output row while it is in L1. Weights packed in column slabs once per weight tensor (weight_cache.h).
 // A channels_last x is read in place; any other x as NCHW, each task converting the input rows of its band to
@@ -39,6 +42,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -198,6 +202,25 @@ void nchw_rows_to_nhwc_widen(const cpu::bf16_t* src, int64_t C, int64_t H, int64
   nchw_rows_to_nhwc_any(src, C, H, W, r0, r1, dst);
 }
 
+// im2col: n windows' rows of KC elements, window i from s + i * step to d + i * ld. KC a compile-time constant
+// (the stems' 3 x 3 x 3: 9 per kernel row) makes each a fixed-size copy (a 16-byte and a 2-byte move for 9
+// bf16); other lengths copy element by element.
+template <int KC, class T>
+void copy_windows_n(T* d, int64_t ld, const T* s, int64_t step, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) std::memcpy(d + i * ld, s + i * step, KC * sizeof(T));
+}
+template <class T>
+void copy_windows(T* d, int64_t ld, const T* s, int64_t step, int64_t n, int64_t kc) {
+  switch (kc) {
+    case 3: return copy_windows_n<3>(d, ld, s, step, n);
+    case 5: return copy_windows_n<5>(d, ld, s, step, n);
+    case 6: return copy_windows_n<6>(d, ld, s, step, n);
+    case 9: return copy_windows_n<9>(d, ld, s, step, n);
+    default:
+      for (int64_t i = 0; i < n; ++i) std::copy(s + i * step, s + i * step + kc, d + i * ld);
+  }
+}
+
 // Whether every element of w is finite: NaN and the infinities are the values whose exponent bits are all
 // set, so one pass over the bits of w's storage (any dense layout: the order does not matter) whose OR-reduction
 // vectorises. Weights of a few thousand elements take well under a microsecond.
@@ -240,10 +263,19 @@ at::Tensor conv_run(const ConvParams& cp, const at::Tensor& x, const at::Tensor&
     if (nchw) xf = xf.contiguous();
     const KS uk;
     const int64_t Kt = k * k * C;
-    // [ky][kx][C][O] as k taps (kernel rows) of k * C rows: a view of a weight stored output-channel innermost
-    // (ops.channels_innermost)
-    const auto wo = uk.operand(weight, int(k), k * C, O, [&] {
-      return weight.to(at::kFloat).permute({2, 3, 1, 0}).reshape({Kt, O}).contiguous();
+    // A window of at most one tile product's k (uk.k_block(): the stems' 3 x 3 x 3 = 27 on the AMX tables' 32)
+    // runs as one product of K = k_block per pixel over an im2col row (the window's values in [ky][kx][c]
+    // order, zero outside the image and past Kt), where k taps of K = k * C would each be a partial block.
+    const int64_t kb = uk.k_block();
+    const bool im2col = kb > 0 && k > 1 && Kt <= kb;
+    // [ky][kx][C][O] as k taps (kernel rows) of k * C rows (im2col: one tap of kb rows, zero past Kt): a view
+    // of a weight stored output-channel innermost (ops.channels_innermost)
+    const auto wo = uk.operand(weight, im2col ? 1 : int(k), im2col ? kb : k * C, O, [&] {
+      const at::Tensor kn = weight.to(at::kFloat).permute({2, 3, 1, 0}).reshape({Kt, O});
+      if (!im2col) return kn.contiguous();
+      at::Tensor padded = at::zeros({kb, O}, kn.options());
+      padded.narrow(0, 0, Kt).copy_(kn);
+      return padded;
     });
     const auto po = proj_weight.has_value() ? uk.operand(*proj_weight, 1, O, P, [&] {
       return proj_weight->to(at::kFloat).reshape({P, O}).t().contiguous();
@@ -294,9 +326,10 @@ at::Tensor conv_run(const ConvParams& cp, const at::Tensor& x, const at::Tensor&
       // most a whole output row)
       const int64_t hid_elems = proj_weight.has_value() ? lines_of<T>(Wo * O) : 0;
       const int64_t band_elems = lines_of<T>(band_rows * W * C);
-      T* const hp = task_scratch_of<T>(hid_elems + band_elems + k * ((Wo - 1) * stride + k) * C);
+      const int64_t strip_elems = im2col ? Wo * kb : k * ((Wo - 1) * stride + k) * C;
+      T* const hp = task_scratch_of<T>(hid_elems + band_elems + strip_elems);
       T* const band = hp + hid_elems;
-      T* const strip = band + band_elems;
+      T* const strip = band + band_elems;  // or (im2col) the output row's im2col rows
       // the image's NHWC input rows: row iy at img + (iy - img_r0) * W * C
       const T* img = nullptr;
       int64_t img_r0 = 0;
@@ -360,6 +393,37 @@ at::Tensor conv_run(const ConvParams& cp, const at::Tensor& x, const at::Tensor&
                 r, C);
         fix_nan(oy, e0, e1, dst, ldd, b, act_, r);
       };
+      // Output row oy's im2col rows -> strip: pixel ox's window at strip + ox * kb, kernel row ky's k * C values
+      // at ky * k * C (contiguous in an NHWC input row where the window lies inside it, ox in [ox_lo, ox_hi)),
+      // zeros outside the image; the zeros past Kt are written once per task (below).
+      auto im2col_row = [&](int64_t oy) {
+        const int64_t kc = k * C;
+        for (int64_t ky = 0; ky < k; ++ky) {
+          const int64_t iy = oy * stride - p + ky;
+          T* const d = strip + ky * kc;
+          if (iy < 0 || iy >= H) {
+            for (int64_t ox = 0; ox < Wo; ++ox) std::fill(d + ox * kb, d + ox * kb + kc, T{});
+            continue;
+          }
+          const T* const r = in_row(iy);
+          auto edge = [&](int64_t ox) {  // a window that crosses the left or right edge
+            for (int64_t kx = 0; kx < k; ++kx) {
+              const int64_t ix = ox * stride - p + kx;
+              T* const dk = d + ox * kb + kx * C;
+              if (ix < 0 || ix >= W)
+                std::fill(dk, dk + C, T{});
+              else
+                std::copy(r + ix * C, r + ix * C + C, dk);
+            }
+          };
+          for (int64_t ox = 0; ox < ox_lo; ++ox) edge(ox);
+          if (ox_hi > ox_lo)
+            copy_windows(d + ox_lo * kb, kb, r + (ox_lo * stride - p) * C, stride * C, ox_hi - ox_lo, kc);
+          for (int64_t ox = ox_hi; ox < Wo; ++ox) edge(ox);
+        }
+      };
+      if (im2col)
+        for (int64_t ox = 0; ox < Wo; ++ox) std::fill(strip + ox * kb + Kt, strip + (ox + 1) * kb, T{});
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t n = t / nb, oy0 = band_start(Ho, nb, t % nb), oy1 = band_start(Ho, nb, t % nb + 1);
         if (nchw || widens) {
@@ -380,6 +444,19 @@ at::Tensor conv_run(const ConvParams& cp, const at::Tensor& x, const at::Tensor&
         // Output row oy -> crow (the output row itself, or (projection) the one-row scratch), with residual
         // rows crr (or nullptr)
         auto conv_row = [&](int64_t oy, auto* crow, const T* crr) {
+          if (im2col) {
+            im2col_row(oy);
+            static constexpr int64_t off0 = 0;
+            uk.conv(Wo, O, kb, 1, &off0, strip, kb, wb, 0, crow, O, bp, a, crr, C);
+            // the zero-padded taps multiply non-finite weights on the border, as the strips' (fix_nan)
+            if (oy < oy_lo || oy >= oy_hi) {
+              fix_nan(oy, 0, Wo, crow, O, bp, a, crr);
+            } else {
+              fix_nan(oy, 0, ox_lo, crow, O, bp, a, crr);
+              fix_nan(oy, ox_hi, Wo, crow + ox_hi * O, O, bp, a, crr ? crr + ox_hi * C : nullptr);
+            }
+            return;
+          }
           if (oy < oy_lo || oy >= oy_hi) {
             border(oy, 0, Wo, crow, O, bp, a, crr);
           } else {

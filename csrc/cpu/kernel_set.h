@@ -9,6 +9,7 @@
 //     per weight tensor, weight_cache.h); make_kn() gives it as a [T*K][N] row-major matrix.
 //   gemm / conv: the NHWC GEMM / k-tap conv over columns [n0, n0 + N) of B (n0 a multiple of nr()).
 //   dw: the NHWC depthwise conv (fp32 weights [k*k][C] and bias).
+//   k_block(): 0, or the k of one tile product (the AMX tables: 32), where a short tap costs a whole block.
 // Elem is the type of the op's input and output, Tile that of the intermediates it keeps in scratch (the
 // same but for WideningKernelSet: a bf16 op on a convert-on-load table, bf16 in and out, fp32 inside).
 #pragma once
@@ -35,6 +36,7 @@ struct KernelSet {
   const cpu::LpUKernels<E>& lk = cpu::lp_ukernels<E>();
   int mr() const { return lk.gemm_mr; }
   int64_t nr() const { return lk.pack.nr; }
+  int k_block() const { return lk.k_block; }
   Operand operand(const at::Tensor& w, int T, int64_t K, int64_t N, const std::function<at::Tensor()>& make_kn) const {
     return lp_weight_operand<E>(w, lk.pack, T, K, N, make_kn);
   }
@@ -69,6 +71,7 @@ struct KernelSet<float> {
   const cpu::UKernels& uk = cpu::ukernels();
   int mr() const { return uk.conv_nhwc_tile.mr; }
   int64_t nr() const { return std::max(1, uk.conv_nhwc_tile.nr); }
+  int k_block() const { return 0; }
   Operand operand(const at::Tensor& w, int T, int64_t K, int64_t N, const std::function<at::Tensor()>& make_kn) const {
     return weight_operand(w, T * K, N, uk, make_kn);  // fp32 slabs: the T taps' rows in sequence
   }

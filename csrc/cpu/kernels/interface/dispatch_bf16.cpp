@@ -21,29 +21,29 @@
 namespace mnv4 {
 namespace cpu {
 
-static const LpUKernels<bf16_t> kBf16Scalar{LpIsa::Scalar, "scalar", 1, kPackBf16Kpair32, 0,
+static const LpUKernels<bf16_t> kBf16Scalar{LpIsa::Scalar, "scalar", 1, kPackBf16Kpair32, 0, 0,
                                             bf16_conv_nhwc__scalar, bf16_dwconv_nhwc__scalar};
 // The AMX kernel through the tile emulation: the epilogue and depthwise of a scalar table.
 static const LpUKernels<bf16_t> kBf16AmxEmuPortable{LpIsa::AmxEmuPortable, "amx_emu_portable", 32, kPackBf16Kpair32,
-                                                    0, bf16_conv_nhwc_32x32__amx_emu_portable,
+                                                    0, 32, bf16_conv_nhwc_32x32__amx_emu_portable,
                                                     bf16_dwconv_nhwc__scalar};
-static const LpUKernels<f16_t> kF16Scalar{LpIsa::Scalar, "scalar", 1, kPackF16K16, 0, f16_conv_nhwc__scalar,
+static const LpUKernels<f16_t> kF16Scalar{LpIsa::Scalar, "scalar", 1, kPackF16K16, 0, 0, f16_conv_nhwc__scalar,
                                           f16_dwconv_nhwc__scalar};
 // neon_fp16's GEMM arithmetic (its chunk, kNeonFp16AccChunk) in portable code, with the scalar depthwise conv
 // (fp32 taps and sums, as neon_fp16's): the f16 ops' schedules with that arithmetic on every CPU (tests).
 static const LpUKernels<f16_t> kF16NeonFp16Emu{LpIsa::NeonFp16Emu, "neon_fp16_emu", 4, kPackF16K16,
-                                               kNeonFp16AccChunk, f16_conv_nhwc__neonfp16_emu,
+                                               kNeonFp16AccChunk, 0, f16_conv_nhwc__neonfp16_emu,
                                                f16_dwconv_nhwc__scalar};
 #if defined(__x86_64__) || defined(_M_X64)
-static const LpUKernels<bf16_t> kBf16Avx512{LpIsa::Avx512F, "avx512", 7, kPackBf16Kpair32, 0,
+static const LpUKernels<bf16_t> kBf16Avx512{LpIsa::Avx512F, "avx512", 7, kPackBf16Kpair32, 0, 0,
                                             bf16_conv_nhwc_7x32__avx512f, bf16_dwconv_nhwc__avx512f};
-static const LpUKernels<bf16_t> kBf16Avx512Bf16{LpIsa::Avx512Bf16, "avx512bf16", 7, kPackBf16Kpair32, 0,
+static const LpUKernels<bf16_t> kBf16Avx512Bf16{LpIsa::Avx512Bf16, "avx512bf16", 7, kPackBf16Kpair32, 0, 0,
                                                 bf16_conv_nhwc_7x32__avx512bf16, bf16_dwconv_nhwc__avx512bf16};
-static const LpUKernels<bf16_t> kBf16Amx{LpIsa::Amx, "amx", 32, kPackBf16Kpair32, 0, bf16_conv_nhwc_32x32__amx,
+static const LpUKernels<bf16_t> kBf16Amx{LpIsa::Amx, "amx", 32, kPackBf16Kpair32, 0, 32, bf16_conv_nhwc_32x32__amx,
                                          bf16_dwconv_nhwc__avx512bf16};
-static const LpUKernels<bf16_t> kBf16AmxEmu{LpIsa::AmxEmu, "amx_emu", 32, kPackBf16Kpair32, 0,
+static const LpUKernels<bf16_t> kBf16AmxEmu{LpIsa::AmxEmu, "amx_emu", 32, kPackBf16Kpair32, 0, 32,
                                             bf16_conv_nhwc_32x32__amx_emu, bf16_dwconv_nhwc__avx512f};
-static const LpUKernels<bf16_t> kBf16Avx2{LpIsa::Avx2, "avx2", 6, kPackBf16Kpair16, 0, bf16_conv_nhwc_6x16__avx2_fma,
+static const LpUKernels<bf16_t> kBf16Avx2{LpIsa::Avx2, "avx2", 6, kPackBf16Kpair16, 0, 0, bf16_conv_nhwc_6x16__avx2_fma,
                                           bf16_dwconv_nhwc__avx2_fma};
 static bool x86_avx512_bw_vl() {
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -51,11 +51,11 @@ static bool x86_avx512_bw_vl() {
 }
 #endif
 #if defined(__aarch64__)
-static const LpUKernels<bf16_t> kBf16Neon{LpIsa::Neon, "neon", 6, kPackBf16Kpair16, 0, bf16_conv_nhwc_6x16__neon,
+static const LpUKernels<bf16_t> kBf16Neon{LpIsa::Neon, "neon", 6, kPackBf16Kpair16, 0, 0, bf16_conv_nhwc_6x16__neon,
                                           bf16_dwconv_nhwc__neon};
-static const LpUKernels<bf16_t> kBf16NeonBf16{LpIsa::NeonBf16, "neon_bf16", 6, kPackBf16Kpair16, 0,
+static const LpUKernels<bf16_t> kBf16NeonBf16{LpIsa::NeonBf16, "neon_bf16", 6, kPackBf16Kpair16, 0, 0,
                                               bf16_conv_nhwc_6x16__neonbf16, bf16_dwconv_nhwc__neonbf16};
-static const LpUKernels<f16_t> kF16NeonFp16{LpIsa::NeonFp16, "neon_fp16", 4, kPackF16K16, kNeonFp16AccChunk,
+static const LpUKernels<f16_t> kF16NeonFp16{LpIsa::NeonFp16, "neon_fp16", 4, kPackF16K16, kNeonFp16AccChunk, 0,
                                             f16_conv_nhwc_4x16__neonfp16arith, f16_dwconv_nhwc__neonfp16arith};
 #endif
 

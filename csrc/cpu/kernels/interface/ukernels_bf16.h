@@ -161,6 +161,8 @@ struct LpUKernels {
   LpPack pack;         // conv_nhwc's B layout; pack.nr is the slab width
   int f16_acc_chunk;   // 0: fp32 accumulation; else products are summed in E for chunks of this many k
                        // (per tap) before the fp32 accumulator takes over (neon_fp16: kNeonFp16AccChunk)
+  int k_block;         // 0, or the k per tile product (AMX: 32): a tap's K is done in blocks of k_block, and a
+                       // partial block costs about a whole one (steers schedules only: conv.cpp's im2col stem)
   lp_conv_nhwc_fn<E> conv_nhwc;
   lp_dwconv_nhwc_fn<E> dwconv_nhwc;
 };
