@@ -95,6 +95,17 @@ def _cpu_flags():
     return set()
 
 
+def _cpu_vendor():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
 def test_bf16_native():
     out = _bf16_run("build-native")
     import platform
@@ -113,6 +124,15 @@ def test_bf16_native():
             assert "bf16:avx512bf16" in native, out[-3000:]
         if "amx_bf16" in flags:  # the native AMX kernel runs where the CPU has it (else it says why not)
             assert "bf16:amx " in native + " ", out[-3000:]
+        # the automatic bf16 pick: amx where usable, else avx512bf16 only where its dot product outruns the FMAs
+        # (on Intel cores it runs at half their rate, and the convert-on-load avx512 table is faster)
+        default = out.split("default tables: bf16 ")[1].split(",")[0]
+        if "bf16:avx512bf16" in native:
+            rate = float(out.split("avx512bf16 dot rate (vdpbf16ps / fma multiply-adds): ")[1].split()[0])
+            if "bf16:amx " not in native + " ":
+                assert default == ("avx512bf16" if rate > 1 else "avx512"), (default, rate)
+            if _cpu_vendor() == "AuthenticAMD":  # Zen 4 / 5: twice the FMAs' rate (bf16-kernels-*-zen4.json)
+                assert rate > 1.2, rate
 
 
 @pytest.mark.neon

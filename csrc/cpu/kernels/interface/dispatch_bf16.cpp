@@ -133,6 +133,16 @@ static constexpr LpIsa kAllIsas[] = {LpIsa::Scalar, LpIsa::Avx512F, LpIsa::Avx51
                                      LpIsa::AmxEmuPortable, LpIsa::Neon, LpIsa::NeonBf16, LpIsa::NeonFp16,
                                      LpIsa::Avx2, LpIsa::NeonFp16Emu};
 
+// Whether the avx512bf16 table beats the convert-on-load avx512 one here: its dot product must outrun the fp32
+// FMAs (ukernels_bf16.h, avx512bf16_dot_rate; on an Intel core without AMX, or with AMX refused, it does not).
+static bool dot_pays() {
+#if defined(__x86_64__) || defined(_M_X64)
+  return avx512bf16_dot_rate() > 1.0;
+#else
+  return true;
+#endif
+}
+
 template <class E, size_t NO>
 static const LpUKernels<E>* initial(const LpIsa (&order)[NO]) {
   if (const char* env = std::getenv("MNV4_CPU_LP_ISA"))
@@ -140,7 +150,8 @@ static const LpUKernels<E>* initial(const LpIsa (&order)[NO]) {
       if (const LpUKernels<E>* k = lp_ukernels_for<E>(isa))
         if (std::strcmp(k->name, env) == 0) return k;
   for (LpIsa isa : order)
-    if (const LpUKernels<E>* k = lp_ukernels_for<E>(isa)) return k;
+    if (const LpUKernels<E>* k = lp_ukernels_for<E>(isa))
+      if (isa != LpIsa::Avx512Bf16 || dot_pays()) return k;
   return lp_ukernels_for<E>(LpIsa::Scalar);
 }
 

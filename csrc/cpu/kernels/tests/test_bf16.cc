@@ -586,6 +586,10 @@ int main(int argc, char** argv) {
   std::printf("native:%s\nemulated (AMX tile emulation, neon_fp16 arithmetic):%s\nskipped:%s\n", native.c_str(),
               emulated.c_str(), skipped.empty() ? " none" : skipped.c_str());
   std::printf("default tables: bf16 %s, f16 %s\n", lp_ukernels<bf16_t>().name, lp_ukernels<f16_t>().name);
+#if defined(__x86_64__) || defined(_M_X64)
+  if (lp_ukernels_for<bf16_t>(LpIsa::Avx512Bf16))
+    std::printf("avx512bf16 dot rate (vdpbf16ps / fma multiply-adds): %.2f\n", avx512bf16_dot_rate());
+#endif
   std::printf("%d checks, %d failures\n", checks, failures);
   return failures ? 1 : 0;
 }
