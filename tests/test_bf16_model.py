@@ -202,13 +202,16 @@ def test_conv_bf16_amx_tables(table):
     3x3 stems: 27) runs as one im2col product of K = 32 per pixel (conv.cpp): test_conv_cpu's C3_STEMS and
     RGB_STEMS (every border, band and tile remainder, projection, residual, both image layouts; the k = 5 stems
     as taps) with 1 and 2 threads, their NaN / inf sites in the image and in the weights (a corner weight outside
-    the image on the border, where torch skips the tap), and CONV_CASES (the other shapes, as k taps), against
-    staged_conv rounding the conv's output as a dot-product table does."""
+    the image on the border, where torch skips the tap), test_conv_cpu's battery cases whose window fits 32
+    values (1 and 3 channels at k = 3, 1 at k = 5) and those with 2 channels (every window length the im2col
+    copies: 3, 5, 6, 9), and CONV_CASES (the other shapes, as k taps), against staged_conv rounding the conv's
+    output as a dot-product table does."""
     if table == "amx_emu" and _table_skip("avx512"):
         pytest.skip("the amx_emu table needs an x86 CPU with AVX-512BW (its epilogue)")
     script = textwrap.dedent(f"""
         import torch, test_bf16_model as t, test_conv_cpu as c
-        from bf16_reference import conv_rounds_inside
+        from bf16_reference import BF16_TOL, conv_rounds_inside, staged_conv
+        from mnv4_reference.testing import rel_err
         assert torch.ops.mnv4_cpu.lp_isa() == "{table}", torch.ops.mnv4_cpu.lp_isa()
         assert conv_rounds_inside()
         bf = torch.bfloat16
@@ -221,6 +224,12 @@ def test_conv_bf16_amx_tables(table):
             for case in t.CONV_CASES:
                 for layout in ("nchw", "channels_last"):
                     t._conv_case(case, layout)
+            fits = [b for b in c.BATTERY if b["c"] * b.get("k", 3) ** 2 <= 32 and b.get("k", 3) > 1]
+            for case in fits + [dict(b, c=2) for b in fits if b["c"] == 1 and b.get("k", 3) == 3]:
+                args = c.random_conv_args(**dict(case, dtype=bf))
+                pact = case.get("proj_activation") or "none"
+                out = torch.ops.mnv4_cpu.conv(*args, False, pact)
+                assert rel_err(out, staged_conv(*args, pact)) <= BF16_TOL, case
         for case in [c.C3_STEMS[i] for i in (3, 6, 7, 12, 14, 16)]:
             for act in ("relu", "none"):
                 c.test_c3_stems_nonfinite(case, act, bf, 1)

@@ -446,8 +446,7 @@ at::Tensor conv_run(const ConvParams& cp, const at::Tensor& x, const at::Tensor&
         auto conv_row = [&](int64_t oy, auto* crow, const T* crr) {
           if (im2col) {
             im2col_row(oy);
-            static constexpr int64_t off0 = 0;
-            uk.conv(Wo, O, kb, 1, &off0, strip, kb, wb, 0, crow, O, bp, a, crr, C);
+            uk.gemm(Wo, O, kb, strip, kb, wb, 0, crow, O, bp, a, crr, C);
             // the zero-padded taps multiply non-finite weights on the border, as the strips' (fix_nan)
             if (oy < oy_lo || oy >= oy_hi) {
               fix_nan(oy, 0, Wo, crow, O, bp, a, crr);

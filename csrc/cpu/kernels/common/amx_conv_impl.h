@@ -13,8 +13,7 @@
 // operands is read and the padding multiplies zeros (an A pad of 0 against a B row of the next tap, which
 // could hold NaN, would not be safe: hence B's partial rows too; an odd K's last pair is zero in both).
 // Per block, the C tiles go to an fp32 buffer and the epilogue adds the bias, applies the activation, adds the
-// residual and rounds to bf16 with L. (Measured and dropped: chunks of row blocks sharing a slab of B from L1,
-// and the previous block's epilogue issued after the current block's products: both slower here.)
+// residual and rounds to bf16 with L.
 
 template <class Tiles, class L, Act A, bool RES>
 void amx_conv_impl(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const bf16_t* a, int64_t lda,

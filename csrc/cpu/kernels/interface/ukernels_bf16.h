@@ -180,7 +180,7 @@ const LpUKernels<E>* lp_ukernels_for(LpIsa isa, const char** why = nullptr);
 // XFEATURE_XTILEDATA) (requested once per process); else false with *why set.
 bool amx_bf16_usable(const char** why);
 // x86 with AVX512-BF16: vdpbf16ps's multiply-adds per second over vfmadd231ps's, measured on this core (~2 on
-// AMD Zen 4 / 5, ~0.5 on Intel Sapphire Rapids-class cores). The automatic pick takes the avx512bf16 table only
+// AMD Zen 4 and ~0.5 on an Intel Xeon with AMX by their register peaks, benches/results/bf16-kernels-*). The automatic pick takes the avx512bf16 table only
 // above 1; below, its GEMM is slower than the fp32 kernel and the avx512 (convert-on-load) table is faster.
 #if defined(__x86_64__) || defined(_M_X64)
 double avx512bf16_dot_rate();
