@@ -1,14 +1,17 @@
-"""bf16 tables against the fp32 kernels on MobileNetV4's GEMM and depthwise shapes, one thread, with the peaks.
+"""bf16 (and fp16-arithmetic f16) tables against the fp32 kernels on MobileNetV4's GEMM and depthwise shapes, one
+thread, with the peaks.
 
     .venv/bin/python benches/bf16_cpu.py [--rounds 15] [--out benches/results/bf16-kernels-<machine>.json]
 
 Builds the torch-free kernels with CMake (build-native/, target mnv4_ukernels), benches/peak.c twice (the
 standalone peak program, and its loops for the harness) and benches/bf16_kernels_cpu.cpp, then runs:
-  1. peak 1: the register-only fp32 FMA, vdpbf16ps and (where the CPU has AMX) tdpbf16ps peaks of one core;
+  1. peak 1: the register-only fp32 FMA, vdpbf16ps, vfmadd231ph and (where the CPU has AMX) tdpbf16ps peaks of
+     one core;
   2. per GEMM shape (SHAPES) and per depthwise shape (DW_SHAPES), bf16_kernels_cpu: the fp32 kernels (AVX-512,
-     AVX2), every usable bf16 table and the peak loops interleaved round by round in one process (medians of
-     thread CPU time), so the ratios hold under one load on these shared machines.
-Records GFLOP/s, the ratio of each bf16 table to the fp32 kernel of its vector width (bf16_avx2 against
+     AVX2), every usable bf16 table, the f16 tables with fp16 arithmetic and the peak loops interleaved round by
+     round in one process (medians of thread CPU time), so the ratios hold under one load on these shared
+     machines.
+Records GFLOP/s, the ratio of each bf16 / f16 table to the fp32 kernel of its vector width (bf16_avx2 against
 f32_avx2_fma, the others against f32_avx512) and to the peaks, and the CPU's ISA flags.
 """
 import argparse
@@ -61,12 +64,12 @@ def measure(exe, what, shape, rounds):
     out = subprocess.run([exe, *map(str, shape), str(rounds)], check=True, capture_output=True, text=True).stdout
     rows = {r["variant"]: r for r in (json.loads(line) for line in out.splitlines())}
     for name, r in rows.items():
-        if name.startswith("bf16_"):
+        if name.startswith(("bf16_", "f16_")):
             # against the fp32 kernel of the same vector width (the one such a CPU runs fp32 on)
             base = "f32_avx2_fma" if name == "bf16_avx2" else "f32_avx512"
             r["ratio_vs_f32"] = r["gflops_median"] / rows[base]["gflops_median"]
             r["f32_baseline"] = base
-            for p in ("fma32_peak", "vdpbf16ps_peak", "tdpbf16ps_peak"):
+            for p in ("fma32_peak", "vdpbf16ps_peak", "tdpbf16ps_peak", "vfmadd231ph_peak"):
                 if p in rows:
                     r[f"fraction_of_{p}"] = r["gflops_median"] / rows[p]["gflops_median"]
     for name in ("f32_avx512", "f32_avx2_fma"):

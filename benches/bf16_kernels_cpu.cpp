@@ -1,4 +1,4 @@
-// One-thread rate of the bf16 tables against the fp32 kernels on MobileNetV4 shapes, NHWC 1x1 GEMMs and
+// One-thread rate of the bf16 (and fp16-arithmetic f16) tables against the fp32 kernels on MobileNetV4 shapes, NHWC 1x1 GEMMs and
 // depthwise convs, and the register-only peaks (benches/peak.c) measured between them in the same process, so
 // every ratio holds under one load. Not part of the library; built and run by benches/bf16_cpu.py (links the
 // CMake build's libmnv4_ukernels.a and peak.c built with -DPEAK_NO_MAIN).
@@ -10,11 +10,13 @@
 // 64-byte lines, uib.cpp tile_stride), fp32 taps. Operands hot (the same buffers every call).
 // Variants, interleaved round by round (median and best of ROUNDS rounds of ~10 ms each, timed by the thread's
 // CPU time, so time slices taken by other processes on a shared machine do not count):
-//   fma32_peak, vdpbf16ps_peak, tdpbf16ps_peak: the peak loops (skipped where the CPU lacks them)
+//   fma32_peak, vdpbf16ps_peak, tdpbf16ps_peak, vfmadd231ph_peak: the peak loops (skipped where the CPU lacks
+//     them)
 //   f32_avx512, f32_avx2_fma: the fp32 model's kernels on CPUs with / without AVX-512 (gemm:
 //     f32_conv_nhwc_7x32__avx512, f32_conv_nhwc_6x16__avx2_fma; dw: each table's dwconv_nhwc)
 //   bf16_<table>: every bf16 table usable here except scalar and the emulated AMX ones
-// Each bf16 result is checked against the first fp32 one (max_rel_err: max |bf16 - f32| / max |f32|).
+//   f16_<table>: the f16 tables with fp16 arithmetic usable here (avx512fp16, neon_fp16), operands rounded to fp16
+// Each bf16 / f16 result is checked against the first fp32 one (max_rel_err: max |got - f32| / max |f32|).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -35,7 +37,11 @@ extern "C" {
 double bf16_peak_fma32(long iters);
 double bf16_peak_dp(long iters);
 double bf16_peak_amx(long iters);
+double bf16_peak_ph(long iters);
 }
+
+// The f16 tables with fp16 arithmetic (the ones the ops compute fp16 on: kernel_set.h f16_kernels).
+static const LpIsa kF16Isas[] = {LpIsa::Avx512Fp16, LpIsa::NeonFp16};
 
 // This thread's CPU time: a round is not charged for the time slices other processes take on a shared machine.
 static double thread_seconds() {
@@ -59,8 +65,10 @@ static void gemm_variants(int64_t M, int64_t K, int64_t N, std::mt19937& rng, st
   // operands and results for the process's life: the variants' calls point into them
   static std::vector<float> a, w, bias;
   static std::vector<bf16_t> a16;
+  static std::vector<f16_t> ah;
   static std::vector<std::vector<float>> wps, c32s;
   static std::vector<std::vector<bf16_t>> packs, outs;
+  static std::vector<std::vector<f16_t>> hpacks, houts;
   static const int64_t off0 = 0;
   std::uniform_real_distribution<float> d(-1.f, 1.f);
   a.resize(M * K), w.resize(K * N), bias.resize(N);
@@ -69,6 +77,8 @@ static void gemm_variants(int64_t M, int64_t K, int64_t N, std::mt19937& rng, st
   for (auto& x : bias) x = d(rng);
   a16.resize(M * K);
   for (int64_t i = 0; i < M * K; ++i) a16[i] = f32_to_bf16(a[i]);
+  ah.resize(M * K);
+  for (int64_t i = 0; i < M * K; ++i) ah[i] = f32_to_f16(a[i]);
   flops = 2.0 * M * N * K;
   elems = M * N;
   // fp32: each table's slabs of conv_nhwc_tile.nr columns, K x nr each (the weight cache's layout)
@@ -107,6 +117,21 @@ static void gemm_variants(int64_t M, int64_t K, int64_t N, std::mt19937& rng, st
                     t->conv_nhwc(M, N, K, 1, &off0, a16.data(), K, bp, bss, cp, N, bias.data(), Act::Relu, nullptr, 0);
                   }, {}, [=](int64_t j) { return double(bf16_to_f32(cp[j])); }, true});
   }
+  hpacks.reserve(2);
+  houts.reserve(2);
+  for (LpIsa isa : kF16Isas) {
+    const LpUKernels<f16_t>* t = lp_ukernels_for<f16_t>(isa);
+    if (!t) continue;
+    hpacks.emplace_back(lp_packed_size(t->pack, 1, K, N));
+    lp_pack(t->pack, 1, K, N, w.data(), N, hpacks.back().data());
+    houts.emplace_back(M * N);
+    const f16_t* bp = hpacks.back().data();
+    f16_t* cp = houts.back().data();
+    const int64_t bss = lp_slab_stride(t->pack, 1, K);
+    vs.push_back({std::string("f16_") + t->name, [=] {
+                    t->conv_nhwc(M, N, K, 1, &off0, ah.data(), K, bp, bss, cp, N, bias.data(), Act::Relu, nullptr, 0);
+                  }, {}, [=](int64_t j) { return double(f16_to_f32(cp[j])); }, true});
+  }
 }
 
 // Pixel stride (elements) of a scratch tile of c channels of `bytes` each: whole 64-byte lines, an odd number.
@@ -124,16 +149,19 @@ static void dw_variants(int64_t C, int k, int s, int64_t H, int64_t W, std::mt19
   // operands and results for the process's life: the variants' calls point into them
   static std::vector<float> in, w, bias;
   static std::vector<bf16_t> in16;
+  static std::vector<f16_t> inh;
   static std::vector<std::vector<float>> outs32;
   static std::vector<std::vector<bf16_t>> outs;
+  static std::vector<std::vector<f16_t>> houts;
   std::uniform_real_distribution<float> d(-1.f, 1.f);
   const int64_t Ho = (H - 1) / s + 1, Wo = (W - 1) / s + 1;
   const int64_t ps32 = tile_stride(C, 4), ps16 = tile_stride(C, 2);
-  in.assign(H * W * ps32, 0.f), in16.assign(H * W * ps16, bf16_t{});
+  in.assign(H * W * ps32, 0.f), in16.assign(H * W * ps16, bf16_t{}), inh.assign(H * W * ps16, f16_t{});
   for (int64_t p = 0; p < H * W; ++p)
     for (int64_t c = 0; c < C; ++c) {
       in[p * ps32 + c] = bf16_to_f32(f32_to_bf16(d(rng)));
       in16[p * ps16 + c] = f32_to_bf16(in[p * ps32 + c]);
+      inh[p * ps16 + c] = f32_to_f16(in[p * ps32 + c]);
     }
   w.resize(k * k * C), bias.resize(C);
   for (auto& x : w) x = d(rng);
@@ -163,6 +191,16 @@ static void dw_variants(int64_t C, int k, int s, int64_t H, int64_t W, std::mt19
                                    op, ps16, Wo * ps16, 0, Ho);
                   }, {}, [=](int64_t j) { return double(bf16_to_f32(op[j / C * ps16 + j % C])); }, true});
   }
+  houts.reserve(2);
+  for (LpIsa isa : kF16Isas) {
+    const LpUKernels<f16_t>* t = lp_ukernels_for<f16_t>(isa);
+    if (!t) continue;
+    f16_t* op = houts.emplace_back(Ho * Wo * ps16).data();
+    vs.push_back({std::string("f16_") + t->name, [=] {
+                    t->dwconv_nhwc(C, k, s, inh.data(), ps16, W * ps16, 0, H, W, w.data(), C, bias.data(), Act::Relu,
+                                   op, ps16, Wo * ps16, 0, Ho);
+                  }, {}, [=](int64_t j) { return double(f16_to_f32(op[j / C * ps16 + j % C])); }, true});
+  }
 }
 
 int main(int argc, char** argv) {
@@ -190,12 +228,13 @@ int main(int argc, char** argv) {
   }
   // calls per round: ~10 ms at ~100 GFLOP/s
   const long reps = std::max<long>(3, long(1e9 / flops));
-  std::vector<double> pf32, pdp, pamx;
+  std::vector<double> pf32, pdp, pamx, pph;
   for (auto& v : vs) v.call();  // warm-up
   for (int r = 0; r < rounds; ++r) {
     pf32.push_back(bf16_peak_fma32(200000));
     pdp.push_back(bf16_peak_dp(200000));
     pamx.push_back(bf16_peak_amx(20000));
+    pph.push_back(bf16_peak_ph(200000));
     for (auto& v : vs) {
       const double t0 = thread_seconds();
       for (long i = 0; i < reps; ++i) v.call();
@@ -215,9 +254,9 @@ int main(int argc, char** argv) {
     return x.empty() ? 0.0 : x[x.size() / 2];
   };
   auto best = [](const std::vector<double>& x) { return x.empty() ? 0.0 : *std::max_element(x.begin(), x.end()); };
-  const char* pn[] = {"fma32_peak", "vdpbf16ps_peak", "tdpbf16ps_peak"};
-  const std::vector<double>* pv[] = {&pf32, &pdp, &pamx};
-  for (int i = 0; i < 3; ++i)
+  const char* pn[] = {"fma32_peak", "vdpbf16ps_peak", "tdpbf16ps_peak", "vfmadd231ph_peak"};
+  const std::vector<double>* pv[] = {&pf32, &pdp, &pamx, &pph};
+  for (int i = 0; i < 4; ++i)
     if (best(*pv[i]) > 0)
       std::printf("{\"variant\": \"%s\", \"gflops_median\": %.2f, \"gflops_best\": %.2f}\n", pn[i], med(*pv[i]),
                   best(*pv[i]));

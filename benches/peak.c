@@ -7,6 +7,7 @@
  *              wider than the registers would split and spill them (64-byte vectors on an AVX2 core measured 11
  *              of 115 GFLOP/s), so the width follows the CPU.
  *   vdpbf16ps: the same 12 chains as AVX512-BF16 vdpbf16ps zmm (16 lanes x 2 products x 2 flops = 64 flops).
+ *   vfmadd231ph: the same 12 chains as AVX512-FP16 vfmadd231ph zmm (32 fp16 lanes x 2 flops = 64 flops).
  *   tdpbf16ps: AMX-BF16, four 16x16 fp32 C tiles updated round-robin from two A and two B tiles (each
  *              tdpbf16ps: 16 x 16 x 32 multiply-adds = 16384 flops); needs arch_prctl(ARCH_REQ_XCOMP_PERM,
  *              XFEATURE_XTILEDATA) first, once per process.
@@ -14,7 +15,7 @@
  * ISA code sits behind target attributes, so any -march builds it (mnv4_kernels.bench.peak_gflops uses
  * cc -O2 -march=native, benches/bf16_cpu.py gcc -O2).
  *     peak THREADS  ->  lines "<name> <GFLOP/s> <seconds>" (best of 3 runs; THREADS threads, one loop each)
- *                       or "<name> skipped: <reason>", for name in fma32, vdpbf16ps, tdpbf16ps
+ *                       or "<name> skipped: <reason>", for name in fma32, vdpbf16ps, tdpbf16ps, vfmadd231ph
  * With -DPEAK_NO_MAIN it is the one-thread peak loops that benches/bf16_kernels_cpu.cpp times between its kernels
  * (bf16_peak_* below: GFLOP/s of one run, 0 where the CPU lacks the instructions).                          */
 #include <pthread.h>
@@ -37,6 +38,7 @@ enum { CHAINS = 12 };
 static long FMA_ITERS = 60000000;
 static long DP_ITERS = 40000000;
 static long AMX_ITERS = 4000000;
+static long PH_ITERS = 40000000;
 
 /* The fp32 chains on GCC vectors of VB bytes (FLOPS_PER_ITER = 2 * lanes * CHAINS). */
 #define FMA_LOOP(VB)                                                                   \
@@ -73,6 +75,21 @@ __attribute__((target("avx512f,avx512bf16"))) static void* run_dp(void* out) {
   }
   float s = 0;
   for (int j = 0; j < CHAINS; ++j) s += _mm512_reduce_add_ps(acc[j]);
+  *(float*)out = s; /* keeps the chains alive */
+  return NULL;
+}
+
+__attribute__((target("avx512f,avx512fp16"))) static void* run_ph(void* out) {
+  __m512h acc[CHAINS];
+  const __m512h a = _mm512_set1_ph((_Float16)0.999f), b = _mm512_set1_ph((_Float16)1e-3f);
+  for (int j = 0; j < CHAINS; ++j) acc[j] = _mm512_set1_ph((_Float16)j);
+  const long iters = PH_ITERS;
+  for (long k = 0; k < iters; ++k) {
+#pragma GCC unroll 12
+    for (int j = 0; j < CHAINS; ++j) acc[j] = _mm512_fmadd_ph(acc[j], a, b);
+  }
+  float s = 0;
+  for (int j = 0; j < CHAINS; ++j) s += (float)_mm512_reduce_add_ph(acc[j]);
   *(float*)out = s; /* keeps the chains alive */
   return NULL;
 }
@@ -148,6 +165,16 @@ static struct peak dp_peak(void) {
 #endif
 }
 
+static struct peak ph_peak(void) {
+#if PEAK_X86
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512fp16")) return (struct peak){"vfmadd231ph", run_ph, 64.0 * CHAINS, &PH_ITERS, 0};
+  return (struct peak){"vfmadd231ph", 0, 0, 0, "the CPU has no AVX512-FP16"};
+#else
+  return (struct peak){"vfmadd231ph", 0, 0, 0, "not an x86 CPU"};
+#endif
+}
+
 static struct peak amx_peak(void) {
 #if PEAK_X86
   __builtin_cpu_init();
@@ -180,6 +207,7 @@ static double once(struct peak p, long iters) {
 double bf16_peak_fma32(long iters) { return once(fma32_peak(), iters); }
 double bf16_peak_dp(long iters) { return once(dp_peak(), iters); }
 double bf16_peak_amx(long iters) { return once(amx_peak(), iters); }
+double bf16_peak_ph(long iters) { return once(ph_peak(), iters); }
 
 #ifndef PEAK_NO_MAIN
 /* Best of 3 runs of `threads` threads each running the loop once: prints the peak's line. */
@@ -213,6 +241,7 @@ int main(int argc, char** argv) {
   }
   report(fma32_peak(), threads);
   report(dp_peak(), threads);
+  report(ph_peak(), threads);
   report(amx_peak(), threads); /* after the arch_prctl request in amx_peak(), which covers every thread */
   return 0;
 }

@@ -90,7 +90,7 @@ TORCH_LIBRARY(mnv4_cpu, m) {
   m.def("lp_convert_on_load() -> bool",
         [] { return cpu::lp_convert_on_load(cpu::lp_ukernels<cpu::bf16_t>().isa); });
   // What the CPU ops compute fp16 activations with: the f16 table's name where it has fp16 arithmetic
-  // ("neon_fp16"; "neon_fp16_emu" when MNV4_CPU_LP_ISA forces it, in tests), else "fp32" (converted at each
+  // ("neon_fp16", "avx512fp16"; an emulation when MNV4_CPU_LP_ISA forces it, in tests), else "fp32" (converted at each
   // op's entry and exit: csrc/cpu/kernel_set.h f16_kernels). For tests and benchmark records.
   m.def("f16_isa() -> str",
         [] { return std::string(f16_kernels() ? cpu::lp_ukernels<cpu::f16_t>().name : "fp32"); });

@@ -18,11 +18,12 @@ from mnv4_reference import functional as F
 BF16_TOL = 2.0 ** -8
 
 
-# fp16 on the f16 kernels (neon_fp16 and its emulation): fp16's unit roundoff 2^-11 times 8, the table's
-# f16_acc_chunk. Those kernels sum chunks of 8 products in fp16 before the fp32 accumulator, adding up to
-# gamma_8(2^-11) of each chunk's sum of |products| (ukernels_bf16.h); the composite sums in fp32. Rounding
-# boundaries aside, the difference is a sum of such chunk errors of random sign, norm-wise far below 2^-8 of
-# the result on these random operands; a wrong operand, tap, bias or residual gives far more.
+# fp16 on the f16 kernels (neon_fp16, avx512fp16 and their emulations): 2^-8, fp16's unit roundoff 2^-11 times 8.
+# Those kernels sum chunks of f16_acc_chunk products (8 on neon_fp16, 16 on avx512fp16) in fp16 before the fp32
+# accumulator, adding up to gamma_chunk(2^-11) of each chunk's sum of |products| (ukernels_bf16.h); the
+# composite sums in fp32. Rounding boundaries aside, the difference is a sum of such chunk errors of random sign:
+# norm-wise (rel_err) about sqrt(chunk) roundings, far below 2^-8 of the result on these random operands even
+# at chunk 16; a wrong operand, tap, bias or residual gives far more.
 F16_TOL = 2.0 ** -8
 
 
@@ -37,9 +38,9 @@ def _low(x):
 
 
 def f16_on_kernels():
-    """Whether the CPU ops compute fp16 on the f16 kernels here (aarch64 with FP16, or neon_fp16_emu forced by
-    MNV4_CPU_LP_ISA): then fp16 rounds where bf16 does, and its tests compare with the staged composites within
-    F16_TOL; else it is computed in fp32 and rounded once."""
+    """Whether the CPU ops compute fp16 on the f16 kernels here (aarch64 with FP16, x86 with AVX512-FP16, or an
+    emulation forced by MNV4_CPU_LP_ISA): then fp16 rounds where bf16 does, and its tests compare with the staged
+    composites within F16_TOL; else it is computed in fp32 and rounded once."""
     return torch.ops.mnv4_cpu.f16_isa() != "fp32"
 
 

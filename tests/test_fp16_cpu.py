@@ -1,12 +1,16 @@
 """fp16 on the f16 kernels: the CPU ops and the fused model on fp16 activations where the f16 table has fp16
-arithmetic (aarch64 with FP16: neon_fp16, FMLA .8h), kernel_set.h's f16_kernels.
+arithmetic (aarch64 with FP16: neon_fp16, FMLA .8h; x86 with AVX512-FP16: avx512fp16, vfmadd231ph),
+kernel_set.h's f16_kernels.
 
-No CI machine runs neon_fp16 natively, so these tests run the same schedules on neon_fp16_emu, a portable table
-with neon_fp16's arithmetic (fp16 fused multiply-adds in chunks of 8 products, then fp32 accumulation:
-csrc/cpu/kernels/fallback/bf16_scalar.cpp), forced by MNV4_CPU_LP_ISA in a subprocess;
-tests/test_microkernels.py checks, under qemu-aarch64, that the emulation and FMLA .8h agree bit for bit.
-Without the emulation forced, x86 computes fp16 in fp32; the other files' fp16 tests follow whichever path runs
-(bf16_reference.f16_on_kernels). The pointwise op (the heads) computes fp16 in fp32 on every CPU.
+Every CI machine runs these on two portable tables, forced by MNV4_CPU_LP_ISA in a subprocess:
+  neon_fp16_emu: neon_fp16's arithmetic output by output (fp16 fused multiply-adds in chunks of 8 products,
+    then fp32 accumulation: csrc/cpu/kernels/fallback/bf16_scalar.cpp);
+  avx512fp16_emu: avx512fp16's kernel code over portable fp16 vectors (chunks of 16: fallback/f16_fma_emu.cpp).
+tests/test_microkernels.py checks that each table computes the chunked fp16 arithmetic bit for bit, FMLA .8h
+under qemu-aarch64 and vfmadd231ph where the CPU has it; there avx512fp16 runs these tests natively too.
+Without a table forced, a CPU without fp16 arithmetic computes fp16 in fp32; the other files' fp16 tests follow
+whichever path runs (bf16_reference.f16_on_kernels). The pointwise op (the heads) computes fp16 in fp32 on every
+CPU.
 
 References: the composites of bf16_reference.py, which follow x's dtype (fp16 operands, fp32 sums, each stored
 stage rounded to fp16 where the kernels round it), within F16_TOL (bf16_reference.py: the chunked fp16 sums);
@@ -27,7 +31,18 @@ from mnv4_reference.testing import random_mqa_args, random_uib_args, run_script
 from bf16_reference import staged_uib
 
 f16 = torch.float16
-TABLE = "neon_fp16_emu"
+
+
+def _has_avx512fp16():
+    import platform
+    if platform.machine() not in ("x86_64", "AMD64") or not os.path.exists("/proc/cpuinfo"):
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags")), [])
+    return all(f in flags for f in ("avx512_fp16", "avx512bw", "avx512vl"))
+
+
+# the tables these tests force: both emulations everywhere, the native one where the CPU has it
+TABLES = ["neon_fp16_emu", "avx512fp16_emu"] + (["avx512fp16"] if _has_avx512fp16() else [])
 
 
 def uib_checks():
@@ -75,39 +90,41 @@ def model_checks():
         assert {b for _, _, b, _ in fused.steps} == ({"cpu", "composite"} if pooled else {"cpu"}), fused.summary()
 
 
-def _run(what):
-    """`what` (a function of this module) in a fresh process on the emulated table, with 2 threads; the
-    subprocess checks that the fp16 ops run that table."""
+def _run(what, table):
+    """`what` (a function of this module) in a fresh process on f16 table `table`, with 2 threads; the subprocess
+    checks that the fp16 ops run that table."""
     script = textwrap.dedent(f"""
         import torch, mnv4_kernels, test_fp16_cpu as t
-        assert torch.ops.mnv4_cpu.f16_isa() == "{TABLE}", torch.ops.mnv4_cpu.f16_isa()
+        assert torch.ops.mnv4_cpu.f16_isa() == "{table}", torch.ops.mnv4_cpu.f16_isa()
         torch.set_num_threads(2)
         t.{what}()
         print("ok")
     """)
     path = os.pathsep.join([os.path.dirname(os.path.abspath(__file__))] + [p for p in sys.path if p])
-    out = run_script(script, timeout=1200, env=dict(os.environ, MNV4_CPU_LP_ISA=TABLE, PYTHONPATH=path)).stdout
+    out = run_script(script, timeout=1200, env=dict(os.environ, MNV4_CPU_LP_ISA=table, PYTHONPATH=path)).stdout
     assert out.strip().endswith("ok"), out
     return out
 
 
+@pytest.mark.parametrize("table", TABLES)
 @pytest.mark.parametrize("what", ["uib_checks", "conv_checks", "pointwise_checks", "mqa_checks"])
-def test_ops_fp16_kernels(what):
-    _run(what)
+def test_ops_fp16_kernels(what, table):
+    _run(what, table)
 
 
-def test_accuracy_contract_fp16_kernels():
-    print(_run("model_checks"))
+@pytest.mark.parametrize("table", TABLES)
+def test_accuracy_contract_fp16_kernels(table):
+    print(_run("model_checks", table))
 
 
 def test_f16_isa_here():
-    """What fp16 runs on this machine: neon_fp16 on aarch64 with FP16 arithmetic, else fp32 (x86 has no f16
-    table; there the fp16 tests of the other files apply)."""
+    """What fp16 runs on this machine: neon_fp16 on aarch64 with FP16 arithmetic, avx512fp16 on x86 with
+    AVX512-FP16, else fp32 (there the fp16 tests of the other files apply)."""
     import platform
     hp = False
     if platform.machine() in ("aarch64", "arm64") and os.path.exists("/proc/cpuinfo"):
         hp = " asimdhp" in open("/proc/cpuinfo").read()
-    want = "neon_fp16" if hp else "fp32"
+    want = "neon_fp16" if hp else "avx512fp16" if _has_avx512fp16() else "fp32"
     if os.environ.get("MNV4_CPU_LP_ISA"):
         pytest.skip("MNV4_CPU_LP_ISA forces a table in this process")
     assert torch.ops.mnv4_cpu.f16_isa() == want

@@ -111,8 +111,12 @@ def test_bf16_native():
     import platform
     # the AMX kernel's logic through the portable tile emulation, on every CPU
     assert "bf16:amx_emu_portable" in out.split("emulated")[1].splitlines()[0], out[-3000:]
-    # neon_fp16's arithmetic, portably (the f16 ops' schedules run it in tests/test_fp16_cpu.py)
-    assert "f16:neon_fp16_emu" in out.split("emulated")[1].splitlines()[0], out[-3000:]
+    # neon_fp16's arithmetic, portably, and avx512fp16's kernel over portable fp16 vectors (the f16 ops'
+    # schedules run both in tests/test_fp16_cpu.py), each bit for bit with the chunked fp16 arithmetic
+    emulated = out.split("emulated")[1].splitlines()[0]
+    assert "f16:neon_fp16_emu" in emulated and "f16:avx512fp16_emu" in emulated, out[-3000:]
+    for table in ("neon_fp16_emu", "avx512fp16_emu"):
+        assert re.search(rf"\n{table}: [1-9]\d* cases bit for bit with the chunked fp16 arithmetic", out), out[-3000:]
     if platform.machine() in ("x86_64", "AMD64"):
         flags = _cpu_flags()
         native = out.split("native:")[1].splitlines()[0]
@@ -124,6 +128,10 @@ def test_bf16_native():
             assert "bf16:avx512bf16" in native, out[-3000:]
         if "amx_bf16" in flags:  # the native AMX kernel runs where the CPU has it (else it says why not)
             assert "bf16:amx " in native + " ", out[-3000:]
+        if "avx512_fp16" in flags and "avx512bw" in flags and "avx512vl" in flags:  # vfmadd231ph, and the pick
+            assert "f16:avx512fp16 " in native + " ", out[-3000:]
+            assert re.search(r"\navx512fp16: [1-9]\d* cases bit for bit", out), out[-3000:]
+            assert out.split("default tables: bf16 ")[1].split(", f16 ")[1].split()[0] == "avx512fp16", out[-3000:]
         # the automatic bf16 pick: amx where usable, else avx512bf16 only where its dot product outruns the FMAs
         # (on Intel cores it runs at half their rate, and the convert-on-load avx512 table is faster)
         default = out.split("default tables: bf16 ")[1].split(",")[0]
@@ -143,8 +151,9 @@ def test_bf16_aarch64_under_qemu():
                     ("qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"))
     native = out.split("native:")[1].splitlines()[0]
     assert "bf16:neon_bf16" in native and "f16:neon_fp16" in native and "bf16:neon " in native + " ", out[-3000:]
-    # the emulation that tests the f16 ops on every CPU computes what FMLA .8h computes, bit for bit
-    assert re.search(r"neon_fp16 vs neon_fp16_emu: [1-9]\d* cases bit for bit", out), out[-3000:]
+    # FMLA .8h computes the chunked fp16 arithmetic bit for bit, as the emulation that tests the f16 ops on every
+    # CPU does
+    assert re.search(r"\nneon_fp16: [1-9]\d* cases bit for bit with the chunked fp16 arithmetic", out), out[-3000:]
 
 
 def test_bf16_sanitizers():

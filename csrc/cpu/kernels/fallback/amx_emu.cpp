@@ -121,29 +121,7 @@ void amx_emu_dpbf16ps(int c, int a, int b) {
 // ---- the AMX kernel over the emulation, scalar epilogue ----
 namespace amx_emu_portable {
 
-// fp32 "vectors" of one lane: the V of common/bf16_impl.h and vec_math.h, so the kernel's epilogue (and
-// gelu_v) are the SIMD tables' code paths, one lane wide.
-struct ScalarVec {
-  using T = float;
-  static constexpr int W = 1;
-  static T zero() { return 0.f; }
-  static T set1(float f) { return f; }
-  static T loadu(const float* p) { return *p; }
-  static T loadn(const float* p, int n) { return n > 0 ? *p : 0.f; }
-  static void storeu(float* p, T v) { *p = v; }
-  static T add(T a, T b) { return a + b; }
-  static T sub(T a, T b) { return a - b; }
-  static T mul(T a, T b) { return a * b; }
-  static T div(T a, T b) { return a / b; }
-  static T abs(T a) { return std::fabs(a); }
-  static T select_neg(T x, T a, T b) { return std::signbit(x) ? a : b; }
-  static T fma(T a, T b, T c) { return std::fma(a, b, c); }
-  static T max(T a, T b) { return a > b ? a : b; }  // b when either is NaN, as x86 maxps
-  static T min(T a, T b) { return a < b ? a : b; }
-  static T round(T a) { return std::nearbyint(a); }
-  static T ldexp(T p, T i) { return std::ldexp(p, int(i)); }
-  static T zero_below(T r, T x, float t) { return x >= t ? r : 0.f; }
-};
+#include "../common/scalar_vec.h"
 
 struct ScalarBf16 {
   using V = ScalarVec;

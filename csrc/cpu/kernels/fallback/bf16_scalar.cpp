@@ -172,9 +172,9 @@ void f16_conv_nhwc__scalar(int64_t M, int64_t N, int64_t K, int T, const int64_t
 }
 // ---- neon_fp16's arithmetic, portable (the neon_fp16_emu table) ----
 
-// v rounded once to fp16, to nearest even (+-inf past 65504, subnormals kept, NaN quieted): from the bits of
-// the double, so that a sum held exactly in a double is rounded once, as a fused fp16 multiply-add rounds.
-static f16_t f64_to_f16(double v) {
+// From the bits of the double, so that a sum held exactly in a double is rounded once, as a fused fp16
+// multiply-add rounds.
+f16_t f64_to_f16(double v) {
   uint64_t x;
   std::memcpy(&x, &v, 8);
   const uint16_t sign = uint16_t((x >> 48) & 0x8000u);

@@ -34,6 +34,10 @@ static const LpUKernels<f16_t> kF16Scalar{LpIsa::Scalar, "scalar", 1, kPackF16K1
 static const LpUKernels<f16_t> kF16NeonFp16Emu{LpIsa::NeonFp16Emu, "neon_fp16_emu", 4, kPackF16K16,
                                                kNeonFp16AccChunk, 0, f16_conv_nhwc__neonfp16_emu,
                                                f16_dwconv_nhwc__scalar};
+// avx512fp16's GEMM kernel over portable fp16 vectors, with the scalar depthwise conv (tests, every CPU).
+static const LpUKernels<f16_t> kF16Avx512Fp16Emu{LpIsa::Avx512Fp16Emu, "avx512fp16_emu", 8, kPackF16K32,
+                                                 kAvx512Fp16AccChunk, 0, f16_conv_nhwc_8x32__avx512fp16_emu,
+                                                 f16_dwconv_nhwc__scalar};
 #if defined(__x86_64__) || defined(_M_X64)
 static const LpUKernels<bf16_t> kBf16Avx512{LpIsa::Avx512F, "avx512", 7, kPackBf16Kpair32, 0, 0,
                                             bf16_conv_nhwc_7x32__avx512f, bf16_dwconv_nhwc__avx512f};
@@ -45,6 +49,8 @@ static const LpUKernels<bf16_t> kBf16AmxEmu{LpIsa::AmxEmu, "amx_emu", 32, kPackB
                                             bf16_conv_nhwc_32x32__amx_emu, bf16_dwconv_nhwc__avx512f};
 static const LpUKernels<bf16_t> kBf16Avx2{LpIsa::Avx2, "avx2", 6, kPackBf16Kpair16, 0, 0, bf16_conv_nhwc_6x16__avx2_fma,
                                           bf16_dwconv_nhwc__avx2_fma};
+static const LpUKernels<f16_t> kF16Avx512Fp16{LpIsa::Avx512Fp16, "avx512fp16", 8, kPackF16K32, kAvx512Fp16AccChunk,
+                                              0, f16_conv_nhwc_8x32__avx512fp16, f16_dwconv_nhwc__avx512fp16};
 static bool x86_avx512_bw_vl() {
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma");
@@ -109,6 +115,13 @@ static const LpUKernels<f16_t>* f16_for(LpIsa isa, const char** why) {
   switch (isa) {
     case LpIsa::Scalar: k = &kF16Scalar; break;
     case LpIsa::NeonFp16Emu: k = &kF16NeonFp16Emu; break;
+    case LpIsa::Avx512Fp16Emu: k = &kF16Avx512Fp16Emu; break;
+#if defined(__x86_64__) || defined(_M_X64)
+    case LpIsa::Avx512Fp16:
+      if (x86_avx512_bw_vl() && __builtin_cpu_supports("avx512fp16")) k = &kF16Avx512Fp16;
+      else no = "the CPU lacks AVX512-FP16";
+      break;
+#endif
 #if defined(__aarch64__)
     case LpIsa::NeonFp16:
       if (getauxval(AT_HWCAP) & HWCAP_ASIMDHP) k = &kF16NeonFp16; else no = "the CPU lacks FP16 (HWCAP_ASIMDHP)";
@@ -125,13 +138,13 @@ const LpUKernels<bf16_t>* lp_ukernels_for<bf16_t>(LpIsa isa, const char** why) {
 template <>
 const LpUKernels<f16_t>* lp_ukernels_for<f16_t>(LpIsa isa, const char** why) { return f16_for(isa, why); }
 
-// Best first; the emulated tables (AMX, neon_fp16_emu) are for the tests only.
+// Best first; the emulated tables (AMX, neon_fp16_emu, avx512fp16_emu) are for the tests only.
 static constexpr LpIsa kBf16Order[] = {LpIsa::Amx,      LpIsa::Avx512Bf16, LpIsa::Avx512F,
                                        LpIsa::Avx2,     LpIsa::NeonBf16,   LpIsa::Neon};
-static constexpr LpIsa kF16Order[] = {LpIsa::NeonFp16};
+static constexpr LpIsa kF16Order[] = {LpIsa::Avx512Fp16, LpIsa::NeonFp16};
 static constexpr LpIsa kAllIsas[] = {LpIsa::Scalar, LpIsa::Avx512F, LpIsa::Avx512Bf16, LpIsa::Amx, LpIsa::AmxEmu,
                                      LpIsa::AmxEmuPortable, LpIsa::Neon, LpIsa::NeonBf16, LpIsa::NeonFp16,
-                                     LpIsa::Avx2, LpIsa::NeonFp16Emu};
+                                     LpIsa::Avx2, LpIsa::NeonFp16Emu, LpIsa::Avx512Fp16, LpIsa::Avx512Fp16Emu};
 
 // Whether the avx512bf16 table beats the convert-on-load avx512 one here: its dot product must outrun the fp32
 // FMAs (ukernels_bf16.h, avx512bf16_dot_rate; on an Intel core without AMX, or with AMX refused, it does not).

@@ -99,6 +99,27 @@ static bool check_elem(E got, double want, double tol, const std::string& what, 
   return ok;
 }
 
+// f64_to_f16 (the fp16 emulations' one rounding of an exact double), over every finite fp16 x and the next
+// value xn of larger magnitude: x itself, their midpoint (to the even one), and 2^-30 of their gap either side
+// of it (closer than any float, so a rounding through fp32 first would tie); plus overflow and NaN.
+static int test_f64_to_f16() {
+  int bad = 0;
+  for (uint32_t h = 0; h < 65536; ++h) {
+    if ((h & 0x7fffu) >= 0x7bffu) continue;  // inf / NaN, and 65504 (its next is inf)
+    const f16_t x{uint16_t(h)}, xn{uint16_t(h + 1)};
+    const double f = f16_to_f32(x), fn = f16_to_f32(xn), mid = (f + fn) / 2, tiny = (fn - f) * 0x1p-30;
+    const uint16_t even = (h & 1u) ? uint16_t(h + 1) : uint16_t(h);
+    if (f64_to_f16(f).bits != h || f64_to_f16(mid).bits != even || f64_to_f16(mid + tiny).bits != xn.bits ||
+        f64_to_f16(mid - tiny).bits != h) {
+      if (bad++ < 5) std::printf("FAIL f64_to_f16 around 0x%04x\n", h);
+    }
+  }
+  if (f64_to_f16(65520.0).bits != 0x7c00u || f64_to_f16(65519.99).bits != 0x7bffu || f64_to_f16(-1e300).bits != 0xfc00u)
+    ++bad;
+  if (!std::isnan(f16_to_f32(f64_to_f16(std::numeric_limits<double>::quiet_NaN())))) ++bad;
+  return bad;
+}
+
 // ---- conversions: exhaustive over the 65536 bit patterns ----
 template <class E>
 static void test_convert() {
@@ -136,6 +157,7 @@ static void test_convert() {
   if (!std::isnan(Ty<E>::f(Ty<E>::e(std::numeric_limits<float>::quiet_NaN())))) ++bad;
   if (std::is_same<E, f16_t>::value && !std::isinf(Ty<E>::f(Ty<E>::e(65520.f)))) ++bad;  // ties to even: inf
   if (std::is_same<E, f16_t>::value && Ty<E>::f(Ty<E>::e(65519.f)) != 65504.f) ++bad;
+  if (std::is_same<E, f16_t>::value) bad += test_f64_to_f16();
   ++checks;
   if (bad) {
     std::printf("FAIL %s conversions: %d errors\n", Ty<E>::name, bad);
@@ -427,12 +449,14 @@ static int run_tables(const std::string& group, const LpIsa* isas, size_t n, std
     const LpUKernels<E>* uk = lp_ukernels_for<E>(isas[i], &why);
     if (!uk) {
       static const char* const names[] = {"scalar", "avx512", "avx512bf16", "amx", "amx_emu", "amx_emu_portable",
-                                          "neon", "neon_bf16", "neon_fp16", "avx2", "neon_fp16_emu"};
+                                          "neon", "neon_bf16", "neon_fp16", "avx2", "neon_fp16_emu",
+                                          "avx512fp16", "avx512fp16_emu"};
       skipped += std::string(" ") + Ty<E>::name + ":" + names[int(isas[i])] + " (" + (why ? why : "?") + ")";
       continue;
     }
     ++tables;
-    const bool emu = uk->isa == LpIsa::AmxEmu || uk->isa == LpIsa::AmxEmuPortable || uk->isa == LpIsa::NeonFp16Emu;
+    const bool emu = uk->isa == LpIsa::AmxEmu || uk->isa == LpIsa::AmxEmuPortable || uk->isa == LpIsa::NeonFp16Emu ||
+                     uk->isa == LpIsa::Avx512Fp16Emu;
     (emu ? emulated : native) += std::string(" ") + Ty<E>::name + ":" + uk->name;
     if (group == "conv" || group == "all") test_conv(*uk, *oracle);
     if (group == "dwconv" || group == "all") test_dwconv(*uk);
@@ -444,7 +468,7 @@ static int run_tables(const std::string& group, const LpIsa* isas, size_t n, std
 // boundaries), from a row-major and from a transposed copy, into a buffer of poison, equals lp_pack of the same
 // values (exact in bf16) bit for bit, padding included.
 static void test_pack_block() {
-  for (const LpPack& p : {kPackBf16Kpair32, kPackBf16Kpair16, kPackF16K16})
+  for (const LpPack& p : {kPackBf16Kpair32, kPackBf16Kpair16, kPackF16K16, kPackF16K32})
     for (int64_t K : {1, 2, 5, 64, 67})
       for (int64_t N : {1, 7, 16, 33, 64})
         for (int split = 0; split < 4; ++split) {  // 0: whole; 1: row bands; 2: column bands; 3: both
@@ -480,32 +504,56 @@ static void test_pack_block() {
         }
 }
 
-// neon_fp16_emu against the arithmetic it models. Everywhere: a hand-computed case where fp16 chunk sums differ
-// from fp32 accumulation (2048 + 1 is a tie in fp16, rounded to the even 2048). Where neon_fp16 runs (aarch64
-// with FP16, qemu included): bit for bit against it over shapes that cover the chunk tail, several taps, the
-// residual and NaN (activation none and relu; gelu's vector form differs from the scalar one in the last bits).
-static void test_f16_emulation() {
-  const LpUKernels<f16_t>* emu = lp_ukernels_for<f16_t>(LpIsa::NeonFp16Emu);
-  {
-    float w[9], bias[1] = {0.f};
-    f16_t a[9], packed[9 * 16], c[1];
-    for (int k = 0; k < 9; ++k) w[k] = k == 0 ? 2048.f : 1.f, a[k] = f32_to_f16(1.f);
-    lp_pack(emu->pack, 1, 9, 1, w, 1, packed);
-    const int64_t off0 = 0;
-    emu->conv_nhwc(1, 1, 9, 1, &off0, a, 9, packed, lp_slab_stride(emu->pack, 1, 9), c, 1, bias, Act::None,
-                   nullptr, 0);
-    ++checks;
-    if (f16_to_f32(c[0]) != 2048.f) {  // chunk 1: 2048 (seven ties to even), chunk 2: 1; 2049 rounds to 2048
-      std::printf("FAIL neon_fp16_emu hand case: %g, want 2048\n", f16_to_f32(c[0]));
-      ++failures;
+// The f16 tables with fp16 arithmetic (f16_acc_chunk > 0: neon_fp16, avx512fp16 and their emulations) against
+// the arithmetic they promise, bit for bit. chunked_f16 below is that arithmetic, written here from the contract
+// (ukernels_bf16.h f16_acc_chunk), output by output over the unpacked weights: per tap, chunks of `chunk` products
+// summed from zero by fused multiply-adds, each rounded once to fp16 (f64_to_f16 of the exact double: a product
+// of two fp16 values is exact in a double, and so is its sum with a partial sum unless the partial sum is below
+// 2^-42 of it, where it could only break a tie), each chunk's sum added to an fp32 accumulator that starts at the
+// bias; then the activation, the residual and one rounding to fp16. Shapes cover the chunk tail, several taps,
+// row and column tails of the register tiles, the residual and NaN (activation none and relu; gelu's vector form
+// differs from the scalar one in the last bits). Also a hand-computed case where fp16 chunk sums differ from fp32
+// accumulation (2048 + 1 is a tie in fp16, rounded to the even 2048).
+static float chunked_f16(int64_t m, int64_t n, int64_t N, int64_t K, int T, const int64_t* off, const f16_t* A,
+                         int64_t lda, const std::vector<float>& w, const float* bias, Act act, const f16_t* R,
+                         int chunk) {
+  float acc = bias ? bias[n] : 0.f;
+  for (int t = 0; t < T; ++t)
+    for (int64_t k0 = 0; k0 < K; k0 += chunk) {
+      f16_t h{0};
+      for (int64_t k = k0; k < std::min<int64_t>(K, k0 + chunk); ++k)
+        h = f64_to_f16(double(f16_to_f32(h)) + double(f16_to_f32(A[m * lda + off[t] + k])) *
+                                                   double(f16_to_f32(f32_to_f16(w[size_t((t * K + k) * N + n)]))));
+      acc += f16_to_f32(h);
     }
+  float y = act == Act::Relu ? (acc > 0.f || std::isnan(acc) ? acc : 0.f) : acc;
+  if (R) y += f16_to_f32(R[m * N + n]);
+  return y;
+}
+
+static void f16_hand_case(const LpUKernels<f16_t>& uk) {
+  float w[9], bias[1] = {0.f};
+  std::vector<f16_t> packed(size_t(lp_packed_size(uk.pack, 1, 9, 1)));
+  f16_t a[9], c[1];
+  for (int k = 0; k < 9; ++k) w[k] = k == 0 ? 2048.f : 1.f, a[k] = f32_to_f16(1.f);
+  lp_pack(uk.pack, 1, 9, 1, w, 1, packed.data());
+  const int64_t off0 = 0;
+  uk.conv_nhwc(1, 1, 9, 1, &off0, a, 9, packed.data(), lp_slab_stride(uk.pack, 1, 9), c, 1, bias, Act::None,
+               nullptr, 0);
+  ++checks;
+  // chunk 8: 2048 (seven ties to even), then 1: 2049 rounds to 2048; a chunk of 9 or more: 2048 (eight ties)
+  if (f16_to_f32(c[0]) != 2048.f) {
+    std::printf("FAIL %s hand case: %g, want 2048\n", uk.name, f16_to_f32(c[0]));
+    ++failures;
   }
-  const LpUKernels<f16_t>* neon = lp_ukernels_for<f16_t>(LpIsa::NeonFp16);
-  if (!neon) return;
+}
+
+static void test_f16_arithmetic(const LpUKernels<f16_t>& uk) {
+  f16_hand_case(uk);
   int cases = 0;
-  for (int64_t M : {1, 3, 4, 5, 9})
-    for (int64_t N : {1, 16, 17, 40})
-      for (int64_t K : {0, 1, 7, 8, 9, 31, 64, 161})
+  for (int64_t M : {1, 3, 4, 5, 8, 9, 17})
+    for (int64_t N : {1, 16, 17, 33, 40, 64})
+      for (int64_t K : {0, 1, 7, 8, 9, 15, 16, 17, 31, 64, 161})
         for (int T : {1, 9}) {
           if (T == 9 && K > 64) continue;
           const int idx = cases++;
@@ -522,27 +570,32 @@ static void test_f16_emulation() {
           for (auto& v : bias) v = rand_val<f16_t>();
           std::vector<f16_t> R(static_cast<size_t>(M * N));
           for (auto& v : R) v = f32_to_f16(rand_val<f16_t>());
-          std::vector<f16_t> Bp(size_t(std::max<int64_t>(1, lp_packed_size(neon->pack, T, K, N))));
-          lp_pack(neon->pack, T, K, N, w.data(), N, Bp.data());
-          const int64_t bss = lp_slab_stride(neon->pack, T, K);
-          std::vector<f16_t> got(size_t(M * ldc), f16_t{kPoison}), want(got);
+          std::vector<f16_t> got(size_t(M * ldc), f16_t{kPoison});
           const float* bp = has_bias ? bias.data() : nullptr;
           const f16_t* rp = res ? R.data() : nullptr;
-          neon->conv_nhwc(M, N, K, T, off.data(), A.data(), lda, Bp.data(), bss, got.data(), ldc, bp, act, rp, N);
-          emu->conv_nhwc(M, N, K, T, off.data(), A.data(), lda, Bp.data(), bss, want.data(), ldc, bp, act, rp, N);
+          std::vector<f16_t> Bp(size_t(std::max<int64_t>(1, lp_packed_size(uk.pack, T, K, N))));
+          lp_pack(uk.pack, T, K, N, w.data(), N, Bp.data());
+          uk.conv_nhwc(M, N, K, T, off.data(), A.data(), lda, Bp.data(), lp_slab_stride(uk.pack, T, K), got.data(),
+                       ldc, bp, act, rp, N);
           ++checks;
-          for (size_t i = 0; i < got.size(); ++i) {
-            const bool both_nan = std::isnan(f16_to_f32(got[i])) && std::isnan(f16_to_f32(want[i]));
-            if (got[i].bits != want[i].bits && !both_nan) {
-              std::printf("FAIL neon_fp16 vs neon_fp16_emu M=%lld N=%lld K=%lld T=%d act=%s res=%d: element %zu "
-                          "0x%04x vs 0x%04x\n", (long long)M, (long long)N, (long long)K, T, act_name(act), int(res),
-                          i, got[i].bits, want[i].bits);
-              ++failures;
-              break;
+          bool ok = true;
+          for (int64_t m = 0; m < M && ok; ++m)
+            for (int64_t n = 0; n < N && ok; ++n) {
+              const f16_t want = f32_to_f16(chunked_f16(m, n, N, K, T, off.data(), A.data(), lda, w, bp, act, rp,
+                                                        uk.f16_acc_chunk));
+              const f16_t g = got[size_t(m * ldc + n)];
+              const bool both_nan = std::isnan(f16_to_f32(g)) && std::isnan(f16_to_f32(want));
+              if (g.bits != want.bits && !both_nan) {
+                std::printf("FAIL %s vs the chunked fp16 arithmetic M=%lld N=%lld K=%lld T=%d act=%s res=%d: (%lld, "
+                            "%lld) 0x%04x vs 0x%04x\n", uk.name, (long long)M, (long long)N, (long long)K, T,
+                            act_name(act), int(res), (long long)m, (long long)n, g.bits, want.bits);
+                ++failures;
+                ok = false;
+              }
             }
-          }
         }
-  std::printf("neon_fp16 vs neon_fp16_emu: %d cases bit for bit\n", cases);
+  std::printf("%s: %d cases bit for bit with the chunked fp16 arithmetic (chunk %d)\n", uk.name, cases,
+              uk.f16_acc_chunk);
 }
 
 int main(int argc, char** argv) {
@@ -573,17 +626,20 @@ int main(int argc, char** argv) {
         ++failures;
       }
   }
-  if (group == "conv" || group == "all") test_f16_emulation();
+  if (group == "conv" || group == "all")
+    for (LpIsa isa : {LpIsa::NeonFp16, LpIsa::NeonFp16Emu, LpIsa::Avx512Fp16, LpIsa::Avx512Fp16Emu})
+      if (const LpUKernels<f16_t>* uk = lp_ukernels_for<f16_t>(isa)) test_f16_arithmetic(*uk);
   std::string native, emulated, skipped;
   static const LpIsa bf16_isas[] = {LpIsa::Scalar, LpIsa::Avx2,   LpIsa::Avx512F,        LpIsa::Avx512Bf16, LpIsa::Amx,
                                     LpIsa::AmxEmu, LpIsa::AmxEmuPortable, LpIsa::Neon,     LpIsa::NeonBf16};
-  static const LpIsa f16_isas[] = {LpIsa::Scalar, LpIsa::NeonFp16, LpIsa::NeonFp16Emu};
+  static const LpIsa f16_isas[] = {LpIsa::Scalar, LpIsa::NeonFp16, LpIsa::NeonFp16Emu, LpIsa::Avx512Fp16,
+                                   LpIsa::Avx512Fp16Emu};
   int tables = 0;
   if (group != "convert") {
     tables += run_tables<bf16_t>(group, bf16_isas, sizeof bf16_isas / sizeof bf16_isas[0], native, emulated, skipped);
     tables += run_tables<f16_t>(group, f16_isas, sizeof f16_isas / sizeof f16_isas[0], native, emulated, skipped);
   }
-  std::printf("native:%s\nemulated (AMX tile emulation, neon_fp16 arithmetic):%s\nskipped:%s\n", native.c_str(),
+  std::printf("native:%s\nemulated (AMX tile emulation, fp16 arithmetic emulations):%s\nskipped:%s\n", native.c_str(),
               emulated.c_str(), skipped.empty() ? " none" : skipped.c_str());
   std::printf("default tables: bf16 %s, f16 %s\n", lp_ukernels<bf16_t>().name, lp_ukernels<f16_t>().name);
 #if defined(__x86_64__) || defined(_M_X64)

@@ -1,4 +1,4 @@
-// Reduced-precision traits (the L of common/bf16_impl.h) over AVX-512 for bf16, in two forms:
+// Reduced-precision traits (the L of common/bf16_impl.h) over AVX-512: for bf16 in two forms, and for fp16:
 //   Bf16Avx512Cvt: AVX-512F/BW/VL only. bf16 -> fp32 is a 16-bit shift; fp32 -> bf16 rounds to nearest even
 //     in integer lanes (NaN kept and quieted); the kpair product is two fp32 FMAs after unpacking each pair
 //     (even element: shift left 16; odd: mask the high half), exact like the products of vdpbf16ps.
@@ -78,6 +78,38 @@ struct Bf16Avx512Dp : Bf16Avx512Base {
   static inline AP a_hi(const E* p) { return _mm512_srli_epi32(a_at(p), 16); }
   static inline BP b_load(const E* p) { return _mm512_loadu_si512(p); }
   static inline __m512 dot(__m512 acc, AP a, BP b) { return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b); }
+};
+#endif
+
+#if defined(MNV4_LP_AVX512_FP16)
+struct F16Avx512 {
+  using V = Avx512Vec;
+  using E = f16_t;
+  static inline __m512 load(const E* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+  static inline __m512 loadn(const E* p, int n) {
+    if (n >= 16) return load(p);
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(V::mask(n), p));
+  }
+  static inline __m256i narrow(__m512 v) { return _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static inline void store(E* p, __m512 v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), narrow(v)); }
+  static inline void storen(E* p, __m512 v, int n) {
+    if (n >= 16) return store(p, v);
+    _mm256_mask_storeu_epi16(p, V::mask(n), narrow(v));
+  }
+};
+
+struct Fp16Avx512H {
+  using T = __m512h;
+  static inline T zero() { return _mm512_setzero_ph(); }
+  static inline T load(const f16_t* p) { return _mm512_castsi512_ph(_mm512_loadu_si512(p)); }
+  static inline T bcast(const f16_t* p) {
+    _Float16 x;
+    std::memcpy(&x, p, 2);
+    return _mm512_set1_ph(x);
+  }
+  static inline T fma(T a, T b, T c) { return _mm512_fmadd_ph(a, b, c); }
+  static inline __m512 lo(T h) { return _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_castph_si512(h))); }
+  static inline __m512 hi(T h) { return _mm512_cvtph_ps(_mm512_extracti64x4_epi64(_mm512_castph_si512(h), 1)); }
 };
 #endif
 
