@@ -3,10 +3,12 @@
 For each case (model, resolution, batch) both models are fused from the same randomized reference weights and
 timed on the same input, A B A B ... (mnv4_kernels.timing.interleaved), with the thread count given. Reports
 the medians, p10s, the ratio bf16 / fp32 of each, the bf16 table in use (lp_isa) and the logits' relative
-error of each against the fp32 reference. JSON under benches/results/ with the machine and the command.
+error of each against the fp32 reference, beside that of the reference itself run in the reduced precision by
+torch (rel_err_torch_<dtype>). JSON under benches/results/ with the machine and the command.
 --dtype fp16 times the fp16 fused model instead: on the f16 kernels where the CPU has fp16 arithmetic (aarch64
-with FP16: neon_fp16; torch.ops.mnv4_cpu.f16_isa(), recorded), else its chain runs in fp32 and the ratio to fp32
-is the cost of that, ~1.0 (x86). The targets are bf16's.
+with FP16: neon_fp16; x86 with AVX512-FP16: avx512fp16; torch.ops.mnv4_cpu.f16_isa(), recorded), else its chain
+runs in fp32 and the ratio to fp32 is the cost of that, ~1.0. The randomized weights drive some models'
+activations past fp16's range (65504): their fp16 logits are then inf, torch's as ours. The targets are bf16's.
 
     python benches/bf16_model_cpu.py [--threads 2] [--repeats 40] [--cases conv_m_224_b8,...] [--cpu-time]
                                      [--dtype bf16|fp16]
@@ -19,6 +21,7 @@ thread for up to a time slice.
 """
 
 import argparse
+import copy
 import time
 import os
 import subprocess
@@ -63,6 +66,7 @@ def run_case(key, repeats, clock, lp="bf16"):
     with torch.inference_mode():
         err32 = rel_err(f32(x), want)
         err16 = rel_err(b16(xb).float(), want)
+        err_torch = rel_err(copy.deepcopy(ref).to(dtype)(xb).float(), want)  # Module.to is in place
         t = timing.interleaved({"fp32": lambda: f32(x), lp: lambda: b16(xb)}, warmup=3, repeats=repeats,
                                progress=key, clock=clock)
     row = {"case": key, "model": name, "resolution": res, "batch": batch,
@@ -71,10 +75,11 @@ def run_case(key, repeats, clock, lp="bf16"):
            "ratio_median": t[lp].median_ms / t["fp32"].median_ms,
            "ratio_p10": t[lp].p10_ms / t["fp32"].p10_ms,
            "target_ratio": target, "repeats": t["fp32"].repeats,
-           "rel_err_fp32": err32, f"rel_err_{lp}": err16}
+           "rel_err_fp32": err32, f"rel_err_{lp}": err16, f"rel_err_torch_{lp}": err_torch}
     print(f"{key:18s} fp32 {row['fp32_median_ms']:8.2f} ms  {lp} {row[f'{lp}_median_ms']:8.2f} ms  "
           f"ratio {row['ratio_median']:.3f} (p10 {row['ratio_p10']:.3f})"
-          + (f"  target <= {target}" if target else "") + f"  err {lp} {err16:.2e}", flush=True)
+          + (f"  target <= {target}" if target else "") + f"  err {lp} {err16:.2e} (torch {err_torch:.2e})",
+          flush=True)
     return row
 
 

@@ -64,14 +64,15 @@ def parse_e2e(spec):
     return names
 
 
-PEAKS = ("fma32", "vdpbf16ps", "tdpbf16ps")  # benches/peak.c: fp32 FMA, AVX512-BF16 dot product, AMX-BF16 tile
+# benches/peak.c: fp32 FMA, AVX512-BF16 dot product, AMX-BF16 tile, AVX512-FP16 FMA
+PEAKS = ("fma32", "vdpbf16ps", "tdpbf16ps", "vfmadd231ph")
 
 
 def peak_gflops(threads):
     """The register-only arithmetic peaks of `threads` cores (benches/peak.c, built with the system C compiler
-    and -march=native): {"fma32": GFLOP/s, "vdpbf16ps": GFLOP/s, "tdpbf16ps": GFLOP/s, "skipped": {name: why}},
-    a peak None where the CPU lacks its instructions (the reason in "skipped"), all None where the source or a
-    compiler is missing (an installed package without the repository)."""
+    and -march=native): {"fma32": GFLOP/s, "vdpbf16ps": ..., "tdpbf16ps": ..., "vfmadd231ph": ...,
+    "skipped": {name: why}}, a peak None where the CPU lacks its instructions (the reason in "skipped"), all
+    None where the source or a compiler is missing (an installed package without the repository)."""
     out = dict.fromkeys(PEAKS)
     out["skipped"] = {}
     src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benches", "peak.c")
