@@ -1,7 +1,7 @@
-// One-thread rate of the bf16 (and fp16-arithmetic f16) tables against the fp32 kernels on MobileNetV4 shapes, NHWC 1x1 GEMMs and
-// depthwise convs, and the register-only peaks (benches/peak.c) measured between them in the same process, so
-// every ratio holds under one load. Not part of the library; built and run by benches/bf16_cpu.py (links the
-// CMake build's libmnv4_ukernels.a and peak.c built with -DPEAK_NO_MAIN).
+// One-thread rate of the bf16 (and fp16-arithmetic f16) tables against the fp32 kernels on MobileNetV4 shapes,
+// NHWC 1x1 GEMMs and depthwise convs, and the register-only peaks (benches/peak.c) measured between them in the
+// same process, so every ratio holds under one load. Not part of the library; built and run by
+// benches/bf16_cpu.py (links the CMake build's libmnv4_ukernels.a and peak.c built with -DPEAK_NO_MAIN).
 //   bf16_kernels_cpu gemm M K N ROUNDS     ->  one JSON object per variant on stdout
 //   bf16_kernels_cpu dw C k s H W ROUNDS
 // gemm: C[M x N] = relu(A[M x K] B[K x N] + bias), B packed once in each table's layout (fp32: the weight
@@ -40,7 +40,9 @@ double bf16_peak_amx(long iters);
 double bf16_peak_ph(long iters);
 }
 
-// The f16 tables with fp16 arithmetic (the ones the ops compute fp16 on: kernel_set.h f16_kernels).
+// The tables timed: bf16 (all but scalar and the emulations), f16 with fp16 arithmetic (the ones the ops compute
+// fp16 on: kernel_set.h f16_kernels).
+static const LpIsa kBf16Isas[] = {LpIsa::Avx2, LpIsa::Avx512F, LpIsa::Avx512Bf16, LpIsa::Amx};
 static const LpIsa kF16Isas[] = {LpIsa::Avx512Fp16, LpIsa::NeonFp16};
 
 // This thread's CPU time: a round is not charged for the time slices other processes take on a shared machine.
@@ -55,9 +57,34 @@ struct Variant {
   std::function<void()> call;
   std::vector<double> gflops;
   std::function<double(int64_t)> at;  // element j of the result, in packed order
-  bool bf16 = false;
+  bool lp = false;  // a bf16 / f16 variant: its error against the first fp32 one is recorded
   double err = -1;
 };
+
+// One element type's GEMM variants: each table of `isas` usable here, its packed weight and output kept for the
+// process's life (the variants' calls point into them).
+template <class E, size_t NI>
+static void lp_gemm_variants(const LpIsa (&isas)[NI], const char* prefix, int64_t M, int64_t K, int64_t N,
+                             const std::vector<E>& a, const std::vector<float>& w, const std::vector<float>& bias,
+                             std::vector<Variant>& vs) {
+  static std::vector<std::vector<E>> packs, outs;
+  static const int64_t off0 = 0;
+  packs.reserve(NI);
+  outs.reserve(NI);
+  for (LpIsa isa : isas) {
+    const LpUKernels<E>* t = lp_ukernels_for<E>(isa);
+    if (!t) continue;
+    packs.emplace_back(lp_packed_size(t->pack, 1, K, N));
+    lp_pack(t->pack, 1, K, N, w.data(), N, packs.back().data());
+    const E *bp = packs.back().data(), *ap = a.data();
+    E* cp = outs.emplace_back(M * N).data();
+    const float* bi = bias.data();
+    const int64_t bss = lp_slab_stride(t->pack, 1, K);
+    vs.push_back({std::string(prefix) + t->name,
+                  [=] { t->conv_nhwc(M, N, K, 1, &off0, ap, K, bp, bss, cp, N, bi, Act::Relu, nullptr, 0); }, {},
+                  [=](int64_t j) { return double(to_f32(cp[j])); }, true});
+  }
+}
 
 // The GEMM variants; `elems`: the number of result elements.
 static void gemm_variants(int64_t M, int64_t K, int64_t N, std::mt19937& rng, std::vector<Variant>& vs,
@@ -67,8 +94,6 @@ static void gemm_variants(int64_t M, int64_t K, int64_t N, std::mt19937& rng, st
   static std::vector<bf16_t> a16;
   static std::vector<f16_t> ah;
   static std::vector<std::vector<float>> wps, c32s;
-  static std::vector<std::vector<bf16_t>> packs, outs;
-  static std::vector<std::vector<f16_t>> hpacks, houts;
   static const int64_t off0 = 0;
   std::uniform_real_distribution<float> d(-1.f, 1.f);
   a.resize(M * K), w.resize(K * N), bias.resize(N);
@@ -101,37 +126,8 @@ static void gemm_variants(int64_t M, int64_t K, int64_t N, std::mt19937& rng, st
                   }, {}, [=](int64_t j) { return double(cp[j]); }});
   }
   if (vs.empty()) return;
-  const LpIsa isas[] = {LpIsa::Avx2, LpIsa::Avx512F, LpIsa::Avx512Bf16, LpIsa::Amx};
-  packs.reserve(4);
-  outs.reserve(4);
-  for (LpIsa isa : isas) {
-    const LpUKernels<bf16_t>* t = lp_ukernels_for<bf16_t>(isa);
-    if (!t) continue;
-    packs.emplace_back(lp_packed_size(t->pack, 1, K, N));
-    lp_pack(t->pack, 1, K, N, w.data(), N, packs.back().data());
-    outs.emplace_back(M * N);
-    const bf16_t* bp = packs.back().data();
-    bf16_t* cp = outs.back().data();
-    const int64_t bss = lp_slab_stride(t->pack, 1, K);
-    vs.push_back({std::string("bf16_") + t->name, [=] {
-                    t->conv_nhwc(M, N, K, 1, &off0, a16.data(), K, bp, bss, cp, N, bias.data(), Act::Relu, nullptr, 0);
-                  }, {}, [=](int64_t j) { return double(bf16_to_f32(cp[j])); }, true});
-  }
-  hpacks.reserve(2);
-  houts.reserve(2);
-  for (LpIsa isa : kF16Isas) {
-    const LpUKernels<f16_t>* t = lp_ukernels_for<f16_t>(isa);
-    if (!t) continue;
-    hpacks.emplace_back(lp_packed_size(t->pack, 1, K, N));
-    lp_pack(t->pack, 1, K, N, w.data(), N, hpacks.back().data());
-    houts.emplace_back(M * N);
-    const f16_t* bp = hpacks.back().data();
-    f16_t* cp = houts.back().data();
-    const int64_t bss = lp_slab_stride(t->pack, 1, K);
-    vs.push_back({std::string("f16_") + t->name, [=] {
-                    t->conv_nhwc(M, N, K, 1, &off0, ah.data(), K, bp, bss, cp, N, bias.data(), Act::Relu, nullptr, 0);
-                  }, {}, [=](int64_t j) { return double(f16_to_f32(cp[j])); }, true});
-  }
+  lp_gemm_variants<bf16_t>(kBf16Isas, "bf16_", M, K, N, a16, w, bias, vs);
+  lp_gemm_variants<f16_t>(kF16Isas, "f16_", M, K, N, ah, w, bias, vs);
 }
 
 // Pixel stride (elements) of a scratch tile of c channels of `bytes` each: whole 64-byte lines, an odd number.
@@ -143,6 +139,26 @@ static int64_t tile_stride(int64_t c, int64_t bytes) {
   return lines * per_line;
 }
 
+// One element type's depthwise variants (as lp_gemm_variants): input pixels ps elements apart.
+template <class E, size_t NI>
+static void lp_dw_variants(const LpIsa (&isas)[NI], const char* prefix, int64_t C, int k, int s, int64_t H, int64_t W,
+                           int64_t ps, const std::vector<E>& in, const std::vector<float>& w,
+                           const std::vector<float>& bias, std::vector<Variant>& vs) {
+  static std::vector<std::vector<E>> outs;
+  const int64_t Ho = (H - 1) / s + 1, Wo = (W - 1) / s + 1;
+  outs.reserve(NI);
+  for (LpIsa isa : isas) {
+    const LpUKernels<E>* t = lp_ukernels_for<E>(isa);
+    if (!t) continue;
+    E* op = outs.emplace_back(Ho * Wo * ps).data();
+    const E* ip = in.data();
+    const float *wp = w.data(), *bi = bias.data();
+    vs.push_back({std::string(prefix) + t->name, [=] {
+                    t->dwconv_nhwc(C, k, s, ip, ps, W * ps, 0, H, W, wp, C, bi, Act::Relu, op, ps, Wo * ps, 0, Ho);
+                  }, {}, [=](int64_t j) { return double(to_f32(op[j / C * ps + j % C])); }, true});
+  }
+}
+
 // The depthwise variants; `elems`: the number of result elements (Ho x Wo x C).
 static void dw_variants(int64_t C, int k, int s, int64_t H, int64_t W, std::mt19937& rng, std::vector<Variant>& vs,
                         double& flops, int64_t& elems) {
@@ -151,8 +167,6 @@ static void dw_variants(int64_t C, int k, int s, int64_t H, int64_t W, std::mt19
   static std::vector<bf16_t> in16;
   static std::vector<f16_t> inh;
   static std::vector<std::vector<float>> outs32;
-  static std::vector<std::vector<bf16_t>> outs;
-  static std::vector<std::vector<f16_t>> houts;
   std::uniform_real_distribution<float> d(-1.f, 1.f);
   const int64_t Ho = (H - 1) / s + 1, Wo = (W - 1) / s + 1;
   const int64_t ps32 = tile_stride(C, 4), ps16 = tile_stride(C, 2);
@@ -180,27 +194,8 @@ static void dw_variants(int64_t C, int k, int s, int64_t H, int64_t W, std::mt19
                   }, {}, [=](int64_t j) { return double(op[j / C * ps32 + j % C]); }});
   }
   if (vs.empty()) return;
-  const LpIsa isas[] = {LpIsa::Avx2, LpIsa::Avx512F, LpIsa::Avx512Bf16, LpIsa::Amx};
-  outs.reserve(4);
-  for (LpIsa isa : isas) {
-    const LpUKernels<bf16_t>* t = lp_ukernels_for<bf16_t>(isa);
-    if (!t) continue;
-    bf16_t* op = outs.emplace_back(Ho * Wo * ps16).data();
-    vs.push_back({std::string("bf16_") + t->name, [=] {
-                    t->dwconv_nhwc(C, k, s, in16.data(), ps16, W * ps16, 0, H, W, w.data(), C, bias.data(), Act::Relu,
-                                   op, ps16, Wo * ps16, 0, Ho);
-                  }, {}, [=](int64_t j) { return double(bf16_to_f32(op[j / C * ps16 + j % C])); }, true});
-  }
-  houts.reserve(2);
-  for (LpIsa isa : kF16Isas) {
-    const LpUKernels<f16_t>* t = lp_ukernels_for<f16_t>(isa);
-    if (!t) continue;
-    f16_t* op = houts.emplace_back(Ho * Wo * ps16).data();
-    vs.push_back({std::string("f16_") + t->name, [=] {
-                    t->dwconv_nhwc(C, k, s, inh.data(), ps16, W * ps16, 0, H, W, w.data(), C, bias.data(), Act::Relu,
-                                   op, ps16, Wo * ps16, 0, Ho);
-                  }, {}, [=](int64_t j) { return double(f16_to_f32(op[j / C * ps16 + j % C])); }, true});
-  }
+  lp_dw_variants<bf16_t>(kBf16Isas, "bf16_", C, k, s, H, W, ps16, in16, w, bias, vs);
+  lp_dw_variants<f16_t>(kF16Isas, "f16_", C, k, s, H, W, ps16, inh, w, bias, vs);
 }
 
 int main(int argc, char** argv) {
@@ -244,7 +239,7 @@ int main(int argc, char** argv) {
   double mx = 0;
   for (int64_t j = 0; j < elems; ++j) mx = std::max(mx, std::fabs(vs.front().at(j)));
   for (Variant& v : vs) {
-    if (!v.bf16) continue;
+    if (!v.lp) continue;
     double e = 0;
     for (int64_t j = 0; j < elems; ++j) e = std::max(e, std::fabs(v.at(j) - vs.front().at(j)));
     v.err = e / mx;

@@ -166,9 +166,10 @@ struct WideningKernelSet : KernelSet<float> {
 };
 
 // Whether an op on fp16 input runs KernelSet<cpu::f16_t>: where the f16 table has fp16 arithmetic (neon_fp16,
-// avx512fp16; neon_fp16_emu or avx512fp16_emu when MNV4_CPU_LP_ISA forces it, in tests). Elsewhere no table computes fp16 faster than the
-// fp32 kernels (the scalar one converts on load), so fp16 is computed in fp32: converted at the op's entry and
-// its result converted back, the weights converted once per tensor (fp32_constant).
+// avx512fp16; neon_fp16_emu or avx512fp16_emu when MNV4_CPU_LP_ISA forces it, in tests). Elsewhere no table
+// computes fp16 faster than the fp32 kernels (the scalar one converts on load), so fp16 is computed in fp32:
+// converted at the op's entry and its result converted back, the weights converted once per tensor
+// (fp32_constant).
 inline bool f16_kernels() {
   static const bool yes = !cpu::lp_convert_on_load(cpu::lp_ukernels<cpu::f16_t>().isa);
   return yes;

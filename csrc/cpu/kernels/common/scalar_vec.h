@@ -1,6 +1,7 @@
 // fp32 "vectors" of one lane: the V of common/bf16_impl.h and vec_math.h for the portable (emulation) tables,
 // so their epilogues (and gelu_v) are the SIMD tables' code paths, one lane wide (fallback/amx_emu.cpp,
-// fallback/f16_fma_emu.cpp). Include it inside the including file's own namespace.
+// fallback/f16_fma_emu.cpp); and ScalarLp<E>, the matching L (element E <-> fp32 by ukernels_bf16.h's
+// conversions). Include it inside the including file's own namespace, after ukernels_bf16.h.
 #ifndef MNV4_SCALAR_VEC_H_IN_THIS_NAMESPACE
 #define MNV4_SCALAR_VEC_H_IN_THIS_NAMESPACE
 
@@ -24,6 +25,18 @@ struct ScalarVec {
   static T round(T a) { return std::nearbyint(a); }
   static T ldexp(T p, T i) { return std::ldexp(p, int(i)); }
   static T zero_below(T r, T x, float t) { return x >= t ? r : 0.f; }
+};
+
+template <class Elem>
+struct ScalarLp {
+  using V = ScalarVec;
+  using E = Elem;
+  static float load(const E* p) { return to_f32(*p); }
+  static float loadn(const E* p, int n) { return n > 0 ? to_f32(*p) : 0.f; }
+  static void store(E* p, float v) { *p = from_f32<E>(v); }
+  static void storen(E* p, float v, int n) {
+    if (n > 0) *p = from_f32<E>(v);
+  }
 };
 
 #endif  // MNV4_SCALAR_VEC_H_IN_THIS_NAMESPACE

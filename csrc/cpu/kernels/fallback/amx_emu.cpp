@@ -123,17 +123,6 @@ namespace amx_emu_portable {
 
 #include "../common/scalar_vec.h"
 
-struct ScalarBf16 {
-  using V = ScalarVec;
-  using E = bf16_t;
-  static float load(const E* p) { return bf16_to_f32(*p); }
-  static float loadn(const E* p, int n) { return n > 0 ? bf16_to_f32(*p) : 0.f; }
-  static void store(E* p, float v) { *p = f32_to_bf16(v); }
-  static void storen(E* p, float v, int n) {
-    if (n > 0) *p = f32_to_bf16(v);
-  }
-};
-
 #include "../common/vec_math.h"
 #include "../common/bf16_impl.h"
 #include "../common/amx_conv_impl.h"
@@ -143,7 +132,7 @@ struct ScalarBf16 {
 void bf16_conv_nhwc_32x32__amx_emu_portable(int64_t M, int64_t N, int64_t K, int T, const int64_t* off,
                                             const bf16_t* A, int64_t lda, const bf16_t* B, int64_t bss, bf16_t* C,
                                             int64_t ldc, const float* bias, Act act, const bf16_t* R, int64_t ldr) {
-  amx_emu_portable::amx_conv_dispatch<AmxEmuTiles, amx_emu_portable::ScalarBf16>(M, N, K, T, off, A, lda, B, bss, C,
+  amx_emu_portable::amx_conv_dispatch<AmxEmuTiles, amx_emu_portable::ScalarLp<bf16_t>>(M, N, K, T, off, A, lda, B, bss, C,
                                                                                  ldc, bias, act, R, ldr);
 }
 

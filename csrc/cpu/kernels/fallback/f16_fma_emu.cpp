@@ -18,17 +18,6 @@ namespace f16_fma_emu {
 
 #include "../common/scalar_vec.h"
 
-struct ScalarF16 {
-  using V = ScalarVec;
-  using E = f16_t;
-  static float load(const E* p) { return f16_to_f32(*p); }
-  static float loadn(const E* p, int n) { return n > 0 ? f16_to_f32(*p) : 0.f; }
-  static void store(E* p, float v) { *p = f32_to_f16(v); }
-  static void storen(E* p, float v, int n) {
-    if (n > 0) *p = f32_to_f16(v);
-  }
-};
-
 // fp16 vectors of 2 lanes (2 * ScalarVec::W, as 32 lanes are 2 * 16 on AVX-512)
 struct HalfEmu {
   struct T {
@@ -58,7 +47,8 @@ void f16_conv_nhwc_8x32__avx512fp16_emu(int64_t M, int64_t N, int64_t K, int T, 
                                         int64_t lda, const f16_t* B, int64_t bss, f16_t* C, int64_t ldc,
                                         const float* bias, Act act, const f16_t* R, int64_t ldr) {
   using namespace f16_fma_emu;
-  lp_conv_dispatch<ScalarF16, F16FmaTile<ScalarF16, HalfEmu, kAvx512Fp16AccChunk>, 8, 32>(
+  using L = ScalarLp<f16_t>;
+  lp_conv_dispatch<L, F16FmaTile<L, HalfEmu, kAvx512Fp16AccChunk>, 8, 32>(
       M, N, K, T, off, A, lda, B, bss, C, ldc, bias, act, R, ldr);
 }
 

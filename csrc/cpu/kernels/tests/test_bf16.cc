@@ -114,7 +114,8 @@ static int test_f64_to_f16() {
       if (bad++ < 5) std::printf("FAIL f64_to_f16 around 0x%04x\n", h);
     }
   }
-  if (f64_to_f16(65520.0).bits != 0x7c00u || f64_to_f16(65519.99).bits != 0x7bffu || f64_to_f16(-1e300).bits != 0xfc00u)
+  if (f64_to_f16(65520.0).bits != 0x7c00u || f64_to_f16(65519.99).bits != 0x7bffu ||
+      f64_to_f16(-1e300).bits != 0xfc00u)
     ++bad;
   if (!std::isnan(f16_to_f32(f64_to_f16(std::numeric_limits<double>::quiet_NaN())))) ++bad;
   return bad;

@@ -85,7 +85,9 @@ struct Bf16Avx512Dp : Bf16Avx512Base {
 struct F16Avx512 {
   using V = Avx512Vec;
   using E = f16_t;
-  static inline __m512 load(const E* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+  static inline __m512 load(const E* p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
   static inline __m512 loadn(const E* p, int n) {
     if (n >= 16) return load(p);
     return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(V::mask(n), p));
