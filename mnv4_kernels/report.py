@@ -69,6 +69,11 @@ def isa_flags(fields):
     return sorted(w for w in set(words) if _ISA_FLAG.match(w))
 
 
+def cpu_flags():
+    """This machine's instruction-set flags (isa_flags of the first processor in /proc/cpuinfo; [] without it)."""
+    return isa_flags(_cpuinfo())
+
+
 def cpu_generation():
     return amd_core_generation(_cpuinfo())
 
@@ -93,7 +98,7 @@ def env_info(device="cpu"):
         "machine": platform.machine(),
         "cpu": cpu_model(),
         "cpu_generation": cpu_generation(),
-        "cpu_flags": isa_flags(_cpuinfo()),
+        "cpu_flags": cpu_flags(),
         "mnv4_cpu_isa": _mnv4_isa("isa"),
         "mnv4_cpu_lp_isa": _mnv4_isa("lp_isa"),
         "mnv4_cpu_f16_isa": _mnv4_isa("f16_isa"),

@@ -34,11 +34,8 @@ f16 = torch.float16
 
 
 def _has_avx512fp16():
-    import platform
-    if platform.machine() not in ("x86_64", "AMD64") or not os.path.exists("/proc/cpuinfo"):
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags")), [])
-    return all(f in flags for f in ("avx512_fp16", "avx512bw", "avx512vl"))
+    from mnv4_kernels import report
+    return all(f in report.cpu_flags() for f in ("avx512_fp16", "avx512bw", "avx512vl"))
 
 
 # the tables these tests force: both emulations everywhere, the native one where the CPU has it

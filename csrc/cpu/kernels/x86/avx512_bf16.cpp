@@ -9,7 +9,7 @@
 //   avx512bf16_dot_rate: how many multiply-adds vdpbf16ps does per unit of time against vfmadd231ps, measured
 //     on this core (register-only loops, as benches/peak.c): the automatic pick's test (interface/
 //     dispatch_bf16.cpp), since the instruction's rate differs by design: ~2 on AMD Zen 4 (236 against 118
-//     GFLOP/s a core), ~0.5 on an Intel Xeon with AMX (110 against 218: benches/results/bf16-kernels-*).
+//     GFLOP/s a core), ~0.5 on an Intel Xeon with AMX (~100 against ~200: benches/results/bf16-kernels-*).
 #if defined(__x86_64__) || defined(_M_X64)
 
 #include <algorithm>
