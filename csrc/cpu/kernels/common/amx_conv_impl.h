@@ -23,10 +23,9 @@ void amx_conv_impl(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, c
   constexpr int W = V::W;
   constexpr int NR = 32, KB = 32;
   if (M <= 0 || N <= 0) return;
-  struct Scratch {
-    alignas(64) float c[32 * NR];  // the C block
-  };
-  static thread_local Scratch sc;
+  // The C block, on the stack: a thread_local buffer's address is a __tls_get_addr call in a shared library, which
+  // GCC re-issued for every row of the epilogue.
+  alignas(64) float cbuf[32 * NR];
   static const TileConfig cfg = [] {
     TileConfig g;
     std::memset(&g, 0, sizeof g);
@@ -117,8 +116,8 @@ void amx_conv_impl(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, c
       const Block e{m0, n0, static_cast<int>(std::min<int64_t>(32, M - m0)),
                     static_cast<int>(std::min<int64_t>(NR, N - n0))};
       compute(e);
-      store(e, sc.c);
-      epilogue(e, sc.c);
+      store(e, cbuf);
+      epilogue(e, cbuf);
     }
   }
 }
