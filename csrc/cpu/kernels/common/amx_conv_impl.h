@@ -15,6 +15,12 @@
 // Per block, the C tiles go to an fp32 buffer and the epilogue adds the bias, applies the activation, adds the
 // residual and rounds to bf16 with L.
 
+// L::store2(p, lo, hi): 32 values rounded by one instruction and stored by one, where the traits have it
+template <class L, class = void>
+struct LpStore2 : std::false_type {};
+template <class L>
+struct LpStore2<L, std::void_t<decltype(L::store2(nullptr, L::V::zero(), L::V::zero()))>> : std::true_type {};
+
 template <class Tiles, class L, Act A, bool RES>
 void amx_conv_impl(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, const bf16_t* a, int64_t lda,
                    const bf16_t* b, int64_t bss, bf16_t* c, int64_t ldc, const float* bias, const bf16_t* r,
@@ -92,16 +98,37 @@ void amx_conv_impl(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, c
     if (two) Tiles::template store<2>(cb + 16 * NR, NR * 4);
     if (two && wide) Tiles::template store<3>(cb + 16 * NR + 16, NR * 4);
   };
-  // rows < rows, columns < ncols of the block's C (cb) to bf16 in c
+  // rows < rows, columns < ncols of the block's C (cb) to bf16 in c. The bias vectors once per block; a full row
+  // (32 columns) through L::store2 where L has it (one rounding instruction and one store for both vectors).
   auto epilogue = [&](const Block& e, const float* cb) {
+    constexpr int NVB = NR / W;
+    typename V::T bv[NVB];
+    for (int v = 0; v < NVB; ++v) {
+      const int n = e.ncols - v * W;
+      bv[v] = !bias || n <= 0 ? V::zero() : n >= W ? V::loadu(bias + e.n0 + v * W) : V::loadn(bias + e.n0 + v * W, n);
+    }
     for (int i = 0; i < e.rows; ++i) {
       const float* cr = cb + i * NR;
       bf16_t* ci = c + (e.m0 + i) * ldc + e.n0;
       const bf16_t* ri = RES ? r + (e.m0 + i) * ldr + e.n0 : nullptr;
+      if (e.ncols == NR) {
+        typename V::T y[NVB];
+        for (int v = 0; v < NVB; ++v) {
+          y[v] = V::loadu(cr + v * W);
+          if (bias) y[v] = V::add(y[v], bv[v]);
+          y[v] = act_v<V, A>(y[v]);
+          if (RES) y[v] = V::add(y[v], L::load(ri + v * W));
+        }
+        if constexpr (NVB == 2 && LpStore2<L>::value)
+          L::store2(ci, y[0], y[1]);
+        else
+          for (int v = 0; v < NVB; ++v) L::store(ci + v * W, y[v]);
+        continue;
+      }
       for (int col = 0; col < e.ncols; col += W) {
         const int n = e.ncols - col;
         typename V::T y = V::loadu(cr + col);
-        if (bias) y = V::add(y, n >= W ? V::loadu(bias + e.n0 + col) : V::loadn(bias + e.n0 + col, n));
+        if (bias) y = V::add(y, bv[col / W]);
         y = act_v<V, A>(y);
         if (RES) y = V::add(y, n >= W ? L::load(ri + col) : L::loadn(ri + col, n));
         if (n >= W)

@@ -69,6 +69,8 @@ struct Bf16Avx512Dp : Bf16Avx512Base {
     if (n >= 16) return store(p, v);
     _mm256_mask_storeu_epi16(p, V::mask(n), narrow(v));
   }
+  // 32 values, lo the first 16: vcvtne2ps2bf16 rounds each as vcvtneps2bf16 does
+  static inline void store2(E* p, __m512 lo, __m512 hi) { _mm512_storeu_si512(p, (__m512i)_mm512_cvtne2ps_pbh(hi, lo)); }
   using AP = __m512i;
   using BP = __m512i;
   static inline AP a_pair(uint32_t u) { return _mm512_set1_epi32(int(u)); }
