@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from mnv4_kernels import baselines, bench
+from mnv4_kernels import baselines, bench, report
 
 
 @pytest.fixture(scope="module")
@@ -94,19 +94,11 @@ def test_default_candidates():
     assert bench.default_e2e("cuda", torch.float16) == ["ours-fp16", "eager-fp16"]
 
 
-def _cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return []
-
-
 def test_peaks_follow_the_cpu():
     """benches/peak.c builds and reports each peak the CPU has, and skips the others with the reason."""
     peaks = bench.peak_gflops(1)
     assert peaks["fma32"] and peaks["fma32"] > 0, peaks
-    flags = _cpu_flags()
+    flags = report.cpu_flags()
     if not flags:
         pytest.skip("no /proc/cpuinfo flags to compare with (not Linux)")
     for name, flag in (("vdpbf16ps", "avx512_bf16"), ("tdpbf16ps", "amx_bf16"), ("vfmadd231ph", "avx512_fp16")):

@@ -84,17 +84,6 @@ def _bf16_run(build_dir, configure_args=(), emulator=()):
     return r.stdout
 
 
-def _cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def _cpu_vendor():
     try:
         with open("/proc/cpuinfo") as f:
@@ -118,7 +107,8 @@ def test_bf16_native():
     for table in ("neon_fp16_emu", "avx512fp16_emu"):
         assert re.search(rf"\n{table}: [1-9]\d* cases bit for bit with the chunked fp16 arithmetic", out), out[-3000:]
     if platform.machine() in ("x86_64", "AMD64"):
-        flags = _cpu_flags()
+        from mnv4_kernels import report
+        flags = report.cpu_flags()
         native = out.split("native:")[1].splitlines()[0]
         if "avx2" in flags and "fma" in flags:  # the AVX2 convert-on-load table (x86 CPUs without AVX-512)
             assert "bf16:avx2 " in native + " ", out[-3000:]

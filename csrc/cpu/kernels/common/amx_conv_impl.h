@@ -99,7 +99,8 @@ void amx_conv_impl(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, c
     if (two && wide) Tiles::template store<3>(cb + 16 * NR + 16, NR * 4);
   };
   // rows < rows, columns < ncols of the block's C (cb) to bf16 in c. The bias vectors once per block; a full row
-  // (32 columns) through L::store2 where L has it (one rounding instruction and one store for both vectors).
+  // (32 columns: FULL, the vector count known at compile time) through L::store2 where L has it (one rounding
+  // instruction and one store for both vectors).
   auto epilogue = [&](const Block& e, const float* cb) {
     constexpr int NVB = NR / W;
     typename V::T bv[NVB];
@@ -107,36 +108,38 @@ void amx_conv_impl(int64_t M, int64_t N, int64_t K, int T, const int64_t* off, c
       const int n = e.ncols - v * W;
       bv[v] = !bias || n <= 0 ? V::zero() : n >= W ? V::loadu(bias + e.n0 + v * W) : V::loadn(bias + e.n0 + v * W, n);
     }
-    for (int i = 0; i < e.rows; ++i) {
-      const float* cr = cb + i * NR;
-      bf16_t* ci = c + (e.m0 + i) * ldc + e.n0;
-      const bf16_t* ri = RES ? r + (e.m0 + i) * ldr + e.n0 : nullptr;
-      if (e.ncols == NR) {
+    auto rows = [&](auto full) {
+      constexpr bool FULL = decltype(full)::value;
+      const int nv = FULL ? NVB : (e.ncols + W - 1) / W;
+      for (int i = 0; i < e.rows; ++i) {
+        const float* cr = cb + i * NR;
+        bf16_t* ci = c + (e.m0 + i) * ldc + e.n0;
+        const bf16_t* ri = RES ? r + (e.m0 + i) * ldr + e.n0 : nullptr;
         typename V::T y[NVB];
-        for (int v = 0; v < NVB; ++v) {
+        for (int v = 0; v < nv; ++v) {
+          const int n = FULL ? W : e.ncols - v * W;
           y[v] = V::loadu(cr + v * W);
           if (bias) y[v] = V::add(y[v], bv[v]);
           y[v] = act_v<V, A>(y[v]);
-          if (RES) y[v] = V::add(y[v], L::load(ri + v * W));
+          if (RES) y[v] = V::add(y[v], n >= W ? L::load(ri + v * W) : L::loadn(ri + v * W, n));
         }
-        if constexpr (NVB == 2 && LpStore2<L>::value)
+        if constexpr (FULL && NVB == 2 && LpStore2<L>::value) {
           L::store2(ci, y[0], y[1]);
-        else
-          for (int v = 0; v < NVB; ++v) L::store(ci + v * W, y[v]);
-        continue;
+        } else {
+          for (int v = 0; v < nv; ++v) {
+            const int n = FULL ? W : e.ncols - v * W;
+            if (n >= W)
+              L::store(ci + v * W, y[v]);
+            else
+              L::storen(ci + v * W, y[v], n);
+          }
+        }
       }
-      for (int col = 0; col < e.ncols; col += W) {
-        const int n = e.ncols - col;
-        typename V::T y = V::loadu(cr + col);
-        if (bias) y = V::add(y, bv[col / W]);
-        y = act_v<V, A>(y);
-        if (RES) y = V::add(y, n >= W ? L::load(ri + col) : L::loadn(ri + col, n));
-        if (n >= W)
-          L::store(ci + col, y);
-        else
-          L::storen(ci + col, y, n);
-      }
-    }
+    };
+    if (e.ncols == NR)
+      rows(std::true_type{});
+    else
+      rows(std::false_type{});
   };
   for (int64_t m0 = 0; m0 < M; m0 += 32) {
     for (int64_t n0 = 0; n0 < N; n0 += NR) {
